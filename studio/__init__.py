@@ -1,0 +1,1 @@
+"""Align Studio's engine: plain Python that the Gradio pages call. Never imports gradio."""

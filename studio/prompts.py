@@ -1,0 +1,190 @@
+"""Prompt sets: the built-in ones, uploaded JSONL or CSV files, and Hub data sets.
+
+Everything is checked before anything is written, and a set is added in one transaction: bad input stores nothing.
+"""
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.paths import check_name
+from studio.store import Store
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+BUILTIN_SETS = {"bank": "bank.jsonl", "helpful_harmless": "helpful_harmless.jsonl"}
+PROMPT_COLUMNS = ("prompt", "question", "instruction")
+SYSTEM_COLUMN = "system"
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_PROMPTS = 20_000
+
+
+class PromptError(ValueError):
+    """Input that cannot become a prompt set; the message says what to fix."""
+
+
+@dataclass
+class ParsedPrompts:
+    rows: list[tuple[str, str]]  # (prompt, system prompt or '')
+    duplicates: int = 0
+    empty: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.rows)} prompts"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicated prompts removed")
+        if self.empty:
+            parts.append(f"{self.empty} empty rows skipped")
+        return ", ".join(parts)
+
+
+def _pick_column(columns, source: str) -> str:
+    lowered = {str(c).strip().lower(): c for c in columns if c is not None}
+    for name in PROMPT_COLUMNS:
+        if name in lowered:
+            return lowered[name]
+    found = ", ".join(repr(str(c)) for c in columns if c is not None) or "none"
+    raise PromptError(
+        f"{source} has no prompt column: expected one of {', '.join(PROMPT_COLUMNS)}; found {found}."
+    )
+
+
+def _from_records(records: list[dict], source: str, column: str | None = None) -> ParsedPrompts:
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    if column is None:
+        column = _pick_column(columns, source)
+    elif column not in columns:
+        raise PromptError(f"{source} has no column {column!r}; its columns are {', '.join(map(repr, columns))}.")
+    system_key = next((c for c in columns if str(c).strip().lower() == SYSTEM_COLUMN), None)
+    parsed = ParsedPrompts(rows=[])
+    seen = set()
+    for record in records:
+        text = record.get(column)
+        text = text.strip() if isinstance(text, str) else ("" if text is None else str(text).strip())
+        if not text:
+            parsed.empty += 1
+            continue
+        system = record.get(system_key) if system_key else ""
+        system = system.strip() if isinstance(system, str) else ""
+        if (text, system) in seen:
+            parsed.duplicates += 1
+            continue
+        seen.add((text, system))
+        parsed.rows.append((text, system))
+    if not parsed.rows:
+        raise PromptError(f"{source} has no prompts: every row's {column!r} is empty.")
+    if len(parsed.rows) > MAX_PROMPTS:
+        raise PromptError(f"{source} has {len(parsed.rows)} prompts; the limit is {MAX_PROMPTS}. Split it.")
+    return parsed
+
+
+def parse_prompt_file(path) -> ParsedPrompts:
+    """Read a .jsonl or .csv upload into prompts; PromptError names the problem and the file."""
+    path = Path(path)
+    name = path.name
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise PromptError(f"{name}: upload a .jsonl or .csv file (one prompt per line or row).")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise PromptError(
+            f"{name} is {size / 1024 / 1024:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 1024 // 1024} MB. "
+            "Split it into smaller files."
+        )
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise PromptError(f"{name} is empty.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise PromptError(
+            f"{name} is not UTF-8 text (byte 0x{raw[error.start]:02x} at position {error.start}). "
+            "Save it as UTF-8 and upload it again."
+        ) from None
+    if suffix == ".csv":
+        try:
+            records = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as error:
+            raise PromptError(f"{name} is not valid CSV: {error}.") from None
+        if not records:
+            raise PromptError(f"{name} has a header row but no rows.")
+        return _from_records(records, name)
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptError(f"{name} line {number} is not valid JSON: {error.msg}.") from None
+        if not isinstance(record, dict):
+            raise PromptError(f"{name} line {number} is not a JSON object with a prompt field.")
+        records.append(record)
+    return _from_records(records, name)
+
+
+def load_hub_prompts(dataset_id: str, split: str = "train", column: str | None = None) -> ParsedPrompts:
+    """Prompts from a Hugging Face Hub data set (needs network)."""
+    dataset_id = (dataset_id or "").strip()
+    if not dataset_id:
+        raise PromptError("Enter a Hub data set id such as 'tatsu-lab/alpaca'.")
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(dataset_id, split=(split or "train").strip())
+    except Exception as error:  # datasets raises many kinds; the user needs the reason, not the type
+        raise PromptError(
+            f"Could not load the data set {dataset_id!r} (split {split!r}) from the Hub: {error}. "
+            "Without network, upload a JSONL or CSV file instead."
+        ) from None
+    if len(dataset) > MAX_PROMPTS:
+        dataset = dataset.select(range(MAX_PROMPTS))
+    column = (column or "").strip() or None
+    return _from_records(dataset.to_list(), f"{dataset_id} ({split})", column)
+
+
+def add_prompt_set(store: Store, name: str, parsed: ParsedPrompts, source: str) -> int:
+    """Store a new prompt set in one transaction; return its id."""
+    name = check_name(name, "prompt set name")
+    with store.tx() as db:
+        if db.execute("SELECT 1 FROM prompt_sets WHERE name = ?", (name,)).fetchone():
+            raise PromptError(f"A prompt set named {name!r} already exists; choose another name.")
+        set_id = db.execute("INSERT INTO prompt_sets (name, source) VALUES (?, ?)", (name, source)).lastrowid
+        db.executemany(
+            "INSERT INTO prompts (prompt_set_id, position, text, system) VALUES (?, ?, ?, ?)",
+            [(set_id, position, text, system) for position, (text, system) in enumerate(parsed.rows)],
+        )
+    return set_id
+
+
+def install_builtin_sets(store: Store) -> None:
+    """Add the built-in sets that are not in the database yet (idempotent)."""
+    present = {row["name"] for row in store.query("SELECT name FROM prompt_sets")}
+    for name, file_name in BUILTIN_SETS.items():
+        if name not in present:
+            add_prompt_set(store, name, parse_prompt_file(ASSETS / file_name), "builtin")
+
+
+def list_prompt_sets(store: Store) -> list[dict]:
+    return [
+        dict(row)
+        for row in store.query(
+            "SELECT s.id, s.name, s.source, COUNT(p.id) AS prompts FROM prompt_sets s "
+            "LEFT JOIN prompts p ON p.prompt_set_id = s.id GROUP BY s.id ORDER BY s.id"
+        )
+    ]
+
+
+def get_prompts(store: Store, set_name: str, limit: int | None = None) -> list[dict]:
+    """The prompts of a set in their order; PromptError if the set does not exist."""
+    rows = store.query(
+        "SELECT p.id, p.text, p.system FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+        "WHERE s.name = ? ORDER BY p.position LIMIT ?",
+        (set_name, limit if limit and limit > 0 else -1),
+    )
+    if not rows and not store.query("SELECT 1 FROM prompt_sets WHERE name = ?", (set_name,)):
+        known = ", ".join(s["name"] for s in list_prompt_sets(store))
+        raise PromptError(f"No prompt set named {set_name!r}; known sets: {known or 'none'}.")
+    return [dict(row) for row in rows]

@@ -1,0 +1,96 @@
+"""The studio's one SQLite database: WAL mode, foreign keys on, one connection per thread, a schema version.
+
+Every user action is one transaction (`Store.tx()`); the schema grows by appending a tuple of statements to MIGRATIONS, never by
+editing an entry that has shipped, so an older database is brought up to date when it is opened.
+"""
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+MIGRATIONS = [
+    # 1: prompt sets, prompts and the candidate responses generated for them.
+    (
+        """CREATE TABLE prompt_sets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,              -- builtin | upload:<file name> | hub:<id>:<split>:<column>
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        """CREATE TABLE prompts (
+        id INTEGER PRIMARY KEY,
+        prompt_set_id INTEGER NOT NULL REFERENCES prompt_sets(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        system TEXT NOT NULL DEFAULT '',
+        UNIQUE (prompt_set_id, text, system)
+    )""",
+        """CREATE TABLE responses (
+        id INTEGER PRIMARY KEY,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,               -- the model reference as the user gave it: embedded, a Hub id, a folder
+        adapter TEXT,                      -- LoRA adapter folder or Hub id, NULL for the plain model
+        text TEXT NOT NULL,
+        params TEXT NOT NULL,              -- generation parameters as JSON
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        "CREATE INDEX responses_prompt ON responses(prompt_id)",
+    ),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    """Opens (and migrates) the database at `path`; hands each thread its own connection."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: we issue BEGIN ourselves, so a transaction is exactly one `tx()` block.
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self):
+        """One transaction: committed when the block ends, rolled back whole if it raises."""
+        conn = self.connection()
+        # IMMEDIATE takes the write lock up front, so two writers queue instead of failing half-way.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params=()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    def schema_version(self) -> int:
+        return self.connection().execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self):
+        with self.tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this studio's {SCHEMA_VERSION}: "
+                    "update Align Studio."
+                )
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
