@@ -1,0 +1,144 @@
+"""Generate tab: pick a model and a prompt set, produce k candidates per prompt, see them in a table."""
+
+import threading
+from pathlib import Path
+
+import gradio as gr
+
+from pages import Ctx, message
+from studio import models
+from studio.generate import GenerationParams, candidates_table, generate_candidates
+from studio.prompts import (
+    PromptError,
+    add_prompt_set,
+    get_prompts,
+    list_prompt_sets,
+    load_hub_prompts,
+    parse_prompt_file,
+)
+
+MODEL_CHOICES = [models.EMBEDDED, "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
+TABLE_HEADERS = ["#", "Prompt", "Candidate", "Model", "Answer"]
+
+
+def build_generate_tab(ctx: Ctx) -> dict:
+    defaults = GenerationParams()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            model = gr.Dropdown(
+                MODEL_CHOICES, value=models.EMBEDDED, allow_custom_value=True, label="Model",
+                info="embedded works offline; or type a Hub id or a local folder", elem_id="gen-model",
+            )
+            quantize_4bit = gr.Checkbox(False, label="Load in 4-bit (NF4, CUDA GPU only)")
+            prompt_set = gr.Dropdown([], label="Prompt set", elem_id="gen-prompt-set")
+            limit = gr.Number(0, precision=0, minimum=0, label="Prompts to use: the first N (0 = all)",
+                              elem_id="gen-limit")
+            with gr.Accordion("Add a prompt set", open=False):
+                upload = gr.File(label="JSONL or CSV with a prompt, question or instruction column (system optional)",
+                                 file_types=[".jsonl", ".csv"], elem_id="gen-upload")
+                hub_id = gr.Textbox(label="or a Hub data set id", placeholder="tatsu-lab/alpaca")
+                with gr.Row():
+                    hub_split = gr.Textbox("train", label="Split")
+                    hub_column = gr.Textbox(label="Column", placeholder="found automatically")
+                set_name = gr.Textbox(label="Name for the new set", placeholder="letters, digits, . _ -")
+                with gr.Row():
+                    add_file = gr.Button("Add file")
+                    add_hub = gr.Button("Load from Hub")
+                set_status = gr.Markdown(elem_id="gen-set-status")
+            k = gr.Slider(1, 8, value=defaults.k, step=1, label="Candidates per prompt (k)", elem_id="gen-k")
+            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
+            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
+            max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens",
+                                       elem_id="gen-max-tokens")
+            seed = gr.Number(defaults.seed, precision=0, minimum=-1, label="Seed (-1: new each run)")
+            batch_size = gr.Slider(1, 32, value=defaults.batch_size, step=1, label="Prompts per batch")
+            with gr.Row():
+                start = gr.Button("Generate", variant="primary", elem_id="gen-start")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="gen-cancel")
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="gen-status")
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS, datatype=["number", "str", "number", "str", "str"], interactive=False,
+                wrap=True, column_widths=["5%", "28%", "8%", "12%", "47%"], max_height=900, elem_id="gen-table",
+                label="Candidates",
+            )
+
+    def set_choices(selected=None):
+        sets = list_prompt_sets(ctx.store)
+        choices = [(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in sets]
+        names = [s["name"] for s in sets]
+        return gr.update(choices=choices, value=selected if selected in names else (names[0] if names else None))
+
+    def refresh(selected, first_n):
+        return set_choices(selected), show_table(selected, first_n)
+
+    def show_table(selected, first_n):
+        return candidates_table(ctx.store, selected, int(first_n or 0)) if selected else []
+
+    def add_set(parse, name, default_name, source):
+        try:
+            parsed = parse()
+            name = (name or "").strip() or default_name
+            add_prompt_set(ctx.store, name, parsed, source)
+        except (PromptError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+        return set_choices(name), message(f"Added prompt set '{name}': {parsed.summary()}.")
+
+    def add_from_file(file_path, name):
+        if not file_path:
+            return gr.skip(), message("Choose a .jsonl or .csv file first.", error=True)
+        path = Path(file_path)
+        return add_set(lambda: parse_prompt_file(path), name, path.stem, f"upload:{path.name}")
+
+    def add_from_hub(dataset_id, split, column, name):
+        default = (dataset_id or "").strip().split("/")[-1]
+        source = f"hub:{(dataset_id or '').strip()}:{split}:{column or ''}"
+        return add_set(lambda: load_hub_prompts(dataset_id, split, column), name, default, source)
+
+    def run(model_ref, four_bit, selected, first_n, k_, temp, top_p_, max_new, seed_, batch, request: gr.Request,
+            progress=gr.Progress()):
+        if not selected:
+            return message("Choose a prompt set first.", error=True), gr.skip()
+        try:
+            params = GenerationParams(k=int(k_), temperature=float(temp), top_p=float(top_p_),
+                                      max_new_tokens=int(max_new), seed=int(seed_ if seed_ is not None else -1),
+                                      batch_size=int(batch))
+            prompts = get_prompts(ctx.store, selected, int(first_n or 0))
+            event = ctx.cancel_events[request.session_hash] = threading.Event()
+            progress(0, desc=f"Loading {model_ref} (the first use of 'embedded' converts it, about half a minute)")
+            result = generate_candidates(
+                ctx.store, model_ref, prompts, params, quantize_4bit=four_bit, cancel=event,
+                on_progress=lambda done, total: progress((done, total), desc="prompts", unit="prompts"),
+            )
+        except (PromptError, models.ModelError, ValueError) as error:
+            return message(str(error), error=True), gr.skip()
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+        text = (f"Saved {result.responses_added} candidates for {result.prompts_done} of {result.prompts_total} "
+                f"prompts (seed {result.seed}).")
+        if result.cancelled:
+            text = "Cancelled. " + text + " The finished prompts are kept."
+        return message(text), show_table(selected, first_n)
+
+    def stop(request: gr.Request):
+        event = ctx.cancel_events.get(request.session_hash)
+        if event is None:
+            return message("Nothing is running.")
+        event.set()
+        return message("Cancelling: the batch in progress is dropped, finished prompts are kept…")
+
+    # Wiring
+    gr.on([prompt_set.change, limit.change], show_table, [prompt_set, limit], table)
+    add_file.click(add_from_file, [upload, set_name], [prompt_set, set_status])
+    add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
+    # One generation at a time holds the model; other visitors wait in the queue.
+    start.click(
+        run, [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
+        [status, table], concurrency_limit=1, concurrency_id="model",
+    )
+    cancel.click(stop, None, status)
+    return {
+        "model": model, "prompt_set": prompt_set, "limit": limit, "k": k, "start": start, "cancel": cancel,
+        "status": status, "table": table,
+        "refresh": lambda: refresh(None, 0), "refresh_outputs": [prompt_set, table],
+    }

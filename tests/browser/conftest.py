@@ -1,0 +1,66 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from studio.models import embedded_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    """`python app.py` on a free port with its own STUDIO_HOME (sharing the converted embedded model)."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    shared = embedded_folder()  # converted once per test run, under the session's STUDIO_HOME
+    (home / "models" / shared.name).symlink_to(shared)
+    port = _free_port()
+    log = open(tmp_path / "app.log", "w")
+    env = dict(os.environ, STUDIO_HOME=str(home), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("app.py did not start:\n" + (tmp_path / "app.log").read_text())
+            time.sleep(0.3)
+    yield {"url": url, "home": home, "log": tmp_path / "app.log"}
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()

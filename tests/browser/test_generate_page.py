@@ -1,0 +1,34 @@
+import sqlite3
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+
+def set_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_generate_two_prompts_two_candidates(app_server, page):
+    page.goto(app_server["url"])
+    expect(page.locator("#gen-start")).to_be_visible()
+    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
+    set_number(page, "gen-limit", 2)
+    set_number(page, "gen-k", 2)
+    set_number(page, "gen-max-tokens", 16)
+    page.locator("#gen-start").click()
+    expect(page.locator("#gen-status")).to_contain_text("Saved 4 candidates for 2 of 2 prompts", timeout=180_000)
+    table = page.locator("#gen-table")
+    expect(table).to_contain_text("How do I open a savings account with Lumen Bank?")
+    expect(table).to_contain_text("What is the daily limit for card payments")
+    page.screenshot(path=str(app_server["home"] / "generate.png"), full_page=True)
+
+    db = sqlite3.connect(app_server["home"] / "studio.db")
+    rows = db.execute("SELECT p.text, r.model, r.params FROM responses r JOIN prompts p ON p.id = r.prompt_id").fetchall()
+    assert len(rows) == 4
+    assert {r[0] for r in rows} == {"How do I open a savings account with Lumen Bank?",
+                                   "What is the daily limit for card payments and how can I change it?"}
+    assert all(r[1] == "embedded" and '"k": 2' in r[2] and '"max_new_tokens": 16' in r[2] for r in rows)
