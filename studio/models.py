@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio import hub
 from studio.paths import models_dir
 
 EMBEDDED = "embedded"
@@ -143,15 +144,20 @@ def load(reference: str, quantize_4bit: bool = False) -> Loaded:
                 bnb_4bit_use_double_quant=True,
             )
             kwargs["device_map"] = {"": 0}
+        offline = not Path(path).is_dir() and not hub.reachable()
+        if offline:  # a Hub id may still be in the local cache
+            kwargs["local_files_only"] = True
         _loaded = None  # drop the old model before the new one takes memory
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except OSError as error:
-            raise ModelError(
-                f"Could not load {reference!r}: {error}. Check the id or folder; without network, "
-                "use 'embedded' or a local folder."
-            ) from error
+        except (OSError, ValueError) as error:
+            if offline:
+                raise ModelError(
+                    f"Could not load {reference!r}: the Hugging Face Hub is out of reach (no network?) and the "
+                    "model is not in the local cache. Use 'embedded' or a local folder."
+                ) from None
+            raise ModelError(f"Could not load {reference!r}: {error}. Check the id or the folder.") from None
         if not quantize_4bit:
             model.to(device)
         model.eval()

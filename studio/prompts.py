@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio import hub
 from studio.paths import check_name
 from studio.store import Store
 
@@ -126,10 +127,15 @@ def parse_prompt_file(path) -> ParsedPrompts:
 
 
 def load_hub_prompts(dataset_id: str, split: str = "train", column: str | None = None) -> ParsedPrompts:
-    """Prompts from a Hugging Face Hub data set (needs network)."""
+    """Prompts from a Hugging Face Hub data set (needs network) or a local data set folder."""
     dataset_id = (dataset_id or "").strip()
     if not dataset_id:
         raise PromptError("Enter a Hub data set id such as 'tatsu-lab/alpaca'.")
+    if not Path(dataset_id).is_dir() and not hub.reachable():  # datasets also loads a local data set folder
+        raise PromptError(
+            f"Could not load {dataset_id!r}: the Hugging Face Hub is out of reach (no network?). "
+            "Upload a JSONL or CSV file instead."
+        )
     try:
         from datasets import load_dataset
 

@@ -56,6 +56,10 @@ def app_server(tmp_path):
 
 @pytest.fixture
 def page():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("STUDIO_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium to run the browser tests")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,0 +1,77 @@
+"""Candidates per second: the studio's batched generation against a naive loop, same model, prompts and length.
+
+    python bench/generate.py [--prompts 16] [--k 4] [--max-new-tokens 48] [--batch-size 8]
+
+The naive loop is what a notebook does: plain transformers, one prompt and one sample per generate() call.
+Both sides sample with the same temperature, top_p and token limit, on the same prompts; the studio side also
+saves every candidate in a fresh SQLite database, as the app does. Prints the ratio measured in this run.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from studio import models  # noqa: E402
+from studio.generate import GenerationParams, chat_texts, generate_candidates  # noqa: E402
+from studio.prompts import get_prompts, install_builtin_sets  # noqa: E402
+from studio.store import Store  # noqa: E402
+
+
+def naive(folder: str, prompts: list[dict], params: GenerationParams) -> tuple[int, int]:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    candidates = tokens = 0
+    for prompt in prompts:
+        inputs = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt", add_special_tokens=False)
+        for _ in range(params.k):
+            with torch.inference_mode():
+                out = model.generate(**inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                                     max_new_tokens=params.max_new_tokens, pad_token_id=tokenizer.eos_token_id)
+            candidates += 1
+            tokens += out.shape[1] - inputs["input_ids"].shape[1]
+    return candidates, tokens
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    params = GenerationParams(k=args.k, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.db")
+        install_builtin_sets(store)
+        prompts = get_prompts(store, "bank", limit=args.prompts)
+        loaded = models.load("embedded")
+        print(f"model: embedded ({loaded.path}), {loaded.device} {loaded.dtype}, torch threads "
+              f"{torch.get_num_threads()}; {len(prompts)} prompts x k={params.k}, max {params.max_new_tokens} "
+              f"new tokens, temperature {params.temperature}, top_p {params.top_p}")
+        generate_candidates(store, "embedded", prompts[:2], GenerationParams(k=1, max_new_tokens=4))  # warm-up
+
+        start = time.perf_counter()
+        count, tokens = naive(loaded.path, prompts, params)
+        naive_s = time.perf_counter() - start
+        print(f"naive loop     : {count} candidates in {naive_s:7.1f} s = {count / naive_s:6.2f} candidates/s "
+              f"({tokens / naive_s:.0f} new tokens/s)")
+
+        start = time.perf_counter()
+        result = generate_candidates(store, "embedded", prompts, params)
+        studio_s = time.perf_counter() - start
+        print(f"studio batched : {result.responses_added} candidates in {studio_s:7.1f} s = "
+              f"{result.responses_added / studio_s:6.2f} candidates/s (batch of {params.batch_size} prompts x k)")
+        print(f"ratio (studio / naive candidates per second): {(result.responses_added / studio_s) / (count / naive_s):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from studio import models
+from studio.models import ModelError
+
+
+def test_embedded_is_converted_to_a_plain_trainable_folder_once(monkeypatch):
+    folder = models.embedded_folder()
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config  # trainers refuse a model marked quantized
+    assert not folder.with_name(folder.name + ".partial").exists()
+
+    # A second start converts nothing: the GGUF is not even looked for.
+    def no_conversion():
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(models, "_embedded_gguf", no_conversion)
+    assert models.embedded_folder() == folder
+
+
+def test_loaded_model_is_float32_on_cpu_left_padded_and_reused():
+    loaded = models.load("embedded")
+    assert (loaded.device, loaded.dtype) == ("cpu", "float32")
+    assert not getattr(loaded.model, "is_quantized", False)
+    assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
+    assert models.load(" embedded ") is loaded
+
+
+@pytest.mark.parametrize("reference, expected", [
+    ("", "Choose a model"),
+    ("no such model!", "Unknown model 'no such model!'"),
+    ("/does/not/exist", "Unknown model '/does/not/exist'"),
+    ("a/b/c", "Unknown model 'a/b/c'"),
+])
+def test_unknown_references_are_refused(reference, expected):
+    with pytest.raises(ModelError, match=expected):
+        models.resolve(reference)
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="has no config.json"):
+        models.resolve(str(tmp_path))
+
+
+def test_local_folder_and_hub_id_resolve():
+    folder = models.embedded_folder()
+    assert models.resolve(str(folder)) == str(folder)
+    assert models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_hub_id_without_network_fails_fast_with_a_message(monkeypatch):
+    monkeypatch.setattr(models.hub, "reachable", lambda timeout=3.0: False)
+    with pytest.raises(ModelError, match="Hub is out of reach .* not in the local cache"):
+        models.load("nobody/no-such-model")
+
+
+def test_four_bit_needs_a_gpu():
+    with pytest.raises(ModelError, match="4-bit loading needs a CUDA GPU"):
+        models.load("embedded", quantize_4bit=True)
