@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from studio import models
-from studio.prompts import get_prompts
+from studio.prompts import get_prompts, prompt_messages
 from studio.store import Store
 
 
@@ -59,11 +59,10 @@ class GenerationResult:
 
 
 def chat_texts(tokenizer, prompts: list[dict]) -> list[str]:
-    """Each prompt (with its system prompt, if any) through the model's chat template, ready to generate."""
+    """Each prompt (with its system prompt and earlier turns, if any) through the chat template, ready to generate."""
     texts = []
     for prompt in prompts:
-        messages = [{"role": "system", "content": prompt["system"]}] if prompt.get("system") else []
-        messages.append({"role": "user", "content": prompt["text"]})
+        messages = prompt_messages(prompt)
         texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return texts
 

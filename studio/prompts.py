@@ -183,14 +183,20 @@ def list_prompt_sets(store: Store) -> list[dict]:
     ]
 
 
+def prompt_messages(prompt: dict) -> list[dict]:
+    """A prompt row as chat messages: the system prompt, the earlier turns, then the user's message."""
+    messages = [{"role": "system", "content": prompt["system"]}] if prompt.get("system") else []
+    return messages + list(prompt.get("context") or []) + [{"role": "user", "content": prompt["text"]}]
+
+
 def get_prompts(store: Store, set_name: str, limit: int | None = None) -> list[dict]:
     """The prompts of a set in their order; PromptError if the set does not exist."""
     rows = store.query(
-        "SELECT p.id, p.text, p.system FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+        "SELECT p.id, p.text, p.system, p.context FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
         "WHERE s.name = ? ORDER BY p.position LIMIT ?",
         (set_name, limit if limit and limit > 0 else -1),
     )
     if not rows and not store.query("SELECT 1 FROM prompt_sets WHERE name = ?", (set_name,)):
         known = ", ".join(s["name"] for s in list_prompt_sets(store))
         raise PromptError(f"No prompt set named {set_name!r}; known sets: {known or 'none'}.")
-    return [dict(row) for row in rows]
+    return [dict(row, context=json.loads(row["context"]) if row["context"] else []) for row in rows]

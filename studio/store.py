@@ -24,7 +24,8 @@ MIGRATIONS = [
         position INTEGER NOT NULL,
         text TEXT NOT NULL,
         system TEXT NOT NULL DEFAULT '',
-        UNIQUE (prompt_set_id, text, system)
+        context TEXT NOT NULL DEFAULT '',  -- earlier turns of a conversation as a JSON message list, '' for none
+        UNIQUE (prompt_set_id, text, system, context)
     )""",
         """CREATE TABLE responses (
         id INTEGER PRIMARY KEY,
@@ -36,6 +37,41 @@ MIGRATIONS = [
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     )""",
         "CREATE INDEX responses_prompt ON responses(prompt_id)",
+    ),
+    # 2: annotators, their rankings (with history), skips, and per-set guidelines.
+    (
+        """CREATE TABLE annotators (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,         -- anna | hf:anna | gt:<workerId> | import:<set>
+        kind TEXT NOT NULL,                -- local | hf | auth | groundtruth | import
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        """CREATE TABLE rankings (
+        id INTEGER PRIMARY KEY,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        tiers TEXT NOT NULL,               -- JSON, best first: [[12], [14, 15], [13]] (14 and 15 tied)
+        label TEXT,                        -- both_bad, where a pairwise vote said so
+        source TEXT NOT NULL,              -- local | groundtruth | import
+        status TEXT NOT NULL DEFAULT 'current',  -- current | replaced (kept as history) | undone
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        # One current ranking per annotator and prompt; an imported data set may hold several pairs per prompt.
+        """CREATE UNIQUE INDEX rankings_current ON rankings(prompt_id, annotator_id)
+        WHERE status = 'current' AND source != 'import'""",
+        "CREATE INDEX rankings_annotator ON rankings(annotator_id, status)",
+        """CREATE TABLE skips (
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        PRIMARY KEY (annotator_id, prompt_id)
+    )""",
+        """CREATE TABLE guidelines (
+        prompt_set_id INTEGER PRIMARY KEY REFERENCES prompt_sets(id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        updated_by TEXT,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
     ),
 ]
 
