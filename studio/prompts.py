@@ -81,22 +81,30 @@ def _from_records(records: list[dict], source: str, column: str | None = None) -
     return parsed
 
 
-def parse_prompt_file(path) -> ParsedPrompts:
-    """Read a .jsonl or .csv upload into prompts; PromptError names the problem and the file."""
+def read_records(path, max_bytes: int | None = None, suffixes=(".jsonl", ".csv")) -> list[dict]:
+    """The rows of an uploaded .jsonl, .csv (or .parquet, where allowed) file; PromptError names the problem."""
+    max_bytes = max_bytes or MAX_UPLOAD_BYTES
     path = Path(path)
     name = path.name
     suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise PromptError(f"{name}: upload a .jsonl or .csv file (one prompt per line or row).")
+    if suffix not in suffixes:
+        raise PromptError(f"{name}: upload a {' or '.join(suffixes)} file.")
     size = path.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
+    if size > max_bytes:
         raise PromptError(
-            f"{name} is {size / 1024 / 1024:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 1024 // 1024} MB. "
+            f"{name} is {size / 1024 / 1024:.1f} MB; the limit is {max_bytes // 1024 // 1024} MB. "
             "Split it into smaller files."
         )
     raw = path.read_bytes()
     if not raw.strip():
         raise PromptError(f"{name} is empty.")
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        try:
+            return pyarrow.parquet.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises several kinds for a broken file
+            raise PromptError(f"{name} is not a readable Parquet file: {error}.") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -111,7 +119,7 @@ def parse_prompt_file(path) -> ParsedPrompts:
             raise PromptError(f"{name} is not valid CSV: {error}.") from None
         if not records:
             raise PromptError(f"{name} has a header row but no rows.")
-        return _from_records(records, name)
+        return records
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -121,20 +129,25 @@ def parse_prompt_file(path) -> ParsedPrompts:
         except json.JSONDecodeError as error:
             raise PromptError(f"{name} line {number} is not valid JSON: {error.msg}.") from None
         if not isinstance(record, dict):
-            raise PromptError(f"{name} line {number} is not a JSON object with a prompt field.")
+            raise PromptError(f"{name} line {number} is not a JSON object.")
         records.append(record)
-    return _from_records(records, name)
+    return records
 
 
-def load_hub_prompts(dataset_id: str, split: str = "train", column: str | None = None) -> ParsedPrompts:
-    """Prompts from a Hugging Face Hub data set (needs network) or a local data set folder."""
+def parse_prompt_file(path) -> ParsedPrompts:
+    """Read a .jsonl or .csv upload into prompts; PromptError names the problem and the file."""
+    return _from_records(read_records(path), Path(path).name)
+
+
+def hub_records(dataset_id: str, split: str = "train", limit: int = MAX_PROMPTS) -> list[dict]:
+    """The first `limit` rows of a Hub data set (needs network) or of a local data set folder."""
     dataset_id = (dataset_id or "").strip()
     if not dataset_id:
         raise PromptError("Enter a Hub data set id such as 'tatsu-lab/alpaca'.")
     if not Path(dataset_id).is_dir() and not hub.reachable():  # datasets also loads a local data set folder
         raise PromptError(
             f"Could not load {dataset_id!r}: the Hugging Face Hub is out of reach (no network?). "
-            "Upload a JSONL or CSV file instead."
+            "Upload a file instead."
         )
     try:
         from datasets import load_dataset
@@ -142,13 +155,15 @@ def load_hub_prompts(dataset_id: str, split: str = "train", column: str | None =
         dataset = load_dataset(dataset_id, split=(split or "train").strip())
     except Exception as error:  # datasets raises many kinds; the user needs the reason, not the type
         raise PromptError(
-            f"Could not load the data set {dataset_id!r} (split {split!r}) from the Hub: {error}. "
-            "Without network, upload a JSONL or CSV file instead."
+            f"Could not load the data set {dataset_id!r} (split {split!r}) from the Hub: {error}."
         ) from None
-    if len(dataset) > MAX_PROMPTS:
-        dataset = dataset.select(range(MAX_PROMPTS))
-    column = (column or "").strip() or None
-    return _from_records(dataset.to_list(), f"{dataset_id} ({split})", column)
+    return dataset.select(range(min(limit, len(dataset)))).to_list()
+
+
+def load_hub_prompts(dataset_id: str, split: str = "train", column: str | None = None) -> ParsedPrompts:
+    """Prompts from a Hugging Face Hub data set (needs network) or a local data set folder."""
+    records = hub_records(dataset_id, split)
+    return _from_records(records, f"{(dataset_id or '').strip()} ({split})", (column or "").strip() or None)
 
 
 def add_prompt_set(store: Store, name: str, parsed: ParsedPrompts, source: str) -> int:

@@ -96,7 +96,7 @@ def test_unknown_set_name_lists_the_known_ones(store):
 
 def test_hub_data_set_without_network_gives_a_clear_message(monkeypatch):
     monkeypatch.setattr(prompts.hub, "reachable", lambda timeout=3.0: False)
-    with pytest.raises(PromptError, match="Hub is out of reach .* Upload a JSONL or CSV file instead"):
+    with pytest.raises(PromptError, match="Hub is out of reach .* Upload a file instead"):
         load_hub_prompts("tatsu-lab/alpaca", "train", "instruction")
     with pytest.raises(PromptError, match="Enter a Hub data set id"):
         load_hub_prompts(" ", "train")

@@ -1,0 +1,331 @@
+"""Rankings: who ranked what, the annotator's queue, undo and history, pairs for training, and agreement.
+
+A ranking is a list of tiers of response ids, best first; responses in one tier are tied. Each submission is one
+transaction. An annotator has one current ranking per prompt: a new one replaces it and the old one stays as
+history (status 'replaced'); undo marks the newest 'undone' and brings back the one it replaced.
+"""
+
+import itertools
+import json
+import random
+from dataclasses import dataclass, field
+
+from studio.store import Store
+
+LETTERS = "ABCDEFGH"
+MAX_SHOWN = len(LETTERS)  # candidates shown per prompt: the newest ones when a prompt has more
+PAIR_MODES = {"best_worst": "best vs worst", "all": "all ordered pairs"}
+RESERVED_PREFIXES = ("gt:", "import:", "hf:")
+
+
+class RankingError(ValueError):
+    """A ranking that cannot be saved; the message says what to fix."""
+
+
+@dataclass
+class Task:
+    prompt_id: int
+    set_name: str
+    text: str
+    system: str
+    context: list
+    response_ids: list[int]  # in display order: LETTERS[i] names response_ids[i]
+    responses: list[str]
+    total_responses: int
+    current: list[list[int]] | None = None  # this annotator's current ranking, if any
+    current_label: str | None = None
+
+    def order_text(self) -> str:
+        """The current ranking written the way it is typed, e.g. 'B > A = C > D'."""
+        if not self.current:
+            return ""
+        index = {rid: LETTERS[i] for i, rid in enumerate(self.response_ids)}
+        return " > ".join(" = ".join(index[r] for r in tier if r in index) for tier in self.current)
+
+
+def check_annotator(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise RankingError("Enter your annotator name first: every ranking records who made it.")
+    if len(name) > 64 or not name.isprintable():
+        raise RankingError("An annotator name is at most 64 printable characters.")
+    return name
+
+
+def annotator_id(db, name: str, kind: str = "local") -> int:
+    """The id of annotator `name`, created on first use (inside the caller's transaction)."""
+    row = db.execute("SELECT id FROM annotators WHERE name = ?", (name,)).fetchone()
+    if row:
+        return row[0]
+    return db.execute("INSERT INTO annotators (name, kind) VALUES (?, ?)", (name, kind)).lastrowid
+
+
+def _annotator(store: Store, name: str) -> int | None:
+    row = store.query("SELECT id FROM annotators WHERE name = ?", (name,))
+    return row[0]["id"] if row else None
+
+
+def parse_order(order: str, count: int) -> list[list[int]]:
+    """'B > A = C > D', 'b a=c d' or 'ba=cd' -> tiers of display indices, best first. Every candidate once."""
+    letters = LETTERS[:count]
+    tiers: list[list[int]] = []
+    seen, tie_next = set(), False
+    for char in (order or "").upper():
+        if char in " \t>,":
+            continue
+        if char == "=":
+            if not tiers:
+                raise RankingError("'=' ties a candidate to the one before it; start with a letter.")
+            tie_next = True
+            continue
+        if char not in letters:
+            raise RankingError(f"{char!r} is not a candidate here; use {', '.join(letters)}.")
+        if char in seen:
+            raise RankingError(f"{char} appears twice; each candidate goes in the order once.")
+        seen.add(char)
+        if tie_next:
+            tiers[-1].append(letters.index(char))
+        else:
+            tiers.append([letters.index(char)])
+        tie_next = False
+    if not seen:
+        raise RankingError(f"Type the order best to worst, e.g. '{' > '.join(letters)}'; '=' ties two.")
+    if tie_next:
+        raise RankingError("The order ends with '='; tie it to a candidate or remove it.")
+    missing = [letter for letter in letters if letter not in seen]
+    if missing:
+        raise RankingError(f"Rank every candidate: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing.")
+    return tiers
+
+
+def _shown_responses(store: Store, prompt_id: int) -> tuple[list[tuple[int, str]], int]:
+    rows = store.query("SELECT id, text FROM responses WHERE prompt_id = ? ORDER BY id DESC", (prompt_id,))
+    return [(r["id"], r["text"]) for r in rows[:MAX_SHOWN]], len(rows)
+
+
+def load_task(store: Store, prompt_id: int, annotator: str) -> Task:
+    """One prompt with its candidates in this annotator's order (shuffled, stable: no position bias)."""
+    row = store.query(
+        "SELECT p.id, p.text, p.system, p.context, s.name FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+        "WHERE p.id = ?", (prompt_id,))
+    if not row:
+        raise RankingError(f"Prompt {prompt_id} does not exist.")
+    row = row[0]
+    shown, total = _shown_responses(store, prompt_id)
+    random.Random(f"{annotator}|{prompt_id}").shuffle(shown)
+    task = Task(prompt_id, row["name"], row["text"], row["system"], json.loads(row["context"] or "[]"),
+                [r[0] for r in shown], [r[1] for r in shown], total)
+    current = store.query(
+        "SELECT r.tiers, r.label FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+        "WHERE r.prompt_id = ? AND a.name = ? AND r.status = 'current' AND r.source != 'import'",
+        (prompt_id, annotator))
+    if current:
+        task.current, task.current_label = json.loads(current[0]["tiers"]), current[0]["label"]
+    return task
+
+
+def queue(store: Store, set_name: str, annotator: str) -> list[int]:
+    """Prompt ids of the set with 2+ candidates that this annotator has not ranked; skipped ones last."""
+    rows = store.query(
+        """SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
+           LEFT JOIN annotators a ON a.name = ?
+           LEFT JOIN skips k ON k.prompt_id = p.id AND k.annotator_id = a.id
+           WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2
+             AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.annotator_id = a.id
+                             AND r.status = 'current')
+           ORDER BY k.created_at IS NOT NULL, k.created_at, p.position""",
+        (annotator, set_name))
+    return [r["id"] for r in rows]
+
+
+def next_task(store: Store, set_name: str, annotator: str) -> Task | None:
+    ids = queue(store, set_name, annotator)
+    return load_task(store, ids[0], annotator) if ids else None
+
+
+def submit(store: Store, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None,
+           source: str = "local", kind: str = "local") -> int:
+    """Save `tiers` (response ids, best first) as the annotator's current ranking of the prompt; one transaction."""
+    annotator = check_annotator(annotator)
+    flat = [rid for tier in tiers for rid in tier]
+    if len(flat) < 2 or len(set(flat)) != len(flat) or any(not tier for tier in tiers):
+        raise RankingError("A ranking orders two or more different candidates.")
+    with store.tx() as db:
+        known = {r[0] for r in db.execute("SELECT id FROM responses WHERE prompt_id = ?", (prompt_id,))}
+        if not set(flat) <= known:
+            raise RankingError(f"Responses {sorted(set(flat) - known)} are not candidates of prompt {prompt_id}.")
+        who = annotator_id(db, annotator, kind)
+        db.execute("UPDATE rankings SET status = 'replaced' WHERE prompt_id = ? AND annotator_id = ? "
+                   "AND status = 'current' AND source != 'import'", (prompt_id, who))
+        db.execute("DELETE FROM skips WHERE prompt_id = ? AND annotator_id = ?", (prompt_id, who))
+        return db.execute(
+            "INSERT INTO rankings (prompt_id, annotator_id, tiers, label, source) VALUES (?, ?, ?, ?, ?)",
+            (prompt_id, who, json.dumps(tiers), label, source)).lastrowid
+
+
+def skip(store: Store, annotator: str, prompt_id: int) -> None:
+    """Put the prompt at the end of this annotator's queue (kept across reloads)."""
+    annotator = check_annotator(annotator)
+    with store.tx() as db:
+        who = annotator_id(db, annotator)
+        db.execute("INSERT OR REPLACE INTO skips (annotator_id, prompt_id) VALUES (?, ?)", (who, prompt_id))
+
+
+def undo_last(store: Store, annotator: str) -> int | None:
+    """Withdraw the annotator's newest submission; the ranking it replaced, if any, is current again.
+
+    Returns the prompt id, or None if there is nothing to undo.
+    """
+    annotator = check_annotator(annotator)
+    with store.tx() as db:
+        last = db.execute(
+            "SELECT r.id, r.prompt_id, r.annotator_id FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+            "WHERE a.name = ? AND r.status = 'current' AND r.source = 'local' ORDER BY r.id DESC LIMIT 1",
+            (annotator,)).fetchone()
+        if last is None:
+            return None
+        db.execute("UPDATE rankings SET status = 'undone' WHERE id = ?", (last["id"],))
+        db.execute(
+            "UPDATE rankings SET status = 'current' WHERE id = (SELECT MAX(id) FROM rankings WHERE prompt_id = ? "
+            "AND annotator_id = ? AND status = 'replaced' AND id < ?)",
+            (last["prompt_id"], last["annotator_id"], last["id"]))
+        return last["prompt_id"]
+
+
+def history(store: Store, set_name: str, annotator: str) -> list[dict]:
+    """The prompts this annotator has ranked in the set, newest submission first."""
+    rows = store.query(
+        """SELECT p.id AS prompt_id, p.text, MAX(r.id) AS last FROM rankings r
+           JOIN annotators a ON a.id = r.annotator_id JOIN prompts p ON p.id = r.prompt_id
+           JOIN prompt_sets s ON s.id = p.prompt_set_id
+           WHERE a.name = ? AND s.name = ? AND r.status = 'current' AND r.source != 'import'
+           GROUP BY p.id ORDER BY last DESC""", (annotator, set_name))
+    return [dict(r) for r in rows]
+
+
+def progress(store: Store, set_name: str, annotator: str | None) -> dict:
+    """Rankable prompts (2+ candidates), how many this annotator ranked, how many anyone ranked."""
+    rows = store.query(
+        """SELECT p.id,
+                  EXISTS (SELECT 1 FROM rankings r JOIN annotators a ON a.id = r.annotator_id
+                          WHERE r.prompt_id = p.id AND r.status = 'current' AND a.name = ?) AS mine,
+                  (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.id AND r.status = 'current'
+                   AND r.source != 'import') AS rankings
+           FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
+           WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2""",
+        (annotator or "", set_name))
+    return {"total": len(rows), "mine": sum(r["mine"] for r in rows),
+            "ranked_by_anyone": sum(1 for r in rows if r["rankings"]), "rankings": sum(r["rankings"] for r in rows)}
+
+
+def get_guidelines(store: Store, set_name: str) -> str:
+    rows = store.query("SELECT g.text FROM guidelines g JOIN prompt_sets s ON s.id = g.prompt_set_id WHERE s.name = ?",
+                       (set_name,))
+    return rows[0]["text"] if rows else ""
+
+
+def save_guidelines(store: Store, set_name: str, text: str, updated_by: str | None = None) -> None:
+    with store.tx() as db:
+        row = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()
+        if row is None:
+            raise RankingError(f"No prompt set named {set_name!r}.")
+        db.execute("INSERT INTO guidelines (prompt_set_id, text, updated_by) VALUES (?, ?, ?) "
+                   "ON CONFLICT (prompt_set_id) DO UPDATE SET text = excluded.text, updated_by = excluded.updated_by, "
+                   "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", (row["id"], text, updated_by))
+
+
+def current_rankings(store: Store, set_name: str, include_imports: bool = True) -> list[dict]:
+    rows = store.query(
+        """SELECT r.id, r.prompt_id, a.name AS annotator, r.tiers, r.label, r.source FROM rankings r
+           JOIN annotators a ON a.id = r.annotator_id JOIN prompts p ON p.id = r.prompt_id
+           JOIN prompt_sets s ON s.id = p.prompt_set_id
+           WHERE s.name = ? AND r.status = 'current' AND (? OR r.source != 'import') ORDER BY r.id""",
+        (set_name, include_imports))
+    return [dict(r, tiers=json.loads(r["tiers"])) for r in rows]
+
+
+def ordered_pairs(tiers: list[list[int]], mode: str) -> list[tuple[int, int]]:
+    """(better, worse) pairs one ranking votes for. Ties give no pair."""
+    if mode == "best_worst":
+        return [(a, b) for a in tiers[0] for b in tiers[-1]] if len(tiers) > 1 else []
+    if mode == "all":
+        return [(a, b) for i, upper in enumerate(tiers) for lower in tiers[i + 1:] for a in upper for b in lower]
+    raise ValueError(f"Unknown pair mode {mode!r}: use one of {', '.join(PAIR_MODES)}.")
+
+
+@dataclass
+class Pair:
+    prompt_id: int
+    chosen_id: int
+    rejected_id: int
+    votes_for: int
+    votes_against: int
+
+
+@dataclass
+class PairSet:
+    pairs: list[Pair] = field(default_factory=list)
+    conflicts: int = 0  # response pairs on which annotators disagree (some said a > b, others b > a)
+    unresolved: int = 0  # conflicts with no majority: dropped
+    rankings: int = 0
+
+
+def pairs_from_rankings(rankings: list[dict], mode: str = "best_worst") -> PairSet:
+    """Majority over every annotator's vote on each pair of responses of a prompt."""
+    votes: dict[tuple[int, int, int], list[int]] = {}  # (prompt, low id, high id) -> [low better, high better]
+    for ranking in rankings:
+        for better, worse in ordered_pairs(ranking["tiers"], mode):
+            low, high = sorted((better, worse))
+            votes.setdefault((ranking["prompt_id"], low, high), [0, 0])[better != low] += 1
+    result = PairSet(rankings=len(rankings))
+    for (prompt_id, low, high), (low_wins, high_wins) in sorted(votes.items()):
+        if low_wins and high_wins:
+            result.conflicts += 1
+        if low_wins == high_wins:
+            result.unresolved += 1
+        elif low_wins > high_wins:
+            result.pairs.append(Pair(prompt_id, low, high, low_wins, high_wins))
+        else:
+            result.pairs.append(Pair(prompt_id, high, low, high_wins, low_wins))
+    return result
+
+
+def agreement(store: Store, set_name: str) -> dict:
+    """Agreement between annotators who ranked the same prompts (imported pairs left out).
+
+    pairwise: the share of (prompt, annotator pair, response pair) judgements where both said the same
+    (a better, b better, or tie). kendall_tau: scipy's tau-b between the two rankings of each prompt, averaged.
+    """
+    from scipy.stats import kendalltau
+
+    by_prompt: dict[int, list[dict]] = {}
+    for ranking in current_rankings(store, set_name, include_imports=False):
+        by_prompt.setdefault(ranking["prompt_id"], []).append(ranking)
+    same = judged = 0
+    taus = []
+    annotators = set()
+    for rankings in by_prompt.values():
+        for first, second in itertools.combinations(rankings, 2):
+            rank_a = {rid: i for i, tier in enumerate(first["tiers"]) for rid in tier}
+            rank_b = {rid: i for i, tier in enumerate(second["tiers"]) for rid in tier}
+            common = sorted(rank_a.keys() & rank_b.keys())
+            if len(common) < 2:
+                continue
+            annotators.update((first["annotator"], second["annotator"]))
+            for x, y in itertools.combinations(common, 2):
+                judged += 1
+                same += _sign(rank_a[x] - rank_a[y]) == _sign(rank_b[x] - rank_b[y])
+            tau = kendalltau([rank_a[r] for r in common], [rank_b[r] for r in common]).statistic
+            if tau == tau:  # NaN when one side ties everything
+                taus.append(float(tau))
+    return {
+        "annotators": len(annotators),
+        "judgements": judged,
+        "pairwise": same / judged if judged else None,
+        "kendall_tau": sum(taus) / len(taus) if taus else None,
+        "ranking_pairs": len(taus),
+    }
+
+
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
