@@ -143,24 +143,36 @@ def next_task(store: Store, set_name: str, annotator: str) -> Task | None:
     return load_task(store, ids[0], annotator) if ids else None
 
 
-def submit(store: Store, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None,
-           source: str = "local", kind: str = "local") -> int:
-    """Save `tiers` (response ids, best first) as the annotator's current ranking of the prompt; one transaction."""
-    annotator = check_annotator(annotator)
+def insert_ranking(db, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None,
+                   source: str = "local", kind: str = "local") -> int | None:
+    """Make `tiers` the annotator's current ranking of the prompt, inside the caller's transaction.
+
+    The ranking it replaces stays as history. Returns the new ranking's id, or None if it equals the current one.
+    """
     flat = [rid for tier in tiers for rid in tier]
     if len(flat) < 2 or len(set(flat)) != len(flat) or any(not tier for tier in tiers):
         raise RankingError("A ranking orders two or more different candidates.")
+    known = {r[0] for r in db.execute("SELECT id FROM responses WHERE prompt_id = ?", (prompt_id,))}
+    if not set(flat) <= known:
+        raise RankingError(f"Responses {sorted(set(flat) - known)} are not candidates of prompt {prompt_id}.")
+    who = annotator_id(db, annotator, kind)
+    current = db.execute("SELECT tiers, label FROM rankings WHERE prompt_id = ? AND annotator_id = ? "
+                         "AND status = 'current' AND source != 'import'", (prompt_id, who)).fetchone()
+    if current and json.loads(current["tiers"]) == tiers and current["label"] == label:
+        return None
+    db.execute("UPDATE rankings SET status = 'replaced' WHERE prompt_id = ? AND annotator_id = ? "
+               "AND status = 'current' AND source != 'import'", (prompt_id, who))
+    db.execute("DELETE FROM skips WHERE prompt_id = ? AND annotator_id = ?", (prompt_id, who))
+    return db.execute(
+        "INSERT INTO rankings (prompt_id, annotator_id, tiers, label, source) VALUES (?, ?, ?, ?, ?)",
+        (prompt_id, who, json.dumps(tiers), label, source)).lastrowid
+
+
+def submit(store: Store, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None) -> None:
+    """Save `tiers` (response ids, best first) as this local annotator's current ranking; one transaction."""
+    annotator = check_annotator(annotator)
     with store.tx() as db:
-        known = {r[0] for r in db.execute("SELECT id FROM responses WHERE prompt_id = ?", (prompt_id,))}
-        if not set(flat) <= known:
-            raise RankingError(f"Responses {sorted(set(flat) - known)} are not candidates of prompt {prompt_id}.")
-        who = annotator_id(db, annotator, kind)
-        db.execute("UPDATE rankings SET status = 'replaced' WHERE prompt_id = ? AND annotator_id = ? "
-                   "AND status = 'current' AND source != 'import'", (prompt_id, who))
-        db.execute("DELETE FROM skips WHERE prompt_id = ? AND annotator_id = ?", (prompt_id, who))
-        return db.execute(
-            "INSERT INTO rankings (prompt_id, annotator_id, tiers, label, source) VALUES (?, ?, ?, ?, ?)",
-            (prompt_id, who, json.dumps(tiers), label, source)).lastrowid
+        insert_ranking(db, annotator, prompt_id, tiers, label=label)
 
 
 def skip(store: Store, annotator: str, prompt_id: int) -> None:
