@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from studio.paths import db_path
-from studio.prompts import install_builtin_sets
+from studio.prompts import install_builtin_sets, list_prompt_sets
 from studio.store import Store
 
 
@@ -24,6 +24,14 @@ class Ctx:
             event.set()  # a closed tab stops the work it started
 
 
+def set_choices(store: Store, selected: str | None = None):
+    """A prompt-set dropdown update: every set with its size, keeping `selected` if it still exists."""
+    sets = list_prompt_sets(store)
+    names = [s["name"] for s in sets]
+    return gr.update(choices=[(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in sets],
+                     value=selected if selected in names else (names[0] if names else None))
+
+
 def message(text: str, error: bool = False) -> str:
     """Markdown for a status line; the text is escaped because it may quote file names or model output."""
     text = html.escape(text, quote=False)
@@ -31,7 +39,9 @@ def message(text: str, error: bool = False) -> str:
 
 
 def build_demo(store: Store | None = None) -> gr.Blocks:
+    from pages.data import build_data_tab
     from pages.generate import build_generate_tab
+    from pages.rank import build_rank_tab
 
     ctx = Ctx(store or Store(db_path()))
     install_builtin_sets(ctx.store)
@@ -40,6 +50,14 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generate = build_generate_tab(ctx)
+            with gr.Tab("Rank", id="rank") as rank_tab:
+                rank = build_rank_tab(ctx)
+            with gr.Tab("Data", id="data") as data_tab:
+                data = build_data_tab(ctx)
         demo.load(generate["refresh"], None, generate["refresh_outputs"])
+        demo.load(lambda: [set_choices(ctx.store)] * 2, None, [rank["prompt_set"], data["prompt_set"]])
+        # Sets added on another tab (or by another visitor) show up when a tab is opened; the choice is kept.
+        for tab, pages in [(rank_tab, rank), (data_tab, data)]:
+            tab.select(lambda selected: set_choices(ctx.store, selected), pages["prompt_set"], pages["prompt_set"])
         demo.unload(ctx.forget_session)
     return demo

@@ -5,14 +5,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from pages import Ctx, message
+from pages import Ctx, message, set_choices
 from studio import models
 from studio.generate import GenerationParams, candidates_table, generate_candidates
 from studio.prompts import (
     PromptError,
     add_prompt_set,
     get_prompts,
-    list_prompt_sets,
     load_hub_prompts,
     parse_prompt_file,
 )
@@ -63,14 +62,8 @@ def build_generate_tab(ctx: Ctx) -> dict:
                 label="Candidates",
             )
 
-    def set_choices(selected=None):
-        sets = list_prompt_sets(ctx.store)
-        choices = [(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in sets]
-        names = [s["name"] for s in sets]
-        return gr.update(choices=choices, value=selected if selected in names else (names[0] if names else None))
-
     def refresh(selected, first_n):
-        return set_choices(selected), show_table(selected, first_n)
+        return set_choices(ctx.store, selected), show_table(selected, first_n)
 
     def show_table(selected, first_n):
         return candidates_table(ctx.store, selected, int(first_n or 0)) if selected else []
@@ -82,7 +75,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
             add_prompt_set(ctx.store, name, parsed, source)
         except (PromptError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
-        return set_choices(name), message(f"Added prompt set '{name}': {parsed.summary()}.")
+        return set_choices(ctx.store, name), message(f"Added prompt set '{name}': {parsed.summary()}.")
 
     def add_from_file(file_path, name):
         if not file_path:

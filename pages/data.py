@@ -1,0 +1,126 @@
+"""Data tab: rankings as preference pairs (export, push), imports of existing preference data, Ground Truth."""
+
+from pathlib import Path
+
+import gradio as gr
+
+from pages import Ctx, message, set_choices
+from studio import groundtruth, preferences
+from studio.groundtruth import GroundTruthError
+from studio.preferences import PreferenceError
+from studio.ranking import PAIR_MODES
+
+
+def build_data_tab(ctx: Ctx) -> dict:
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Preference pairs")
+            prompt_set = gr.Dropdown([], label="Prompt set", elem_id="data-set")
+            mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value="best_worst",
+                            label="Pairs from each ranking", elem_id="data-mode")
+            summary = gr.Markdown(elem_id="data-summary")
+            export = gr.Button("Export JSONL + Parquet", elem_id="data-export")
+            files = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="data-files")
+            with gr.Row():
+                repo = gr.Textbox(label="Hub data set repo", placeholder="my-org/bank-preferences", scale=3)
+                private = gr.Checkbox(True, label="Private", scale=1)
+            push = gr.Button("Push to the Hub")
+            pairs_status = gr.Markdown(elem_id="data-status")
+        with gr.Column():
+            gr.Markdown("### Import preference data\nTRL standard or conversational (explicit or implicit prompt), "
+                        "Anthropic HH transcripts, or prompt / chosen / rejected columns.")
+            upload = gr.File(label=".jsonl, .csv or .parquet", file_types=[".jsonl", ".csv", ".parquet"],
+                             elem_id="data-upload")
+            with gr.Row():
+                hub_id = gr.Textbox(label="or a Hub data set id", placeholder="Anthropic/hh-rlhf", scale=3)
+                split = gr.Textbox("train", label="Split", scale=1)
+            name = gr.Textbox(label="Name for the imported set", placeholder="from the file or id if empty")
+            with gr.Row():
+                import_file = gr.Button("Import file")
+                import_hub = gr.Button("Import from Hub")
+            import_status = gr.Markdown(elem_id="data-import-status")
+            gr.Markdown("### Amazon SageMaker Ground Truth")
+            with gr.Row():
+                bucket = gr.Textbox("my-bucket", label="S3 bucket for the job")
+                workers = gr.Number(3, precision=0, minimum=1, maximum=9, label="Workers per prompt")
+            gt_export = gr.Button("Export a Ground Truth job", elem_id="gt-export")
+            gt_files = gr.File(label="Job (zip)", interactive=False, elem_id="gt-files")
+            gt_upload = gr.File(label="Ground Truth results (zip of the output folder)", file_types=[".zip"],
+                                elem_id="gt-upload")
+            gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
+            gt_status = gr.Markdown(elem_id="gt-status")
+
+    def describe(set_name, pair_mode):
+        if not set_name:
+            return ""
+        rows, pair_set = preferences.preference_rows(ctx.store, set_name, pair_mode)
+        return message(f"{len(rows)} pairs from {pair_set.rankings} rankings · {pair_set.conflicts} conflicting "
+                       f"response pairs, {pair_set.unresolved} without a majority (dropped)")
+
+    def do_export(set_name, pair_mode):
+        try:
+            out = preferences.export_preferences(ctx.store, set_name, pair_mode)
+        except (PreferenceError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+        return [str(out["jsonl"]), str(out["parquet"])], message(
+            f"Exported {len(out['pairs'].pairs)} pairs to {out['folder']}.")
+
+    def do_push(set_name, pair_mode, repo_id, is_private, oauth_token: gr.OAuthToken | None = None):
+        try:
+            url = preferences.push_preferences(ctx.store, set_name, repo_id, pair_mode, is_private,
+                                               token=oauth_token.token if oauth_token else None)
+        except (PreferenceError, ValueError) as error:
+            return message(str(error), error=True)
+        except Exception as error:  # the Hub's own errors (permissions, names) reach the user as they are
+            return message(f"The Hub refused the push: {error}", error=True)
+        return message(f"Pushed to {url}.")
+
+    def imported(result, set_name):
+        return set_choices(ctx.store, set_name), message(
+            f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{set_name}'.")
+
+    def do_import_file(path, set_name):
+        if not path:
+            return gr.skip(), message("Choose a file first.", error=True)
+        set_name = (set_name or "").strip() or Path(path).stem
+        try:
+            return imported(preferences.import_file(ctx.store, path, set_name), set_name)
+        except (PreferenceError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+
+    def do_import_hub(dataset_id, data_split, set_name):
+        set_name = (set_name or "").strip() or (dataset_id or "").strip().rstrip("/").split("/")[-1]
+        try:
+            return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name), set_name)
+        except (PreferenceError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+
+    def do_gt_export(set_name, bucket_name, per_prompt):
+        try:
+            out = groundtruth.export_job(ctx.store, set_name, bucket=(bucket_name or "my-bucket").strip(),
+                                         workers_per_object=int(per_prompt or 3))
+        except (GroundTruthError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+        return str(out["zip"]), message(f"Job for {out['prompts']} prompts in {out['folder']} (and the zip): "
+                                        "its README.md says how to start it.")
+
+    def do_gt_import(path, set_name, pair_mode):
+        if not path:
+            return message("Choose the zip of the Ground Truth output folder first.", error=True), gr.skip()
+        try:
+            result = groundtruth.import_results(ctx.store, path)
+        except GroundTruthError as error:
+            return message(str(error), error=True), gr.skip()
+        return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
+                       f"{result['prompts']} prompts ({result['unchanged']} already there)."), describe(set_name,
+                                                                                                      pair_mode)
+
+    # Wiring
+    gr.on([prompt_set.change, mode.change], describe, [prompt_set, mode], summary)
+    export.click(do_export, [prompt_set, mode], [files, pairs_status])
+    push.click(do_push, [prompt_set, mode, repo, private], pairs_status)
+    import_file.click(do_import_file, [upload, name], [prompt_set, import_status])
+    import_hub.click(do_import_hub, [hub_id, split, name], [prompt_set, import_status])
+    gt_export.click(do_gt_export, [prompt_set, bucket, workers], [gt_files, gt_status])
+    gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
+    return {"prompt_set": prompt_set}

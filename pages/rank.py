@@ -1,0 +1,194 @@
+"""Rank tab: an annotator orders the candidates of one prompt after another (ties, skip, undo, keyboard)."""
+
+import os
+
+import gradio as gr
+
+from pages import Ctx, message
+from studio import ranking
+from studio.ranking import LETTERS, MAX_SHOWN, RankingError
+
+KEYS = """**Keyboard** (the order box keeps the focus):
+- type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
+- two candidates: `a` or `b` (that one is better), `=` tie, `x` both bad, then **Enter**
+- `s` **Enter** skip · `u` **Enter** undo your last submission · `p` **Enter** previous (change it)
+"""
+FOCUS_ORDER = "() => { setTimeout(() => document.querySelector('#rank-order textarea')?.focus(), 50); }"
+PAIRWISE = {"a": ([0], [1], None), "b": ([1], [0], None), "=": ([0, 1], None, None), "x": ([0, 1], None, "both_bad")}
+
+
+def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | None) -> tuple[str, str]:
+    """(annotator name, kind): the Space login or the --auth user when there is one, else the typed name."""
+    if profile is not None:
+        return f"hf:{profile.username}", "hf"
+    if request is not None and getattr(request, "username", None):
+        return request.username, "auth"
+    name = ranking.check_annotator(typed)
+    if name.startswith(ranking.RESERVED_PREFIXES):
+        raise RankingError(f"Names starting with {', '.join(ranking.RESERVED_PREFIXES)} are reserved; choose another.")
+    return name, "local"
+
+
+def build_rank_tab(ctx: Ctx) -> dict:
+    on_space = bool(os.environ.get("SPACE_ID"))
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                annotator = gr.Textbox(label="Your name (annotator)", placeholder="type it, then Enter",
+                                       elem_id="rank-annotator", visible=not on_space, scale=2)
+                if on_space:
+                    gr.LoginButton()
+                prompt_set = gr.Dropdown([], label="Prompt set", elem_id="rank-set", scale=2)
+            progress = gr.Markdown(elem_id="rank-progress")
+            system = gr.Textbox(label="System prompt", interactive=False, visible=False, elem_id="rank-system")
+            prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, max_lines=12, elem_id="rank-prompt")
+            candidates = [gr.Textbox(label=f"Candidate {letter}", interactive=False, lines=2, max_lines=30,
+                                     visible=False, elem_id=f"rank-cand-{letter.lower()}") for letter in LETTERS]
+            with gr.Row(visible=False) as pairwise:
+                a_better = gr.Button("A better (a)")
+                b_better = gr.Button("B better (b)")
+                tie = gr.Button("Tie (=)")
+                both_bad = gr.Button("Both bad (x)")
+            order = gr.Textbox(label="Order, best to worst (e.g. B > A = C); Enter submits", autofocus=True,
+                               elem_id="rank-order")
+            with gr.Row():
+                submit = gr.Button("Submit", variant="primary", elem_id="rank-submit")
+                skip = gr.Button("Skip (s)")
+                undo = gr.Button("Undo last (u)")
+                previous = gr.Button("Previous (p)")
+            status = gr.Markdown(elem_id="rank-status")
+            with gr.Accordion("Change an earlier ranking", open=False):
+                earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
+        with gr.Column(scale=2):
+            guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
+                                    elem_id="rank-guidelines")
+            save_guidelines = gr.Button("Save guidelines")
+            gr.Markdown(KEYS)
+            agreement = gr.Markdown(elem_id="rank-agreement")
+    current = gr.State(None)  # the prompt id on screen
+
+    view_outputs = [current, system, prompt, *candidates, pairwise, order, progress, earlier, agreement, status]
+
+    def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "") -> list:
+        """Every output of a page update for `task` (None: the queue is empty)."""
+        stats = ranking.progress(ctx.store, set_name, who) if set_name else None
+        progress_text = (f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
+                         f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
+                         if stats else "")
+        history = ranking.history(ctx.store, set_name, who) if set_name and who else []
+        earlier_update = gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
+        if task is None:
+            done = "Nothing left to rank in this set for you." if who and set_name else ""
+            return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
+                    gr.update(visible=False), "", message(progress_text), earlier_update,
+                    agreement_text(set_name), note]
+        shown = [gr.update(value=text, visible=True, label=f"Candidate {LETTERS[i]}")
+                 for i, text in enumerate(task.responses)]
+        shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - len(shown))
+        if task.total_responses > MAX_SHOWN:
+            note = (note + " " if note else "") + f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
+        return [task.prompt_id, gr.update(value=task.system, visible=bool(task.system)), task.text, *shown,
+                gr.update(visible=len(task.responses) == 2), task.order_text(), message(progress_text),
+                earlier_update, agreement_text(set_name), note]
+
+    def agreement_text(set_name):
+        if not set_name:
+            return ""
+        result = ranking.agreement(ctx.store, set_name)
+        if result["pairwise"] is None:
+            return "**Agreement:** no prompt has been ranked by two annotators yet."
+        tau = "n/a" if result["kendall_tau"] is None else f"{result['kendall_tau']:.2f}"
+        return (f"**Agreement** ({result['annotators']} annotators, {result['judgements']} pairwise judgements): "
+                f"pairwise {result['pairwise']:.2f}, Kendall's tau-b {tau}")
+
+    def start(typed, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if not (typed or "").strip() and profile is None and not getattr(request, "username", None):
+            return view(None, None, set_name, message("Type your name above and press Enter to start ranking."))
+        try:
+            who, _ = identity(typed, request, profile)
+        except RankingError as error:
+            return view(None, None, set_name, message(str(error), error=True))
+        if not set_name:
+            return view(None, who, None, message("Choose a prompt set.", error=True))
+        return view(ranking.next_task(ctx.store, set_name, who), who, set_name)
+
+    def act(typed, set_name, prompt_id, text, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous."""
+        try:
+            who, kind = identity(typed, request, profile)
+            if not set_name:
+                raise RankingError("Choose a prompt set.")
+            command = (text or "").strip().lower()
+            if command == "u":
+                undone = ranking.undo_last(ctx.store, who)
+                if undone is None:
+                    return view(_task(prompt_id, who, set_name), who, set_name, message("Nothing to undo."))
+                return view(ranking.load_task(ctx.store, undone, who), who, set_name,
+                            message("Undone: rank it again, or skip it."))
+            if command == "p":
+                history = ranking.history(ctx.store, set_name, who)
+                ids = [h["prompt_id"] for h in history]
+                position = ids.index(prompt_id) + 1 if prompt_id in ids else 0
+                if position >= len(ids):
+                    return view(_task(prompt_id, who, set_name), who, set_name, message("No earlier ranking."))
+                return view(ranking.load_task(ctx.store, ids[position], who), who, set_name,
+                            message("Your earlier ranking: change it and press Enter, or press Enter to keep it."))
+            if prompt_id is None:
+                return view(ranking.next_task(ctx.store, set_name, who), who, set_name)
+            if command == "s":
+                ranking.skip(ctx.store, who, prompt_id)
+                return view(ranking.next_task(ctx.store, set_name, who), who, set_name, message("Skipped."))
+            task = ranking.load_task(ctx.store, prompt_id, who)
+            label = None
+            if len(task.response_ids) == 2 and command in PAIRWISE:
+                first, second, label = PAIRWISE[command]
+                tiers = [first] + ([second] if second else [])
+            else:
+                tiers = ranking.parse_order(text, len(task.response_ids))
+            with ctx.store.tx() as db:
+                ranking.insert_ranking(db, who, prompt_id, [[task.response_ids[i] for i in tier] for tier in tiers],
+                                       label=label, kind=kind)
+        except RankingError as error:
+            return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
+        return view(ranking.next_task(ctx.store, set_name, who), who, set_name, message("Saved."))
+
+    def _task(prompt_id, who, set_name):
+        if prompt_id is not None:
+            return ranking.load_task(ctx.store, prompt_id, who)
+        return ranking.next_task(ctx.store, set_name, who)
+
+    def open_earlier(typed, set_name, prompt_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if prompt_id is None:
+            return [gr.skip()] * len(view_outputs)
+        who, _ = identity(typed, request, profile)
+        return view(ranking.load_task(ctx.store, prompt_id, who), who, set_name,
+                    message("Your earlier ranking: change it and press Enter."))
+
+    def show_guidelines(set_name):
+        return ranking.get_guidelines(ctx.store, set_name) if set_name else ""
+
+    def store_guidelines(set_name, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        try:
+            who = identity(typed, request, profile)[0]
+        except RankingError:
+            who = None
+        ranking.save_guidelines(ctx.store, set_name, text, who)
+        return message("Guidelines saved for this prompt set.")
+
+    # Wiring
+    identity_inputs = [annotator, prompt_set]
+    # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
+    gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
+          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    prompt_set.change(show_guidelines, prompt_set, guidelines)
+    act_inputs = [annotator, prompt_set, current]
+    gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
+          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (skip, "s"), (undo, "u"),
+                        (previous, "p")]:
+        button.click(act, [*act_inputs, gr.State(key)], view_outputs).then(None, js=FOCUS_ORDER)
+    earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs).then(None, js=FOCUS_ORDER)
+    save_guidelines.click(store_guidelines, [prompt_set, guidelines, annotator], status)
+    return {"prompt_set": prompt_set}

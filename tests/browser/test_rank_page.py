@@ -1,0 +1,81 @@
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from studio.ranking import load_task
+from studio.store import Store
+
+pytestmark = pytest.mark.browser
+
+
+def seed_candidates(home, prompts=3, candidates=3):
+    """Hand-written candidates for the first prompts of the built-in bank set (no model needed)."""
+    store = Store(home / "studio.db")
+    with store.tx() as db:
+        rows = db.execute("SELECT p.id, p.text FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+                          "WHERE s.name = 'bank' ORDER BY p.position LIMIT ?", (prompts,)).fetchall()
+        for prompt_id, _ in rows:
+            for j in range(candidates):
+                db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
+                           (prompt_id, f"answer {j} <b>to</b> {prompt_id}"))
+    return store, [r[0] for r in rows]
+
+
+def test_rank_two_prompts_with_the_keyboard_and_undo_one(app_server, page):
+    store, (p1, p2, p3) = seed_candidates(app_server["home"])
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
+    expect(page.get_by_text("type the order best to worst")).to_be_visible()
+    page.locator("#rank-annotator textarea").focus()
+    page.keyboard.type("anna")
+    page.keyboard.press("Enter")
+    prompt = page.locator("#rank-prompt textarea")
+    expect(prompt).to_have_value("How do I open a savings account with Lumen Bank?")
+    # The candidates are text: the markup is shown, not rendered.
+    assert "<b>to</b>" in page.locator("#rank-cand-a textarea").input_value()
+    expect(page.locator("#rank-order textarea")).to_be_focused()
+
+    page.keyboard.type("b a=c")
+    page.keyboard.press("Enter")
+    expect(prompt).to_have_value("What is the daily limit for card payments and how can I change it?")
+    expect(page.locator("#rank-progress")).to_contain_text("Ranked by you: 1 / 3")
+    expect(page.locator("#rank-order textarea")).to_be_focused()
+    page.keyboard.type("c > b > a")
+    page.keyboard.press("Enter")
+    expect(prompt).to_have_value("How long does a transfer to another bank take?")
+    expect(page.locator("#rank-progress")).to_contain_text("Ranked by you: 2 / 3")
+
+    page.keyboard.type("u")
+    page.keyboard.press("Enter")
+    expect(prompt).to_have_value("What is the daily limit for card payments and how can I change it?")
+    expect(page.locator("#rank-status")).to_contain_text("Undone")
+    expect(page.locator("#rank-progress")).to_contain_text("Ranked by you: 1 / 3")
+
+    shown = load_task(store, p1, "anna").response_ids  # the letters anna saw, in order
+    rows = store.query("SELECT r.prompt_id, r.tiers, r.status, r.source, a.name FROM rankings r "
+                       "JOIN annotators a ON a.id = r.annotator_id ORDER BY r.id")
+    assert [(r["prompt_id"], r["status"], r["source"], r["name"]) for r in rows] == [
+        (p1, "current", "local", "anna"), (p2, "undone", "local", "anna")]
+    assert json.loads(rows[0]["tiers"]) == [[shown[1]], [shown[0], shown[2]]]
+
+
+def test_pairwise_keys_and_errors(app_server, page):
+    store, (p1,) = seed_candidates(app_server["home"], prompts=1, candidates=2)
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
+    page.locator("#rank-annotator textarea").fill("bob")
+    page.locator("#rank-annotator textarea").press("Enter")
+    expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?")
+    expect(page.get_by_role("button", name="Both bad (x)")).to_be_visible()
+    order = page.locator("#rank-order textarea")
+    order.fill("z")
+    order.press("Enter")
+    expect(page.locator("#rank-status")).to_contain_text("'Z' is not a candidate here; use A, B.")
+    order.fill("x")
+    order.press("Enter")
+    expect(page.locator("#rank-prompt textarea")).to_have_value("Nothing left to rank in this set for you.")
+    row = store.query("SELECT tiers, label FROM rankings")[0]
+    assert (len(json.loads(row["tiers"])), row["label"]) == (1, "both_bad")
