@@ -55,7 +55,8 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
             with gr.Tab("Data", id="data") as data_tab:
                 data = build_data_tab(ctx)
         demo.load(generate["refresh"], None, generate["refresh_outputs"])
-        demo.load(lambda: [set_choices(ctx.store)] * 2, None, [rank["prompt_set"], data["prompt_set"]])
+        demo.load(rank["load"], None, rank["load_outputs"])
+        demo.load(lambda: set_choices(ctx.store), None, data["prompt_set"])
         # Sets added on another tab (or by another visitor) show up when a tab is opened; the choice is kept.
         for tab, pages in [(rank_tab, rank), (data_tab, data)]:
             tab.select(lambda selected: set_choices(ctx.store, selected), pages["prompt_set"], pages["prompt_set"])

@@ -4,7 +4,7 @@ import os
 
 import gradio as gr
 
-from pages import Ctx, message
+from pages import Ctx, message, set_choices
 from studio import ranking
 from studio.ranking import LETTERS, MAX_SHOWN, RankingError
 
@@ -191,4 +191,9 @@ def build_rank_tab(ctx: Ctx) -> dict:
         button.click(act, [*act_inputs, gr.State(key)], view_outputs).then(None, js=FOCUS_ORDER)
     earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs).then(None, js=FOCUS_ORDER)
     save_guidelines.click(store_guidelines, [prompt_set, guidelines, annotator], status)
-    return {"prompt_set": prompt_set}
+    def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Fill the prompt sets; with a login (--auth or the Space's), the annotator is that user."""
+        who = f"hf:{profile.username}" if profile is not None else getattr(request, "username", None)
+        return set_choices(ctx.store), gr.update(value=who, interactive=False) if who else gr.skip()
+
+    return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator]}

@@ -24,6 +24,10 @@ def _free_port() -> int:
 
 @pytest.fixture
 def app_server(tmp_path):
+    yield from run_app(tmp_path)
+
+
+def run_app(tmp_path, *extra_args):
     """`python app.py` on a free port with its own STUDIO_HOME (sharing the converted embedded model)."""
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
@@ -32,7 +36,7 @@ def app_server(tmp_path):
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
     env = dict(os.environ, STUDIO_HOME=str(home), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser"], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60

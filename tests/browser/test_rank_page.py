@@ -79,3 +79,26 @@ def test_pairwise_keys_and_errors(app_server, page):
     expect(page.locator("#rank-prompt textarea")).to_have_value("Nothing left to rank in this set for you.")
     row = store.query("SELECT tiers, label FROM rankings")[0]
     assert (len(json.loads(row["tiers"])), row["label"]) == (1, "both_bad")
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    from tests.browser.conftest import run_app
+
+    yield from run_app(tmp_path, "--auth", "carol:secret1", "dave:secret2")
+
+
+def test_with_auth_the_logged_in_user_is_the_annotator(auth_server, page):
+    store, (p1,) = seed_candidates(auth_server["home"], prompts=1, candidates=2)
+    page.goto(auth_server["url"])
+    page.get_by_label("username").fill("carol")
+    page.get_by_label("password").fill("secret1")
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-annotator textarea, #rank-annotator input").first).to_have_value("carol")
+    expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?")
+    page.locator("#rank-order textarea").fill("b")
+    page.locator("#rank-order textarea").press("Enter")
+    expect(page.locator("#rank-status")).to_contain_text("Saved.")
+    rows = store.query("SELECT a.name, a.kind FROM rankings r JOIN annotators a ON a.id = r.annotator_id")
+    assert [tuple(r) for r in rows] == [("carol", "auth")]
