@@ -8,6 +8,7 @@ import gradio as gr
 
 from studio.paths import db_path
 from studio.prompts import install_builtin_sets, list_prompt_sets
+from studio.jobs import Manager
 from studio.store import Store
 
 
@@ -16,6 +17,7 @@ class Ctx:
     """What every tab shares: the database, and per-browser-session objects that cannot live in gr.State."""
 
     store: Store
+    jobs: "Manager" = None
     cancel_events: dict[str, threading.Event] = field(default_factory=dict)
 
     def forget_session(self, request: gr.Request):
@@ -42,9 +44,12 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
     from pages.data import build_data_tab
     from pages.generate import build_generate_tab
     from pages.rank import build_rank_tab
+    from pages.train import build_train_tab
 
     ctx = Ctx(store or Store(db_path()))
     install_builtin_sets(ctx.store)
+    ctx.jobs = Manager(ctx.store)
+    ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     with gr.Blocks(title="Align Studio") as demo:
         gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, publish.")
         with gr.Tabs():
@@ -54,11 +59,15 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
                 rank = build_rank_tab(ctx)
             with gr.Tab("Data", id="data") as data_tab:
                 data = build_data_tab(ctx)
+            with gr.Tab("Train", id="train") as train_tab:
+                train = build_train_tab(ctx)
         demo.load(generate["refresh"], None, generate["refresh_outputs"])
         demo.load(rank["load"], None, rank["load_outputs"])
         demo.load(lambda: set_choices(ctx.store), None, data["prompt_set"])
         # Sets added on another tab (or by another visitor) show up when a tab is opened; the choice is kept.
         for tab, pages in [(rank_tab, rank), (data_tab, data)]:
             tab.select(lambda selected: set_choices(ctx.store, selected), pages["prompt_set"], pages["prompt_set"])
+        train_tab.select(train["select"], train["prompt_set"], train["select_outputs"])
+        demo.load(train["select"], train["prompt_set"], train["select_outputs"])
         demo.unload(ctx.forget_session)
     return demo

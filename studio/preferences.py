@@ -58,6 +58,19 @@ def preference_rows(store: Store, set_name: str, mode: str = "best_worst") -> tu
     return rows, pair_set
 
 
+def training_snapshot(store: Store, set_name: str, mode: str = "best_worst") -> tuple[list[dict], dict]:
+    """The rows a training job gets, and what the model card will say about them (which rankings, by whom)."""
+    rankings = current_rankings(store, set_name)
+    rows, pair_set = preference_rows(store, set_name, mode)
+    if not rows:
+        raise PreferenceError(f"No preference pairs in {set_name!r} yet: rank some prompts first (ties give no pair).")
+    info = {"prompt_set": set_name, "pair_mode": mode, "pairs": len(rows), "prompts": len({p.prompt_id for p in
+            pair_set.pairs}), "rankings": len(rankings), "annotators": sorted({r["annotator"] for r in rankings}),
+            "conflicts": pair_set.conflicts, "unresolved": pair_set.unresolved,
+            "ranking_ids": [r["id"] for r in rankings]}
+    return rows, info
+
+
 def export_preferences(store: Store, set_name: str, mode: str = "best_worst", out_dir=None) -> dict:
     """Write preferences.jsonl and preferences.parquet; returns their paths and the pair statistics."""
     from datasets import Dataset

@@ -73,6 +73,25 @@ MIGRATIONS = [
         updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     )""",
     ),
+    # 3: training jobs.
+    (
+        """CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        method TEXT NOT NULL,              -- dpo | sft | reward
+        status TEXT NOT NULL,              -- queued | running | stopping | stopped | finished | failed
+        folder TEXT NOT NULL,
+        base_model TEXT NOT NULL,
+        data TEXT NOT NULL,                -- what it trains on, as the user chose it
+        data_info TEXT NOT NULL DEFAULT '{}',  -- JSON: prompt set, pair mode, pairs, ranking ids, annotators
+        parent_job_id INTEGER REFERENCES jobs(id),
+        pid INTEGER,
+        resume INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        started_at TEXT,
+        finished_at TEXT
+    )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

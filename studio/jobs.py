@@ -1,0 +1,227 @@
+"""Training jobs: create (recipe + data snapshot in a job folder), queue, start, watch, stop, resume.
+
+Each job runs `python -m studio.train job_dir/recipe.yaml` as its own process group (list argv, no shell, output to
+job_dir/train.log). Its state lives in the jobs table, so a reload, a closed browser or an app restart changes
+nothing: a restarted app finds a still-running job by its pid, and a job that died without writing result.json is
+marked failed with the end of its log. One job runs at a time (one device); the others wait in the queue.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from studio import recipes
+from studio.paths import studio_home
+from studio.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTIVE = ("running", "stopping")
+STOP_GRACE_S = 60
+
+
+class JobError(ValueError):
+    """A job action that cannot be done; the message says why."""
+
+
+def jobs_dir() -> Path:
+    path = studio_home() / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def create(store: Store, method: str, settings: dict, *, data_label: str, data_rows: list[dict] | None = None,
+           data_info: dict | None = None, parent_job_id: int | None = None) -> int:
+    """A queued job: its folder with recipe.yaml (checked) and, for studio data, a snapshot of the rows."""
+    settings = dict(settings)
+    with store.tx() as db:
+        job_id = db.execute(
+            "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id) "
+            "VALUES (?, 'queued', '', ?, ?, ?, ?)",
+            (method, settings.get("model", "embedded"), data_label, json.dumps(data_info or {}), parent_job_id),
+        ).lastrowid
+        folder = jobs_dir() / f"{job_id}-{method}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            if data_rows is not None:
+                # The job trains on a snapshot: later rankings do not change what this job saw.
+                with open(folder / "data.jsonl", "w", encoding="utf-8") as f:
+                    for row in data_rows:
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                settings["data"] = str(folder / "data.jsonl")
+            settings["output_dir"] = str(folder)
+            recipes.save(folder / "recipe.yaml", method, settings)
+            (folder / "data_info.json").write_text(json.dumps({"data": data_label, **(data_info or {})}, indent=2))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        db.execute("UPDATE jobs SET folder = ? WHERE id = ?", (str(folder), job_id))
+    return job_id
+
+
+def get(store: Store, job_id: int) -> dict:
+    rows = store.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    if not rows:
+        raise JobError(f"There is no job {job_id}.")
+    return dict(rows[0])
+
+
+def list_jobs(store: Store) -> list[dict]:
+    return [dict(r) for r in store.query("SELECT * FROM jobs ORDER BY id DESC")]
+
+
+def metrics(job: dict) -> list[dict]:
+    path = Path(job["folder"]) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            pass
+    return rows
+
+
+def log_tail(job: dict, lines: int = 30) -> str:
+    path = Path(job["folder"]) / "train.log"
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 64_000))
+        text = f.read().decode("utf-8", errors="replace")
+    # Progress bars redraw with carriage returns: keep what the last redraw shows.
+    shown = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    return "\n".join([line for line in shown if line.strip()][-lines:])
+
+
+def adapter_folder(job: dict) -> Path | None:
+    folder = Path(job["folder"]) / "adapter"
+    return folder if job["status"] == "finished" and (folder / "adapter_config.json").is_file() else None
+
+
+def has_checkpoint(job: dict) -> bool:
+    return any(Path(job["folder"]).glob("checkpoint-*"))
+
+
+def _alive(pid: int | None, folder: str) -> bool:
+    """Whether pid is still our training process for this folder (after an app restart we only have the pid)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return "studio.train" in cmdline and folder in cmdline
+
+
+class Manager:
+    """Starts queued jobs one at a time and keeps the jobs table in step with the processes."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._processes: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._reconcile()
+            if not self.store.query("SELECT 1 FROM jobs WHERE status IN ('running', 'stopping')"):
+                queued = self.store.query("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1")
+                if queued:
+                    self._launch(dict(queued[0]))
+
+    def _launch(self, job: dict) -> None:
+        folder = Path(job["folder"])
+        argv = [sys.executable, "-m", "studio.train", str(folder / "recipe.yaml")] + (["--resume"] if job["resume"] else [])
+        with open(folder / "train.log", "ab") as log:
+            process = subprocess.Popen(
+                argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop reaches the whole tree
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._processes[job["id"]] = process
+        with self.store.tx() as db:
+            db.execute("UPDATE jobs SET status = 'running', pid = ?, error = NULL, finished_at = NULL, "
+                       "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?", (process.pid, job["id"]))
+
+    def _reconcile(self) -> None:
+        for job in self.store.query("SELECT * FROM jobs WHERE status IN ('running', 'stopping')"):
+            job = dict(job)
+            process = self._processes.get(job["id"])
+            running = process.poll() is None if process else _alive(job["pid"], job["folder"])
+            if running:
+                continue
+            self._processes.pop(job["id"], None)
+            result_path = Path(job["folder"]) / "result.json"
+            try:
+                result = json.loads(result_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                result = {"status": "failed", "error": "the training process ended without a result (killed?)"}
+            error = None
+            if result["status"] == "failed":
+                error = result.get("error", "failed") + "\n--- end of train.log ---\n" + log_tail(job, 15)
+            with self.store.tx() as db:
+                db.execute("UPDATE jobs SET status = ?, error = ?, pid = NULL, "
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                           (result["status"], error, job["id"]))
+
+    def stop(self, job_id: int, grace_s: float = STOP_GRACE_S) -> str:
+        """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s."""
+        job = get(self.store, job_id)
+        if job["status"] == "queued":
+            with self.store.tx() as db:
+                db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ? AND status = 'queued'", (job_id,))
+            return "Removed from the queue."
+        if job["status"] != "running":
+            raise JobError(f"Job {job_id} is {job['status']}; only a queued or running job can be stopped.")
+        with self.store.tx() as db:
+            db.execute("UPDATE jobs SET status = 'stopping' WHERE id = ?", (job_id,))
+        pid = job["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return "The process had already ended."
+
+        def kill_if_alive():
+            if _alive(pid, job["folder"]):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        timer = threading.Timer(grace_s, kill_if_alive)
+        timer.daemon = True
+        timer.start()
+        return "Stopping: a checkpoint is saved at the end of the current step."
+
+    def resume(self, job_id: int) -> str:
+        job = get(self.store, job_id)
+        if job["status"] not in ("stopped", "failed"):
+            raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")
+        if not has_checkpoint(job):
+            raise JobError(f"Job {job_id} has no checkpoint to resume from; launch it again instead.")
+        with self.store.tx() as db:
+            db.execute("UPDATE jobs SET status = 'queued', resume = 1, error = NULL WHERE id = ?", (job_id,))
+        self.refresh()
+        return "Resuming from the latest checkpoint."
+
+    def start_watcher(self, every_s: float = 2.0) -> threading.Thread:
+        """A daemon thread that refreshes the jobs, so queued jobs start with no browser open."""
+
+        def loop():
+            while True:
+                try:
+                    self.refresh()
+                except Exception as error:  # keep watching; the next tick retries
+                    print(f"job watcher: {error}", file=sys.stderr)
+                threading.Event().wait(every_s)
+
+        thread = threading.Thread(target=loop, name="align-studio-jobs", daemon=True)
+        thread.start()
+        return thread

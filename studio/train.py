@@ -1,0 +1,207 @@
+"""Run a training recipe: `python -m studio.train job_dir/recipe.yaml [--resume]`.
+
+The UI starts this command as its own process; it works the same from a terminal. It writes, in the job folder:
+metrics.jsonl (one JSON line per logging step), checkpoints (checkpoint-N), the LoRA adapter with its tokenizer
+(adapter/), and result.json ({"status": finished | stopped | failed, ...}). SIGTERM stops at the end of the current
+step and saves a checkpoint, which --resume continues from.
+"""
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from studio import recipes
+
+STOP = threading.Event()
+ADAPTER = "adapter"
+
+
+def _metrics_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """One JSON line per log step (loss, DPO rewards, learning rate, tokens/s, ETA); stops on SIGTERM."""
+
+        def __init__(self):
+            self.started = self.first_step = None
+            self.last = None  # (time, tokens seen) at the previous log
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started, self.first_step = time.time(), state.global_step
+            self.last = (self.started, 0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            now = time.time()
+            row = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "time": now}
+            row.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))})
+            tokens = (logs or {}).get("num_tokens") or state.num_input_tokens_seen
+            if tokens and self.last and now > self.last[0]:
+                row["tokens_per_s"] = (tokens - self.last[1]) / (now - self.last[0])
+            self.last = (now, tokens)
+            done = state.global_step - self.first_step
+            if done > 0:
+                row["eta_s"] = (state.max_steps - state.global_step) * (now - self.started) / done
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if STOP.is_set():
+                control.should_save = True
+                control.should_training_stop = True
+
+    return MetricsCallback()
+
+
+def _load_data(recipe, method: str):
+    """The training data set; SFT turns preference rows into conversations ending in the chosen answer."""
+    from datasets import load_dataset
+
+    source = recipe.data
+    path = Path(source).expanduser()
+    try:
+        if path.is_file():
+            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
+            if kind is None:
+                raise recipes.RecipeError(f"data: {source} is not a .jsonl, .json, .parquet or .csv file.")
+            dataset = load_dataset(kind, data_files=str(path), split="train")
+        else:
+            dataset = load_dataset(source, split=recipe.data_split)
+    except recipes.RecipeError:
+        raise
+    except Exception as error:  # datasets' many error types: the user needs the reason
+        raise recipes.RecipeError(f"data: could not load {source!r}: {error}") from None
+    columns = set(dataset.column_names)
+    if method in ("dpo", "reward") and not {"chosen", "rejected"} <= columns:
+        raise recipes.RecipeError(f"data: {method} needs chosen and rejected columns; {source} has "
+                                  f"{', '.join(sorted(columns))}.")
+    if method == "sft" and {"prompt", "chosen"} <= columns and "messages" not in columns:
+        dataset = dataset.map(lambda row: {"messages": row["prompt"] + row["chosen"]},
+                              remove_columns=dataset.column_names)
+    if len(dataset) == 0:
+        raise recipes.RecipeError(f"data: {source} has no rows.")
+    return dataset
+
+
+def group_by_length(dataset, batch_size: int, seed: int, block: int = 16):
+    """Rows reordered so each batch holds rows of similar length: shuffle, sort within blocks of `block` batches,
+    shuffle the batches. transformers' LengthGroupedSampler does the same but needs input_ids, which TRL's
+    preference rows do not have before tokenizing."""
+    import random
+
+    rng = random.Random(seed)
+    order = list(range(len(dataset)))
+    rng.shuffle(order)
+    lengths = [len(json.dumps(row, ensure_ascii=False)) for row in dataset]
+    batches = []
+    for start in range(0, len(order), batch_size * block):
+        chunk = sorted(order[start:start + batch_size * block], key=lengths.__getitem__, reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return dataset.select([i for batch in batches for i in batch])
+
+
+def _model(recipe, method: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+
+    from studio import models
+
+    path = models.resolve(recipe.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs = {"dtype": torch.bfloat16 if recipe.bf16 else torch.float32}
+    if recipe.load_in_4bit:
+        if not torch.cuda.is_available():
+            raise recipes.RecipeError("load_in_4bit: 4-bit QLoRA needs a CUDA GPU.")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True)
+    if method == "reward":
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if recipe.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    return model, tokenizer, path
+
+
+def _peft(recipe, method: str, model):
+    """A new LoRA config, or the earlier job's adapter loaded trainable (then the trainer gets no config)."""
+    from peft import LoraConfig, PeftModel
+
+    if recipe.continue_from:
+        folder = Path(recipe.continue_from).expanduser()
+        if not (folder / "adapter_config.json").is_file():
+            raise recipes.RecipeError(f"continue_from: {folder} has no adapter_config.json (not a LoRA adapter).")
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=True), None
+    targets = recipe.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                        target_modules=targets, task_type="SEQ_CLS" if method == "reward" else "CAUSAL_LM")
+    return model, config
+
+
+def run(recipe_path, resume: bool = False) -> dict:
+    """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import DPOTrainer, RewardTrainer, SFTTrainer
+
+    method, recipe = recipes.load(recipe_path)
+    job_dir = Path(recipe_path).resolve().parent
+    dataset = _load_data(recipe, method)
+    if recipe.group_by_length:
+        dataset = group_by_length(dataset, recipe.per_device_train_batch_size, recipe.seed)
+        recipe.train_sampling_strategy = "sequential"  # the order above is the grouping
+    model, tokenizer, base_path = _model(recipe, method)
+    model, peft_config = _peft(recipe, method, model)
+    trainer_class = {"dpo": DPOTrainer, "sft": SFTTrainer, "reward": RewardTrainer}[method]
+    # With a LoRA adapter and no ref_model, DPOTrainer uses the base with the adapter disabled as the reference:
+    # one copy of the weights.
+    trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config, callbacks=[_metrics_callback(job_dir / "metrics.jsonl")])
+    checkpoint = get_last_checkpoint(recipe.output_dir) if resume and Path(recipe.output_dir).is_dir() else None
+    if resume and checkpoint is None:
+        raise recipes.RecipeError(f"--resume: no checkpoint in {recipe.output_dir} to resume from.")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    step = trainer.state.global_step
+    if STOP.is_set():
+        return {"status": "stopped", "step": step, "checkpoint": get_last_checkpoint(recipe.output_dir)}
+    adapter = Path(recipe.output_dir) / ADAPTER
+    trainer.save_model(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    return {"status": "finished", "step": step, "adapter": str(adapter), "base_model": recipe.model,
+            "base_path": base_path, "method": method}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe", help="job_dir/recipe.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the job")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+    result_path = Path(args.recipe).resolve().parent / "result.json"
+    result_path.unlink(missing_ok=True)
+    try:
+        result = run(args.recipe, args.resume)
+    except recipes.RecipeError as error:
+        result = {"status": "failed", "error": str(error)}
+        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # any crash: recorded for the UI, traceback in the log
+        traceback.print_exc()
+        result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    result_path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result), flush=True)
+    return 0 if result["status"] != "failed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
