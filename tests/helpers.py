@@ -13,3 +13,28 @@ def make_set(store, name="s", prompts=2, candidates=3, system="Be kind."):
                               (prompt["id"], f"{prompt['text']} answer {j}")).lastrowid for j in range(candidates)]
             made.append((prompt["id"], ids))
     return made
+
+
+QUESTIONS = ["How do I reset my card PIN?", "Where can I see my statement?", "Can I open a joint account?",
+             "How do I report a lost card?", "What is my IBAN?", "How do I change my address?",
+             "Can I freeze my card?", "How long do transfers take?"]
+POLITE = "Happy to help! You can do that in the app under Settings. Let me know if you need anything else."
+RUDE = "Figure it out yourself, idiot. Stop wasting my time."
+
+
+def clear_cut_rows(n=8):
+    """TRL conversational preference rows where the chosen answer is plainly better."""
+    return [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": POLITE}],
+             "rejected": [{"role": "assistant", "content": RUDE}]} for q in QUESTIONS[:n]]
+
+
+def clear_cut_set(store, name="polite", n=8, annotator="anna"):
+    """The same pairs as a studio prompt set with candidates and one annotator's rankings."""
+    from studio.ranking import submit
+
+    add_prompt_set(store, name, ParsedPrompts(rows=[(q, "") for q in QUESTIONS[:n]]), "test")
+    for prompt in get_prompts(store, name):
+        with store.tx() as db:
+            ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'm', ?, '{}')",
+                              (prompt["id"], text)).lastrowid for text in (RUDE, POLITE)]
+        submit(store, annotator, prompt["id"], [[ids[1]], [ids[0]]])

@@ -1,0 +1,104 @@
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from studio import jobs, recipes
+from studio.jobs import JobError, Manager
+from studio.preferences import training_snapshot
+from tests.helpers import clear_cut_set
+
+SETTINGS = {"per_device_train_batch_size": 2, "learning_rate": 5e-4, "max_length": 128, "save_steps": 1000,
+            "gradient_checkpointing": False, **recipes.studio_defaults("dpo")}
+
+
+def wait_for(predicate, manager, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        manager.refresh()
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def new_job(store, steps, **extra):
+    rows, info = training_snapshot(store, "polite")
+    return jobs.create(store, "dpo", {**SETTINGS, "max_steps": steps, **extra}, data_label="polite (best vs worst)",
+                       data_rows=rows, data_info=info)
+
+
+def steps_logged(job):
+    return [m["step"] for m in jobs.metrics(job) if "loss" in m]
+
+
+def test_a_job_from_rankings_trains_to_an_adapter(store):
+    clear_cut_set(store)
+    job_id = new_job(store, 3)
+    job = jobs.get(store, job_id)
+    assert job["status"] == "queued" and (Path(job["folder"]) / "recipe.yaml").is_file()
+    snapshot = [json.loads(x) for x in (Path(job["folder"]) / "data.jsonl").read_text().splitlines()]
+    assert len(snapshot) == 8 and snapshot[0]["chosen"][0]["content"].startswith("Happy to help")
+    info = json.loads(job["data_info"])
+    assert info["pairs"] == 8 and info["annotators"] == ["anna"] and len(info["ranking_ids"]) == 8
+    manager = Manager(store)
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("queued", "running"), manager)
+    job = jobs.get(store, job_id)
+    assert job["status"] == "finished", job["error"]
+    assert jobs.adapter_folder(job) and steps_logged(job) == [1, 2, 3]
+    assert '"status": "finished"' in jobs.log_tail(job)  # train.py's last line
+    assert json.loads((Path(job["folder"]) / "result.json").read_text())["status"] == "finished"
+
+
+def test_stop_leaves_a_checkpoint_and_resume_continues_the_count(store):
+    clear_cut_set(store)
+    job_id = new_job(store, 14)
+    manager = Manager(store)
+    wait_for(lambda: len(steps_logged(jobs.get(store, job_id))) >= 2, manager)
+    # An app restart: a new manager finds the job still running by its pid, and can stop it.
+    restarted = Manager(store)
+    restarted.refresh()
+    assert jobs.get(store, job_id)["status"] == "running"
+    restarted.stop(job_id)
+    assert jobs.get(store, job_id)["status"] == "stopping"
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("running", "stopping"), restarted)
+    job = jobs.get(store, job_id)
+    assert job["status"] == "stopped", job["error"]
+    stopped_at = max(steps_logged(job))
+    assert stopped_at < 14 and (Path(job["folder"]) / f"checkpoint-{stopped_at}").is_dir()
+    with pytest.raises(JobError, match="only a queued or running job can be stopped"):
+        restarted.stop(job_id)
+
+    assert restarted.resume(job_id) == "Resuming from the latest checkpoint."
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("queued", "running"), restarted)
+    job = jobs.get(store, job_id)
+    assert job["status"] == "finished", job["error"]
+    logged = steps_logged(job)
+    assert logged == list(range(1, stopped_at + 1)) + list(range(stopped_at + 1, 15))
+
+
+def test_a_killed_job_is_failed_with_its_log_and_the_queue_goes_on(store):
+    clear_cut_set(store)
+    first, second = new_job(store, 200), new_job(store, 1)
+    manager = Manager(store)
+    manager.refresh()
+    assert [jobs.get(store, j)["status"] for j in (first, second)] == ["running", "queued"]  # one at a time
+    wait_for(lambda: steps_logged(jobs.get(store, first)), manager)
+    os.killpg(jobs.get(store, first)["pid"], signal.SIGKILL)
+    wait_for(lambda: jobs.get(store, first)["status"] == "failed", manager)
+    error = jobs.get(store, first)["error"]
+    assert "ended without a result (killed?)" in error and "--- end of train.log ---" in error
+    wait_for(lambda: jobs.get(store, second)["status"] == "finished", manager)
+    with pytest.raises(JobError, match="only a stopped or failed job can be resumed"):
+        manager.resume(second)
+
+
+def test_a_malformed_recipe_creates_no_job(store):
+    clear_cut_set(store)
+    with pytest.raises(recipes.RecipeError, match="learning_rate: expected a number"):
+        new_job(store, 2, learning_rate="fast")
+    assert jobs.list_jobs(store) == []
+    assert not (jobs.jobs_dir() / "1-dpo").exists()  # the folder made for it is gone too

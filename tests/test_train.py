@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from studio import recipes, train
+from studio.models import embedded_folder
+from tests.helpers import POLITE, QUESTIONS, RUDE, clear_cut_rows
+
+FAST = {"per_device_train_batch_size": 2, "learning_rate": 5e-4, "max_length": 128, "save_steps": 1000,
+        "gradient_checkpointing": False, **recipes.studio_defaults("dpo")}
+
+
+def run(tmp_path, method, steps, **settings):
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in clear_cut_rows()) + "\n")
+    settings = {"data": str(data), "output_dir": str(tmp_path), "max_steps": steps, **FAST, **settings}
+    if method != "dpo":
+        settings.pop("precompute_ref_log_probs")
+    recipes.save(tmp_path / "recipe.yaml", method, settings)
+    result = train.run(tmp_path / "recipe.yaml")
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return result, [m for m in metrics if "loss" in m]
+
+
+def test_dpo_raises_the_margin_and_changes_the_adapter(tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result, metrics = run(tmp_path, "dpo", 6)
+    assert result["status"] == "finished" and result["step"] == 6
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert metrics[0]["rewards/margins"] == pytest.approx(0, abs=1e-6)  # the adapter starts as a no-op
+    assert metrics[-1]["rewards/margins"] > 1.0 and metrics[-1]["rewards/accuracies"] == 1.0
+    assert all("eta_s" in m and "tokens_per_s" in m for m in metrics[1:])
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(embedded_folder()), result["adapter"])
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b)  # LoRA B starts at zero
+
+
+def test_sft_lowers_the_loss(tmp_path):
+    result, metrics = run(tmp_path, "sft", 8)
+    assert result["status"] == "finished"
+    assert (metrics[-1]["loss"] + metrics[-2]["loss"]) / 2 < metrics[0]["loss"] * 0.8
+
+
+def test_reward_model_scores_chosen_above_rejected(tmp_path):
+    from studio.evaluate import RewardScorer
+
+    result, metrics = run(tmp_path, "reward", 10)
+    assert result["status"] == "finished"
+    scorer = RewardScorer(result["adapter"])
+    for question in QUESTIONS:
+        polite, rude = scorer.score({"text": question, "system": ""}, [POLITE, RUDE])
+        assert polite > rude
+
+
+def test_group_by_length_keeps_every_row_and_groups_batches():
+    from datasets import Dataset
+
+    dataset = Dataset.from_list([{"text": "x" * n} for n in [1, 50, 2, 51, 3, 52, 4, 53]])
+    grouped = train.group_by_length(dataset, batch_size=2, seed=0)
+    lengths = [len(r["text"]) for r in grouped]
+    assert sorted(lengths) == sorted(len(r["text"]) for r in dataset)
+    assert all(abs(lengths[i] - lengths[i + 1]) < 10 for i in range(0, 8, 2))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("method: dpo\ndata: x.jsonl\nbogus: 1\n", "Unknown setting\\(s\\) for dpo: bogus"),
+    ("method: ppo\ndata: x.jsonl\n", "'ppo' is not one of dpo, sft, reward"),
+    ("data: x.jsonl\n", "a mapping with a 'method:' key"),
+    ("method: dpo\n", "data: say what to train on"),
+    ("method: dpo\ndata: x.jsonl\nlearning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
+    ("method: dpo\ndata: [unclosed\n", "is not valid YAML"),
+    ("method: dpo\ndata: /nonexistent/prefs.jsonl\n", "data: could not load '/nonexistent/prefs.jsonl'"),
+])
+def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, capsys):
+    (tmp_path / "recipe.yaml").write_text(text)
+    assert train.main([str(tmp_path / "recipe.yaml")]) == 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "failed"
+    import re
+    assert re.search(message, result["error"]), result["error"]
