@@ -1,0 +1,35 @@
+import pytest
+from playwright.sync_api import expect
+
+from studio.store import Store
+from tests.helpers import clear_cut_set
+
+pytestmark = pytest.mark.browser
+
+
+def test_launch_watch_and_stop_a_dpo_job(app_server, page):
+    store = Store(app_server["home"] / "studio.db")
+    clear_cut_set(store)
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-set input").click()
+    page.get_by_role("option", name="polite").click()
+    expect(page.locator("#train-data-summary")).to_contain_text("8 pairs from 8 rankings by 1 annotator(s)")
+    page.get_by_text("Hyperparameters").click()
+    page.locator("#train-steps input").fill("40")
+    page.locator("#train-steps input").press("Tab")
+    page.locator("#train-launch").click()
+    expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running")
+    progress = page.locator("#train-progress")
+    expect(progress).to_contain_text("running", timeout=60_000)
+    expect(progress).to_contain_text("/ 40", timeout=120_000)  # the first metrics line is in
+    expect(page.locator("#train-plot-0 canvas, #train-plot-0 svg").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#train-plot-1 canvas, #train-plot-1 svg").first).to_be_visible()
+    page.screenshot(path=str(app_server["home"] / "train.png"), full_page=True)
+    page.locator("#train-stop").click()
+    expect(page.locator("#train-launch-status")).to_contain_text("Stopping")
+    expect(progress).to_contain_text("stopped", timeout=120_000)
+    job = store.query("SELECT status, folder FROM jobs")[0]
+    assert job["status"] == "stopped"
+    from pathlib import Path
+    assert any(Path(job["folder"]).glob("checkpoint-*"))
