@@ -109,6 +109,12 @@ def has_checkpoint(job: dict) -> bool:
     return any(Path(job["folder"]).glob("checkpoint-*"))
 
 
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _alive(pid: int | None, folder: str) -> bool:
     """Whether pid is still our training process for this folder (after an app restart we only have the pid)."""
     if not pid:
@@ -138,7 +144,12 @@ class Manager:
 
     def _launch(self, job: dict) -> None:
         folder = Path(job["folder"])
-        argv = [sys.executable, "-m", "studio.train", str(folder / "recipe.yaml")] + (["--resume"] if job["resume"] else [])
+        argv = ["-m", "studio.train", str(folder / "recipe.yaml")] + (["--resume"] if job["resume"] else [])
+        gpus = _gpu_count()
+        if gpus > 1:  # the same recipe on every GPU, data parallel
+            argv = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "assets/accelerate/multi_gpu.yaml"),
+                    "--num_processes", str(gpus)] + argv
+        argv = [sys.executable] + argv
         with open(folder / "train.log", "ab") as log:
             process = subprocess.Popen(
                 argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -153,6 +153,7 @@ def load(path):
     if not isinstance(raw, dict) or "method" not in raw:
         raise RecipeError(f"{path}: a recipe is a mapping with a 'method:' key ({', '.join(METHODS)}).")
     method = raw.pop("method")
+    raw.setdefault("output_dir", str(path.resolve().parent))  # not TRL's ./trainer_output in whatever folder
     return method, build(method, raw)
 
 

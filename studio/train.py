@@ -1,6 +1,7 @@
 """Run a training recipe: `python -m studio.train job_dir/recipe.yaml [--resume]`.
 
-The UI starts this command as its own process; it works the same from a terminal. It writes, in the job folder:
+The UI starts this command as its own process; it works the same from a terminal. It writes, in the recipe's
+output_dir (the job folder when the UI made the recipe):
 metrics.jsonl (one JSON line per logging step), checkpoints (checkpoint-N), the LoRA adapter with its tokenizer
 (adapter/), and result.json ({"status": finished | stopped | failed, ...}). SIGTERM stops at the end of the current
 step and saves a checkpoint, which --resume continues from.
@@ -156,7 +157,8 @@ def run(recipe_path, resume: bool = False) -> dict:
     from trl import DPOTrainer, RewardTrainer, SFTTrainer
 
     method, recipe = recipes.load(recipe_path)
-    job_dir = Path(recipe_path).resolve().parent
+    job_dir = Path(recipe.output_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
     dataset = _load_data(recipe, method)
     if recipe.group_by_length:
         dataset = group_by_length(dataset, recipe.per_device_train_batch_size, recipe.seed)
@@ -182,13 +184,23 @@ def run(recipe_path, resume: bool = False) -> dict:
             "base_path": base_path, "method": method}
 
 
+def _result_dir(recipe_path) -> Path:
+    """The recipe's output_dir (the job folder when the UI made it), or the recipe's folder if it does not load."""
+    try:
+        folder = Path(recipes.load(recipe_path)[1].output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except (recipes.RecipeError, OSError, TypeError):
+        return Path(recipe_path).resolve().parent
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", help="job_dir/recipe.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the job")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
-    result_path = Path(args.recipe).resolve().parent / "result.json"
+    result_path = _result_dir(args.recipe) / "result.json"
     result_path.unlink(missing_ok=True)
     try:
         result = run(args.recipe, args.resume)

@@ -81,3 +81,12 @@ def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, c
     assert result["status"] == "failed"
     import re
     assert re.search(message, result["error"]), result["error"]
+
+
+@pytest.mark.parametrize("name", ["embedded-cpu-dpo.yaml", "llama3-8b-qlora-dpo.yaml"])
+def test_shipped_example_recipes_load(name):
+    from pathlib import Path
+
+    method, recipe = recipes.load(Path(__file__).resolve().parents[1] / "assets" / "recipes" / name)
+    assert method == "dpo" and recipe.precompute_ref_log_probs and recipe.lora_target_modules == "all-linear"
+    assert recipe.load_in_4bit == name.startswith("llama3")

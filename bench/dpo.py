@@ -1,0 +1,125 @@
+"""DPO throughput and peak memory: the studio's DPO job against TRL's DPOTrainer with its defaults.
+
+    python bench/dpo.py [--steps 16] [--batch-size 4] [--rows 64]
+
+Both sides train the same LoRA (r=16, all linear layers) on the same model (embedded), data, batch size, learning
+rate and number of steps, each in its own process so that peak memory is its own. The studio side is
+`python -m studio.train`'s code path with the studio's defaults (reference log-probabilities computed once,
+batches grouped by length); the TRL side is DPOTrainer with DPOConfig's defaults. Prints the ratio of tokens per
+second and of peak memory (RSS on CPU, torch's peak allocation on CUDA), measured in this run.
+"""
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear"}
+
+
+def make_rows(n: int) -> list[dict]:
+    """Bank questions with answers of varied length, so padding matters as it does with real candidates."""
+    from studio.prompts import ASSETS, parse_prompt_file
+
+    questions = [text for text, _ in parse_prompt_file(ASSETS / "bank.jsonl").rows]
+    rng = random.Random(0)
+    words = ["card", "account", "app", "transfer", "limit", "fee", "statement", "security", "help", "today"]
+    rows = []
+    for i in range(n):
+        def answer(opening):
+            return opening + " " + " ".join(rng.choice(words) for _ in range(rng.randint(5, 90))) + "."
+        rows.append({"prompt": [{"role": "user", "content": questions[i % len(questions)]}],
+                     "chosen": [{"role": "assistant", "content": answer("Happy to help:")}],
+                     "rejected": [{"role": "assistant", "content": answer("Not my problem:")}]})
+    return rows
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
+    import torch
+
+    common = {"output_dir": str(out), "max_steps": steps, "per_device_train_batch_size": batch,
+              "learning_rate": 5e-5, "report_to": "none", "save_strategy": "no", "seed": 0,
+              "bf16": torch.cuda.is_available()}
+    if side == "studio":
+        from studio import recipes, train
+
+        recipes.save(out / "recipe.yaml", "dpo", {"data": str(data), "model": "embedded", **LORA, **common,
+                                                 **recipes.studio_defaults("dpo")})
+        train.run(out / "recipe.yaml")
+        logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    else:
+        from datasets import load_dataset
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import DPOConfig, DPOTrainer
+
+        from studio.models import resolve
+
+        path = resolve("embedded")
+        trainer = DPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if common["bf16"] else None),
+            args=DPOConfig(**common), processing_class=AutoTokenizer.from_pretrained(path),
+            train_dataset=load_dataset("json", data_files=str(data), split="train"),
+            peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                   task_type="CAUSAL_LM"))
+        trainer.train()
+        logs = trainer.state.log_history
+    # The Trainer's own clock around train() on both sides: loading the model and the data is left out.
+    seconds = next(row["train_runtime"] for row in logs if "train_runtime" in row)
+    tokens = max(row.get("num_tokens", 0) for row in logs)
+    return {"side": side, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+            "peak_mb": peak_memory_mb()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--side", choices=["trl", "studio"], help=argparse.SUPPRESS)  # one side, in a child process
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        with tempfile.TemporaryDirectory() as out:
+            print("RESULT " + json.dumps(run_side(args.side, args.data, Path(out), args.steps, args.batch_size)))
+        return
+    from studio.models import embedded_folder
+
+    embedded_folder()  # convert once, outside the timings
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "pairs.jsonl"
+        data.write_text("\n".join(json.dumps(r) for r in make_rows(args.rows)) + "\n")
+        results = {}
+        for side in ("trl", "studio"):
+            child = subprocess.run([sys.executable, __file__, "--side", side, "--data", str(data), "--steps",
+                                    str(args.steps), "--batch-size", str(args.batch_size)],
+                                   capture_output=True, text=True, cwd=ROOT)
+            line = next((x for x in child.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if child.returncode or line is None:
+                sys.exit(f"{side} side failed:\n{child.stderr[-3000:]}")
+            results[side] = json.loads(line[7:])
+            r = results[side]
+            print(f"{side:6}: {r['tokens']:.0f} tokens in {r['seconds']:6.1f} s = {r['tokens_per_s']:7.1f} tokens/s, "
+                  f"peak memory {r['peak_mb']:.0f} MB")
+    trl, studio = results["trl"], results["studio"]
+    print(f"{args.rows} pairs, {args.steps} steps of {args.batch_size}, LoRA r=16 all-linear, embedded model")
+    print(f"throughput ratio (studio / TRL defaults): {studio['tokens_per_s'] / trl['tokens_per_s']:.2f}x; "
+          f"peak memory ratio: {studio['peak_mb'] / trl['peak_mb']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
