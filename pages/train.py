@@ -178,21 +178,18 @@ def build_train_tab(ctx: Ctx) -> dict:
         return outputs + [gr.update(value=min(step, total), maximum=total), message(" · ".join(parts)), *frames,
                           gr.update(value=job["error"] or "", visible=bool(job["error"])), jobs.log_tail(job)]
 
-    def do_stop(job_id):
-        if job_id is None:
-            return message("Choose a job.", error=True)
-        try:
-            return message(ctx.jobs.stop(int(job_id)))
-        except JobError as error:
-            return message(str(error), error=True)
+    def on_job(action):
+        """A handler for Stop or Resume: the manager's answer, or what is wrong."""
 
-    def do_resume(job_id):
-        if job_id is None:
-            return message("Choose a job.", error=True)
-        try:
-            return message(ctx.jobs.resume(int(job_id)))
-        except JobError as error:
-            return message(str(error), error=True)
+        def handler(job_id):
+            if job_id is None:
+                return message("Choose a job.", error=True)
+            try:
+                return message(action(int(job_id)))
+            except JobError as error:
+                return message(str(error), error=True)
+
+        return handler
 
     # Wiring
     view_outputs = [jobs_table, job_pick, progress, progress_text, *plots, job_error, log]
@@ -202,8 +199,8 @@ def build_train_tab(ctx: Ctx) -> dict:
                              four_bit, learning_rate, epochs, max_steps, batch_size, accumulation, beta, max_length,
                              save_steps, seed], [launch_status, job_pick, base])
     gr.on([timer.tick, job_pick.change], show, job_pick, view_outputs, show_progress="hidden")
-    stop.click(do_stop, job_pick, launch_status)
-    resume.click(do_resume, job_pick, launch_status)
+    stop.click(on_job(ctx.jobs.stop), job_pick, launch_status)
+    resume.click(on_job(ctx.jobs.resume), job_pick, launch_status)
 
     def on_select(selected):
         names = [s["name"] for s in list_prompt_sets(ctx.store)]

@@ -1,5 +1,7 @@
 import os
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,6 +58,13 @@ def run_app(tmp_path, *extra_args):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+    # Training jobs run in their own process groups and outlive the app by design; a test leaves none behind.
+    with sqlite3.connect(home / "studio.db") as db:
+        for (pid,) in db.execute("SELECT pid FROM jobs WHERE pid IS NOT NULL"):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ def test_launch_watch_and_stop_a_dpo_job(app_server, page):
     page.locator("#train-steps input").fill("40")
     page.locator("#train-steps input").press("Tab")
     page.locator("#train-launch").click()
-    expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running")
+    # The first launch imports TRL into the app process: seconds on a cold machine.
+    expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running", timeout=60_000)
     progress = page.locator("#train-progress")
     expect(progress).to_contain_text("running", timeout=60_000)
     expect(progress).to_contain_text("/ 40", timeout=120_000)  # the first metrics line is in
