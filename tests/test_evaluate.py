@@ -1,0 +1,42 @@
+import math
+
+import pytest
+
+from studio.evaluate import WinRate, bradley_terry, toxicity
+
+
+def wilson(k, n, z=1.959963984540054):
+    """The Wilson score interval written out, to check scipy's against."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_win_rates_and_intervals_match_hand_computed_values():
+    votes = WinRate(wins=70, ties=10, losses=16, both_bad=4)
+    rate, low, high = votes.at_least_as_good()  # 84 of 100 not worse: the figure RLHF papers report
+    assert rate == 0.84
+    assert (low, high) == pytest.approx((0.7558, 0.8990), abs=1e-4)
+    assert (low, high) == pytest.approx(wilson(84, 100))
+    rate, low, high = votes.win_rate()  # 70 wins of 86 decided votes
+    assert rate == pytest.approx(70 / 86)
+    assert (low, high) == pytest.approx(wilson(70, 86))
+    assert WinRate(0, 0, 0, 0).win_rate() is None
+
+
+def test_bradley_terry_recovers_the_odds():
+    # a beats b 3 times in 4, b beats c 3 times in 4: a-b and b-c differ by log(3) in log-odds, ~191 Elo points.
+    results = [("a", "b", 1)] * 3 + [("a", "b", 0)] + [("b", "c", 1)] * 3 + [("b", "c", 0)]
+    scores = bradley_terry(results)
+    assert scores["a"] - scores["b"] == pytest.approx(400 * math.log10(3), rel=0.01)
+    assert scores["b"] - scores["c"] == pytest.approx(400 * math.log10(3), rel=0.01)
+    assert sum(scores.values()) == pytest.approx(0, abs=1e-6)
+    assert bradley_terry([("x", "y", 0.5)] * 4) == pytest.approx({"x": 0, "y": 0}, abs=1e-6)
+
+
+def test_offline_toxicity_ranks_an_abusive_answer_above_a_polite_one():
+    abusive, polite = toxicity(["Shut up, you stupid worthless idiot.",
+                                "Thanks for asking! You can freeze your card in the app under Cards."])
+    assert 0 <= polite < 0.2 < 0.8 < abusive <= 1
+    assert toxicity([]) == []
