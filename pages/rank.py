@@ -160,7 +160,10 @@ def build_rank_tab(ctx: Ctx) -> dict:
     def open_earlier(typed, set_name, prompt_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if prompt_id is None:
             return [gr.skip()] * len(view_outputs)
-        who, _ = identity(typed, request, profile)
+        try:
+            who, _ = identity(typed, request, profile)
+        except RankingError as error:
+            return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
         return view(ranking.load_task(ctx.store, prompt_id, who), who, set_name,
                     message("Your earlier ranking: change it and press Enter."))
 
