@@ -1,7 +1,10 @@
-"""The Hugging Face Hub: is it reachable from here."""
+"""The Hugging Face Hub: is it reachable, which token, is a repository id well formed."""
 
+import re
 import socket
 from urllib.parse import urlparse
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def reachable(timeout: float = 3.0) -> bool:
@@ -19,3 +22,19 @@ def reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def get_token(token: str | None = None) -> str | None:
+    """The Hub token: given (the Space login), HF_TOKEN, or the user's own `hf auth login`. Never stored by us."""
+    import os
+
+    from huggingface_hub import get_token as saved_login
+
+    return token or os.environ.get("HF_TOKEN") or saved_login()
+
+
+def check_repo_id(repo_id: str, example: str) -> str:
+    repo_id = (repo_id or "").strip()
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub repository id; use owner/name, e.g. {example!r}.")
+    return repo_id

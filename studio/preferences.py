@@ -7,7 +7,6 @@ is kept as a two-candidate ranking with source = import.
 """
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ PROMPT_KEYS = ("prompt", "question", "instruction", "input")
 CHOSEN_KEYS = ("chosen", "response_chosen", "chosen_response", "response_j")
 REJECTED_KEYS = ("rejected", "response_rejected", "rejected_response", "response_k")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class PreferenceError(ValueError):
@@ -255,12 +253,13 @@ message lists) and train with TRL's `DPOTrainer` as they are.
 def push_preferences(store: Store, set_name: str, repo_id: str, mode: str = "best_worst", private: bool = True,
                      token: str | None = None) -> str:
     """Push the pairs and a data set card to the Hub; returns the repository URL. The token is never stored."""
-    from huggingface_hub import DatasetCard, get_token
+    from huggingface_hub import DatasetCard
 
-    repo_id = (repo_id or "").strip()
-    if not _REPO_ID.match(repo_id):
-        raise PreferenceError(f"{repo_id!r} is not a Hub repository id; use owner/name, e.g. 'my-org/bank-prefs'.")
-    token = token or os.environ.get("HF_TOKEN") or get_token()
+    try:
+        repo_id = hub.check_repo_id(repo_id, "my-org/bank-prefs")
+    except ValueError as error:
+        raise PreferenceError(str(error)) from None
+    token = hub.get_token(token)
     if not token:
         raise PreferenceError("No Hugging Face token: set HF_TOKEN, run `hf auth login`, or log in on the Space.")
     rows, pair_set = preference_rows(store, set_name, mode)

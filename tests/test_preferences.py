@@ -151,7 +151,7 @@ def test_push_without_a_token_says_how_to_get_one(store, monkeypatch):
     import huggingface_hub
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # no saved login either
     with pytest.raises(PreferenceError, match="No Hugging Face token: set HF_TOKEN"):
         push_preferences(store, "s", "me/prefs")
     with pytest.raises(PreferenceError, match="not a Hub repository id"):

@@ -1,0 +1,166 @@
+"""Publishing a training job: the folder that goes to the Hub (adapter, tokenizer, model card), the push, and a
+merged full model for serving elsewhere (`python -m studio.publish merge JOB_FOLDER OUT`)."""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from studio import hub, jobs, recipes
+from studio.store import Store
+
+RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha", "lora_dropout",
+                 "lora_target_modules", "load_in_4bit", "seed")
+SHOWN_METRICS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
+                 "mean_token_accuracy", "accuracy", "margin")
+
+
+class PublishError(ValueError):
+    """A publish action that cannot be done; the message says what to fix."""
+
+
+def finished_job(store: Store, job_id: int) -> tuple[dict, Path]:
+    job = jobs.get(store, job_id)
+    adapter = jobs.adapter_folder(job)
+    if adapter is None:
+        raise PublishError(f"Job {job_id} is {job['status']} and has no adapter; publish a finished job.")
+    return job, adapter
+
+
+def model_card(store: Store, job_id: int) -> str:
+    """A model card from what the studio knows: base, data, recipe, the last training values."""
+    job, _ = finished_job(store, job_id)
+    folder = Path(job["folder"])
+    info = json.loads(job["data_info"] or "{}")
+    _, recipe = recipes.load(folder / "recipe.yaml")
+    last = {}
+    for row in jobs.metrics(job):
+        last.update({k: v for k, v in row.items() if k in SHOWN_METRICS or k == "step"})
+    data_lines = [f"- Data: {job['data']}"]
+    if info.get("pairs"):
+        data_lines.append(f"- {info['pairs']} preference pairs ({info['pair_mode'].replace('_', ' ')}) from "
+                          f"{info['rankings']} rankings of {info['prompts']} prompts by {len(info['annotators'])} "
+                          f"annotator(s); {info['conflicts']} conflicting pairs, {info['unresolved']} dropped.")
+    shown = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if k != "step")
+    settings = {k: getattr(recipe, k) for k in RECIPE_FIELDS + (("beta",) if job["method"] == "dpo" else ())}
+    recipe_text = yaml.safe_dump(settings, sort_keys=False)
+    return f"""---
+base_model: {json.dumps(job['base_model'] if job['base_model'] != 'embedded' else 'HuggingFaceTB/SmolLM2-135M-Instruct')}
+library_name: peft
+tags:
+- {job['method']}
+- lora
+- align-studio
+---
+
+# LoRA adapter: {job['method'].upper()} on {job['base_model']}
+
+Trained with Align Studio (TRL + PEFT) from human rankings.
+
+## Data
+{chr(10).join(data_lines)}
+
+## Training
+Method: {job['method']}, {last.get('step', 0)} steps. Last logged values:
+
+| metric | value |
+| --- | --- |
+{shown or '| (none logged) | |'}
+
+Settings (the full recipe.yaml is in the job folder):
+
+```yaml
+{recipe_text}```
+
+## Evaluation
+No blind A/B evaluation or automatic scores have been recorded for this adapter yet.
+
+## Use
+
+```python
+from peft import AutoPeftModelForCausalLM
+model = AutoPeftModelForCausalLM.from_pretrained("<this repo>")
+```
+"""
+
+
+def publish_folder(store: Store, job_id: int, out) -> Path:
+    """The folder that would be pushed: the adapter with its tokenizer and the model card."""
+    _, adapter = finished_job(store, job_id)
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(adapter, out, ignore=shutil.ignore_patterns("training_args.bin"))
+    (out / "README.md").write_text(model_card(store, job_id))
+    return out
+
+
+def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, token: str | None = None) -> str:
+    """Create the repo (private by default) and upload the adapter folder; returns its URL."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    try:
+        repo_id = hub.check_repo_id(repo_id, "my-org/bank-assistant-dpo")
+    except ValueError as error:
+        raise PublishError(str(error)) from None
+    finished_job(store, job_id)
+    token = hub.get_token(token)
+    if not token:
+        raise PublishError("No Hugging Face token: set HF_TOKEN, run `hf auth login`, or log in on the Space.")
+    if not hub.reachable():
+        raise PublishError("The Hugging Face Hub is out of reach (no network?); nothing was pushed.")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        api.upload_folder(repo_id=repo_id, folder_path=publish_folder(store, job_id, Path(tmp) / "adapter"),
+                          commit_message=f"Align Studio job {job_id}")
+    return f"https://huggingface.co/{repo_id}"
+
+
+def merge(job_folder, out) -> Path:
+    """Merge a job's LoRA adapter into its base and save a full model folder (float32 on CPU, bf16 on a GPU)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.models import device_and_dtype
+
+    job_folder = Path(job_folder)
+    adapter = job_folder / "adapter" if (job_folder / "adapter").is_dir() else job_folder
+    if not (adapter / "adapter_config.json").is_file():
+        raise PublishError(f"{adapter} has no adapter_config.json: not a finished job or adapter folder.")
+    # The base as the job loaded it (for `embedded`, the converted folder), as PEFT recorded it.
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    _, dtype = device_and_dtype()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), str(adapter))
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.merge_and_unload().save_pretrained(partial)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(partial)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio.publish")
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge_args = sub.add_parser("merge", help="merge a job's adapter into its base and save a full model folder")
+    merge_args.add_argument("job_folder")
+    merge_args.add_argument("out")
+    args = parser.parse_args(argv)
+    try:
+        print(f"Merged model saved in {merge(args.job_folder, args.out)}")
+    except PublishError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

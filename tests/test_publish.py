@@ -1,0 +1,54 @@
+import pytest
+
+from studio import jobs, publish
+from studio.jobs import Manager
+from studio.publish import PublishError
+from tests.helpers import clear_cut_set
+from tests.test_jobs import new_job, wait_for
+
+
+def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkeypatch):
+    import huggingface_hub
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.models import embedded_folder
+
+    clear_cut_set(store)
+    job_id = new_job(store, 3)
+    with pytest.raises(PublishError, match=f"Job {job_id} is queued and has no adapter"):
+        publish.publish_folder(store, job_id, tmp_path / "early")
+    manager = Manager(store)
+    wait_for(lambda: jobs.get(store, job_id)["status"] == "finished", manager)
+
+    # The folder that would be pushed loads with PEFT and generates.
+    folder = publish.publish_folder(store, job_id, tmp_path / "publish")
+    assert (folder / "adapter_model.safetensors").is_file() and not (folder / "training_args.bin").exists()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(embedded_folder()), str(folder)).eval()
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Can I freeze my card?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = peft_model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    card = (folder / "README.md").read_text()
+    assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card and "library_name: peft" in card
+    assert "8 preference pairs (best worst) from 8 rankings of 8 prompts by 1 annotator(s)" in card
+    assert "Method: dpo, 3 steps" in card and "| rewards/margins |" in card and "beta:" in card
+
+    # The merged model is a plain transformers model that computes what base + adapter computed.
+    assert publish.main(["merge", jobs.get(store, job_id)["folder"], str(tmp_path / "merged")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert not hasattr(merged, "peft_config")
+    with torch.inference_mode():
+        assert torch.allclose(merged(**inputs).logits, peft_model(**inputs).logits, rtol=1e-3, atol=1e-3)
+    assert merged.generate(**inputs, max_new_tokens=4, do_sample=False).shape[1] > inputs["input_ids"].shape[1]
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # and no saved login
+    with pytest.raises(PublishError, match="No Hugging Face token: set HF_TOKEN"):
+        publish.push_adapter(store, job_id, "me/bank-dpo")
+    with pytest.raises(PublishError, match="is not a Hub repository id"):
+        publish.push_adapter(store, job_id, "no slash")
+    assert publish.main(["merge", str(tmp_path), str(tmp_path / "m2")]) == 2
