@@ -43,6 +43,7 @@ def message(text: str, error: bool = False) -> str:
 def build_demo(store: Store | None = None) -> gr.Blocks:
     from pages.data import build_data_tab
     from pages.generate import build_generate_tab
+    from pages.publish import build_publish_tab
     from pages.rank import build_rank_tab
     from pages.train import build_train_tab
 
@@ -61,6 +62,8 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
                 data = build_data_tab(ctx)
             with gr.Tab("Train", id="train") as train_tab:
                 train = build_train_tab(ctx)
+            with gr.Tab("Publish", id="publish") as publish_tab:
+                publish = build_publish_tab(ctx)
         demo.load(generate["refresh"], None, generate["refresh_outputs"])
         demo.load(rank["load"], None, rank["load_outputs"])
         demo.load(lambda: set_choices(ctx.store), None, data["prompt_set"])
@@ -69,5 +72,6 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
             tab.select(lambda selected: set_choices(ctx.store, selected), pages["prompt_set"], pages["prompt_set"])
         train_tab.select(train["select"], train["prompt_set"], train["select_outputs"])
         demo.load(train["select"], train["prompt_set"], train["select_outputs"])
+        publish_tab.select(publish["select"], None, publish["select_outputs"])
         demo.unload(ctx.forget_session)
     return demo

@@ -147,6 +147,38 @@ def merge(job_folder, out) -> Path:
     return out
 
 
+_merges: dict[str, "subprocess.Popen"] = {}
+
+
+def start_merge(store: Store, job_id: int) -> Path:
+    """Merge in a background process (it loads a second copy of the model); returns the output folder."""
+    import subprocess
+
+    job, _ = finished_job(store, job_id)
+    out = Path(job["folder"]) / "merged"
+    running = _merges.get(str(out))
+    if running is not None and running.poll() is None:
+        raise PublishError(f"Job {job_id} is being merged already.")
+    with open(Path(job["folder"]) / "merge.log", "wb") as log:
+        _merges[str(out)] = subprocess.Popen(
+            [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out)], cwd=jobs.ROOT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    return out
+
+
+def merge_status(store: Store, job_id: int) -> str:
+    job = jobs.get(store, job_id)
+    out = Path(job["folder"]) / "merged"
+    process = _merges.get(str(out))
+    if process is not None and process.poll() is None:
+        return f"Merging into {out}…"
+    if (out / "config.json").is_file():
+        return f"Merged model: {out} (loads with AutoModelForCausalLM.from_pretrained)."
+    if process is not None and process.returncode:
+        return f"The merge failed; see {Path(job['folder']) / 'merge.log'}."
+    return ""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio.publish")
     sub = parser.add_subparsers(dest="command", required=True)

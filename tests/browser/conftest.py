@@ -37,7 +37,9 @@ def run_app(tmp_path, *extra_args):
     (home / "models" / shared.name).symlink_to(shared)
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
-    env = dict(os.environ, STUDIO_HOME=str(home), PYTHONUNBUFFERED="1")
+    # No Hub login inside tests: a push must meet the no-token message, never a real account.
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env.update(STUDIO_HOME=str(home), PYTHONUNBUFFERED="1", HF_HOME=str(tmp_path / "hf"))
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

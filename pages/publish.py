@@ -1,0 +1,68 @@
+"""Publish tab: push a finished job's adapter with its model card, or merge it into a full model."""
+
+import gradio as gr
+
+from pages import Ctx, message
+from studio import jobs, publish
+from studio.publish import PublishError
+
+
+def build_publish_tab(ctx: Ctx) -> dict:
+    with gr.Row():
+        with gr.Column(scale=1):
+            job_pick = gr.Dropdown([], label="Finished job", elem_id="pub-job")
+            with gr.Row():
+                repo = gr.Textbox(label="Hub model repo", placeholder="my-org/bank-assistant-dpo", scale=3,
+                                  elem_id="pub-repo")
+                private = gr.Checkbox(True, label="Private", scale=1)
+            push = gr.Button("Push adapter + model card", variant="primary", elem_id="pub-push")
+            merge = gr.Button("Merge into a full model (background)", elem_id="pub-merge")
+            status = gr.Markdown(elem_id="pub-status")
+            gr.Markdown("The token comes from HF_TOKEN, your `hf auth login` or the Space login; it is never saved.")
+        with gr.Column(scale=2):
+            card = gr.Textbox(label="Model card (README.md of the pushed folder)", lines=24, max_lines=40,
+                              interactive=False, elem_id="pub-card")
+    timer = gr.Timer(3.0)
+
+    def choices():
+        return [(f"{j['id']}: {j['method']} on {j['data']}", j["id"]) for j in jobs.list_jobs(ctx.store)
+                if jobs.adapter_folder(j)]
+
+    def show(job_id):
+        if job_id is None:
+            return "", ""
+        try:
+            return publish.model_card(ctx.store, int(job_id)), message(publish.merge_status(ctx.store, int(job_id)))
+        except (PublishError, jobs.JobError) as error:
+            return "", message(str(error), error=True)
+
+    def do_push(job_id, repo_id, is_private, oauth_token: gr.OAuthToken | None = None):
+        if job_id is None:
+            return message("Choose a finished job.", error=True)
+        try:
+            url = publish.push_adapter(ctx.store, int(job_id), repo_id, is_private,
+                                       token=oauth_token.token if oauth_token else None)
+        except PublishError as error:
+            return message(str(error), error=True)
+        except Exception as error:  # the Hub's own refusals (permissions, names) reach the user as they are
+            return message(f"The Hub refused the push: {error}", error=True)
+        return message(f"Pushed to {url}.")
+
+    def do_merge(job_id):
+        if job_id is None:
+            return message("Choose a finished job.", error=True)
+        try:
+            out = publish.start_merge(ctx.store, int(job_id))
+        except PublishError as error:
+            return message(str(error), error=True)
+        return message(f"Merging into {out}…")
+
+    def poll(job_id):
+        return message(publish.merge_status(ctx.store, int(job_id))) if job_id is not None else gr.skip()
+
+    # Wiring
+    job_pick.change(show, job_pick, [card, status])
+    push.click(do_push, [job_pick, repo, private], status)
+    merge.click(do_merge, job_pick, status)
+    timer.tick(poll, job_pick, status, show_progress="hidden")
+    return {"select": lambda: gr.update(choices=choices()), "select_outputs": [job_pick]}

@@ -1,0 +1,37 @@
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from studio import jobs
+from studio.store import Store
+from tests.helpers import clear_cut_set
+from tests.test_jobs import new_job
+
+pytestmark = pytest.mark.browser
+
+
+def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_server, page):
+    store = Store(app_server["home"] / "studio.db")
+    clear_cut_set(store)
+    job_id = new_job(store, 2)  # the app's job watcher starts it
+    deadline = time.monotonic() + 180
+    while jobs.get(store, job_id)["status"] != "finished":
+        assert time.monotonic() < deadline and jobs.get(store, job_id)["status"] in ("queued", "running"), \
+            jobs.get(store, job_id)
+        time.sleep(1)
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Publish").click()
+    page.locator("#pub-job input").click()
+    page.get_by_role("option", name="1: dpo on polite (best vs worst)").click()
+    card = page.locator("#pub-card textarea")
+    expect(card).to_have_value(re.compile("LoRA adapter: DPO on embedded"))
+    expect(card).to_have_value(re.compile(re.escape("8 preference pairs (best worst) from 8 rankings of 8 prompts")))
+    page.locator("#pub-repo textarea, #pub-repo input").first.fill("me/bank-dpo")
+    page.locator("#pub-push").click()
+    expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
+    page.locator("#pub-merge").click()
+    expect(page.locator("#pub-status")).to_contain_text("Merged model:", timeout=120_000)
+    assert (Path(jobs.get(store, job_id)["folder"]) / "merged" / "config.json").is_file()
