@@ -4,11 +4,10 @@ import pandas as pd
 
 import gradio as gr
 
-from pages import Ctx, message
+from pages import Ctx, message, set_choices
 from studio import jobs, recipes
 from studio.jobs import JobError
 from studio.preferences import PreferenceError, training_snapshot
-from studio.prompts import list_prompt_sets
 from studio.ranking import PAIR_MODES
 
 BASE_CHOICES = ["embedded", "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
@@ -203,9 +202,7 @@ def build_train_tab(ctx: Ctx) -> dict:
     resume.click(on_job(ctx.jobs.resume), job_pick, launch_status)
 
     def on_select(selected):
-        names = [s["name"] for s in list_prompt_sets(ctx.store)]
-        return (gr.update(choices=names, value=selected if selected in names else (names[0] if names else None)),
-                gr.update(choices=base_choices()))
+        return set_choices(ctx.store, selected), gr.update(choices=base_choices())
 
     return {"prompt_set": data_set, "select": on_select, "select_outputs": [data_set, base]}
 

@@ -4,6 +4,7 @@ merged full model for serving elsewhere (`python -m studio.publish merge JOB_FOL
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,13 +148,11 @@ def merge(job_folder, out) -> Path:
     return out
 
 
-_merges: dict[str, "subprocess.Popen"] = {}
+_merges: dict[str, subprocess.Popen] = {}  # merge processes started by this app, by output folder
 
 
 def start_merge(store: Store, job_id: int) -> Path:
     """Merge in a background process (it loads a second copy of the model); returns the output folder."""
-    import subprocess
-
     job, _ = finished_job(store, job_id)
     out = Path(job["folder"]) / "merged"
     running = _merges.get(str(out))

@@ -60,11 +60,6 @@ def annotator_id(db, name: str, kind: str = "local") -> int:
     return db.execute("INSERT INTO annotators (name, kind) VALUES (?, ?)", (name, kind)).lastrowid
 
 
-def _annotator(store: Store, name: str) -> int | None:
-    row = store.query("SELECT id FROM annotators WHERE name = ?", (name,))
-    return row[0]["id"] if row else None
-
-
 def parse_order(order: str, count: int) -> list[list[int]]:
     """'B > A = C > D', 'b a=c d' or 'ba=cd' -> tiers of display indices, best first. Every candidate once."""
     letters = LETTERS[:count]

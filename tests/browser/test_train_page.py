@@ -13,7 +13,7 @@ def test_launch_watch_and_stop_a_dpo_job(app_server, page):
     page.goto(app_server["url"])
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-set input").click()
-    page.get_by_role("option", name="polite").click()
+    page.get_by_role("option", name="polite (8 prompts)").click()
     expect(page.locator("#train-data-summary")).to_contain_text("8 pairs from 8 rankings by 1 annotator(s)")
     page.get_by_text("Hyperparameters").click()
     page.locator("#train-steps input").fill("40")
