@@ -195,6 +195,28 @@ def _answer(where: str, worker, content, prompt_id=None, response_ids=None) -> _
     return _Answer(where, str(worker), prompt_id, response_ids, ranks)
 
 
+def _worker_answers(data, path: Path, root: Path, problems: list[str]) -> list:
+    """The answers list of a worker response file, or [] with the problem noted."""
+    if not isinstance(data, dict) or not isinstance(data.get("answers"), list):
+        problems.append(f"{path.relative_to(root)}: not a worker response file (no answers list)")
+        return []
+    return data["answers"]
+
+
+def _add_answers(workers: list, label: str, answers: list, problems: list[str], prompt_id=None, response_ids=None):
+    """Each worker's answer, checked; `label` (e.g. 'output.manifest:3 worker') says where, for the messages."""
+    for i, worker in enumerate(workers):
+        where = f"{label} {i + 1}"
+        if not isinstance(worker, dict):
+            problems.append(f"{where}: not a JSON object")
+            continue
+        try:
+            answers.append(_answer(where, worker.get("workerId"), worker.get("answerContent"), prompt_id,
+                                   response_ids))
+        except GroundTruthError as error:
+            problems.append(str(error))
+
+
 def _read_json(path: Path, root: Path, problems: list[str]):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -236,12 +258,7 @@ def _collect(root: Path) -> tuple[list[_Answer], list[str]]:
             for key, value in line.items():
                 if isinstance(value, dict) and isinstance(value.get("workers"), list):  # our consolidation
                     found = True
-                    for i, worker in enumerate(value["workers"]):
-                        try:
-                            answers.append(_answer(f"{where} worker {i + 1}", worker.get("workerId"),
-                                                   worker.get("answerContent"), prompt_id, response_ids))
-                        except (GroundTruthError, AttributeError) as error:
-                            problems.append(str(error))
+                    _add_answers(value["workers"], f"{where} worker", answers, problems, prompt_id, response_ids)
                 elif key.endswith("-metadata") and isinstance(value, dict) and value.get("worker-response-ref"):
                     found = True
                     ref = _find_ref(root, value["worker-response-ref"])
@@ -251,29 +268,18 @@ def _collect(root: Path) -> tuple[list[_Answer], list[str]]:
                         continue
                     referenced.add(ref)
                     data = _read_json(ref, root, problems)
-                    for i, worker in enumerate((data or {}).get("answers", [])):
-                        try:
-                            answers.append(_answer(f"{ref.relative_to(root)} answer {i + 1}", worker.get("workerId"),
-                                                   worker.get("answerContent"), prompt_id, response_ids))
-                        except (GroundTruthError, AttributeError) as error:
-                            problems.append(str(error))
+                    if data is not None:
+                        _add_answers(_worker_answers(data, ref, root, problems), f"{ref.relative_to(root)} answer",
+                                     answers, problems, prompt_id, response_ids)
             if not found:
                 problems.append(f"{where}: no label with workers and no worker-response-ref")
     for path in files:
         if path.suffix != ".json" or path in referenced or path.name == "settings.json":
             continue
         data = _read_json(path, root, problems)
-        if data is None:
-            continue
-        if not isinstance(data, dict) or not isinstance(data.get("answers"), list):
-            problems.append(f"{path.relative_to(root)}: not a worker response file (no answers list)")
-            continue
-        for i, worker in enumerate(data["answers"]):
-            try:
-                answers.append(_answer(f"{path.relative_to(root)} answer {i + 1}", worker.get("workerId"),
-                                       worker.get("answerContent")))
-            except (GroundTruthError, AttributeError) as error:
-                problems.append(str(error))
+        if data is not None:
+            _add_answers(_worker_answers(data, path, root, problems), f"{path.relative_to(root)} answer", answers,
+                         problems)
     return answers, problems
 
 
