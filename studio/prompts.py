@@ -95,16 +95,18 @@ def read_records(path, max_bytes: int | None = None, suffixes=(".jsonl", ".csv")
             f"{name} is {size / 1024 / 1024:.1f} MB; the limit is {max_bytes // 1024 // 1024} MB. "
             "Split it into smaller files."
         )
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise PromptError(f"{name} is empty.")
-    if suffix == ".parquet":
+    if suffix == ".parquet":  # read by pyarrow straight from the file, not first into memory as bytes
         import pyarrow.parquet
 
+        if size == 0:
+            raise PromptError(f"{name} is empty.")
         try:
             return pyarrow.parquet.read_table(path).to_pylist()
         except Exception as error:  # pyarrow raises several kinds for a broken file
             raise PromptError(f"{name} is not a readable Parquet file: {error}.") from None
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise PromptError(f"{name} is empty.")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
