@@ -67,8 +67,8 @@ def chat_texts(tokenizer, prompts: list[dict]) -> list[str]:
     return texts
 
 
-def sample(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, cancel=None) -> list[list[str]] | None:
-    """k sampled answers for each prompt, in one generate() call; None if `cancel` was set before it finished."""
+def _generate_kwargs(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, cancel, adapters):
+    """The tokenized batch and generate() arguments shared by sample() and stream()."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -79,23 +79,97 @@ def sample(loaded: models.Loaded, prompts: list[dict], params: GenerationParams,
     tokenizer = loaded.tokenizer
     # The chat template already holds the special tokens; adding them again would double the BOS.
     batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    batch = batch.to(loaded.model.device)
+    kwargs = dict(
+        **batch.to(loaded.model.device),
+        do_sample=True,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+        num_return_sequences=params.k,
+        pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList([StopOnCancel()]) if cancel is not None else None,
+    )
+    if loaded.adapters:
+        # Once adapters are loaded the weights are a PeftModel: every row names its adapter (or the plain base),
+        # repeated for its k samples, so one batch can mix models.
+        names = adapters or [models.BASE] * len(prompts)
+        kwargs["adapter_names"] = [name for name in names for _ in range(params.k)]
+    elif adapters and any(name != models.BASE for name in adapters):
+        raise ValueError("adapter names given but no adapter is loaded")
+    return kwargs
+
+
+def sample(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, cancel=None,
+           adapters: list[str] | None = None) -> list[list[str]] | None:
+    """k sampled answers for each prompt, in one generate() call; None if `cancel` was set before it finished.
+    `adapters`: one name per prompt from models.with_adapters (None: the plain base for every prompt)."""
+    import torch
+
+    tokenizer = loaded.tokenizer
+    kwargs = _generate_kwargs(loaded, prompts, params, cancel, adapters)
     with torch.inference_mode():
-        output = loaded.model.generate(
-            **batch,
-            do_sample=True,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.k,
-            pad_token_id=tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([StopOnCancel()]) if cancel is not None else None,
-        )
+        output = loaded.model.generate(**kwargs)
     if cancel is not None and cancel.is_set():
         return None
-    answers = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    answers = tokenizer.batch_decode(output[:, kwargs["input_ids"].shape[1]:], skip_special_tokens=True)
     # generate() returns the k samples of each prompt next to each other.
     return [[a.strip() for a in answers[i * params.k:(i + 1) * params.k]] for i in range(len(prompts))]
+
+
+def stream(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, adapters: list[str] | None = None,
+           cancel: threading.Event | None = None):
+    """One answer per prompt, all in one batch, yielding the texts so far after every new token.
+
+    generate() runs in a thread and hands each step's tokens (one per row) to a streamer; transformers' own
+    TextIteratorStreamer takes one row only, so this one keeps a row each and stops a row at its end token."""
+    import queue
+
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class RowsStreamer(BaseStreamer):
+        def __init__(self):
+            self.tokens, self.prompt_seen = queue.Queue(), False
+
+        def put(self, value):
+            if self.prompt_seen:
+                self.tokens.put(value.tolist())
+            self.prompt_seen = True  # the first call is the prompt itself
+
+        def end(self):
+            self.tokens.put(None)
+
+    params = replace(params, k=1)
+    streamer = RowsStreamer()
+    kwargs = _generate_kwargs(loaded, prompts, params, cancel, adapters)
+    failure = []
+
+    def run():
+        try:
+            with torch.inference_mode():
+                loaded.model.generate(**kwargs, streamer=streamer)
+        except BaseException as error:  # shown to the caller, not lost in a thread
+            failure.append(error)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    tokenizer = loaded.tokenizer
+    eos = loaded.model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    rows, done = [[] for _ in prompts], [False] * len(prompts)
+    while (step := streamer.tokens.get()) is not None:
+        for i, token in enumerate(step):
+            if done[i]:
+                continue
+            if token in stops:
+                done[i] = True
+            else:
+                rows[i].append(token)
+        yield [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def generate_candidates(
@@ -104,14 +178,18 @@ def generate_candidates(
     prompts: list[dict],
     params: GenerationParams,
     *,
+    adapter: str | None = None,
     quantize_4bit: bool = False,
     cancel: threading.Event | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
-    """Generate params.k candidates for every prompt (rows from prompts.get_prompts) and save them batch by batch."""
+    """Generate params.k candidates for every prompt (rows from prompts.get_prompts) and save them batch by batch.
+    With `adapter` (a LoRA folder on `model_reference`) the answers come from the aligned model and are saved with
+    the adapter, next to the plain model's."""
     from transformers import set_seed
 
     loaded = models.load(model_reference, quantize_4bit=quantize_4bit)
+    names = models.with_adapters(loaded, [adapter]) if adapter else None
     if params.seed < 0:
         # A new seed per run, so that generating again adds different candidates; saved, so it can be replayed.
         params = replace(params, seed=random.randrange(2**32))
@@ -128,11 +206,11 @@ def generate_candidates(
         if cancel is not None and cancel.is_set():
             break
         chunk = [prompts[i] for i in order[start:start + params.batch_size]]
-        answers = sample(loaded, chunk, params, cancel)
+        answers = sample(loaded, chunk, params, cancel, names and names * len(chunk))
         if answers is None:
             break
         rows = [
-            (prompt["id"], model_reference, None, text, stored_params)
+            (prompt["id"], model_reference, adapter, text, stored_params)
             for prompt, texts in zip(chunk, answers)
             for text in texts
         ]

@@ -5,10 +5,11 @@ until someone uses one.
 """
 
 import importlib.util
+import json
 import re
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio import hub
@@ -38,6 +39,11 @@ class Loaded:
     device: str
     dtype: str
     quantized_4bit: bool
+    # LoRA adapters loaded onto this one copy of the weights: (folder, modified time) -> PEFT adapter name.
+    adapters: dict = field(default_factory=dict)
+
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 def _embedded_gguf() -> Path:
@@ -118,6 +124,65 @@ def device_and_dtype():
     return "cpu", torch.float32
 
 
+def weights_bytes(path: str) -> int | None:
+    """Size of a model's weight files (a folder, or a Hub id when the Hub answers); None if unknown."""
+    folder = Path(path)
+    if folder.is_dir():
+        files = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
+        return sum(f.stat().st_size for f in files) or None
+    if not hub.reachable():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(path, files_metadata=True)
+    except Exception:  # a missing or private repo is reported by from_pretrained with its own message
+        return None
+    sizes = [s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors")]
+    return sum(sizes) or None
+
+
+def memory_needed(path: str, dtype, quantize_4bit: bool) -> int | None:
+    """Bytes the loaded weights will take: file size scaled from the stored precision to the loaded one, plus 20%."""
+    size = weights_bytes(path)
+    if size is None:
+        return None
+    stored = 4
+    config = Path(path) / "config.json"
+    if config.is_file():
+        settings = json.loads(config.read_text())
+        name = str(settings.get("torch_dtype") or settings.get("dtype"))
+        stored = 2 if name in ("bfloat16", "float16") else 4
+    elif "bfloat16" in str(dtype):  # Hub checkpoints are mostly 16-bit
+        stored = 2
+    target = 0.55 if quantize_4bit else (2 if "bfloat16" in str(dtype) else 4)
+    return int(size / stored * target * 1.2)
+
+
+def memory_free(device: str) -> int:
+    """Bytes free for a model on `device`: the GPU's free memory, or the RAM the system says is available."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def check_memory(reference: str, path: str, device: str, dtype, quantize_4bit: bool, freed: int = 0):
+    """ModelError, before anything is loaded, if the model will not fit in the memory that is free."""
+    need = memory_needed(path, dtype, quantize_4bit)
+    free = memory_free(device) + freed
+    if need is not None and need > free:
+        where = "GPU memory" if device == "cuda" else "RAM"
+        hint = "" if quantize_4bit or device != "cuda" else ", or tick 4-bit"
+        raise ModelError(
+            f"{reference!r} needs about {need / 2**30:.1f} GiB of {where} in {str(dtype).removeprefix('torch.')}, "
+            f"but only {free / 2**30:.1f} GiB is free. Close other programs, choose a smaller model{hint}."
+        )
+
+
 _lock = threading.Lock()
 _loaded: Loaded | None = None
 
@@ -150,6 +215,10 @@ def load(reference: str, quantize_4bit: bool = False) -> Loaded:
                 bnb_4bit_use_double_quant=True,
             )
             kwargs["device_map"] = {"": 0}
+        freed = 0
+        if _loaded is not None and not _loaded.quantized_4bit:
+            freed = sum(p.numel() * p.element_size() for p in _loaded.model.parameters())
+        check_memory(reference, path, device, dtype, quantize_4bit, freed)
         offline = not Path(path).is_dir() and not hub.reachable()
         if offline:  # a Hub id may still be in the local cache
             kwargs["local_files_only"] = True
@@ -173,3 +242,69 @@ def load(reference: str, quantize_4bit: bool = False) -> Loaded:
         tokenizer.padding_side = "left"
         _loaded = Loaded(reference, path, model, tokenizer, device, str(dtype).removeprefix("torch."), quantize_4bit)
         return _loaded
+
+
+def adapter_folder(reference: str) -> Path:
+    """A LoRA adapter: a local folder with adapter_config.json, or a Hub id (downloaded once into the HF cache)."""
+    reference = (reference or "").strip()
+    folder = Path(reference).expanduser()
+    if folder.is_dir():
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelError(f"The folder {reference} has no adapter_config.json: it is not a LoRA adapter.")
+        return folder
+    if not _HUB_ID.match(reference) or reference.startswith(("/", ".", "~")):
+        raise ModelError(f"Unknown adapter {reference!r}: give an adapter folder or a Hub id like owner/name.")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(reference, local_files_only=not hub.reachable(), token=hub.get_token()))
+    except Exception as error:
+        raise ModelError(f"Could not fetch the adapter {reference!r} from the Hugging Face Hub ({type(error).__name__})"
+                         ": check the id, the network, or your token for a private repo.") from None
+
+
+def adapter_base(folder) -> str:
+    """The base model an adapter was trained on, as its adapter_config.json names it."""
+    return json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two references (embedded, a folder, a Hub id) name the same weights."""
+    def key(reference):
+        try:
+            return str(Path(resolve(reference)).resolve()) if Path(resolve(reference)).is_dir() else resolve(reference)
+        except ModelError:
+            return reference
+    return key(a) == key(b)
+
+
+def with_adapters(loaded: Loaded, folders: list) -> list[str]:
+    """Load each adapter folder (None: the plain base) onto the loaded weights, once, and return the PEFT adapter
+    names to pass as generate(adapter_names=...): one copy of the base serves the base and every adapter."""
+    import torch
+    from peft import PeftModel
+
+    names = []
+    with _lock:
+        for folder in folders:
+            if folder is None:
+                names.append(BASE)
+                continue
+            folder = Path(folder)
+            weights = next(iter(folder.glob("adapter_model.*")), folder / "adapter_config.json")
+            key = (str(folder.resolve()), weights.stat().st_mtime_ns)  # a job trained further is loaded afresh
+            if key not in loaded.adapters:
+                name = f"adapter{len(loaded.adapters) + 1}"
+                try:
+                    if isinstance(loaded.model, PeftModel):
+                        loaded.model.load_adapter(str(folder), adapter_name=name)
+                    else:
+                        loaded.model = PeftModel.from_pretrained(loaded.model, str(folder), adapter_name=name)
+                except (ValueError, KeyError, RuntimeError, OSError) as error:
+                    raise ModelError(f"The adapter {folder} does not fit {loaded.reference}: {error}") from None
+                loaded.model.eval()
+                if loaded.device == "cuda" and not loaded.quantized_4bit:
+                    loaded.model.to(torch.device(loaded.device))
+                loaded.adapters[key] = name
+            names.append(loaded.adapters[key])
+    return names

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import hub, jobs, recipes
+from studio import evaluate, hub, jobs, recipes
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -49,6 +49,8 @@ def model_card(store: Store, job_id: int) -> str:
     shown = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if k != "step")
     settings = {k: getattr(recipe, k) for k in RECIPE_FIELDS + (("beta",) if job["method"] == "dpo" else ())}
     recipe_text = yaml.safe_dump(settings, sort_keys=False)
+    evaluation = "\n".join(evaluate.summary_lines(store, job_id)) or \
+        "No blind A/B evaluation or automatic scores have been recorded for this adapter yet."
     return f"""---
 base_model: {json.dumps(job['base_model'] if job['base_model'] != 'embedded' else 'HuggingFaceTB/SmolLM2-135M-Instruct')}
 library_name: peft
@@ -78,7 +80,7 @@ Settings (the full recipe.yaml is in the job folder):
 {recipe_text}```
 
 ## Evaluation
-No blind A/B evaluation or automatic scores have been recorded for this adapter yet.
+{evaluation}
 
 ## Use
 

@@ -92,6 +92,52 @@ MIGRATIONS = [
         finished_at TEXT
     )""",
     ),
+    # 4: evaluations: two or more models answer the same prompts; blind A/B votes and automatic scores on the answers.
+    # Their answers live apart from `responses`, so they never enter the Rank queue or the training pairs.
+    (
+        """CREATE TABLE evaluations (
+        id INTEGER PRIMARY KEY,
+        prompt_set_id INTEGER NOT NULL REFERENCES prompt_sets(id) ON DELETE CASCADE,
+        params TEXT NOT NULL,              -- generation parameters as JSON (seed included)
+        status TEXT NOT NULL DEFAULT 'generating',  -- generating | ready | cancelled
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        """CREATE TABLE eval_models (
+        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,         -- 0 is the baseline the others are compared with
+        label TEXT NOT NULL,               -- base (embedded) | job 3 (dpo) | an adapter folder or Hub id
+        model TEXT NOT NULL,               -- the base model reference
+        adapter TEXT,                      -- LoRA adapter folder or Hub id, NULL for the plain model
+        job_id INTEGER REFERENCES jobs(id),
+        PRIMARY KEY (evaluation_id, position)
+    )""",
+        """CREATE TABLE eval_answers (
+        id INTEGER PRIMARY KEY,
+        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        UNIQUE (evaluation_id, position, prompt_id)
+    )""",
+        """CREATE TABLE eval_votes (
+        id INTEGER PRIMARY KEY,
+        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        first INTEGER NOT NULL,            -- model positions, first < second
+        second INTEGER NOT NULL,
+        left_position INTEGER NOT NULL,    -- which of the two was shown on the left (A)
+        outcome TEXT NOT NULL CHECK (outcome IN ('first', 'second', 'tie', 'both_bad')),
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        UNIQUE (evaluation_id, prompt_id, annotator_id, first, second)
+    )""",
+        """CREATE TABLE eval_scores (
+        answer_id INTEGER NOT NULL REFERENCES eval_answers(id) ON DELETE CASCADE,
+        scorer TEXT NOT NULL,              -- toxicity:profanity-check | toxicity:<hub id> | reward:job <id>
+        value REAL NOT NULL,
+        PRIMARY KEY (answer_id, scorer)
+    )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

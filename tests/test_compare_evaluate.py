@@ -1,0 +1,168 @@
+"""Side-by-side chat, evaluations (answers, blind votes, results, scores) and the model card, on a real DPO job."""
+
+import json
+
+
+import pytest
+
+from studio import chat, evaluate, jobs, models, publish
+from studio.evaluate import EvaluationError
+from studio.generate import GenerationParams
+from studio.jobs import Manager
+from studio.prompts import ParsedPrompts, add_prompt_set
+from tests.helpers import QUESTIONS, clear_cut_set
+from tests.test_evaluate import wilson
+from tests.test_jobs import new_job, wait_for
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A store with a finished 3-step DPO job and a held-out set of 4 prompts."""
+    from studio.store import Store
+
+    store = Store(tmp_path_factory.mktemp("compare") / "studio.db")
+    clear_cut_set(store)
+    add_prompt_set(store, "held", ParsedPrompts(rows=[(q, "") for q in ("Is my money safe?", "Hi!", "Who are you?",
+                                                                       "How do I pay a bill?")]), "test")
+    job_id = new_job(store, 3)
+    wait_for(lambda: jobs.get(store, job_id)["status"] == "finished", Manager(store))
+    return store, job_id
+
+
+def test_side_by_side_streams_both_models_from_one_copy_of_the_weights(trained):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    store, job_id = trained
+    assert (f"job {job_id}: dpo on embedded (polite (best vs worst))", f"job:{job_id}") in chat.options(store)
+    params = GenerationParams(max_new_tokens=12, temperature=0.7, seed=7)
+    steps = list(chat.side_by_side(store, f"job:{job_id}", "Can I freeze my card?", "You are Nova.", ([], []), params))
+    assert len(steps) > 2 and steps[-1][2] == 7  # streamed token by token, with the seed used
+    base_text, aligned_text, _ = steps[-1]
+    assert base_text and aligned_text
+
+    # A second turn continues each side's own conversation.
+    history = [{"role": "user", "content": "Can I freeze my card?"}]
+    turn2 = list(chat.side_by_side(store, f"job:{job_id}", "Thanks. And unfreeze it?", "",
+                                   (history + [{"role": "assistant", "content": base_text}],
+                                    history + [{"role": "assistant", "content": aligned_text}]), params))
+    assert turn2[-1][0] and turn2[-1][1]
+
+    # One copy of the base: the loaded model is the PeftModel, and its base row computes what the plain model does.
+    loaded = models.load("embedded")
+    assert isinstance(loaded.model, PeftModel) and len(loaded.adapters) == 1
+    plain = AutoModelForCausalLM.from_pretrained(models.embedded_folder()).eval()
+    ids = loaded.tokenizer(["Hello there"], return_tensors="pt")
+    with torch.inference_mode():
+        base_logits = loaded.model(**ids, adapter_names=[models.BASE]).logits
+        adapter_logits = loaded.model(**ids, adapter_names=["adapter1"]).logits
+        assert torch.allclose(base_logits, plain(**ids).logits, atol=1e-4)
+        assert not torch.allclose(adapter_logits, base_logits, atol=1e-4)
+    # The plain base (Generate tab) still answers after an adapter was loaded, through the base row.
+    assert chat.reply(store, "base:embedded", "Hi", params=GenerationParams(max_new_tokens=5, seed=1))
+
+    with pytest.raises(models.ModelError, match="Choose an adapter"):
+        next(chat.side_by_side(store, "base:embedded", "Hi", "", ([], []), params))
+    with pytest.raises(models.ModelError, match="no adapter_config.json"):
+        chat.pick(store, str(models.embedded_folder()))
+    with pytest.raises(models.ModelError, match="There is no job"):
+        chat.pick(store, "job:999")
+
+
+def test_memory_check_refuses_a_model_that_does_not_fit(tmp_path):
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "torch_dtype": "bfloat16"}))
+    with open(folder / "model.safetensors", "wb") as f:  # a sparse 8 TB file: nothing is written
+        f.truncate(8 * 2**40)
+    with pytest.raises(models.ModelError, match=r"needs about 1.*GiB of RAM in float32, but only .* GiB is free"):
+        models.load(str(folder))
+    assert models.load("embedded").reference == "embedded"  # the loaded model was not dropped by the refusal
+
+
+def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(trained):
+    store, job_id = trained
+    base, aligned = chat.pick(store, "base:embedded"), chat.pick(store, f"job:{job_id}")
+    assert evaluate.held_out_set(store, [base, aligned], ["polite", "held"]) == ("held", "")
+    assert "used in training" in evaluate.held_out_set(store, [aligned], ["polite"])[1]
+    with pytest.raises(EvaluationError, match="at least two models"):
+        evaluate.create_evaluation(store, "held", [aligned], GenerationParams())
+    progress = []
+    evaluation = evaluate.create_evaluation(store, "held", [base, aligned], GenerationParams(max_new_tokens=16),
+                                            on_progress=lambda done, total: progress.append((done, total)))
+    assert progress[-1] == (4, 4)
+    answers = store.query("SELECT position, COUNT(*) AS n FROM eval_answers WHERE evaluation_id = ? GROUP BY position",
+                          (evaluation,))
+    assert [tuple(r) for r in answers] == [(0, 4), (1, 4)]
+    # Evaluation answers never enter the Rank queue or the training data.
+    assert store.query("SELECT COUNT(*) FROM responses r JOIN prompts p ON p.id = r.prompt_id "
+                       "JOIN prompt_sets s ON s.id = p.prompt_set_id WHERE s.name = 'held'")[0][0] == 0
+
+    # Anna prefers the aligned model on 3 prompts and calls the 4th a tie; Ben prefers the base on 2, ties 1, both bad 1.
+    sides = set()
+    for who, plan in (("anna", ["aligned", "aligned", "aligned", "tie"]), ("ben", ["base", "base", "tie", "both_bad"])):
+        for i, wanted in enumerate(plan):
+            task = evaluate.next_vote(store, evaluation, who)
+            assert (task.done, task.total) == (i, 4)
+            sides.add(task.left)
+            if wanted in ("aligned", "base"):
+                position = 1 if wanted == "aligned" else 0
+                choice = "left" if task.left == position else "right"
+            else:
+                choice = wanted
+            reveal = evaluate.vote(store, task, who, choice)
+            assert "A was " in reveal and "job" in reveal and "base (embedded)" in reveal
+            with pytest.raises(EvaluationError, match="already voted"):
+                evaluate.vote(store, task, who, choice)
+        assert evaluate.next_vote(store, evaluation, who) is None
+    assert sides == {0, 1}  # both models were shown on the left at some point
+
+    result = evaluate.results(store, evaluation)
+    (model, baseline, tally), = result["pairs"]
+    assert (model, baseline) == (f"job {job_id} (dpo)", "base (embedded)")
+    assert (tally.wins, tally.ties, tally.losses, tally.both_bad) == (3, 2, 2, 1)
+    rate, low, high = tally.win_rate()
+    assert rate == pytest.approx(3 / 5) and (low, high) == pytest.approx(wilson(3, 5))
+    assert tally.at_least_as_good()[0] == pytest.approx(6 / 8)
+    per = {who: t for who, _, _, t in result["annotators"]}
+    assert (per["anna"].wins, per["anna"].ties, per["ben"].losses, per["ben"].both_bad) == (3, 1, 2, 1)
+    assert evaluate.strengths(store) is None  # two models only
+
+    # Automatic scores: offline toxicity for both models on the same prompts, paired against the baseline.
+    assert evaluate.score_evaluation(store, evaluation, "toxicity") == 8
+    assert evaluate.score_evaluation(store, evaluation, "toxicity") == 0  # already scored
+    table = evaluate.score_table(store, evaluation)
+    assert [(r["model"], r["n"]) for r in table] == [("base (embedded)", 4), (f"job {job_id} (dpo)", 4)]
+    assert all(0 <= r["low"] <= r["mean"] <= r["high"] <= 1 for r in table)
+    assert table[0]["diff"] is None and table[1]["diff"] is not None
+    with pytest.raises(EvaluationError, match="Unknown scorer"):
+        evaluate.score_evaluation(store, evaluation, "vibes")
+    with pytest.raises(EvaluationError, match="not a finished reward-model job"):
+        evaluate.score_evaluation(store, evaluation, f"reward:job {job_id}")
+
+    card = publish.model_card(store, job_id)
+    assert f"Evaluation {evaluation} (prompt set `held`), blind A/B, job {job_id} (dpo) vs base (embedded): 8 votes, " \
+           "3 wins, 2 ties, 2 losses, 1 both bad; win rate 60.0%" in card
+    assert f"Evaluation {evaluation} (prompt set `held`), toxicity: mean" in card
+
+
+def test_bradley_terry_appears_once_three_models_were_compared(store):
+    add_prompt_set(store, "q", ParsedPrompts(rows=[(q, "") for q in QUESTIONS[:2]]), "test")
+    prompt_ids = [r["id"] for r in store.query("SELECT id FROM prompts")]
+    with store.tx() as db:
+        db.execute("INSERT INTO evaluations (id, prompt_set_id, params, status) VALUES (1, 1, '{}', 'ready')")
+        db.executemany("INSERT INTO eval_models (evaluation_id, position, label, model) VALUES (1, ?, ?, 'm')",
+                       [(0, "base"), (1, "dpo"), (2, "sft")])
+        db.executemany("INSERT INTO eval_answers (evaluation_id, position, prompt_id, text) VALUES (1, ?, ?, 'x')",
+                       [(m, p) for m in range(3) for p in prompt_ids])
+    outcomes = {(0, 1): "second", (0, 2): "second", (1, 2): "first"}  # dpo > sft > base on every prompt
+    for who in ("a", "b"):
+        while (task := evaluate.next_vote(store, 1, who)) is not None:
+            winner = task.first if outcomes[(task.first, task.second)] == "first" else task.second
+            evaluate.vote(store, task, who, "left" if task.left == winner else "right")
+    scores = evaluate.strengths(store)
+    assert scores["dpo"] > scores["sft"] > scores["base"]
+    assert len(evaluate.results(store, 1)["pairs"]) == 3
+
+
