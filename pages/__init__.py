@@ -41,7 +41,9 @@ def message(text: str, error: bool = False) -> str:
 
 
 def build_demo(store: Store | None = None) -> gr.Blocks:
+    from pages.compare import build_compare_tab
     from pages.data import build_data_tab
+    from pages.evaluate import build_evaluate_tab
     from pages.generate import build_generate_tab
     from pages.publish import build_publish_tab
     from pages.rank import build_rank_tab
@@ -52,7 +54,7 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
     ctx.jobs = Manager(ctx.store)
     ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     with gr.Blocks(title="Align Studio") as demo:
-        gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, publish.")
+        gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, evaluate, publish.")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generate = build_generate_tab(ctx)
@@ -62,6 +64,10 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
                 data = build_data_tab(ctx)
             with gr.Tab("Train", id="train") as train_tab:
                 train = build_train_tab(ctx)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                compare = build_compare_tab(ctx)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+                evaluation = build_evaluate_tab(ctx)
             with gr.Tab("Publish", id="publish") as publish_tab:
                 publish = build_publish_tab(ctx)
         demo.load(generate["refresh"], None, generate["refresh_outputs"])
@@ -70,8 +76,10 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
         # Sets added on another tab (or by another visitor) show up when a tab is opened; the choice is kept.
         for tab, pages in [(rank_tab, rank), (data_tab, data)]:
             tab.select(lambda selected: set_choices(ctx.store, selected), pages["prompt_set"], pages["prompt_set"])
-        train_tab.select(train["select"], train["prompt_set"], train["select_outputs"])
-        demo.load(train["select"], train["prompt_set"], train["select_outputs"])
+        train_tab.select(train["select"], train["select_inputs"], train["select_outputs"])
+        demo.load(train["select"], train["select_inputs"], train["select_outputs"])
+        compare_tab.select(compare["select"], compare["model"], compare["model"])
+        evaluate_tab.select(evaluation["select"], evaluation["select_inputs"], evaluation["select_outputs"])
         publish_tab.select(publish["select"], None, publish["select_outputs"])
         demo.unload(ctx.forget_session)
     return demo

@@ -201,10 +201,13 @@ def build_train_tab(ctx: Ctx) -> dict:
     stop.click(on_job(ctx.jobs.stop), job_pick, launch_status)
     resume.click(on_job(ctx.jobs.resume), job_pick, launch_status)
 
-    def on_select(selected):
-        return set_choices(ctx.store, selected), gr.update(choices=base_choices())
+    def on_select(selected, method_, mode, other):
+        # Rankings made on the Rank tab since the last visit change the summary even when the set stays the same.
+        sets = set_choices(ctx.store, selected)
+        return sets, gr.update(choices=base_choices()), describe(method_, sets.get("value"), mode, other)
 
-    return {"prompt_set": data_set, "select": on_select, "select_outputs": [data_set, base]}
+    return {"prompt_set": data_set, "select": on_select, "select_inputs": [data_set, method, pair_mode, data_other],
+            "select_outputs": [data_set, base, data_summary]}
 
 
 def _fmt(value) -> str:

@@ -1,0 +1,109 @@
+"""Compare tab: chat with a base model and its aligned adapter side by side; the `chat` and `models` API endpoints."""
+
+import html
+import threading
+
+import gradio as gr
+
+from pages import Ctx, message
+from studio import chat, models
+from studio.generate import GenerationParams
+
+HELP = ("One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
+        "for the right-hand row of the batch, off for the left), with the same sampling settings and seed. Type a "
+        "job, or an adapter folder or Hub id, in the model box.")
+
+
+def build_compare_tab(ctx: Ctx) -> dict:
+    defaults = GenerationParams()
+    with gr.Row():
+        aligned = gr.Dropdown([], label="Aligned model (adapter)", allow_custom_value=True, scale=2,
+                              info="a finished job, or type an adapter folder or a Hub adapter id", elem_id="cmp-model")
+        system = gr.Textbox(label="System prompt", placeholder="optional, e.g. You are Nova, Lumen Bank's assistant.",
+                            scale=3, elem_id="cmp-system")
+    with gr.Accordion("Sampling (the same for both sides)", open=False):
+        with gr.Row():
+            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
+            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
+            max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens",
+                                       elem_id="cmp-max-tokens")
+            seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new each turn)")
+    gr.Markdown(HELP)
+    with gr.Row():
+        # Model text is shown as text: no Markdown, no HTML.
+        base_chat = gr.Chatbot(label="Base model", height=420, render_markdown=False, elem_id="cmp-base")
+        aligned_chat = gr.Chatbot(label="Aligned model", height=420, render_markdown=False, elem_id="cmp-aligned")
+    with gr.Row():
+        text = gr.Textbox(label="Message", placeholder="Type, then Enter", scale=5, elem_id="cmp-message")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="cmp-send")
+    with gr.Row():
+        stop = gr.Button("Stop", elem_id="cmp-stop")
+        clear = gr.Button("New conversation", elem_id="cmp-clear")
+    status = gr.Markdown(elem_id="cmp-status")
+    # The conversations as the models see them; the chat boxes show them escaped, since gr.Chatbot renders HTML.
+    histories = gr.State(([], []))
+
+    def shown(history):
+        return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in history]
+
+    def respond(key, system_text, user_text, both, temp, top_p_, max_new, seed_, request: gr.Request,
+                progress=gr.Progress()):
+        base_history, aligned_history = list(both[0]), list(both[1])
+        try:
+            params = GenerationParams(k=1, temperature=float(temp), top_p=float(top_p_), max_new_tokens=int(max_new),
+                                      seed=int(seed_ if seed_ is not None else -1))
+            event = ctx.cancel_events[request.session_hash] = threading.Event()
+            progress(0, desc="Loading the base model and the adapter")
+            turn = chat.side_by_side(ctx.store, key, user_text, system_text, (base_history, aligned_history), params,
+                                     cancel=event)
+            mine = {"role": "user", "content": user_text}
+            seed_used = None
+            for base_text, aligned_text, seed_used in turn:
+                now = (base_history + [mine, {"role": "assistant", "content": base_text}],
+                       aligned_history + [mine, {"role": "assistant", "content": aligned_text}])
+                yield shown(now[0]), shown(now[1]), now, "", gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), "", message(f"Seed {seed_used}." if seed_used is not None else "")
+        except (models.ModelError, ValueError) as error:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), message(str(error), error=True)
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+
+    def halt(request: gr.Request):
+        event = ctx.cancel_events.get(request.session_hash)
+        if event is not None:
+            event.set()
+        return message("Stopped." if event else "Nothing is running.")
+
+    # Wiring
+    inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
+    outputs = [base_chat, aligned_chat, histories, text, status]
+    gr.on([send.click, text.submit], respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
+    stop.click(halt, None, status)
+    clear.click(lambda: ([], [], ([], []), ""), None, [base_chat, aligned_chat, histories, status])
+
+    def chat_api(message_text: str, model: str, system_prompt: str = "", history: list[dict] | None = None,
+                 max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.9, seed: int = -1) -> str:
+        """Chat with one model: `model` is a key from the `models` endpoint (base:embedded, job:3) or an adapter
+        folder or Hub id; `history` is the earlier turns as [{"role": "user"|"assistant", "content": "..."}]."""
+        try:
+            params = GenerationParams(k=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                      seed=seed)
+            return chat.reply(ctx.store, model, message_text, system_prompt, history or [], params)
+        except (models.ModelError, ValueError) as error:
+            raise gr.Error(str(error)) from None
+
+    def models_api() -> list[list[str]]:
+        """The models that can chat: [label, key] pairs; pass the key as `model` to the chat endpoint."""
+        return [[label, key] for label, key in chat.options(ctx.store)]
+
+    gr.api(chat_api, api_name="chat", concurrency_limit=1, concurrency_id="model")
+    gr.api(models_api, api_name="models")
+
+    def select(current):
+        choices = [(label, key) for label, key in chat.options(ctx.store) if key.startswith("job:")]
+        keys = [key for _, key in choices]
+        value = current if current and (current in keys or not current.startswith("job:")) else \
+            (keys[0] if keys else None)
+        return gr.update(choices=choices, value=value)
+
+    return {"select": select, "model": aligned}

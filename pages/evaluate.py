@@ -1,0 +1,213 @@
+"""Evaluate tab: models answer a held-out prompt set; blind A/B votes; win rates, Bradley-Terry; automatic scores."""
+
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from pages import Ctx, message, set_choices
+from pages.rank import identity
+from studio import chat, evaluate, jobs, models
+from studio.evaluate import EvaluationError
+from studio.generate import GenerationParams
+from studio.prompts import PromptError, list_prompt_sets
+from studio.ranking import RankingError
+
+KEYS = "**Keyboard:** in the vote box type `a` (A better), `b` (B better), `=` (tie) or `x` (both bad), then Enter."
+VOTE_KEYS = {"a": "left", "b": "right", "=": "tie", "x": "both_bad"}
+RESULT_HEADERS = ["Model", "vs", "Votes", "Wins", "Ties", "Losses", "Both bad", "Win rate (95% CI)",
+                  "At least as good (95% CI)"]
+SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baseline (95% CI)", "p (paired t)"]
+
+
+def _ci(value) -> str:
+    return "n/a" if value is None else f"{value[0]:.1%} ({value[1]:.1%} to {value[2]:.1%})"
+
+
+def build_evaluate_tab(ctx: Ctx) -> dict:
+    defaults = GenerationParams()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            gr.Markdown("### New evaluation\nEvery chosen model answers every prompt; the first model is the baseline.")
+            chosen = gr.Dropdown([], multiselect=True, allow_custom_value=True, elem_id="ev-models",
+                                 label="Models (first = baseline)", info="base, jobs, or type an adapter folder/Hub id")
+            prompt_set = gr.Dropdown([], label="Prompt set (a held-out one by default)", elem_id="ev-set")
+            set_note = gr.Markdown(elem_id="ev-set-note")
+            limit = gr.Number(0, precision=0, minimum=0, label="Prompts: the first N (0 = all)", elem_id="ev-limit")
+            max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens",
+                                       elem_id="ev-max-tokens")
+            seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
+            with gr.Row():
+                create = gr.Button("Generate answers", variant="primary", elem_id="ev-create")
+                cancel = gr.Button("Cancel", variant="stop")
+            create_status = gr.Markdown(elem_id="ev-create-status")
+        with gr.Column(scale=2):
+            gr.Markdown("### Blind A/B vote\nWhich model wrote which answer is shown only after your vote.")
+            with gr.Row():
+                annotator = gr.Textbox(label="Your name (annotator)", placeholder="type it, then Enter",
+                                       elem_id="ev-annotator")
+                evaluation = gr.Dropdown([], label="Evaluation", elem_id="ev-pick")
+            progress = gr.Markdown(elem_id="ev-progress")
+            prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="ev-prompt")
+            with gr.Row():
+                left = gr.Textbox(label="Answer A", interactive=False, lines=6, max_lines=30, elem_id="ev-a")
+                right = gr.Textbox(label="Answer B", interactive=False, lines=6, max_lines=30, elem_id="ev-b")
+            with gr.Row():
+                buttons = {choice: gr.Button(label) for choice, label in (
+                    ("left", "A better (a)"), ("right", "B better (b)"), ("tie", "Tie (=)"),
+                    ("both_bad", "Both bad (x)"))}
+            key = gr.Textbox(label="Vote key, then Enter", elem_id="ev-key", max_lines=1)
+            gr.Markdown(KEYS)
+            reveal = gr.Markdown(elem_id="ev-reveal")
+    gr.Markdown("### Results")
+    results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="ev-results",
+                           label="Blind A/B: each model against each earlier one")
+    with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
+        per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
+                                     elem_id="ev-annotators")
+        strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)"], interactive=False,
+                                 elem_id="ev-bt", label="Shown when more than two models have been compared")
+    with gr.Row():
+        scorer = gr.Dropdown([], allow_custom_value=True, label="Automatic score", elem_id="ev-scorer", scale=3,
+                             info="toxicity (offline), reward:job N, or toxicity:<Hub classifier id>")
+        score = gr.Button("Score answers", elem_id="ev-score", scale=1)
+    score_status = gr.Markdown(elem_id="ev-score-status")
+    scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
+    score_plot = gr.BarPlot(x="model", y="mean", color="scorer", label="Mean score per model", elem_id="ev-plot")
+    task_state = gr.State()  # the comparison on screen: ids only; votes are saved in the database at once
+
+    def evaluation_choices(selected=None):
+        rows = evaluate.list_evaluations(ctx.store)
+        keys = [r["id"] for r in rows]
+        return gr.update(choices=[(f"{r['id']}: {r['models']} on {r['prompt_set']} ({r['prompts']} prompts, "
+                                   f"{r['votes']} votes, {r['status']})", r["id"]) for r in rows],
+                         value=selected if selected in keys else (keys[0] if keys else None))
+
+    def scorer_choices(current):
+        reward_jobs = [f"reward:job {j['id']}" for j in jobs.list_jobs(ctx.store)
+                       if j["method"] == "reward" and jobs.adapter_folder(j)]
+        choices = [evaluate.OFFLINE_TOXICITY] + reward_jobs
+        return gr.update(choices=choices, value=current or choices[0])
+
+    def pick_set(keys):
+        try:
+            picked = [chat.pick(ctx.store, k) for k in keys or []]
+        except models.ModelError:
+            picked = []
+        name, note = evaluate.held_out_set(ctx.store, picked, [s["name"] for s in list_prompt_sets(ctx.store)])
+        return set_choices(ctx.store, name), message(note)
+
+    def select(current_models, current_eval, current_scorer):
+        options = chat.options(ctx.store)
+        keys = [k for _, k in options]
+        kept = [k for k in current_models or [] if k in keys or not k.startswith(("base:", "job:"))]
+        if not kept:
+            jobs_ = [k for k in keys if k.startswith("job:")]
+            kept = [keys[0]] + jobs_[:1] if jobs_ else []
+        return (gr.update(choices=options, value=kept), *pick_set(kept), evaluation_choices(current_eval),
+                scorer_choices(current_scorer))
+
+    def run(keys, set_name, first_n, max_new, seed_, request: gr.Request, progress_=gr.Progress()):
+        try:
+            picked = [chat.pick(ctx.store, k) for k in keys or []]
+            params = GenerationParams(k=1, max_new_tokens=int(max_new), seed=int(seed_ if seed_ is not None else -1))
+            if not set_name:
+                raise EvaluationError("Choose a prompt set.")
+            event = ctx.cancel_events[request.session_hash] = threading.Event()
+            progress_(0, desc="Loading the models")
+            new = evaluate.create_evaluation(
+                ctx.store, set_name, picked, params, int(first_n or 0), cancel=event,
+                on_progress=lambda done, total: progress_((done, total), desc="prompts", unit="prompts"))
+        except (models.ModelError, EvaluationError, PromptError, ValueError) as error:
+            return message(str(error), error=True), gr.skip()
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+        status = evaluate.list_evaluations(ctx.store)[0]
+        return (message(f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']}). "
+                        "Vote on the right."), evaluation_choices(new))
+
+    def stop(request: gr.Request):
+        event = ctx.cancel_events.get(request.session_hash)
+        if event is None:
+            return message("Nothing is running.")
+        event.set()
+        return message("Cancelling: answered prompts are kept…")
+
+    def show(task, note=""):
+        if task is None:
+            return (None, "", "", "", message("No comparison left for you in this evaluation."), note)
+        return (task, task.prompt["text"], task.left_text, task.right_text,
+                f"Comparison {task.done + 1} of {task.total}.", note)
+
+    def load_task(typed, selected, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if selected is None:
+            return (None, "", "", "", message("Choose an evaluation (or generate one).", error=True), "")
+        try:
+            who, _ = identity(typed, request, profile)
+            return show(evaluate.next_vote(ctx.store, int(selected), who))
+        except (RankingError, EvaluationError) as error:
+            return (None, "", "", "", message(str(error), error=True), "")
+
+    def cast(choice, typed, selected, task, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if task is None or selected is None or task.evaluation != int(selected):
+            return (*load_task(typed, selected, request, profile), gr.skip())
+        try:
+            who, kind = identity(typed, request, profile)
+            note = evaluate.vote(ctx.store, task, who, choice, kind)
+            return (*show(evaluate.next_vote(ctx.store, task.evaluation, who), message(note)), "")
+        except (RankingError, EvaluationError) as error:
+            return (*show(task, message(str(error), error=True)), gr.skip())
+
+    def by_key(text, typed, selected, task, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        choice = VOTE_KEYS.get((text or "").strip().lower())
+        if choice is None:
+            return (*show(task, message(f"{(text or '').strip()!r} is not a vote key: use a, b, = or x.", error=True)),
+                    "")
+        return cast(choice, typed, selected, task, request, profile)
+
+    def tables(selected):
+        if selected is None:
+            return [], [], [], [], None  # an empty frame would leave the plot blank after later updates
+        found = evaluate.results(ctx.store, int(selected))
+        row = lambda m, b, t: [m, b, t.votes, t.wins, t.ties, t.losses, t.both_bad, _ci(t.win_rate()),  # noqa: E731
+                               _ci(t.at_least_as_good())]
+        pairs = [row(m, b, t) for m, b, t in found["pairs"]]
+        annotators = [[who, *row(m, b, t)] for who, m, b, t in found["annotators"]]
+        bt = evaluate.strengths(ctx.store) or {}
+        table = evaluate.score_table(ctx.store, int(selected))
+        score_rows = [[r["scorer"], r["model"], r["n"], f"{r['mean']:.3f} ({r['low']:.3f} to {r['high']:.3f})",
+                       "" if r["diff"] is None else f"{r['diff']:+.3f} ({r['diff_low']:+.3f} to {r['diff_high']:+.3f})",
+                       "" if r["p"] is None else f"{r['p']:.3g}"] for r in table]
+        plot = pd.DataFrame({"model": [r["model"] for r in table], "mean": [r["mean"] for r in table],
+                             "scorer": [r["scorer"] for r in table]}) if table else None
+        return pairs, annotators, sorted([[m, round(v)] for m, v in bt.items()], key=lambda r: -r[1]), score_rows, plot
+
+    def run_score(selected, name, progress_=gr.Progress()):
+        if selected is None:
+            return message("Choose an evaluation first.", error=True)
+        try:
+            progress_(0, desc=f"Scoring with {name}")
+            count = evaluate.score_evaluation(ctx.store, int(selected), (name or "").strip(),
+                                              on_progress=lambda d, t: progress_((d, t), unit="answers"))
+        except (EvaluationError, models.ModelError) as error:
+            return message(str(error), error=True)
+        return message(f"Scored {count} answers with {name}." if count else f"Every answer already has {name}.")
+
+    # Wiring
+    chosen.change(pick_set, chosen, [prompt_set, set_note])
+    create.click(run, [chosen, prompt_set, limit, max_new_tokens, seed], [create_status, evaluation],
+                 concurrency_limit=1, concurrency_id="model")
+    cancel.click(stop, None, create_status)
+    vote_outputs = [task_state, prompt, left, right, progress, reveal]
+    gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
+    table_outputs = [results, per_annotator, strengths, scores, score_plot]
+    for choice, button in buttons.items():
+        button.click(cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key]).then(
+            tables, evaluation, table_outputs)
+    key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key]).then(
+        tables, evaluation, table_outputs)
+    evaluation.change(tables, evaluation, table_outputs)
+    score.click(run_score, [evaluation, scorer], score_status, concurrency_limit=1, concurrency_id="model").then(
+        tables, evaluation, table_outputs)
+    return {"select": select, "select_inputs": [chosen, evaluation, scorer],
+            "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer]}

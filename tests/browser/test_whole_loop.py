@@ -1,0 +1,94 @@
+"""The whole loop in a real browser on the embedded model: generate 4 prompts x 2, rank them, train DPO a few steps,
+chat side by side, cast blind votes, see the win rate."""
+
+import pytest
+from playwright.sync_api import expect
+
+from studio.store import Store
+from tests.browser.test_generate_page import set_number
+
+pytestmark = pytest.mark.browser
+
+
+def test_generate_rank_train_compare_vote(app_server, page):
+    store = Store(app_server["home"] / "studio.db")
+    page.goto(app_server["url"])
+
+    # Generate: the first 4 bank prompts, 2 candidates each.
+    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
+    set_number(page, "gen-limit", 4)
+    set_number(page, "gen-k", 2)
+    set_number(page, "gen-max-tokens", 24)
+    page.locator("#gen-start").click()
+    expect(page.locator("#gen-status")).to_contain_text("Saved 8 candidates for 4 of 4 prompts", timeout=180_000)
+
+    # Rank: pairwise, keyboard only.
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
+    page.locator("#rank-annotator textarea").fill("anna")
+    page.locator("#rank-annotator textarea").press("Enter")
+    for done in range(1, 5):
+        expect(page.locator("#rank-cand-b textarea")).to_be_visible()
+        page.locator("#rank-order textarea").fill("a")
+        page.locator("#rank-order textarea").press("Enter")
+        expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 4")
+
+    # Train: DPO, 3 steps.
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-set input").click()
+    page.get_by_role("option", name="bank (45 prompts)").click()
+    expect(page.locator("#train-data-summary")).to_contain_text("4 pairs from 4 rankings by 1 annotator(s)")
+    page.get_by_text("Hyperparameters").click()
+    set_number(page, "train-steps", 3)
+    page.locator("#train-launch").click()
+    expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running", timeout=60_000)
+    expect(page.locator("#train-progress")).to_contain_text("finished", timeout=300_000)
+
+    # Compare: one message, both sides answer; markup typed by the user is shown as text.
+    page.get_by_role("tab", name="Compare").click()
+    expect(page.locator("#cmp-model input")).to_have_value("job 1: dpo on embedded (bank (best vs worst))")
+    page.get_by_text("Sampling (the same for both sides)").click()
+    set_number(page, "cmp-max-tokens", 16)
+    page.locator("#cmp-message textarea").fill("Can I freeze my <b>card</b>?")
+    page.locator("#cmp-message textarea").press("Enter")
+    for side in ("#cmp-base", "#cmp-aligned"):
+        expect(page.locator(side)).to_contain_text("Can I freeze my <b>card</b>?", timeout=120_000)
+    expect(page.locator("#cmp-status")).to_contain_text("Seed", timeout=120_000)
+    assert page.locator("#cmp-base b, #cmp-aligned b").count() == 0
+    assert len(page.locator("#cmp-aligned").inner_text()) > len("Can I freeze my <b>card</b>?")
+
+    # Evaluate: base vs the DPO job on 2 prompts of the held-out set, blind votes by keyboard.
+    page.get_by_role("tab", name="Evaluate").click()
+    expect(page.locator("#ev-models")).to_contain_text("job 1: dpo")
+    expect(page.locator("#ev-set input")).to_have_value("helpful_harmless (41 prompts)")
+    set_number(page, "ev-limit", 2)
+    set_number(page, "ev-max-tokens", 16)
+    page.locator("#ev-create").click()
+    expect(page.locator("#ev-create-status")).to_contain_text("Evaluation 1: 2 prompts answered", timeout=180_000)
+    page.locator("#ev-annotator textarea").fill("ben")
+    page.locator("#ev-annotator textarea").press("Enter")
+    expect(page.locator("#ev-progress")).to_contain_text("Comparison 1 of 2")
+    vote_area = ["#ev-a", "#ev-b", "#ev-prompt", "#ev-progress", "#ev-reveal"]
+    for selector in vote_area:  # no model name before the vote
+        text = page.locator(selector).inner_text() + (page.locator(f"{selector} textarea").input_value()
+                                                      if page.locator(f"{selector} textarea").count() else "")
+        assert "job" not in text and "base" not in text and "embedded" not in text
+    page.locator("#ev-key textarea, #ev-key input").first.fill("b")
+    page.locator("#ev-key textarea, #ev-key input").first.press("Enter")
+    expect(page.locator("#ev-reveal")).to_contain_text("You voted B better. A was ")
+    expect(page.locator("#ev-progress")).to_contain_text("Comparison 2 of 2")
+    page.get_by_role("button", name="Tie (=)").click()
+    expect(page.locator("#ev-reveal")).to_contain_text("You voted tie.")
+    expect(page.locator("#ev-prompt textarea")).to_have_value("")
+    results = page.locator("#ev-results")
+    expect(results).to_contain_text("job 1 (dpo)")
+    expect(results).to_contain_text("base (embedded)")
+    votes = store.query("SELECT outcome, left_position FROM eval_votes ORDER BY id")
+    assert len(votes) == 2 and votes[1]["outcome"] == "tie"
+    aligned_won = votes[0]["outcome"] == "second"  # B was the right-hand answer: the aligned one if it sat there
+    expect(results).to_contain_text("100.0%" if aligned_won else "0.0%")
+    page.locator("#ev-score").click()
+    expect(page.locator("#ev-score-status")).to_contain_text("Scored 4 answers with toxicity", timeout=60_000)
+    expect(page.locator("#ev-scores")).to_contain_text("toxicity")
+    expect(page.locator("#ev-plot")).to_contain_text("job 1 (dpo)")  # the bar chart's axis
+    page.screenshot(path=str(app_server["home"] / "evaluate.png"), full_page=True)
