@@ -25,10 +25,13 @@ class RewardScorer:
 
     def score(self, prompt: dict, answers: list[str]) -> list[float]:
         """One score per answer to `prompt` (a prompt row: text, system, context)."""
+        return self.score_messages([prompt_messages(prompt) + [{"role": "assistant", "content": a}] for a in answers])
+
+    def score_messages(self, conversations: list[list[dict]]) -> list[float]:
+        """One score per conversation (ending in the answer to score), through the chat template."""
         import torch
 
-        texts = [self.tokenizer.apply_chat_template(prompt_messages(prompt) + [{"role": "assistant", "content": a}],
-                                                    tokenize=False) for a in answers]
+        texts = [self.tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
         self.tokenizer.padding_side = "right"
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():

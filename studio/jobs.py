@@ -40,9 +40,10 @@ def create(store: Store, method: str, settings: dict, *, data_label: str, data_r
     settings = dict(settings)
     with store.tx() as db:
         job_id = db.execute(
-            "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id) "
-            "VALUES (?, 'queued', '', ?, ?, ?, ?)",
-            (method, settings.get("model", "embedded"), data_label, json.dumps(data_info or {}), parent_job_id),
+            "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id, round) "
+            "VALUES (?, 'queued', '', ?, ?, ?, ?, ?)",
+            (method, settings.get("model", "embedded"), data_label, json.dumps(data_info or {}), parent_job_id,
+             next_round(store, parent_job_id, (data_info or {}).get("prompt_set"))),
         ).lastrowid
         folder = jobs_dir() / f"{job_id}-{method}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -62,6 +63,31 @@ def create(store: Store, method: str, settings: dict, *, data_label: str, data_r
             raise
         db.execute("UPDATE jobs SET folder = ? WHERE id = ?", (str(folder), job_id))
     return job_id
+
+
+def next_round(store: Store, parent_job_id: int | None, set_name: str | None) -> int:
+    """A new job's round: one more than its parent's, and than that of any job whose adapter wrote candidates in the
+    prompt set it learns from (round 1 learns from the base model's candidates)."""
+    rounds = [0]
+    if parent_job_id is not None:
+        rounds += [r["round"] for r in store.query("SELECT round FROM jobs WHERE id = ?", (parent_job_id,))]
+    if set_name:
+        rounds += [r["round"] for r in store.query(
+            """SELECT DISTINCT j.round FROM responses r JOIN prompts p ON p.id = r.prompt_id
+               JOIN prompt_sets s ON s.id = p.prompt_set_id JOIN jobs j ON r.adapter = j.folder || '/adapter'
+               WHERE s.name = ?""", (set_name,))]
+    return max(rounds) + 1
+
+
+def lineage(store: Store, job_id: int) -> list[dict]:
+    """The job, its parent, the parent's parent, ... down to the base model (last entry is the oldest job)."""
+    chain, seen = [], set()
+    while job_id is not None and job_id not in seen:
+        seen.add(job_id)
+        job = get(store, job_id)
+        chain.append(job)
+        job_id = job["parent_job_id"]
+    return chain
 
 
 def get(store: Store, job_id: int) -> dict:
@@ -236,3 +262,19 @@ class Manager:
         thread = threading.Thread(target=loop, name="align-studio-jobs", daemon=True)
         thread.start()
         return thread
+
+
+def generate_next_round(store: Store, job_id: int, set_name: str, params, limit: int = 0, cancel=None,
+                        on_progress=None):
+    """Fresh candidates for a prompt set from a finished job's aligned adapter, saved next to the earlier models'
+    (with the adapter as their model), so that people rank them in the next round."""
+    from studio.generate import generate_candidates
+    from studio.prompts import get_prompts
+
+    job = get(store, job_id)
+    folder = adapter_folder(job)
+    if folder is None or job["method"] == "reward":
+        raise JobError(f"Job {job_id} ({job['method']}, {job['status']}) has no chat adapter to generate with; "
+                       "choose a finished DPO, SFT or RL job.")
+    return generate_candidates(store, job["base_model"], get_prompts(store, set_name, limit), params,
+                               adapter=str(folder), cancel=cancel, on_progress=on_progress)

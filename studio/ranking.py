@@ -119,15 +119,22 @@ def load_task(store: Store, prompt_id: int, annotator: str) -> Task:
     return task
 
 
+# A prompt counts as ranked by an annotator while their current ranking is newer than its newest candidate: new
+# candidates (the next round's, from an aligned model) put it back in the queue, to be ranked with the earlier ones.
+_RANKED_BY = """EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.annotator_id = a.id
+                AND r.status = 'current' AND r.created_at >= (SELECT MAX(created_at) FROM responses n
+                                                              WHERE n.prompt_id = p.id))"""
+
+
 def queue(store: Store, set_name: str, annotator: str) -> list[int]:
-    """Prompt ids of the set with 2+ candidates that this annotator has not ranked; skipped ones last."""
+    """Prompt ids of the set with 2+ candidates that this annotator has not ranked since their newest candidate
+    arrived; skipped ones last."""
     rows = store.query(
-        """SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
+        f"""SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
            LEFT JOIN annotators a ON a.name = ?
            LEFT JOIN skips k ON k.prompt_id = p.id AND k.annotator_id = a.id
            WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2
-             AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.annotator_id = a.id
-                             AND r.status = 'current')
+             AND NOT {_RANKED_BY}
            ORDER BY k.created_at IS NOT NULL, k.created_at, p.position""",
         (annotator, set_name))
     return [r["id"] for r in rows]
@@ -213,9 +220,8 @@ def history(store: Store, set_name: str, annotator: str) -> list[dict]:
 def progress(store: Store, set_name: str, annotator: str | None) -> dict:
     """Rankable prompts (2+ candidates), how many this annotator ranked, how many anyone ranked."""
     rows = store.query(
-        """SELECT p.id,
-                  EXISTS (SELECT 1 FROM rankings r JOIN annotators a ON a.id = r.annotator_id
-                          WHERE r.prompt_id = p.id AND r.status = 'current' AND a.name = ?) AS mine,
+        f"""SELECT p.id,
+                  COALESCE((SELECT {_RANKED_BY} FROM annotators a WHERE a.name = ?), 0) AS mine,
                   (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.id AND r.status = 'current'
                    AND r.source != 'import') AS rankings
            FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 METHODS = {"dpo": "DPO on preference pairs", "sft": "SFT on chosen answers or demonstrations",
-           "reward": "Reward model on preference pairs"}
+           "reward": "Reward model on preference pairs", "rloo": "Online RL (RLOO) against a reward model"}
 
 
 class RecipeError(ValueError):
@@ -35,6 +35,13 @@ class StudioArgs:
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Layers that get LoRA, e.g. all-linear "
                                                                                "or q_proj,v_proj."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (CUDA only)."})
+    reward_model: str = field(default="", metadata={"help": "RL: adapter folder of a finished reward-model job; its "
+                                                            "score of each sampled answer is the reward."})
+    reward_functions: str = field(default="", metadata={"help": "RL: extra rewards as module:function, comma separated,"
+                                                                " e.g. studio.rewards:toxicity_penalty; TRL's "
+                                                                "reward_weights weighs them (reward model first)."})
+    sample_every: int = field(default=2, metadata={"help": "RL: write a few sampled answers with their rewards every "
+                                                           "N generation rounds (samples.jsonl)."})
     group_by_length: bool = field(default=True, metadata={"help": "Batches of rows of similar length, so less "
                                                                    "compute goes to padding; blocks of 16 batches "
                                                                    "are shuffled (the order repeats each epoch)."})
@@ -46,15 +53,17 @@ class StudioArgs:
             raise RecipeError("lora_r and lora_alpha must be 1 or more.")
         if not 0 <= self.lora_dropout < 1:
             raise RecipeError("lora_dropout must be from 0 to below 1.")
+        if self.sample_every < 1:
+            raise RecipeError("sample_every must be 1 or more.")
 
 
 @functools.cache
 def recipe_class(method: str):
     """The recipe dataclass for `method`: TRL's config plus StudioArgs. TRL (and torch) load only when needed,
     so the app starts fast."""
-    from trl import DPOConfig, RewardConfig, SFTConfig
+    from trl import DPOConfig, RewardConfig, RLOOConfig, SFTConfig
 
-    base = {"dpo": DPOConfig, "sft": SFTConfig, "reward": RewardConfig}.get(method)
+    base = {"dpo": DPOConfig, "sft": SFTConfig, "reward": RewardConfig, "rloo": RLOOConfig}.get(method)
     if base is None:
         raise RecipeError(f"method: {method!r} is not one of {', '.join(METHODS)}.")
 
@@ -71,7 +80,7 @@ def recipe_class(method: str):
 
 
 def __getattr__(name: str):
-    """DPORecipe, SFTRecipe, RewardRecipe on demand (for unpickling in a fresh process)."""
+    """DPORecipe, SFTRecipe, RewardRecipe, RLOORecipe on demand (for unpickling in a fresh process)."""
     for method in METHODS:
         if name == f"{method.upper()}Recipe":
             return recipe_class(method)
@@ -98,6 +107,11 @@ def studio_defaults(method: str) -> dict:
     settings = {"logging_steps": 1, "report_to": "none"}
     if method == "dpo":
         settings["precompute_ref_log_probs"] = True
+    if method == "rloo":
+        # Short answers and four samples per prompt: a step in seconds on a laptop CPU; TRL's KL penalty (beta)
+        # against the starting model (the adapter switched off) keeps the policy close.
+        settings.update(num_generations=4, per_device_train_batch_size=4, max_completion_length=48, beta=0.05,
+                        temperature=1.0)
     return settings
 
 

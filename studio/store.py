@@ -138,6 +138,10 @@ MIGRATIONS = [
         PRIMARY KEY (answer_id, scorer)
     )""",
     ),
+    # 5: rounds: each job's round (1 + the round of its parent or of the models whose candidates it learnt from).
+    (
+        "ALTER TABLE jobs ADD COLUMN round INTEGER NOT NULL DEFAULT 1",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -50,6 +50,11 @@ def _metrics_callback(path: Path):
             with open(path, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            from studio import rewards
+
+            rewards.step_began = time.time()
+
         def on_step_end(self, args, state, control, **kwargs):
             if STOP.is_set():
                 control.should_save = True
@@ -77,6 +82,8 @@ def _load_data(recipe, method: str):
     except Exception as error:  # datasets' many error types: the user needs the reason
         raise recipes.RecipeError(f"data: could not load {source!r}: {error}") from None
     columns = set(dataset.column_names)
+    if method == "rloo" and "prompt" not in columns:
+        raise recipes.RecipeError(f"data: rloo needs a prompt column; {source} has {', '.join(sorted(columns))}.")
     if method in ("dpo", "reward") and not {"chosen", "rejected"} <= columns:
         raise recipes.RecipeError(f"data: {method} needs chosen and rejected columns; {source} has "
                                   f"{', '.join(sorted(columns))}.")
@@ -154,22 +161,33 @@ def _peft(recipe, method: str, model):
 def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOTrainer, RewardTrainer, SFTTrainer
+    from trl import DPOTrainer, RewardTrainer, RLOOTrainer, SFTTrainer
 
     method, recipe = recipes.load(recipe_path)
     job_dir = Path(recipe.output_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     dataset = _load_data(recipe, method)
-    if recipe.group_by_length:
+    if recipe.group_by_length and method != "rloo":  # RLOO samples its own groups of prompts
         dataset = group_by_length(dataset, recipe.per_device_train_batch_size, recipe.seed)
         recipe.train_sampling_strategy = "sequential"  # the order above is the grouping
     model, tokenizer, base_path = _model(recipe, method)
     model, peft_config = _peft(recipe, method, model)
-    trainer_class = {"dpo": DPOTrainer, "sft": SFTTrainer, "reward": RewardTrainer}[method]
-    # With a LoRA adapter and no ref_model, DPOTrainer uses the base with the adapter disabled as the reference:
-    # one copy of the weights.
-    trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
-                            peft_config=peft_config, callbacks=[_metrics_callback(job_dir / "metrics.jsonl")])
+    callbacks = [_metrics_callback(job_dir / "metrics.jsonl")]
+    # With a LoRA adapter and no reference model, DPO and RLOO use the base with the adapter disabled as the
+    # reference: one copy of the weights.
+    if method == "rloo":
+        from studio import rewards
+
+        try:
+            reward_funcs = rewards.build(recipe, job_dir)
+        except ValueError as error:
+            raise recipes.RecipeError(str(error)) from None
+        trainer = RLOOTrainer(model=model, reward_funcs=reward_funcs, args=recipe, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    else:
+        trainer_class = {"dpo": DPOTrainer, "sft": SFTTrainer, "reward": RewardTrainer}[method]
+        trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=peft_config, callbacks=callbacks)
     checkpoint = get_last_checkpoint(recipe.output_dir) if resume and Path(recipe.output_dir).is_dir() else None
     if resume and checkpoint is None:
         raise recipes.RecipeError(f"--resume: no checkpoint in {recipe.output_dir} to resume from.")

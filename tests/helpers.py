@@ -38,3 +38,17 @@ def clear_cut_set(store, name="polite", n=8, annotator="anna"):
             ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'm', ?, '{}')",
                               (prompt["id"], text)).lastrowid for text in (RUDE, POLITE)]
         submit(store, annotator, prompt["id"], [[ids[1]], [ids[0]]])
+
+
+POLITE_WORDS = ("happy", "glad", "thank", "please", "welcome", "help", "sure", "certainly")
+
+
+def polite_reward(prompts, completions, **kwargs):
+    """A reward that plainly separates answers: +1 per polite word, minus a little per word beyond 12
+    (short, friendly answers win). Used by the RL tests as `tests.helpers:polite_reward`."""
+    scores = []
+    for completion in completions:
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        words = text.lower().split()
+        scores.append(sum(any(w.startswith(p) for p in POLITE_WORDS) for w in words) - 0.1 * max(0, len(words) - 12))
+    return scores

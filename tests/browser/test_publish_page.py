@@ -27,7 +27,8 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
     page.locator("#pub-job input").click()
     page.get_by_role("option", name="1: dpo on polite (best vs worst)").click()
     card = page.locator("#pub-card textarea")
-    expect(card).to_have_value(re.compile("LoRA adapter: DPO on embedded"))
+    # The card reads the recipe, which imports TRL into the app process: seconds on a cold, busy machine.
+    expect(card).to_have_value(re.compile("LoRA adapter: DPO on embedded"), timeout=60_000)
     expect(card).to_have_value(re.compile(re.escape("8 preference pairs (best worst) from 8 rankings of 8 prompts")))
     page.locator("#pub-repo textarea, #pub-repo input").first.fill("me/bank-dpo")
     page.locator("#pub-push").click()
