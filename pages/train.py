@@ -157,9 +157,8 @@ def build_train_tab(ctx: Ctx) -> dict:
                     settings["reward_model"] = str(jobs.adapter_folder(reward))
                 if not settings.get("reward_model") and not settings["reward_functions"]:
                     raise JobError("Online RL needs a reward: choose a reward-model job and/or the toxicity penalty.")
-                if int(batch) % int(n_gen):
-                    raise JobError(f"The batch size ({int(batch)}) must be a multiple of the answers sampled per "
-                                   f"prompt ({int(n_gen)}).")
+                # TRL needs whole groups: the batch is rounded up to a multiple of the answers per prompt.
+                settings["per_device_train_batch_size"] = -(-int(batch) // int(n_gen)) * int(n_gen)
             if settings["model"].startswith("job:"):
                 parent = jobs.get(ctx.store, int(settings["model"].split(":", 1)[1]))
                 if not jobs.adapter_folder(parent):

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 METHODS = {"dpo": "DPO on preference pairs", "sft": "SFT on chosen answers or demonstrations",
-           "reward": "Reward model on preference pairs", "rloo": "Online RL (RLOO) against a reward model"}
+           "reward": "Reward model on preference pairs", "rloo": "Online RL (RLOO) on prompts, against a reward model or reward functions"}
 
 
 class RecipeError(ValueError):
