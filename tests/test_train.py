@@ -83,10 +83,14 @@ def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, c
     assert re.search(message, result["error"]), result["error"]
 
 
-@pytest.mark.parametrize("name", ["embedded-cpu-dpo.yaml", "llama3-8b-qlora-dpo.yaml"])
+@pytest.mark.parametrize("name", ["embedded-cpu-dpo.yaml", "llama3-8b-qlora-dpo.yaml", "embedded-cpu-rloo.yaml"])
 def test_shipped_example_recipes_load(name):
     from pathlib import Path
 
     method, recipe = recipes.load(Path(__file__).resolve().parents[1] / "assets" / "recipes" / name)
-    assert method == "dpo" and recipe.precompute_ref_log_probs and recipe.lora_target_modules == "all-linear"
-    assert recipe.load_in_4bit == name.startswith("llama3")
+    assert recipe.lora_target_modules == "all-linear" and recipe.load_in_4bit == name.startswith("llama3")
+    if method == "rloo":
+        assert recipe.reward_model and recipe.reward_functions == "studio.rewards:toxicity_penalty"
+        assert recipe.reward_weights == [1.0, 2.0] and recipe.beta == 0.05
+    else:
+        assert method == "dpo" and recipe.precompute_ref_log_probs
