@@ -20,6 +20,18 @@ class Ctx:
     jobs: "Manager" = None
     cancel_events: dict[str, threading.Event] = field(default_factory=dict)
 
+    def canceller(self, said: str):
+        """A click handler that sets this browser session's cancel event and answers `said`."""
+
+        def cancel(request: gr.Request):
+            event = self.cancel_events.get(request.session_hash)
+            if event is None:
+                return message("Nothing is running.")
+            event.set()
+            return message(said)
+
+        return cancel
+
     def forget_session(self, request: gr.Request):
         event = self.cancel_events.pop(request.session_hash, None)
         if event is not None:

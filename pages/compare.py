@@ -68,17 +68,11 @@ def build_compare_tab(ctx: Ctx) -> dict:
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
 
-    def halt(request: gr.Request):
-        event = ctx.cancel_events.get(request.session_hash)
-        if event is not None:
-            event.set()
-        return message("Stopped." if event else "Nothing is running.")
-
     # Wiring
     inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
     outputs = [base_chat, aligned_chat, histories, text, status]
     gr.on([send.click, text.submit], respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
-    stop.click(halt, None, status)
+    stop.click(ctx.canceller("Stopped."), None, status)
     clear.click(lambda: ([], [], ([], []), ""), None, [base_chat, aligned_chat, histories, status])
 
     def chat_api(message_text: str, model: str, system_prompt: str = "", history: list[dict] | None = None,

@@ -126,13 +126,6 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         return (message(f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']}). "
                         "Vote on the right."), evaluation_choices(new))
 
-    def stop(request: gr.Request):
-        event = ctx.cancel_events.get(request.session_hash)
-        if event is None:
-            return message("Nothing is running.")
-        event.set()
-        return message("Cancelling: answered prompts are kept…")
-
     def show(task, note=""):
         if task is None:
             return (None, "", "", "", message("No comparison left for you in this evaluation."), note)
@@ -197,7 +190,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     chosen.change(pick_set, chosen, [prompt_set, set_note])
     create.click(run, [chosen, prompt_set, limit, max_new_tokens, seed], [create_status, evaluation],
                  concurrency_limit=1, concurrency_id="model")
-    cancel.click(stop, None, create_status)
+    cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
     vote_outputs = [task_state, prompt, left, right, progress, reveal]
     gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
     table_outputs = [results, per_annotator, strengths, scores, score_plot]

@@ -113,13 +113,6 @@ def build_generate_tab(ctx: Ctx) -> dict:
             text = "Cancelled. " + text + " The finished prompts are kept."
         return message(text), show_table(selected, first_n)
 
-    def stop(request: gr.Request):
-        event = ctx.cancel_events.get(request.session_hash)
-        if event is None:
-            return message("Nothing is running.")
-        event.set()
-        return message("Cancelling: the batch in progress is dropped, finished prompts are kept…")
-
     # Wiring
     gr.on([prompt_set.change, limit.change], show_table, [prompt_set, limit], table)
     add_file.click(add_from_file, [upload, set_name], [prompt_set, set_status])
@@ -129,7 +122,8 @@ def build_generate_tab(ctx: Ctx) -> dict:
         run, [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
         [status, table], concurrency_limit=1, concurrency_id="model",
     )
-    cancel.click(stop, None, status)
+    cancel.click(ctx.canceller("Cancelling: the batch in progress is dropped, finished prompts are kept…"), None,
+                 status)
     return {
         "model": model, "prompt_set": prompt_set, "limit": limit, "k": k, "start": start, "cancel": cancel,
         "status": status, "table": table,

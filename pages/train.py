@@ -102,7 +102,9 @@ def build_train_tab(ctx: Ctx) -> dict:
                     round_k = gr.Number(2, precision=0, minimum=1, maximum=8, label="Candidates per prompt", scale=1)
                     round_limit = gr.Number(0, precision=0, minimum=0, label="First N prompts (0 = all)", scale=1,
                                             elem_id="train-round-limit")
-                round_go = gr.Button("Generate next-round candidates", elem_id="train-round-go")
+                with gr.Row():
+                    round_go = gr.Button("Generate next-round candidates", elem_id="train-round-go")
+                    round_cancel = gr.Button("Cancel", variant="stop")
                 round_status = gr.Markdown(elem_id="train-round-status")
             job_error = gr.Textbox(label="Error", visible=False, lines=6, interactive=False, elem_id="train-error")
             log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, interactive=False, autoscroll=True,
@@ -290,6 +292,7 @@ def build_train_tab(ctx: Ctx) -> dict:
                              four_bit, learning_rate, epochs, max_steps, batch_size, accumulation, beta, max_length,
                              save_steps, seed, reward_job, toxicity_penalty, reward_functions, generations,
                              completion_length], [launch_status, job_pick, base])
+    round_cancel.click(ctx.canceller("Cancelling: finished prompts are kept…"), None, round_status)
     round_go.click(next_round, [job_pick, round_set, round_k, round_limit], round_status, concurrency_limit=1,
                    concurrency_id="model")
     gr.on([timer.tick, job_pick.change], show, job_pick, view_outputs, show_progress="hidden")
