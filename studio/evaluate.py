@@ -1,6 +1,7 @@
 """Evaluation: reward-model and toxicity scores, blind A/B win rates with intervals, Bradley-Terry strengths."""
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,6 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
                       on_progress=None) -> int:
     """Every chosen model (chat.Choice; the first is the baseline) answers every prompt of the set, batch by batch;
     each finished batch is saved, so a cancel keeps what was done. Returns the evaluation id."""
-    import random as _random
     from dataclasses import replace
 
     from transformers import set_seed
@@ -148,7 +148,7 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
     if not prompts:
         raise EvaluationError(f"The prompt set {set_name!r} has no prompts.")
     loaded, names = load_together(choices)  # before anything is saved: a model that cannot load leaves no rows
-    params = replace(params, k=1, seed=params.seed if params.seed >= 0 else _random.randrange(2**32))
+    params = replace(params, k=1, seed=params.seed if params.seed >= 0 else random.randrange(2**32))
     set_seed(params.seed)
     set_id = store.query("SELECT id FROM prompt_sets WHERE name = ?", (set_name,))[0]["id"]
     with store.tx() as db:
@@ -226,8 +226,6 @@ def _comparisons(store: Store, evaluation: int) -> list[tuple[int, int, int]]:
 
 def next_vote(store: Store, evaluation: int, annotator: str) -> VoteTask | None:
     """The annotator's next comparison, in an order of their own; left/right drawn per annotator and comparison."""
-    import random as _random
-
     eval_models(store, evaluation)
     todo = _comparisons(store, evaluation)
     voted = {(r["prompt_id"], r["first"], r["second"]) for r in store.query(
@@ -236,10 +234,10 @@ def next_vote(store: Store, evaluation: int, annotator: str) -> VoteTask | None:
     left = [c for c in todo if c not in voted]
     if not left:
         return None
-    rng = _random.Random(f"{annotator}/{evaluation}")
+    rng = random.Random(f"{annotator}/{evaluation}")
     rng.shuffle(left)
     prompt_id, first, second = left[0]
-    shown_left = first if _random.Random(f"{annotator}/{evaluation}/{prompt_id}/{first}/{second}").random() < 0.5 \
+    shown_left = first if random.Random(f"{annotator}/{evaluation}/{prompt_id}/{first}/{second}").random() < 0.5 \
         else second
     texts = {r["position"]: r["text"] for r in store.query(
         "SELECT position, text FROM eval_answers WHERE evaluation_id = ? AND prompt_id = ?", (evaluation, prompt_id))}
