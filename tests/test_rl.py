@@ -100,3 +100,22 @@ def test_rounds_next_candidates_from_the_adapter_reach_the_rank_queue(store):
                         data_label="polite", data_rows=rows, data_info=info)
     assert jobs.get(store, third)["round"] == 2
     assert prompt_messages(polite[0])[-1]["content"] == QUESTIONS[0]
+
+
+def test_an_rloo_job_stops_with_a_checkpoint_and_resumes(store):
+    job_id = jobs.create(store, "rloo", {**RL, "max_steps": 5, "max_completion_length": 12,
+                                         "reward_functions": "tests.helpers:polite_reward"},
+                         data_label="bank questions", data_rows=prompt_rows())
+    manager = Manager(store)
+    rewarded = lambda: [m["step"] for m in jobs.metrics(jobs.get(store, job_id)) if "reward" in m]  # noqa: E731
+    wait_for(lambda: len(rewarded()) >= 2, manager)
+    manager.stop(job_id)
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("running", "stopping"), manager)
+    job = jobs.get(store, job_id)
+    stopped_at = max(rewarded())
+    assert job["status"] == "stopped" and stopped_at < 5
+    assert (Path(job["folder"]) / f"checkpoint-{stopped_at}").is_dir()
+    manager.resume(job_id)
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("queued", "running"), manager)
+    assert jobs.get(store, job_id)["status"] == "finished", jobs.get(store, job_id)["error"]
+    assert rewarded() == [1, 2, 3, 4, 5]
