@@ -58,10 +58,13 @@ def build_compare_tab(ctx: Ctx) -> dict:
                                      cancel=event)
             mine = {"role": "user", "content": user_text}
             seed_used = None
+            aligned_choice = chat.pick(ctx.store, key)  # for the labels: which models these are
+            labels = (f"Base model: {aligned_choice.model}", f"Aligned model: {aligned_choice.label}")
             for base_text, aligned_text, seed_used in turn:
                 now = (base_history + [mine, {"role": "assistant", "content": base_text}],
                        aligned_history + [mine, {"role": "assistant", "content": aligned_text}])
-                yield shown(now[0]), shown(now[1]), now, "", gr.skip()
+                yield (gr.update(value=shown(now[0]), label=labels[0]), gr.update(value=shown(now[1]), label=labels[1]),
+                       now, "", gr.skip())
             yield gr.skip(), gr.skip(), gr.skip(), "", message(f"Seed {seed_used}." if seed_used is not None else "")
         except (models.ModelError, ValueError) as error:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), message(str(error), error=True)

@@ -55,6 +55,8 @@ def test_generate_rank_train_compare_vote(app_server, page):
         expect(page.locator(side)).to_contain_text("Can I freeze my <b>card</b>?", timeout=120_000)
     expect(page.locator("#cmp-status")).to_contain_text("Seed", timeout=120_000)
     assert page.locator("#cmp-base b, #cmp-aligned b").count() == 0
+    expect(page.locator("#cmp-aligned")).to_contain_text("Aligned model: job 1 (dpo)")
+    expect(page.locator("#cmp-base")).to_contain_text("Base model: embedded")
     assert len(page.locator("#cmp-aligned").inner_text()) > len("Can I freeze my <b>card</b>?")
 
     # Evaluate: base vs the DPO job on 2 prompts of the held-out set, blind votes by keyboard.
