@@ -54,11 +54,11 @@ def build_compare_tab(ctx: Ctx) -> dict:
                                       seed=int(seed_ if seed_ is not None else -1))
             event = ctx.cancel_events[request.session_hash] = threading.Event()
             progress(0, desc="Loading the base model and the adapter")
-            turn = chat.side_by_side(ctx.store, key, user_text, system_text, (base_history, aligned_history), params,
+            aligned_choice = chat.pick(ctx.store, key)
+            turn = chat.side_by_side(aligned_choice, user_text, system_text, (base_history, aligned_history), params,
                                      cancel=event)
             mine = {"role": "user", "content": user_text}
             seed_used = None
-            aligned_choice = chat.pick(ctx.store, key)  # for the labels: which models these are
             labels = (f"Base model: {aligned_choice.model}", f"Aligned model: {aligned_choice.label}")
             for base_text, aligned_text, seed_used in turn:
                 now = (base_history + [mine, {"role": "assistant", "content": base_text}],

@@ -2,8 +2,7 @@
 them: the Compare tab's side by side (one copy of the base weights, the adapter on for one row of the batch and off
 for the other) and the `chat` API endpoint."""
 
-import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from studio import jobs, models
 from studio.generate import GenerationParams, stream
@@ -76,37 +75,30 @@ def _text(content) -> str:
     return str(content)
 
 
-def side_by_side(store: Store, key: str, message: str, system: str, histories: tuple[list, list],
+def side_by_side(aligned: Choice, message: str, system: str, histories: tuple[list, list],
                  params: GenerationParams, cancel=None):
-    """Stream the base model's and the aligned model's answers to `message` at once, each continuing its own
+    """Stream the base model's and `aligned`'s (from pick()) answers to `message` at once, each continuing its own
     conversation; the same sampling settings and seed for both rows. Yields (base text, aligned text, seed)."""
-    from transformers import set_seed
-
-    aligned = pick(store, key)
     if aligned.adapter is None:
         raise models.ModelError("Choose an adapter (a finished job, a folder or a Hub id) to compare with its base.")
     if not (message or "").strip():
         raise models.ModelError("Type a message first.")
     base = Choice(f"base ({aligned.model})", aligned.model)
     loaded, names = load_together([base, aligned])
-    seed = params.seed if params.seed >= 0 else random.randrange(2**32)
-    set_seed(seed)
+    params = params.seeded()
     prompts = [_prompt(message, system, histories[0]), _prompt(message, system, histories[1])]
-    for texts in stream(loaded, prompts, replace(params, seed=seed), names, cancel):
-        yield texts[0], texts[1], seed
+    for texts in stream(loaded, prompts, params, names, cancel):
+        yield texts[0], texts[1], params.seed
 
 
 def reply(store: Store, key: str, message: str, system: str = "", history: list | None = None,
           params: GenerationParams | None = None) -> str:
     """One answer from one model (the API endpoint): base or adapter, with earlier turns as a message list."""
-    from transformers import set_seed
-
     choice = pick(store, key)
     if not (message or "").strip():
         raise models.ModelError("message is empty.")
-    params = params or GenerationParams()
     loaded, names = load_together([choice])
-    set_seed(params.seed if params.seed >= 0 else random.randrange(2**32))
+    params = (params or GenerationParams()).seeded()
     text = ""
     for texts in stream(loaded, [_prompt(message, system, history or [])], params, names):
         text = texts[0]

@@ -135,8 +135,6 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
     each finished batch is saved, so a cancel keeps what was done. Returns the evaluation id."""
     from dataclasses import replace
 
-    from transformers import set_seed
-
     from studio.chat import load_together
     from studio.generate import sample
 
@@ -148,8 +146,7 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
     if not prompts:
         raise EvaluationError(f"The prompt set {set_name!r} has no prompts.")
     loaded, names = load_together(choices)  # before anything is saved: a model that cannot load leaves no rows
-    params = replace(params, k=1, seed=params.seed if params.seed >= 0 else random.randrange(2**32))
-    set_seed(params.seed)
+    params = replace(params, k=1).seeded()
     set_id = store.query("SELECT id FROM prompt_sets WHERE name = ?", (set_name,))[0]["id"]
     with store.tx() as db:
         evaluation = db.execute("INSERT INTO evaluations (prompt_set_id, params) VALUES (?, ?)",

@@ -42,6 +42,15 @@ class GenerationParams:
             if not ok:
                 raise ValueError(message)
 
+    def seeded(self) -> "GenerationParams":
+        """These parameters with a concrete seed: seed -1 becomes a fresh random one (kept, so a run can be replayed),
+        and transformers' generator is seeded with it."""
+        from transformers import set_seed
+
+        params = self if self.seed >= 0 else replace(self, seed=random.randrange(2**32))
+        set_seed(params.seed)
+        return params
+
     def stored(self) -> dict:
         """What is saved with each response: everything that shaped its text (batch size does not)."""
         params = asdict(self)
@@ -186,14 +195,10 @@ def generate_candidates(
     """Generate params.k candidates for every prompt (rows from prompts.get_prompts) and save them batch by batch.
     With `adapter` (a LoRA folder on `model_reference`) the answers come from the aligned model and are saved with
     the adapter, next to the plain model's."""
-    from transformers import set_seed
-
     loaded = models.load(model_reference, quantize_4bit=quantize_4bit)
     names = models.with_adapters(loaded, [adapter]) if adapter else None
-    if params.seed < 0:
-        # A new seed per run, so that generating again adds different candidates; saved, so it can be replayed.
-        params = replace(params, seed=random.randrange(2**32))
-    set_seed(params.seed)
+    # A new seed per run (unless one is given), so that generating again adds different candidates.
+    params = params.seeded()
     tokenizer = loaded.tokenizer
     # Similar lengths in one batch waste less compute on padding.
     lengths = [len(t) for t in tokenizer(chat_texts(tokenizer, prompts), add_special_tokens=False)["input_ids"]]

@@ -272,9 +272,10 @@ def same_model(a: str, b: str) -> bool:
     """Whether two references (embedded, a folder, a Hub id) name the same weights."""
     def key(reference):
         try:
-            return str(Path(resolve(reference)).resolve()) if Path(resolve(reference)).is_dir() else resolve(reference)
+            path = resolve(reference)
         except ModelError:
             return reference
+        return str(Path(path).resolve()) if Path(path).is_dir() else path
     return key(a) == key(b)
 
 

@@ -37,14 +37,15 @@ def test_side_by_side_streams_both_models_from_one_copy_of_the_weights(trained):
     store, job_id = trained
     assert (f"job {job_id}: dpo on embedded (polite (best vs worst))", f"job:{job_id}") in chat.options(store)
     params = GenerationParams(max_new_tokens=12, temperature=0.7, seed=7)
-    steps = list(chat.side_by_side(store, f"job:{job_id}", "Can I freeze my card?", "You are Nova.", ([], []), params))
+    aligned = chat.pick(store, f"job:{job_id}")
+    steps = list(chat.side_by_side(aligned, "Can I freeze my card?", "You are Nova.", ([], []), params))
     assert len(steps) > 2 and steps[-1][2] == 7  # streamed token by token, with the seed used
     base_text, aligned_text, _ = steps[-1]
     assert base_text and aligned_text
 
     # A second turn continues each side's own conversation.
     history = [{"role": "user", "content": "Can I freeze my card?"}]
-    turn2 = list(chat.side_by_side(store, f"job:{job_id}", "Thanks. And unfreeze it?", "",
+    turn2 = list(chat.side_by_side(aligned, "Thanks. And unfreeze it?", "",
                                    (history + [{"role": "assistant", "content": base_text}],
                                     history + [{"role": "assistant", "content": aligned_text}]), params))
     assert turn2[-1][0] and turn2[-1][1]
@@ -63,7 +64,7 @@ def test_side_by_side_streams_both_models_from_one_copy_of_the_weights(trained):
     assert chat.reply(store, "base:embedded", "Hi", params=GenerationParams(max_new_tokens=5, seed=1))
 
     with pytest.raises(models.ModelError, match="Choose an adapter"):
-        next(chat.side_by_side(store, "base:embedded", "Hi", "", ([], []), params))
+        next(chat.side_by_side(chat.pick(store, "base:embedded"), "Hi", "", ([], []), params))
     with pytest.raises(models.ModelError, match="no adapter_config.json"):
         chat.pick(store, str(models.embedded_folder()))
     with pytest.raises(models.ModelError, match="There is no job"):
