@@ -1,6 +1,7 @@
 """The Gradio pages: one file per tab, each `build_<tab>_tab(ctx)` laying out its components and wiring them last."""
 
 import html
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -8,6 +9,7 @@ import gradio as gr
 
 from studio.paths import db_path
 from studio.prompts import install_builtin_sets, list_prompt_sets
+from studio import report
 from studio.jobs import Manager
 from studio.store import Store
 
@@ -46,10 +48,18 @@ def set_choices(store: Store, selected: str | None = None):
                      value=selected if selected in names else (names[0] if names else None))
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:])")
+
+
+def plain(text: str) -> str:
+    """`text` for a Markdown component, shown as written: HTML and Markdown are escaped (it may quote file names,
+    stored labels or model output, which must never become links, images or markup)."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
 def message(text: str, error: bool = False) -> str:
-    """Markdown for a status line; the text is escaped because it may quote file names or model output."""
-    text = html.escape(text, quote=False)
-    return f"**Error:** {text}" if error else text
+    """Markdown for a status line, the text shown as written (see plain)."""
+    return f"**Error:** {plain(text)}" if error else plain(text)
 
 
 def build_demo(store: Store | None = None) -> gr.Blocks:
@@ -63,7 +73,8 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
 
     ctx = Ctx(store or Store(db_path()))
     install_builtin_sets(ctx.store)
-    ctx.jobs = Manager(ctx.store)
+    report.interrupted(ctx.store)
+    ctx.jobs = Manager(ctx.store, on_finished=lambda job_id: report.when_finished(ctx.store, job_id))
     ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     with gr.Blocks(title="Align Studio") as demo:
         gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, evaluate, publish.")

@@ -43,11 +43,20 @@ def build_data_tab(ctx: Ctx) -> dict:
             with gr.Row():
                 bucket = gr.Textbox("my-bucket", label="S3 bucket for the job")
                 workers = gr.Number(3, precision=0, minimum=1, maximum=9, label="Workers per prompt")
+            with gr.Row():
+                gt_name = gr.Textbox(label="Job name", placeholder="made from the set's name if empty",
+                                     info="letters, digits and hyphens (AWS's rule)", elem_id="gt-name")
+                workforce = gr.Dropdown([("private team", "private"), ("Mechanical Turk (public)", "public")],
+                                        value="private", label="Workforce", elem_id="gt-workforce")
             gt_export = gr.Button("Export a Ground Truth job", elem_id="gt-export")
             gt_files = gr.File(label="Job (zip)", interactive=False, elem_id="gt-files")
             gt_upload = gr.File(label="Ground Truth results (zip of the output folder)", file_types=[".zip"],
                                 elem_id="gt-upload")
-            gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
+            with gr.Row():
+                gt_check = gr.Button("Check: show each worker's ranking", elem_id="gt-check")
+                gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
+            gt_preview = gr.Textbox(label="What the import would save (compare with the worker UI)", lines=8,
+                                    max_lines=30, interactive=False, visible=False, elem_id="gt-preview")
             gt_status = gr.Markdown(elem_id="gt-status")
 
     def describe(set_name, pair_mode):
@@ -95,14 +104,29 @@ def build_data_tab(ctx: Ctx) -> dict:
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
-    def do_gt_export(set_name, bucket_name, per_prompt):
+    def do_gt_export(set_name, bucket_name, per_prompt, name, force):
+        if not set_name:
+            return gr.skip(), message("Choose a prompt set first.", error=True)
         try:
             out = groundtruth.export_job(ctx.store, set_name, bucket=(bucket_name or "my-bucket").strip(),
-                                         workers_per_object=int(per_prompt or 3))
+                                         workers_per_object=int(per_prompt or 3), name=name, workforce=force)
         except (GroundTruthError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
-        return str(out["zip"]), message(f"Job for {out['prompts']} prompts in {out['folder']} (and the zip): "
-                                        "its README.md says how to start it.")
+        return str(out["zip"]), message(f"Job {out['job_name']} for {out['prompts']} prompts in {out['folder']} (and "
+                                        "the zip): its README.md says how to start it.")
+
+    def do_gt_check(path):
+        if not path:
+            return gr.update(visible=False), message("Choose the zip of the Ground Truth output folder first.",
+                                                     error=True)
+        try:
+            results = groundtruth.read_results(ctx.store, path)
+        except GroundTruthError as error:
+            return gr.update(visible=False), message(str(error), error=True)
+        found = results.summary()
+        return gr.update(value=groundtruth.preview(ctx.store, results), visible=True), message(
+            f"{found['answers']} rankings by {found['workers']} workers on {found['prompts']} prompts, "
+            f"{found['unlabelled']} prompts not labelled. Nothing is saved until you press Import.")
 
     def do_gt_import(path, set_name, pair_mode):
         if not path:
@@ -111,9 +135,11 @@ def build_data_tab(ctx: Ctx) -> dict:
             result = groundtruth.import_results(ctx.store, path)
         except GroundTruthError as error:
             return message(str(error), error=True), gr.skip()
+        unlabelled = f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." \
+            if result["unlabelled"] else ""
         return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
-                       f"{result['prompts']} prompts ({result['unchanged']} already there)."), describe(set_name,
-                                                                                                      pair_mode)
+                       f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"), \
+            describe(set_name, pair_mode)
 
     # Wiring
     gr.on([prompt_set.change, mode.change], describe, [prompt_set, mode], summary)
@@ -121,6 +147,7 @@ def build_data_tab(ctx: Ctx) -> dict:
     push.click(do_push, [prompt_set, mode, repo, private], pairs_status)
     import_file.click(do_import_file, [upload, name], [prompt_set, import_status])
     import_hub.click(do_import_hub, [hub_id, split, name], [prompt_set, import_status])
-    gt_export.click(do_gt_export, [prompt_set, bucket, workers], [gt_files, gt_status])
+    gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status])
+    gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
     gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
     return {"prompt_set": prompt_set}

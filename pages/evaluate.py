@@ -7,7 +7,7 @@ import pandas as pd
 
 from pages import Ctx, message, set_choices
 from pages.rank import identity
-from studio import chat, evaluate, jobs, models
+from studio import chat, evaluate, jobs, models, scorers
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.prompts import PromptError, list_prompt_sets
@@ -17,7 +17,8 @@ KEYS = "**Keyboard:** in the vote box type `a` (A better), `b` (B better), `=` (
 VOTE_KEYS = {"a": "left", "b": "right", "=": "tie", "x": "both_bad"}
 RESULT_HEADERS = ["Model", "vs", "Votes", "Wins", "Ties", "Losses", "Both bad", "Win rate (95% CI)",
                   "At least as good (95% CI)"]
-SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baseline (95% CI)", "p (paired t)"]
+SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baseline (95% CI)", "p (paired t)",
+                 "At least as good as the baseline (95% CI)", "Noise floor: baseline vs itself"]
 
 
 def _ci(value) -> str:
@@ -36,7 +37,10 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             limit = gr.Number(0, precision=0, minimum=0, label="Prompts: the first N (0 = all)", elem_id="ev-limit")
             max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens",
                                        elem_id="ev-max-tokens")
-            seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
+            with gr.Row():
+                samples = gr.Number(3, precision=0, minimum=1, maximum=8, label="Answers per prompt (seeds)",
+                                    info="2 or more give the noise floor", elem_id="ev-samples")
+                seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
             with gr.Row():
                 create = gr.Button("Generate answers", variant="primary", elem_id="ev-create")
                 cancel = gr.Button("Cancel", variant="stop")
@@ -59,7 +63,9 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             key = gr.Textbox(label="Vote key, then Enter", elem_id="ev-key", max_lines=1)
             gr.Markdown(KEYS)
             reveal = gr.Markdown(elem_id="ev-reveal")
-    gr.Markdown("### Results")
+    gr.Markdown("### Results\n\"At least as good\" counts ties, so a model against itself scores well above 50% "
+                "(about 55-65%): read each share against the noise floor in the scores table below, not against "
+                "50%.")
     results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="ev-results",
                            label="Blind A/B: each model against each earlier one")
     with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
@@ -69,7 +75,8 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
                                  elem_id="ev-bt", label="Shown when more than two models have been compared")
     with gr.Row():
         scorer = gr.Dropdown([], allow_custom_value=True, label="Automatic score", elem_id="ev-scorer", scale=3,
-                             info="toxicity (offline), reward:job N, or toxicity:<Hub classifier id>")
+                             info="rubric (the prompt set's), toxicity (offline), reward:job N, or "
+                                  "toxicity:<Hub classifier id>")
         score = gr.Button("Score answers", elem_id="ev-score", scale=1)
     score_status = gr.Markdown(elem_id="ev-score-status")
     scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
@@ -86,7 +93,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     def scorer_choices(current):
         reward_jobs = [f"reward:job {j['id']}" for j in jobs.list_jobs(ctx.store)
                        if j["method"] == "reward" and jobs.adapter_folder(j)]
-        choices = [evaluate.OFFLINE_TOXICITY] + reward_jobs
+        choices = [scorers.RUBRIC, scorers.OFFLINE_TOXICITY] + reward_jobs
         return gr.update(choices=choices, value=current or choices[0])
 
     def pick_set(keys):
@@ -107,7 +114,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         return (gr.update(choices=options, value=kept), *pick_set(kept), evaluation_choices(current_eval),
                 scorer_choices(current_scorer))
 
-    def run(keys, set_name, first_n, max_new, seed_, request: gr.Request, progress_=gr.Progress()):
+    def run(keys, set_name, first_n, max_new, seed_, samples_, request: gr.Request, progress_=gr.Progress()):
         try:
             picked = [chat.pick(ctx.store, k) for k in keys or []]
             params = GenerationParams(k=1, max_new_tokens=int(max_new), seed=int(seed_ if seed_ is not None else -1))
@@ -115,16 +122,21 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
                 raise EvaluationError("Choose a prompt set.")
             event = ctx.cancel_events[request.session_hash] = threading.Event()
             progress_(0, desc="Loading the models")
+            trained = [c.job_id for c in picked if c.job_id is not None]
+            shared, total = evaluate.overlap(ctx.store, trained, set_name)
             new = evaluate.create_evaluation(
                 ctx.store, set_name, picked, params, int(first_n or 0), cancel=event,
-                on_progress=lambda done, total: progress_((done, total), desc="prompts", unit="prompts"))
+                on_progress=lambda done, total: progress_((done, total), desc="prompts", unit="prompts"),
+                samples=int(samples_ or 1), exclude_jobs=trained)
         except (models.ModelError, EvaluationError, PromptError, ValueError) as error:
             return message(str(error), error=True), gr.skip()
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
         status = evaluate.list_evaluations(ctx.store)[0]
-        return (message(f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']}). "
-                        "Vote on the right."), evaluation_choices(new))
+        left_out = f" {shared} of the set's {total} prompts were left out: the chosen jobs trained on them." \
+            if shared else ""
+        return (message(f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']})."
+                        f"{left_out} Vote on the right."), evaluation_choices(new))
 
     def show(task, note=""):
         if task is None:
@@ -168,9 +180,14 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         annotators = [[who, *row(m, b, t)] for who, m, b, t in found["annotators"]]
         bt = evaluate.strengths(ctx.store) or {}
         table = evaluate.score_table(ctx.store, int(selected))
+        def share(entry):
+            return "" if not entry else f"{entry['value']:.0%} ({entry['low']:.0%} to {entry['high']:.0%})"
+
         score_rows = [[r["scorer"], r["model"], r["n"], f"{r['mean']:.3f} ({r['low']:.3f} to {r['high']:.3f})",
                        "" if r["diff"] is None else f"{r['diff']:+.3f} ({r['diff_low']:+.3f} to {r['diff_high']:+.3f})",
-                       "" if r["p"] is None else f"{r['p']:.3g}"] for r in table]
+                       "" if r["p"] is None else f"{r['p']:.3g}",
+                       share(r["effect"] and r["effect"]["at_least_as_good"]),
+                       share(r["effect"] and r["effect"]["noise_floor"])] for r in table]
         plot = pd.DataFrame({"model": [r["model"] for r in table], "mean": [r["mean"] for r in table],
                              "scorer": [r["scorer"] for r in table]}) if table else None
         return pairs, annotators, sorted([[m, round(v)] for m, v in bt.items()], key=lambda r: -r[1]), score_rows, plot
@@ -188,7 +205,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     # Wiring
     chosen.change(pick_set, chosen, [prompt_set, set_note])
-    create.click(run, [chosen, prompt_set, limit, max_new_tokens, seed], [create_status, evaluation],
+    create.click(run, [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
                  concurrency_limit=1, concurrency_id="model")
     cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
     vote_outputs = [task_state, prompt, left, right, progress, reveal]

@@ -12,8 +12,10 @@ from studio.prompts import (
     PromptError,
     add_prompt_set,
     get_prompts,
+    list_prompt_sets,
     load_hub_prompts,
     parse_prompt_file,
+    split_set,
 )
 
 MODEL_CHOICES = [models.EMBEDDED, "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
@@ -44,6 +46,15 @@ def build_generate_tab(ctx: Ctx) -> dict:
                     add_file = gr.Button("Add file")
                     add_hub = gr.Button("Load from Hub")
                 set_status = gr.Markdown(elem_id="gen-set-status")
+            with gr.Accordion("Split the set into train and held-out parts", open=False):
+                gr.Markdown("Generate and rank on `<set>-train`; report and evaluate on `<set>-heldout`, whose "
+                            "prompts the model never trains on. The guidelines and the rubric are copied.")
+                with gr.Row():
+                    held_share = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Share held out",
+                                           elem_id="gen-split-share")
+                    split_seed = gr.Number(0, precision=0, label="Seed of the draw", elem_id="gen-split-seed")
+                split = gr.Button("Split", elem_id="gen-split")
+                split_status = gr.Markdown(elem_id="gen-split-status")
             k = gr.Slider(1, 8, value=defaults.k, step=1, label="Candidates per prompt (k)", elem_id="gen-k")
             temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
@@ -88,6 +99,18 @@ def build_generate_tab(ctx: Ctx) -> dict:
         source = f"hub:{(dataset_id or '').strip()}:{split}:{column or ''}"
         return add_set(lambda: load_hub_prompts(dataset_id, split, column), name, default, source)
 
+    def do_split(selected, share, seed_):
+        if not selected:
+            return gr.skip(), message("Choose the prompt set to split.", error=True)
+        try:
+            train, held = split_set(ctx.store, selected, float(share), int(seed_ or 0))
+        except (PromptError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+        sizes = {s["name"]: s["prompts"] for s in list_prompt_sets(ctx.store)}
+        return set_choices(ctx.store, train), message(
+            f"{train}: {sizes[train]} prompts, {held}: {sizes[held]} prompts (seed {int(seed_ or 0)}). "
+            f"Generating on {train} now.")
+
     def run(model_ref, four_bit, selected, first_n, k_, temp, top_p_, max_new, seed_, batch, request: gr.Request,
             progress=gr.Progress()):
         if not selected:
@@ -117,6 +140,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
     gr.on([prompt_set.change, limit.change], show_table, [prompt_set, limit], table)
     add_file.click(add_from_file, [upload, set_name], [prompt_set, set_status])
     add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
+    split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
     # One generation at a time holds the model; other visitors wait in the queue.
     start.click(
         run, [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],

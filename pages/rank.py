@@ -5,16 +5,16 @@ import os
 import gradio as gr
 
 from pages import Ctx, message, set_choices
-from studio import ranking
+from studio import ranking, rubric
 from studio.ranking import LETTERS, MAX_SHOWN, RankingError
 
 KEYS = """**Keyboard** (the order box keeps the focus):
 - type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
 - two candidates: `a` or `b` (that one is better), `=` tie, `x` both bad, then **Enter**
+- `r` **Enter** accept the rubric's suggested order (when the set has a rubric)
 - `s` **Enter** skip · `u` **Enter** undo your last submission · `p` **Enter** previous (change it)
 """
 FOCUS_ORDER = "() => { setTimeout(() => document.querySelector('#rank-order textarea')?.focus(), 50); }"
-PAIRWISE = {"a": ([0], [1], None), "b": ([1], [0], None), "=": ([0, 1], None, None), "x": ([0, 1], None, "both_bad")}
 
 
 def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | None) -> tuple[str, str]:
@@ -23,10 +23,7 @@ def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | 
         return f"hf:{profile.username}", "hf"
     if request is not None and getattr(request, "username", None):
         return request.username, "auth"
-    name = ranking.check_annotator(typed)
-    if name.startswith(ranking.RESERVED_PREFIXES):
-        raise RankingError(f"Names starting with {', '.join(ranking.RESERVED_PREFIXES)} are reserved; choose another.")
-    return name, "local"
+    return ranking.check_annotator(typed, "local"), "local"
 
 
 def build_rank_tab(ctx: Ctx) -> dict:
@@ -49,10 +46,13 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 b_better = gr.Button("B better (b)")
                 tie = gr.Button("Tie (=)")
                 both_bad = gr.Button("Both bad (x)")
+            suggested = gr.Textbox(label="Suggested by the rubric (press r then Enter, or the button, to accept it)",
+                                   interactive=False, visible=False, elem_id="rank-suggestion")
             order = gr.Textbox(label="Order, best to worst (e.g. B > A = C); Enter submits", autofocus=True,
                                elem_id="rank-order")
             with gr.Row():
                 submit = gr.Button("Submit", variant="primary", elem_id="rank-submit")
+                accept = gr.Button("Accept suggestion (r)", elem_id="rank-accept")
                 skip = gr.Button("Skip (s)")
                 undo = gr.Button("Undo last (u)")
                 previous = gr.Button("Previous (p)")
@@ -63,11 +63,18 @@ def build_rank_tab(ctx: Ctx) -> dict:
             guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
                                     elem_id="rank-guidelines")
             save_guidelines = gr.Button("Save guidelines")
+            with gr.Accordion("Rubric: the guidelines as checks (YAML)", open=False):
+                rubric_text = gr.Code(language="yaml", lines=14, elem_id="rank-rubric",
+                                      label="Scores answers on the Evaluate tab and in reports, suggests an order "
+                                            "here, and can reward online RL. Empty: no rubric.")
+                save_rubric = gr.Button("Check and save the rubric", elem_id="rank-rubric-save")
+                rubric_status = gr.Markdown(elem_id="rank-rubric-status")
             gr.Markdown(KEYS)
             agreement = gr.Markdown(elem_id="rank-agreement")
     current = gr.State(None)  # the prompt id on screen
 
-    view_outputs = [current, system, prompt, *candidates, pairwise, order, progress, earlier, agreement, status]
+    view_outputs = [current, system, prompt, *candidates, pairwise, suggested, order, progress, earlier, agreement,
+                    status]
 
     def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "") -> list:
         """Every output of a page update for `task` (None: the queue is empty)."""
@@ -80,16 +87,18 @@ def build_rank_tab(ctx: Ctx) -> dict:
         if task is None:
             done = "Nothing left to rank in this set for you." if who and set_name else ""
             return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
-                    gr.update(visible=False), "", message(progress_text), earlier_update,
+                    gr.update(visible=False), gr.update(visible=False), "", message(progress_text), earlier_update,
                     agreement_text(set_name), note]
         shown = [gr.update(value=text, visible=True, label=f"Candidate {LETTERS[i]}")
                  for i, text in enumerate(task.responses)]
         shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - len(shown))
         if task.total_responses > MAX_SHOWN:
             note = (note + " " if note else "") + f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
+        hint = ranking.suggestion(ctx.store, task)
         return [task.prompt_id, gr.update(value=task.system, visible=bool(task.system)), task.text, *shown,
-                gr.update(visible=len(task.responses) == 2), task.order_text(), message(progress_text),
-                earlier_update, agreement_text(set_name), note]
+                gr.update(visible=len(task.responses) == 2),
+                gr.update(value=hint[1] if hint else "", visible=hint is not None), task.order_text(),
+                message(progress_text), earlier_update, agreement_text(set_name), note]
 
     def agreement_text(set_name):
         if not set_name:
@@ -138,16 +147,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
             if command == "s":
                 ranking.skip(ctx.store, who, prompt_id)
                 return view(ranking.next_task(ctx.store, set_name, who), who, set_name, message("Skipped."))
-            task = ranking.load_task(ctx.store, prompt_id, who)
-            label = None
-            if len(task.response_ids) == 2 and command in PAIRWISE:
-                first, second, label = PAIRWISE[command]
-                tiers = [first] + ([second] if second else [])
-            else:
-                tiers = ranking.parse_order(text, len(task.response_ids))
-            with ctx.store.tx() as db:
-                ranking.insert_ranking(db, who, prompt_id, [[task.response_ids[i] for i in tier] for tier in tiers],
-                                       label=label, kind=kind)
+            ranking.submit_order(ctx.store, who, ranking.load_task(ctx.store, prompt_id, who), text, kind)
         except RankingError as error:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
         return view(ranking.next_task(ctx.store, set_name, who), who, set_name, message("Saved."))
@@ -168,7 +168,24 @@ def build_rank_tab(ctx: Ctx) -> dict:
                     message("Your earlier ranking: change it and press Enter."))
 
     def show_guidelines(set_name):
-        return ranking.get_guidelines(ctx.store, set_name) if set_name else ""
+        if not set_name:
+            return "", "", ""
+        return ranking.get_guidelines(ctx.store, set_name), rubric.get_text(ctx.store, set_name), ""
+
+    def store_rubric(set_name, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        try:
+            who = identity(typed, request, profile)[0]
+        except RankingError:
+            who = None
+        try:
+            checks = rubric.save(ctx.store, set_name, text, who)
+        except rubric.RubricError as error:
+            return message(f"{error} Nothing was saved.", error=True)
+        if checks is None:
+            return message(f"The rubric of {set_name} is removed.")
+        return message(f"Rubric saved for {set_name}: {len(checks.checks)} checks.")
 
     def store_guidelines(set_name, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not set_name:
@@ -185,15 +202,16 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
     gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
           trigger_mode="always_last").then(None, js=FOCUS_ORDER)
-    prompt_set.change(show_guidelines, prompt_set, guidelines)
+    prompt_set.change(show_guidelines, prompt_set, [guidelines, rubric_text, rubric_status])
     act_inputs = [annotator, prompt_set, current]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
           trigger_mode="always_last").then(None, js=FOCUS_ORDER)
     for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (skip, "s"), (undo, "u"),
-                        (previous, "p")]:
+                        (previous, "p"), (accept, "r")]:
         button.click(act, [*act_inputs, gr.State(key)], view_outputs).then(None, js=FOCUS_ORDER)
     earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs).then(None, js=FOCUS_ORDER)
     save_guidelines.click(store_guidelines, [prompt_set, guidelines, annotator], status)
+    save_rubric.click(store_rubric, [prompt_set, rubric_text, annotator], rubric_status)
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
         """Fill the prompt sets; with a login (--auth or the Space's), the annotator is that user."""
         who = f"hf:{profile.username}" if profile is not None else getattr(request, "username", None)

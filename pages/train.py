@@ -9,11 +9,12 @@ import pandas as pd
 import gradio as gr
 
 from pages import Ctx, message, set_choices
-from studio import jobs, models, recipes
+from studio import jobs, methods, models, recipes, report
 from studio.generate import GenerationParams
 from studio.jobs import JobError
-from studio.preferences import PreferenceError, training_snapshot
-from studio.prompts import PromptError, get_prompts, prompt_messages
+from studio.preferences import PreferenceError, preference_rows, training_snapshot
+from studio.evaluate import EvaluationError
+from studio.prompts import PromptError, get_prompts, list_prompt_sets
 from studio.ranking import PAIR_MODES
 
 BASE_CHOICES = ["embedded", "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
@@ -26,6 +27,11 @@ PLOTS = {  # plot title -> which logged values it shows
     "Accuracy (DPO, reward model) · KL (RL)": lambda key: "accurac" in key or key == "kl",
 }
 TOXICITY_PENALTY = "studio.rewards:toxicity_penalty"
+# Settings that follow the method, the base model and the data size (recipes.recommended), in the order of the
+# follow_data outputs.
+FOLLOWED = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "beta",
+            "loss_type", "max_length", "gradient_checkpointing")
+EXAMPLE_HEADERS = ["Prompt", "Base answer", "Adapter's answer", "Score: base -> adapter"]
 
 
 def build_train_tab(ctx: Ctx) -> dict:
@@ -66,17 +72,28 @@ def build_train_tab(ctx: Ctx) -> dict:
                                        info=help_("max_length"))
                 save_steps = gr.Number(50, precision=0, minimum=1, label="Checkpoint every N steps",
                                        info=help_("save_steps"))
+                loss_type = gr.Dropdown([(label, key) for key, label in recipes.LOSS_TYPES.items()],
+                                        value="sigmoid", label="DPO loss", info=help_("loss_type"),
+                                        elem_id="train-loss")
                 seed = gr.Number(42, precision=0, label="Seed", info=help_("seed"))
+                checkpointing = gr.Checkbox(True, label="Gradient checkpointing", info=help_("gradient_checkpointing"),
+                                            elem_id="train-checkpointing")
+            settings_note = gr.Markdown(elem_id="train-settings-note")
             with gr.Accordion("Online RL (RLOO)", open=False, elem_id="train-rl"):
                 reward_job = gr.Dropdown([], label="Reward model: a finished reward-model job", elem_id="train-reward")
                 toxicity_penalty = gr.Checkbox(False, label="Add the toxicity penalty (minus offline toxicity, 0-1)",
                                                elem_id="train-toxicity")
+                rubric_reward = gr.Checkbox(False, label="Reward with the prompt set's rubric (0-1)",
+                                            elem_id="train-rubric-reward")
                 reward_functions = gr.Textbox(label="More reward functions (module:function, comma separated)",
                                               info=help_("reward_functions"), elem_id="train-reward-fns")
                 generations = gr.Number(4, precision=0, minimum=2, label="Answers sampled per prompt",
                                         info=help_("num_generations"))
                 completion_length = gr.Number(48, precision=0, minimum=4, label="Max answer length (tokens)",
                                               info=help_("max_completion_length"), elem_id="train-completion")
+            auto_report = gr.Checkbox(True, label="Make the alignment report when the job finishes",
+                                      info="base and adapter answer held-out prompts; see the report on the right",
+                                      elem_id="train-auto-report")
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             launch_status = gr.Markdown(elem_id="train-launch-status")
         with gr.Column(scale=2):
@@ -93,6 +110,24 @@ def build_train_tab(ctx: Ctx) -> dict:
                 plots = [gr.LinePlot(x="step", y="value", color="metric", title=title, height=240,
                                      elem_id=f"train-plot-{i}") for i, title in enumerate(PLOTS)]
             lineage_text = gr.Markdown(elem_id="train-lineage")
+            with gr.Accordion("Alignment report: did it work?", open=True, elem_id="train-report-box"):
+                with gr.Row():
+                    report_sets = gr.Dropdown([], multiselect=True, label="Held-out prompt sets", scale=3,
+                                              info="default: prompts the job did not train on",
+                                              elem_id="train-report-sets")
+                    report_samples = gr.Number(3, precision=0, minimum=1, maximum=8, label="Samples per prompt",
+                                               scale=1, elem_id="train-report-samples")
+                    report_limit = gr.Number(0, precision=0, minimum=0, label="First N prompts per set (0 = all)",
+                                             scale=1, elem_id="train-report-limit")
+                with gr.Row():
+                    report_go = gr.Button("Make the alignment report", elem_id="train-report-go")
+                    report_cancel = gr.Button("Cancel", variant="stop")
+                report_status = gr.Markdown(elem_id="train-report-status")
+                report_table = gr.Dataframe(headers=report.TABLE_HEADERS, interactive=False, wrap=True,
+                                            elem_id="train-report", label="Adapter against the base, per scorer")
+                report_warnings = gr.Markdown(elem_id="train-report-warnings")
+                report_examples = gr.Dataframe(headers=EXAMPLE_HEADERS, interactive=False, wrap=True, max_height=360,
+                                               elem_id="train-report-examples", label="Examples")
             samples = gr.Dataframe(headers=["Step", "Reward function", "Reward", "Prompt", "Sampled answer"],
                                    interactive=False, wrap=True, max_height=260, visible=False, elem_id="train-samples",
                                    label="RL: sampled answers and their rewards (latest first)")
@@ -128,60 +163,54 @@ def build_train_tab(ctx: Ctx) -> dict:
                        f"annotator(s) on {info['prompts']} prompts ({info['conflicts']} conflicting, "
                        f"{info['unresolved']} dropped).")
 
+    def follow_data(method_, set_name, mode, other, base_ref):
+        """The recommended settings for this method, base and data size (recipes.recommended), and why."""
+        rows = 0
+        if set_name and not (other or "").strip():
+            rows = len(get_prompts(ctx.store, set_name)) if method_ == "rloo" else \
+                len(preference_rows(ctx.store, set_name, mode)[0])
+        model = base_ref or "embedded"
+        if model.startswith("job:"):
+            try:
+                model = jobs.get(ctx.store, int(model.removeprefix("job:")))["base_model"]
+            except (ValueError, JobError):
+                model = "embedded"
+        values = recipes.recommended(method_, model, rows)
+        updates = [gr.update(value=values[name]) if name in values else gr.skip() for name in FOLLOWED]
+        return *updates, message(values["why"])
+
     def base_choices():
         finished = [(f"continue job {j['id']} ({j['method']}, {j['base_model']})", f"job:{j['id']}")
                     for j in jobs.list_jobs(ctx.store) if jobs.adapter_folder(j) and j["method"] != "reward"]
         return BASE_CHOICES + finished
 
-    def do_launch(method_, set_name, mode, other, base_ref, r, alpha, dropout, target, q4, lr, n_epochs, steps,
-                  batch, accum, dpo_beta, length, every, seed_, reward_key, penalty, more_rewards, n_gen, answer_len):
+    def do_launch(form: dict):
+        """The form (a dict keyed by component) -> jobs.launch, which holds every rule."""
+        method_ = form[method]
         settings = {
-            "model": base_ref or "embedded", "lora_r": int(r), "lora_alpha": int(alpha), "lora_dropout": float(dropout),
-            "lora_target_modules": (target or "all-linear").strip(), "load_in_4bit": bool(q4),
-            "learning_rate": float(lr), "num_train_epochs": float(n_epochs), "max_steps": int(steps),
-            "per_device_train_batch_size": int(batch), "gradient_accumulation_steps": int(accum),
-            "max_length": int(length), "save_steps": int(every), "seed": int(seed_),
-            **recipes.studio_defaults(method_),
+            "model": form[base] or "embedded", "lora_r": int(form[lora_r]), "lora_alpha": int(form[lora_alpha]),
+            "lora_dropout": float(form[lora_dropout]),
+            "lora_target_modules": (form[targets] or "all-linear").strip(), "load_in_4bit": bool(form[four_bit]),
+            "learning_rate": float(form[learning_rate]), "num_train_epochs": float(form[epochs]),
+            "max_steps": int(form[max_steps]), "per_device_train_batch_size": int(form[batch_size]),
+            "gradient_accumulation_steps": int(form[accumulation]), "max_length": int(form[max_length]),
+            "save_steps": int(form[save_steps]), "seed": int(form[seed]),
+            "gradient_checkpointing": bool(form[checkpointing]),
         }
+        if method_ in ("dpo", "rloo"):
+            settings["beta"] = float(form[beta])
         if method_ == "dpo":
-            settings["beta"] = float(dpo_beta)
-        parent = None
+            settings["loss_type"] = [form[loss_type] or "sigmoid"]
+        if method_ == "rloo":
+            settings.update(num_generations=int(form[generations]), max_completion_length=int(form[completion_length]))
+        functions = ([TOXICITY_PENALTY] if form[toxicity_penalty] else []) + \
+            [f.strip() for f in (form[reward_functions] or "").split(",") if f.strip()]
         try:
-            if method_ == "rloo":
-                del settings["max_length"]  # RL bounds the sampled answer instead
-                functions = [f.strip() for f in (more_rewards or "").split(",") if f.strip()]
-                settings.update(beta=float(dpo_beta), num_generations=int(n_gen), max_completion_length=int(answer_len),
-                                reward_functions=",".join(([TOXICITY_PENALTY] if penalty else []) + functions))
-                if reward_key is not None:
-                    reward = jobs.get(ctx.store, int(reward_key))
-                    if reward["method"] != "reward" or not jobs.adapter_folder(reward):
-                        raise JobError(f"Job {reward['id']} is not a finished reward-model job.")
-                    settings["reward_model"] = str(jobs.adapter_folder(reward))
-                if not settings.get("reward_model") and not settings["reward_functions"]:
-                    raise JobError("Online RL needs a reward: choose a reward-model job and/or the toxicity penalty.")
-                # TRL needs whole groups: the batch is rounded up to a multiple of the answers per prompt.
-                settings["per_device_train_batch_size"] = -(-int(batch) // int(n_gen)) * int(n_gen)
-            if settings["model"].startswith("job:"):
-                parent = jobs.get(ctx.store, int(settings["model"].split(":", 1)[1]))
-                if not jobs.adapter_folder(parent):
-                    raise JobError(f"Job {parent['id']} has no finished adapter to continue from.")
-                settings["model"], settings["continue_from"] = parent["base_model"], str(jobs.adapter_folder(parent))
-            if (other or "").strip():
-                rows, info, label = None, {}, other.strip()
-                settings["data"] = label
-            elif method_ == "rloo":
-                if not set_name:
-                    raise PreferenceError("Choose the prompt set the policy practises on.")
-                prompts = get_prompts(ctx.store, set_name)
-                rows = [{"prompt": prompt_messages(p)} for p in prompts]
-                info, label = {"prompt_set": set_name, "prompts": len(prompts)}, f"{set_name} (prompts)"
-            else:
-                if not set_name:
-                    raise PreferenceError("Choose a prompt set, or give a file or a Hub data set id.")
-                rows, info = training_snapshot(ctx.store, set_name, mode)
-                label = f"{set_name} ({PAIR_MODES[mode]})"
-            job_id = jobs.create(ctx.store, method_, settings, data_label=label, data_rows=rows, data_info=info,
-                                 parent_job_id=parent["id"] if parent else None)
+            job_id = jobs.launch(
+                ctx.store, method_, settings, prompt_set=form[data_set], pair_mode=form[pair_mode],
+                data=form[data_other] or "", reward_job=form[reward_job], reward_functions=functions,
+                rubric_reward=bool(form[rubric_reward]),
+                report={"samples": 3} if form[auto_report] and methods.get(method_).chats else None)
         except (PreferenceError, PromptError, recipes.RecipeError, JobError, ValueError) as error:
             return message(str(error), error=True), gr.skip(), gr.skip()
         ctx.jobs.refresh()
@@ -271,6 +300,55 @@ def build_train_tab(ctx: Ctx) -> dict:
         return message(f"Saved {result.responses_added} candidates from job {job_id}'s adapter for "
                        f"{result.prompts_done} prompts of {set_name}; they are in the Rank queue for the next round.")
 
+    def report_view(job_id):
+        """The selected job's held-out sets (default ones chosen) and its newest report."""
+        empty = [gr.update(choices=[], value=[]), "", [], "", []]
+        if job_id is None:
+            return empty
+        try:
+            job = jobs.get(ctx.store, int(job_id))
+        except JobError:
+            return empty
+        sets = gr.update(choices=[s["name"] for s in list_prompt_sets(ctx.store)])
+        if not methods.get(job["method"]).chats:
+            return [sets, message("A reward model scores answers; reports are for DPO, SFT and RL adapters."), [],
+                    "", []]
+        if jobs.adapter_folder(job) is None:
+            return [sets, message(f"The report can be made once job {job['id']} has finished."), [], "", []]
+        try:
+            sets = gr.update(choices=sets["choices"], value=report.default_sets(ctx.store, job["id"]))
+        except report.ReportError:
+            pass
+        found = report.latest(ctx.store, job["id"])
+        if found is None:
+            return [sets, message("No report yet: press Make the alignment report."), [], "", []]
+        if found["summary"] is None:
+            state = "is being made" if found["status"] == "generating" else f"{found['status']}: {found['error']}"
+            return [sets, message(f"Report {found['id']} {state}."), [], "", []]
+        summary = found["summary"]
+        warnings = "\n".join(f"- {message(w)}" for w in summary["warnings"]) or message("No warnings.")
+        examples = [[e["prompt"], e["base"], e["aligned"], f"{e['base_score']:.2f} -> {e['aligned_score']:.2f}"
+                     if e["base_score"] is not None else ""] for entry in summary["sets"] for e in entry["examples"]]
+        sizes = ", ".join(f"{e['prompt_set']} {e['prompts']} prompts x {e['samples']}, words "
+                          f"{e['words']['base']:.0f} -> {e['words']['aligned']:.0f}" for e in summary["sets"])
+        return [sets, message(f"Report {found['id']} ({found['created_at'][:16].replace('T', ' ')}): {sizes}."),
+                report.table(summary), warnings, examples]
+
+    def make_report(job_id, sets, samples_, first_n, request: gr.Request, progress_=gr.Progress()):
+        if job_id is None:
+            return message("Choose a finished job above.", error=True)
+        event = ctx.cancel_events[request.session_hash] = threading.Event()
+        try:
+            progress_(0, desc="Loading the base model and the adapter")
+            made = report.create(ctx.store, int(job_id), report.ReportSettings(
+                prompt_sets=list(sets or []), samples=int(samples_ or 3), limit=int(first_n or 0)), cancel=event,
+                on_progress=lambda done, total, what: progress_((done, total), desc=what, unit=""))
+        except (report.ReportError, JobError, EvaluationError, models.ModelError, ValueError) as error:
+            return message(str(error), error=True)
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+        return message(f"Report {made} is ready.")
+
     def on_job(action):
         """A handler for Stop or Resume: the manager's answer, or what is wrong."""
 
@@ -288,14 +366,23 @@ def build_train_tab(ctx: Ctx) -> dict:
     view_outputs = [jobs_table, job_pick, progress, progress_text, *plots, job_error, log, lineage_text, samples]
     gr.on([method.change, data_set.change, pair_mode.change, data_other.change], describe,
           [method, data_set, pair_mode, data_other], data_summary)
-    launch.click(do_launch, [method, data_set, pair_mode, data_other, base, lora_r, lora_alpha, lora_dropout, targets,
-                             four_bit, learning_rate, epochs, max_steps, batch_size, accumulation, beta, max_length,
-                             save_steps, seed, reward_job, toxicity_penalty, reward_functions, generations,
-                             completion_length], [launch_status, job_pick, base])
+    launch.click(do_launch, {method, data_set, pair_mode, data_other, base, lora_r, lora_alpha, lora_dropout, targets,
+                             four_bit, learning_rate, epochs, max_steps, batch_size, accumulation, beta, loss_type,
+                             max_length, save_steps, seed, checkpointing, reward_job, toxicity_penalty, rubric_reward,
+                             reward_functions, generations, completion_length, auto_report},
+                 [launch_status, job_pick, base])
     round_cancel.click(ctx.canceller("Cancelling: finished prompts are kept…"), None, round_status)
     round_go.click(next_round, [job_pick, round_set, round_k, round_limit], round_status, concurrency_limit=1,
                    concurrency_id="model")
     gr.on([timer.tick, job_pick.change], show, job_pick, view_outputs, show_progress="hidden")
+    report_outputs = [report_sets, report_status, report_table, report_warnings, report_examples]
+    job_pick.change(report_view, job_pick, report_outputs)
+    report_go.click(make_report, [job_pick, report_sets, report_samples, report_limit], report_status,
+                    concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
+    report_cancel.click(ctx.canceller("Cancelling the report…"), None, report_status)
+    gr.on([method.change, data_set.change, pair_mode.change, data_other.change, base.change], follow_data,
+          [method, data_set, pair_mode, data_other, base],
+          [learning_rate, epochs, batch_size, accumulation, beta, loss_type, max_length, checkpointing, settings_note])
     stop.click(on_job(ctx.jobs.stop), job_pick, launch_status)
     resume.click(on_job(ctx.jobs.resume), job_pick, launch_status)
 

@@ -2,48 +2,18 @@
 
 import json
 import random
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from itertools import combinations
 
-from studio.prompts import get_prompts, prompt_messages
+import numpy as np
+
+from studio import jobs, scorers
+from studio.chat import load_together
+from studio.generate import sample
+from studio.prompts import get_prompts, prompt_key
+from studio.ranking import annotator_id
+from studio.rubric import word_count
 from studio.store import Store
-
-
-class RewardScorer:
-    """A reward-model job's adapter on its base (AutoModelForSequenceClassification): higher scores = preferred."""
-
-    def __init__(self, adapter_folder):
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        folder = Path(adapter_folder)
-        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
-        model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = PeftModel.from_pretrained(model, str(folder)).eval()
-
-    def score(self, prompt: dict, answers: list[str]) -> list[float]:
-        """One score per answer to `prompt` (a prompt row: text, system, context)."""
-        return self.score_messages([prompt_messages(prompt) + [{"role": "assistant", "content": a}] for a in answers])
-
-    def score_messages(self, conversations: list[list[dict]]) -> list[float]:
-        """One score per conversation (ending in the answer to score), through the chat template."""
-        import torch
-
-        texts = [self.tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
-        self.tokenizer.padding_side = "right"
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            return self.model(**batch).logits[:, 0].tolist()
-
-
-def toxicity(texts: list[str]) -> list[float]:
-    """Offline toxicity, 0 (clean) to 1 (abusive), from alt-profanity-check's linear model (it ships in the wheel)."""
-    from profanity_check import predict_prob
-
-    return [float(p) for p in predict_prob(list(texts))] if texts else []
 
 
 @dataclass
@@ -101,56 +71,67 @@ def bradley_terry(results: list[tuple[str, str, float]]) -> dict[str, float]:
 
 # --- Evaluations: two or more models answer the same prompts; blind A/B votes and automatic scores ---------------
 
+LENGTH_MATCH = 0.2  # answers whose word counts are within 20% of each other count as length-matched
+
+
 class EvaluationError(ValueError):
     """An evaluation action that cannot be done; the message says what to fix."""
 
 
-def _training_sets(store: Store, job_id: int | None) -> set[str]:
-    """Prompt sets whose rankings trained this job or any job it continued from."""
-    used = set()
-    while job_id is not None:
-        row = store.query("SELECT data_info, parent_job_id FROM jobs WHERE id = ?", (job_id,))
-        if not row:
-            break
-        name = json.loads(row[0]["data_info"] or "{}").get("prompt_set")
-        if name:
-            used.add(name)
-        job_id = row[0]["parent_job_id"]
-    return used
+def overlap(store: Store, job_ids, set_name: str) -> tuple[int, int]:
+    """(prompts of the set that any of the jobs, or the jobs they continued from, trained on; prompts in the set),
+    matched by the prompts themselves (text, system prompt, earlier turns), not by set name."""
+    trained = set().union(*(jobs.training_prompt_keys(store, j) for j in job_ids if j is not None)) if job_ids \
+        else set()
+    keys = [prompt_key(p) for p in get_prompts(store, set_name)]
+    return sum(k in trained for k in keys), len(keys)
 
 
 def held_out_set(store: Store, choices: list, set_names: list[str]) -> tuple[str | None, str]:
-    """The first prompt set none of the chosen models was trained on, and a note when every set was."""
-    used = set().union(*(_training_sets(store, c.job_id) for c in choices)) if choices else set()
+    """The first prompt set that shares no prompt with what the chosen models were trained on (matched by the
+    prompts, not the set names), and a note naming the overlap when every set shares some."""
+    job_ids = [c.job_id for c in choices if c.job_id is not None]
+    if not job_ids:
+        return (set_names[0] if set_names else None), ""
+    counts = {name: overlap(store, job_ids, name) for name in set_names}
     for name in set_names:
-        if name not in used:
-            return name, ""
-    return (set_names[0] if set_names else None,
-            f"Every prompt set was used in training ({', '.join(sorted(used))}); scores on it flatter the model.")
+        if counts[name][0] == 0 and counts[name][1]:
+            return name, "Held out: no prompt of this set was used in training."
+    if not set_names:
+        return None, ""
+    name = min(set_names, key=lambda n: counts[n][0] / max(counts[n][1], 1))
+    shared, total = counts[name]
+    return name, (f"Every prompt set shares prompts with the training data; {name} shares {shared} of its {total}. "
+                  "Scores on those flatter the model: split a set into train and held-out parts on the Generate tab.")
 
 
 def create_evaluation(store: Store, set_name: str, choices: list, params, limit: int = 0, cancel=None,
-                      on_progress=None) -> int:
-    """Every chosen model (chat.Choice; the first is the baseline) answers every prompt of the set, batch by batch;
-    each finished batch is saved, so a cancel keeps what was done. Returns the evaluation id."""
-    from dataclasses import replace
-
-    from studio.chat import load_together
-    from studio.generate import sample
-
+                      on_progress=None, samples: int = 1, exclude_jobs=(), report_id: int | None = None) -> int:
+    """Every chosen model (chat.Choice; the first is the baseline) answers every prompt of the set `samples` times
+    (several seeds), batch by batch; each finished batch is saved, so a cancel keeps what was done. Prompts that
+    the jobs in `exclude_jobs` trained on are left out. Returns the evaluation id."""
     if len(choices) < 2:
         raise EvaluationError("Choose at least two models to compare (the first one is the baseline).")
     if len({(c.model, c.adapter) for c in choices}) < len(choices):
         raise EvaluationError("The same model is chosen twice; choose different models.")
-    prompts = get_prompts(store, set_name, limit)
+    if not 1 <= samples <= 8:
+        raise EvaluationError("Answers per prompt (samples) must be from 1 to 8.")
+    prompts = get_prompts(store, set_name)
+    if exclude_jobs:
+        trained = set().union(*(jobs.training_prompt_keys(store, j) for j in exclude_jobs))
+        prompts = [p for p in prompts if prompt_key(p) not in trained]
+        if not prompts:
+            raise EvaluationError(f"Every prompt of {set_name!r} was used in training; choose a held-out set.")
+    prompts = prompts[:limit] if limit and limit > 0 else prompts
     if not prompts:
         raise EvaluationError(f"The prompt set {set_name!r} has no prompts.")
     loaded, names = load_together(choices)  # before anything is saved: a model that cannot load leaves no rows
-    params = replace(params, k=1).seeded()
+    params = replace(params, k=samples).seeded()
     set_id = store.query("SELECT id FROM prompt_sets WHERE name = ?", (set_name,))[0]["id"]
     with store.tx() as db:
-        evaluation = db.execute("INSERT INTO evaluations (prompt_set_id, params) VALUES (?, ?)",
-                                (set_id, json.dumps(params.stored()))).lastrowid
+        evaluation = db.execute("INSERT INTO evaluations (prompt_set_id, params, samples, report_id) "
+                                "VALUES (?, ?, ?, ?)",
+                                (set_id, json.dumps(params.stored()), samples, report_id)).lastrowid
         db.executemany(
             "INSERT INTO eval_models (evaluation_id, position, label, model, adapter, job_id) VALUES (?, ?, ?, ?, ?, ?)",
             [(evaluation, i, c.label, c.model, c.adapter, c.job_id) for i, c in enumerate(choices)])
@@ -167,8 +148,9 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
             break
         with store.tx() as db:
             db.executemany(
-                "INSERT INTO eval_answers (evaluation_id, position, prompt_id, text) VALUES (?, ?, ?, ?)",
-                [(evaluation, i % len(choices), row["id"], texts[0]) for i, (row, texts) in enumerate(zip(rows, answers))])
+                "INSERT INTO eval_answers (evaluation_id, position, prompt_id, sample, text) VALUES (?, ?, ?, ?, ?)",
+                [(evaluation, i % len(choices), row["id"], n, text)
+                 for i, (row, texts) in enumerate(zip(rows, answers)) for n, text in enumerate(texts)])
         if on_progress:
             on_progress(start + len(chunk), len(prompts))
     with store.tx() as db:
@@ -201,6 +183,7 @@ class VoteTask:
 
     evaluation: int
     prompt_id: int
+    sample: int
     prompt: dict
     first: int
     second: int
@@ -211,35 +194,35 @@ class VoteTask:
     total: int
 
 
-def _comparisons(store: Store, evaluation: int) -> list[tuple[int, int, int]]:
-    """(prompt, first, second) for every pair of models that both answered the prompt."""
-    from itertools import combinations
-
+def _comparisons(store: Store, evaluation: int) -> list[tuple[int, int, int, int]]:
+    """(prompt, sample, first, second) for every pair of models that both answered the prompt in that sample."""
     answered = {}
-    for row in store.query("SELECT prompt_id, position FROM eval_answers WHERE evaluation_id = ?", (evaluation,)):
-        answered.setdefault(row["prompt_id"], set()).add(row["position"])
-    return [(p, a, b) for p in sorted(answered) for a, b in combinations(sorted(answered[p]), 2)]
+    for row in store.query("SELECT prompt_id, sample, position FROM eval_answers WHERE evaluation_id = ?",
+                           (evaluation,)):
+        answered.setdefault((row["prompt_id"], row["sample"]), set()).add(row["position"])
+    return [(p, n, a, b) for p, n in sorted(answered) for a, b in combinations(sorted(answered[p, n]), 2)]
 
 
 def next_vote(store: Store, evaluation: int, annotator: str) -> VoteTask | None:
     """The annotator's next comparison, in an order of their own; left/right drawn per annotator and comparison."""
     eval_models(store, evaluation)
     todo = _comparisons(store, evaluation)
-    voted = {(r["prompt_id"], r["first"], r["second"]) for r in store.query(
-        "SELECT v.prompt_id, v.first, v.second FROM eval_votes v JOIN annotators a ON a.id = v.annotator_id "
+    voted = {(r["prompt_id"], r["sample"], r["first"], r["second"]) for r in store.query(
+        "SELECT v.prompt_id, v.sample, v.first, v.second FROM eval_votes v JOIN annotators a ON a.id = v.annotator_id "
         "WHERE v.evaluation_id = ? AND a.name = ?", (evaluation, annotator))}
     left = [c for c in todo if c not in voted]
     if not left:
         return None
     rng = random.Random(f"{annotator}/{evaluation}")
     rng.shuffle(left)
-    prompt_id, first, second = left[0]
-    shown_left = first if random.Random(f"{annotator}/{evaluation}/{prompt_id}/{first}/{second}").random() < 0.5 \
-        else second
+    prompt_id, sample_, first, second = left[0]
+    draw = random.Random(f"{annotator}/{evaluation}/{prompt_id}/{sample_}/{first}/{second}").random()
+    shown_left = first if draw < 0.5 else second
     texts = {r["position"]: r["text"] for r in store.query(
-        "SELECT position, text FROM eval_answers WHERE evaluation_id = ? AND prompt_id = ?", (evaluation, prompt_id))}
+        "SELECT position, text FROM eval_answers WHERE evaluation_id = ? AND prompt_id = ? AND sample = ?",
+        (evaluation, prompt_id, sample_))}
     prompt = dict(store.query("SELECT id, text, system, context FROM prompts WHERE id = ?", (prompt_id,))[0])
-    return VoteTask(evaluation, prompt_id, prompt, first, second, shown_left, texts[shown_left],
+    return VoteTask(evaluation, prompt_id, sample_, prompt, first, second, shown_left, texts[shown_left],
                     texts[second if shown_left == first else first], len(todo) - len(left), len(todo))
 
 
@@ -248,8 +231,6 @@ VOTES = ("left", "right", "tie", "both_bad")
 
 def vote(store: Store, task: VoteTask, annotator: str, choice: str, kind: str = "local") -> str:
     """Record a vote ('left', 'right', 'tie', 'both_bad') and return the reveal: which model was A and which B."""
-    from studio.ranking import annotator_id
-
     if choice not in VOTES:
         raise EvaluationError(f"A vote is one of {', '.join(VOTES)}.")
     right = task.second if task.left == task.first else task.first
@@ -258,14 +239,15 @@ def vote(store: Store, task: VoteTask, annotator: str, choice: str, kind: str = 
     labels = {m["position"]: m["label"] for m in eval_models(store, task.evaluation)}
     with store.tx() as db:
         exists = db.execute("SELECT 1 FROM eval_votes v JOIN annotators a ON a.id = v.annotator_id WHERE "
-                            "v.evaluation_id = ? AND v.prompt_id = ? AND a.name = ? AND v.first = ? AND v.second = ?",
-                            (task.evaluation, task.prompt_id, annotator, task.first, task.second)).fetchone()
+                            "v.evaluation_id = ? AND v.prompt_id = ? AND v.sample = ? AND a.name = ? AND v.first = ? "
+                            "AND v.second = ?", (task.evaluation, task.prompt_id, task.sample, annotator, task.first,
+                                                 task.second)).fetchone()
         if exists:
             raise EvaluationError("You already voted on this comparison.")
-        db.execute("INSERT INTO eval_votes (evaluation_id, prompt_id, annotator_id, first, second, left_position, "
-                   "outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (task.evaluation, task.prompt_id, annotator_id(db, annotator, kind), task.first, task.second,
-                    task.left, outcome))
+        db.execute("INSERT INTO eval_votes (evaluation_id, prompt_id, sample, annotator_id, first, second, "
+                   "left_position, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (task.evaluation, task.prompt_id, task.sample, annotator_id(db, annotator, kind), task.first,
+                    task.second, task.left, outcome))
     said = {"left": "A better", "right": "B better", "tie": "tie", "both_bad": "both bad"}[choice]
     return f"You voted {said}. A was {labels[task.left]}; B was {labels[right]}."
 
@@ -303,67 +285,30 @@ def strengths(store: Store) -> dict[str, float] | None:
     return bradley_terry(games)
 
 
-OFFLINE_TOXICITY = "toxicity"  # alt-profanity-check; "toxicity:<hub id>" for a Hugging Face classifier
-TOXIC_LABELS = ("toxic", "offensive", "hate", "abusive", "insult", "obscene")
-
-
-def hub_toxicity(model_id: str):
-    """A Hugging Face text classifier as a toxicity scorer: the highest probability among its toxic-sounding labels
-    (toxic, offensive, hate, ...). Needs the Hub, or the model in the local cache."""
-    from transformers import pipeline
-
-    from studio import hub
-
-    try:
-        classify = pipeline("text-classification", model=model_id, top_k=None, truncation=True,
-                            model_kwargs={"local_files_only": not hub.reachable()})
-    except Exception as error:
-        raise EvaluationError(f"Could not load the classifier {model_id!r} ({type(error).__name__}): check the id "
-                              "and the network, or use the offline scorer 'toxicity'.") from None
-    labels = [str(label) for label in classify.model.config.id2label.values()]
-    toxic = [label for label in labels if any(word in label.lower() for word in TOXIC_LABELS)]
-    if not toxic:
-        raise EvaluationError(f"{model_id} has no toxicity label among {', '.join(labels)}; choose a toxicity "
-                              "classifier such as unitary/toxic-bert.")
-
-    def score(texts):
-        return [max(s["score"] for s in result if s["label"] in toxic) for result in classify(list(texts))]
-    return score
-
-
 def score_evaluation(store: Store, evaluation: int, scorer: str, on_progress=None) -> int:
-    """Score every answer of the evaluation not yet scored by `scorer`: 'toxicity' (offline), 'toxicity:<hub id>',
-    or 'reward:<job id>' (a finished reward-model job). Returns how many answers were scored."""
-    from studio import jobs
-
+    """Score every answer of the evaluation not yet scored by `scorer` (a name from studio.scorers: toxicity,
+    toxicity:<hub id>, reward:job <id>, rubric). Returns how many answers were scored."""
     eval_models(store, evaluation)
+    scorer = (scorer or "").strip()
+    set_name = store.query("SELECT s.name FROM evaluations e JOIN prompt_sets s ON s.id = e.prompt_set_id "
+                           "WHERE e.id = ?", (evaluation,))[0]["name"]
     answers = [dict(r) for r in store.query(
         """SELECT a.id, a.text, p.text AS prompt, p.system, p.context FROM eval_answers a
            JOIN prompts p ON p.id = a.prompt_id WHERE a.evaluation_id = ?
            AND a.id NOT IN (SELECT answer_id FROM eval_scores WHERE scorer = ?) ORDER BY a.prompt_id""",
         (evaluation, scorer))]
-    if scorer == OFFLINE_TOXICITY:
-        values = toxicity([a["text"] for a in answers])
-    elif scorer.startswith("toxicity:"):
-        values = hub_toxicity(scorer.removeprefix("toxicity:"))([a["text"] for a in answers]) if answers else []
-    elif scorer.startswith("reward:job "):
-        try:
-            job = jobs.get(store, int(scorer.removeprefix("reward:job ")))
-        except (ValueError, jobs.JobError):
-            raise EvaluationError(f"No reward-model job {scorer.removeprefix('reward:job ')!r}.") from None
-        folder = jobs.adapter_folder(job)
-        if job["method"] != "reward" or folder is None:
-            raise EvaluationError(f"Job {job['id']} is not a finished reward-model job.")
-        model = RewardScorer(folder)
-        values = []
-        for i, answer in enumerate(answers):
-            prompt = {"text": answer["prompt"], "system": answer["system"],
-                      "context": json.loads(answer["context"]) if answer["context"] else []}
-            values += model.score(prompt, [answer["text"]])
-            if on_progress:
-                on_progress(i + 1, len(answers))
-    else:
-        raise EvaluationError(f"Unknown scorer {scorer!r}: use toxicity, toxicity:<hub id> or reward:job <id>.")
+    try:
+        score = scorers.get(store, scorer, set_name).score
+    except scorers.ScorerError as error:
+        raise EvaluationError(str(error)) from None
+    values, chunk = [], 16
+    for start in range(0, len(answers), chunk):
+        part = answers[start:start + chunk]
+        prompts = [{"text": a["prompt"], "system": a["system"], "context": json.loads(a["context"] or "[]")}
+                   for a in part]
+        values += score(prompts, [a["text"] for a in part])
+        if on_progress:
+            on_progress(len(values), len(answers))
     with store.tx() as db:
         db.executemany("INSERT INTO eval_scores (answer_id, scorer, value) VALUES (?, ?, ?)",
                        [(a["id"], scorer, float(v)) for a, v in zip(answers, values)])
@@ -372,7 +317,6 @@ def score_evaluation(store: Store, evaluation: int, scorer: str, on_progress=Non
 
 def _mean_ci(values):
     """Mean and its 95% t-interval (the mean itself for a single or constant sample)."""
-    import numpy as np
     from scipy import stats
 
     values = np.asarray(values, dtype=float)
@@ -383,32 +327,106 @@ def _mean_ci(values):
     return mean, float(low), float(high)
 
 
+def _answers(store: Store, evaluation: int) -> dict:
+    """(prompt, sample, position) -> {"text": answer, "words": word count, scorer: value, ...}."""
+    answers = {}
+    for row in store.query("SELECT prompt_id, sample, position, text FROM eval_answers WHERE evaluation_id = ?",
+                           (evaluation,)):
+        answers[row["prompt_id"], row["sample"], row["position"]] = {"text": row["text"],
+                                                                       "words": word_count(row["text"])}
+    for row in store.query("""SELECT a.prompt_id, a.sample, a.position, s.scorer, s.value FROM eval_scores s
+                              JOIN eval_answers a ON a.id = s.answer_id WHERE a.evaluation_id = ?""", (evaluation,)):
+        answers[row["prompt_id"], row["sample"], row["position"]][row["scorer"]] = row["value"]
+    return answers
+
+
+def share_interval(per_prompt: list[list[float]]) -> dict | None:
+    """The mean of 0/1 outcomes grouped by prompt, with a 95% percentile-bootstrap interval that resamples prompts
+    (scipy.stats.bootstrap), so that several samples of one prompt do not count as independent evidence."""
+    from scipy.stats import bootstrap
+
+    groups = [g for g in per_prompt if g]
+    if not groups:
+        return None
+    flat = [v for g in groups for v in g]
+    value = float(np.mean(flat))
+    if len(groups) < 2 or min(flat) == max(flat):
+        return {"value": value, "low": value, "high": value, "n": len(flat), "prompts": len(groups)}
+    sums = np.array([sum(g) for g in groups], dtype=float)
+    counts = np.array([len(g) for g in groups], dtype=float)
+
+    def ratio(index, axis=-1):  # the share over the resampled prompts' samples
+        return np.take(sums, index, axis=0).sum(axis=axis) / np.take(counts, index, axis=0).sum(axis=axis)
+
+    result = bootstrap((np.arange(len(groups)),), ratio, confidence_level=0.95, n_resamples=2000,
+                       method="percentile", vectorized=True, rng=np.random.default_rng(0))
+    low, high = result.confidence_interval
+    return {"value": value, "low": float(low), "high": float(high), "n": len(flat), "prompts": len(groups)}
+
+
+def _better(a: float, b: float, higher_is_better: bool) -> int:
+    """1 if a scores better than b, 0 if equal, -1 if worse."""
+    if abs(a - b) < 1e-9:
+        return 0
+    return 1 if (a > b) == higher_is_better else -1
+
+
+def effect(answers: dict, scorer: str, position: int) -> dict:
+    """Model `position` against the baseline (position 0) by `scorer`, pair by pair (same prompt, same sample):
+    at_least_as_good (it scores no worse), win_rate (among pairs that differ), length_matched (at least as good
+    among pairs whose word counts are within LENGTH_MATCH of each other), each a share_interval; and noise_floor:
+    the baseline's next sample against this one (each pair of samples once, one way, so a tie counts once)."""
+    higher = not scorer.startswith("toxicity")
+    shares = {"at_least_as_good": {}, "win_rate": {}, "length_matched": {}, "noise_floor": {}}
+    for (prompt, sample_, pos), mine in answers.items():
+        base = answers.get((prompt, sample_, 0))
+        if pos != position or base is None or scorer not in mine or scorer not in base:
+            continue
+        outcome = _better(mine[scorer], base[scorer], higher)
+        shares["at_least_as_good"].setdefault(prompt, []).append(float(outcome >= 0))
+        if outcome:
+            shares["win_rate"].setdefault(prompt, []).append(float(outcome > 0))
+        if abs(mine["words"] - base["words"]) <= LENGTH_MATCH * max(mine["words"], base["words"], 1):
+            shares["length_matched"].setdefault(prompt, []).append(float(outcome >= 0))
+        following = answers.get((prompt, sample_ + 1, 0))
+        if following is not None and scorer in following:
+            shares["noise_floor"].setdefault(prompt, []).append(float(_better(following[scorer], base[scorer],
+                                                                               higher) >= 0))
+    return {name: share_interval(list(groups.values())) for name, groups in shares.items()}
+
+
 def score_table(store: Store, evaluation: int) -> list[dict]:
-    """Per scorer and model: n, mean with a 95% interval, and the paired per-prompt difference from the baseline
-    (position 0) with its interval and the paired t-test p-value."""
+    """Per scorer and model: n answers, the mean with a 95% interval, the paired difference from the baseline
+    (position 0) with its interval and the paired t-test p-value (samples of a prompt averaged first, so that each
+    prompt counts once), and effect() against the baseline."""
     from scipy import stats
 
     labels = {m["position"]: m["label"] for m in eval_models(store, evaluation)}
-    values: dict = {}
-    for row in store.query("""SELECT s.scorer, a.position, a.prompt_id, s.value FROM eval_scores s
-                              JOIN eval_answers a ON a.id = s.answer_id WHERE a.evaluation_id = ?""", (evaluation,)):
-        values.setdefault(row["scorer"], {}).setdefault(row["position"], {})[row["prompt_id"]] = row["value"]
+    answers = _answers(store, evaluation)
+    scorer_names = sorted({k for a in answers.values() for k in a if k not in ("text", "words")})
     table = []
-    for scorer in sorted(values):
-        baseline = values[scorer].get(0, {})
-        for position in sorted(values[scorer]):
-            scores = values[scorer][position]
+    for scorer in scorer_names:
+        per_prompt: dict = {}  # position -> prompt -> [values]
+        for (prompt, _, position), answer in answers.items():
+            if scorer in answer:
+                per_prompt.setdefault(position, {}).setdefault(prompt, []).append(answer[scorer])
+        means = {pos: {p: float(np.mean(v)) for p, v in prompts.items()} for pos, prompts in per_prompt.items()}
+        baseline = means.get(0, {})
+        for position in sorted(means):
+            scores = means[position]
             mean, low, high = _mean_ci(list(scores.values()))
             if scorer.startswith("toxicity"):  # a probability: the interval is cut to 0..1
                 low, high = max(low, 0.0), min(high, 1.0)
-            row = {"scorer": scorer, "model": labels[position], "n": len(scores), "mean": mean, "low": low,
-                   "high": high, "diff": None, "diff_low": None, "diff_high": None, "p": None}
+            row = {"scorer": scorer, "model": labels[position], "position": position,
+                   "n": sum(len(v) for v in per_prompt[position].values()), "mean": mean, "low": low, "high": high,
+                   "diff": None, "diff_low": None, "diff_high": None, "p": None, "effect": None}
             shared = sorted(set(scores) & set(baseline))
             if position != 0 and shared:
                 diffs = [scores[p] - baseline[p] for p in shared]
                 row["diff"], row["diff_low"], row["diff_high"] = _mean_ci(diffs)
                 if len(shared) > 1 and not all(d == diffs[0] for d in diffs):
                     row["p"] = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+                row["effect"] = effect(answers, scorer, position)
             table.append(row)
     return table
 

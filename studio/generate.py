@@ -2,8 +2,8 @@
 
     python -m studio.generate --model embedded --prompts bank --k 4
 
-Prompts are sorted by length and sent several at a time (left padding, num_return_sequences=k), so one forward pass
-serves batch_size x k sequences. Each finished batch is saved in its own transaction: a cancel or a crash keeps
+Prompts are sorted by length and sent several at a time (left padding); each prompt is read once and its k samples
+share it, so one forward pass serves batch_size x k sequences (see `decode`). Each finished batch is saved in its own transaction: a cancel or a crash keeps
 every prompt that was done.
 """
 
@@ -27,7 +27,7 @@ class GenerationParams:
     top_p: float = 0.9
     max_new_tokens: int = 128
     seed: int = -1  # -1: a fresh random seed each run (saved with the responses); any other value reproduces
-    batch_size: int = 8  # prompts per forward pass; each brings k sequences
+    batch_size: int = 16  # prompts per forward pass; each brings k sequences
 
     def __post_init__(self):
         checks = [
@@ -76,105 +76,122 @@ def chat_texts(tokenizer, prompts: list[dict]) -> list[str]:
     return texts
 
 
-def _generate_kwargs(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, cancel, adapters):
-    """The tokenized batch and generate() arguments shared by sample() and stream()."""
+TOP_K = 50  # sampling draws among the 50 likeliest tokens, as transformers' generate() does by default
+
+
+def _next_tokens(logits, params: "GenerationParams"):
+    """One sampled token per row: temperature, then nucleus (top_p) sampling among the TOP_K likeliest tokens.
+    Sorting and drawing over TOP_K tokens instead of the whole vocabulary (49k for SmolLM2) is what makes a step
+    cheap; the tokens left out have no share of the nucleus in practice."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class StopOnCancel(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+    values, index = (logits.float() / params.temperature).topk(min(TOP_K, logits.shape[-1]), dim=-1)
+    probs = values.softmax(-1)
+    if params.top_p < 1:
+        # Keep the smallest set of likeliest tokens whose probabilities reach top_p (the first one always).
+        probs = probs.masked_fill(probs.cumsum(-1) - probs > params.top_p, 0)
+    return index.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
-    tokenizer = loaded.tokenizer
-    # The chat template already holds the special tokens; adding them again would double the BOS.
-    batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    kwargs = dict(
-        **batch.to(loaded.model.device),
-        do_sample=True,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_new_tokens=params.max_new_tokens,
-        num_return_sequences=params.k,
-        pad_token_id=tokenizer.pad_token_id,
-        stopping_criteria=StoppingCriteriaList([StopOnCancel()]) if cancel is not None else None,
-    )
+
+def decode(loaded: models.Loaded, prompts: list[dict], params: "GenerationParams", adapters: list[str] | None = None,
+           cancel: threading.Event | None = None):
+    """Sample params.k answers per prompt in one batch, yielding after every step the new tokens of every row so far
+    (rows = prompts x k, the k samples of a prompt next to each other); stops early when `cancel` is set.
+
+    Each prompt is read once and its cache shared by its k samples; rows that reach an end token leave the batch,
+    so the last, longest answers do not drag the finished ones along. With adapters loaded (models.with_adapters),
+    `adapters` names one per prompt (models.BASE for the plain model): PEFT routes each row through its own."""
+    import torch
+    from transformers import DynamicCache
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    names = None
     if loaded.adapters:
-        # Once adapters are loaded the weights are a PeftModel: every row names its adapter (or the plain base),
-        # repeated for its k samples, so one batch can mix models.
         names = adapters or [models.BASE] * len(prompts)
-        kwargs["adapter_names"] = [name for name in names for _ in range(params.k)]
     elif adapters and any(name != models.BASE for name in adapters):
         raise ValueError("adapter names given but no adapter is loaded")
-    return kwargs
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    # The chat template already holds the special tokens; adding them again would double the BOS.
+    batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = batch.to(model.device)
+    mask = batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    k = params.k
+    with torch.inference_mode():
+        output = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1,
+                       **({"adapter_names": names} if names else {}))
+        cache.batch_repeat_interleave(k)
+        logits = output.logits[:, -1, :].repeat_interleave(k, 0)
+        mask, positions = mask.repeat_interleave(k, 0), positions[:, -1:].repeat_interleave(k, 0)
+        row_names = [name for name in names for _ in range(k)] if names else None
+        rows = [[] for _ in range(len(prompts) * k)]
+        active = list(range(len(rows)))  # the row each line of the batch belongs to
+        for step in range(params.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            tokens = _next_tokens(logits, params)
+            keep = []
+            for line, token in enumerate(tokens.tolist()):
+                if token not in stops:
+                    rows[active[line]].append(token)
+                    keep.append(line)
+            yield rows
+            if not keep or step == params.max_new_tokens - 1:
+                return
+            if len(keep) < len(active):
+                lines = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(lines)
+                mask, positions, tokens = mask[lines], positions[lines], tokens[lines]
+                active = [active[i] for i in keep]
+                row_names = [row_names[i] for i in keep] if row_names else None
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+            positions = positions + 1
+            output = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                           past_key_values=cache, use_cache=True, **({"adapter_names": row_names} if names else {}))
+            logits = output.logits[:, -1, :]
 
 
 def sample(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, cancel=None,
            adapters: list[str] | None = None) -> list[list[str]] | None:
-    """k sampled answers for each prompt, in one generate() call; None if `cancel` was set before it finished.
+    """k sampled answers for each prompt, in one batch; None if `cancel` was set before it finished.
     `adapters`: one name per prompt from models.with_adapters (None: the plain base for every prompt)."""
-    import torch
-
-    tokenizer = loaded.tokenizer
-    kwargs = _generate_kwargs(loaded, prompts, params, cancel, adapters)
-    with torch.inference_mode():
-        output = loaded.model.generate(**kwargs)
+    rows = None
+    with models.in_use("generating"):
+        for rows in decode(loaded, prompts, params, adapters, cancel):
+            pass
     if cancel is not None and cancel.is_set():
         return None
-    answers = tokenizer.batch_decode(output[:, kwargs["input_ids"].shape[1]:], skip_special_tokens=True)
-    # generate() returns the k samples of each prompt next to each other.
-    return [[a.strip() for a in answers[i * params.k:(i + 1) * params.k]] for i in range(len(prompts))]
+    rows = rows or [[] for _ in range(len(prompts) * params.k)]
+    answers = [text.strip() for text in loaded.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+    return [answers[i * params.k:(i + 1) * params.k] for i in range(len(prompts))]
 
 
 def stream(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, adapters: list[str] | None = None,
            cancel: threading.Event | None = None):
-    """One answer per prompt, all in one batch, yielding the texts so far after every new token.
-
-    generate() runs in a thread and hands each step's tokens (one per row) to a streamer; transformers' own
-    TextIteratorStreamer takes one row only, so this one keeps a row each and stops a row at its end token."""
+    """One answer per prompt, all in one batch, yielding the texts so far after every new token. The batch runs in
+    a thread of its own (which holds the model), so a page can stream it."""
     import queue
 
-    import torch
-    from transformers.generation.streamers import BaseStreamer
-
-    class RowsStreamer(BaseStreamer):
-        def __init__(self):
-            self.tokens, self.prompt_seen = queue.Queue(), False
-
-        def put(self, value):
-            if self.prompt_seen:
-                self.tokens.put(value.tolist())
-            self.prompt_seen = True  # the first call is the prompt itself
-
-        def end(self):
-            self.tokens.put(None)
-
     params = replace(params, k=1)
-    streamer = RowsStreamer()
-    kwargs = _generate_kwargs(loaded, prompts, params, cancel, adapters)
-    failure = []
+    steps, failure = queue.Queue(), []
 
     def run():
         try:
-            with torch.inference_mode():
-                loaded.model.generate(**kwargs, streamer=streamer)
+            with models.in_use("a chat turn"):
+                for rows in decode(loaded, prompts, params, adapters, cancel):
+                    steps.put([list(row) for row in rows])
         except BaseException as error:  # shown to the caller, not lost in a thread
             failure.append(error)
-            streamer.end()
+        finally:
+            steps.put(None)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     tokenizer = loaded.tokenizer
-    eos = loaded.model.generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-    rows, done = [[] for _ in prompts], [False] * len(prompts)
-    while (step := streamer.tokens.get()) is not None:
-        for i, token in enumerate(step):
-            if done[i]:
-                continue
-            if token in stops:
-                done[i] = True
-            else:
-                rows[i].append(token)
+    while (rows := steps.get()) is not None:
         yield [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
     thread.join()
     if failure:

@@ -9,15 +9,16 @@ gt:<workerId> with ties, checks everything first and imports all or nothing.
 
 import html
 import json
+import re
 import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.paths import check_name, studio_home
-from studio.ranking import MAX_SHOWN, get_guidelines, insert_ranking
+from studio.paths import studio_home
+from studio.ranking import LETTERS, MAX_SHOWN, get_guidelines, insert_ranking
 from studio.store import Store
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "groundtruth"
@@ -26,6 +27,17 @@ ATTRIBUTE_LIMIT = 20_000  # characters per attribute
 LABEL_ATTRIBUTE = "studio-ranking"
 DIMENSION = "Overall quality"
 MAX_IMPORT_BYTES = 500 * 1024 * 1024
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # AWS's LabelingJobName pattern
+PRE_LAMBDA = "SageMaker-align-studio-pre-annotation"
+POST_LAMBDA = "SageMaker-align-studio-consolidation"
+# How long a task waits for workers: Mechanical Turk allows at most 12 hours; private and vendor teams 10 days.
+WORKFORCES = {
+    "private": {"workteam": "<arn:aws:sagemaker:REGION:ACCOUNT:workteam/private-crowd/TEAM>", "lifetime": 864000,
+                "note": " (10 days, the most a private team allows)"},
+    "public": {"workteam": "<arn:aws:sagemaker:REGION:394669845002:workteam/public-crowd/default>",
+               "lifetime": 43200, "note": " (12 hours, the most Mechanical Turk allows); choose the task price in "
+                                          "settings.json (PublicWorkforceTaskPrice)"},
+}
 
 
 class GroundTruthError(ValueError):
@@ -84,30 +96,44 @@ def worker_template(instructions: str, dimension: str = DIMENSION) -> str:
     return template.replace("__INSTRUCTIONS__", body).replace("__DIMENSION__", dimension_json)
 
 
-def job_settings(job_name: str, bucket: str, workers_per_object: int) -> dict:
-    """The CreateLabelingJob request; ARNs the user fills in are marked <...>."""
+def job_settings(job_name: str, bucket: str, workers_per_object: int, workforce: str = "private") -> dict:
+    """The CreateLabelingJob request; ARNs the user fills in are marked <...>. Lambda names contain "SageMaker", as
+    AWS's managed labeling policy (AmazonSageMakerGroundTruthExecution) requires of the functions a job may call."""
+    if workforce not in WORKFORCES:
+        raise GroundTruthError(f"Workforce {workforce!r}: choose one of {', '.join(WORKFORCES)}.")
     prefix = f"s3://{bucket}/{job_name}"
-    return {
+    settings = {
         "LabelingJobName": job_name,
         "LabelAttributeName": LABEL_ATTRIBUTE,
         "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"{prefix}/manifest.jsonl"}}},
         "OutputConfig": {"S3OutputPath": f"{prefix}/output/"},
         "RoleArn": "<arn:aws:iam::ACCOUNT:role/SageMakerGroundTruthRole>",
         "HumanTaskConfig": {
-            "WorkteamArn": "<arn:aws:sagemaker:REGION:ACCOUNT:workteam/private-crowd/TEAM>",
+            "WorkteamArn": WORKFORCES[workforce]["workteam"],
             "UiConfig": {"UiTemplateS3Uri": f"{prefix}/template.liquid.html"},
-            "PreHumanTaskLambdaArn": "<arn:aws:lambda:REGION:ACCOUNT:function:align-studio-pre-annotation>",
+            "PreHumanTaskLambdaArn": f"<arn:aws:lambda:REGION:ACCOUNT:function:{PRE_LAMBDA}>",
             "AnnotationConsolidationConfig": {
-                "AnnotationConsolidationLambdaArn": "<arn:aws:lambda:REGION:ACCOUNT:function:align-studio-consolidation>"},
+                "AnnotationConsolidationLambdaArn": f"<arn:aws:lambda:REGION:ACCOUNT:function:{POST_LAMBDA}>"},
             "TaskTitle": "Rank the answers",
             "TaskDescription": "Rank an assistant's candidate answers from best to worst; ties allowed.",
             "TaskKeywords": ["ranking", "text", "LLM"],
             "NumberOfHumanWorkersPerDataObject": workers_per_object,
             "TaskTimeLimitInSeconds": 900,
-            "TaskAvailabilityLifetimeInSeconds": 864000,
+            "TaskAvailabilityLifetimeInSeconds": WORKFORCES[workforce]["lifetime"],
             "MaxConcurrentTaskCount": 1000,
         },
     }
+    if workforce == "public":  # Mechanical Turk workers are paid per task; 3.6 cents is one of AWS's price tiers
+        settings["HumanTaskConfig"]["PublicWorkforceTaskPrice"] = {
+            "AmountInUsd": {"Dollars": 0, "Cents": 3, "TenthFractionsOfACent": 6}}
+    return settings
+
+
+def lambda_role_policy(bucket: str) -> dict:
+    """What the consolidation Lambda's execution role needs: read the annotation files Ground Truth writes under the
+    job's output path (the event's payload s3Uri)."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}
 
 
 README = """# Ground Truth job for the prompt set {set_name}
@@ -115,10 +141,13 @@ README = """# Ground Truth job for the prompt set {set_name}
 Made by Align Studio: {count} prompts, each with its candidate answers to rank (ties allowed).
 
 1. Upload `manifest.jsonl` and `template.liquid.html` to s3://{bucket}/{job_name}/.
-2. Create two Lambda functions (Python 3.12) from `lambdas/pre_annotation.py` and `lambdas/consolidation.py`
-   (handler `lambda_handler`); names starting with `SageMaker` or granting Ground Truth access work with the
-   managed policy. The consolidation keeps every worker's answer; Align Studio takes the majority itself.
-3. Fill in the `<...>` ARNs in `settings.json` and create the job:
+2. Create two Lambda functions (Python 3.12, handler `lambda_handler`) from `lambdas/pre_annotation.py` and
+   `lambdas/consolidation.py`, named `{pre}` and `{post}`: AWS's managed policy for labeling jobs
+   (AmazonSageMakerGroundTruthExecution) lets a job call only functions whose names contain SageMaker, Sagemaker,
+   sagemaker, GtRecipe or LabelingFunction. The consolidation function reads the workers' answers from S3: give its
+   execution role the policy in `lambda-role-policy.json` (s3:GetObject on s3://{bucket}/). It keeps every worker's
+   answer; Align Studio takes the majority itself.
+3. Fill in the `<...>` ARNs in `settings.json` (the job's role, your work team, the two functions) and create the job:
 
 ```python
 import json, boto3
@@ -126,37 +155,104 @@ settings = json.load(open("settings.json"))
 boto3.client("sagemaker").create_labeling_job(**settings)
 ```
 
-4. When it is done, download `s3://{bucket}/{job_name}/output/` (the output manifest under
-   `{job_name}/manifests/output/` and the worker responses under `{job_name}/annotations/worker-response/`), zip it or
-   keep the folder, and import it on the Data tab (Ground Truth: import). Every worker becomes annotator gt:<workerId>.
+   The workforce is {workforce}: tasks stay available for {lifetime} seconds{lifetime_note}.
+4. When it is done (or stopped: a partly done job imports what was labelled and lists the rest), download
+   `s3://{bucket}/{job_name}/output/` (the output manifest under `{job_name}/manifests/output/` and the worker
+   responses under `{job_name}/annotations/worker-response/`), zip it or keep the folder, and on the Data tab press
+   Check (Ground Truth import) first: it shows each worker's ranking written out as the Rank tab would. Compare the
+   first few with what the workers saw, once per template, then Import. Every worker becomes annotator gt:<workerId>.
 """
 
 
-def export_job(store: Store, set_name: str, out_dir=None, *, bucket: str = "my-bucket", job_name: str | None = None,
-               workers_per_object: int = 3) -> dict:
+def job_name(set_name: str, typed: str | None = None) -> str:
+    """A labeling job name that AWS accepts ([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}): the typed one, checked, or one made
+    from the set's name and the time."""
+    if typed and typed.strip():
+        typed = typed.strip()
+        if not JOB_NAME.fullmatch(typed):
+            raise GroundTruthError(f"The job name {typed!r} is not one AWS accepts: 1-63 letters, digits and hyphens, "
+                                   "starting and ending with a letter or digit (no '_' or '.').")
+        return typed
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    middle = re.sub(r"[^A-Za-z0-9]+", "-", set_name).strip("-")[:63 - len("align-studio--") - len(stamp)]
+    return re.sub(r"-+", "-", f"align-studio-{middle}-{stamp}")
+
+
+def export_job(store: Store, set_name: str, out_dir=None, *, bucket: str = "my-bucket", name: str | None = None,
+               workers_per_object: int = 3, workforce: str = "private") -> dict:
     """Write the job folder and its zip; GroundTruthError (naming the prompts) if anything is over the limits."""
-    job_name = check_name(job_name or f"align-studio-{set_name}-{time.strftime('%Y%m%d-%H%M%S')}".replace("_", "-"),
-                          "job name")
+    name = job_name(set_name, name)
     lines = manifest_lines(store, set_name)
     if not lines:
         raise GroundTruthError(f"No prompt of {set_name!r} has two or more candidates: generate candidates first.")
     problems = check_limits(lines)
     if problems:
         raise GroundTruthError(_problems_message(f"Ground Truth export of {set_name!r}", problems))
-    folder = Path(out_dir or studio_home() / "groundtruth" / job_name)
+    settings = job_settings(name, bucket, workers_per_object, workforce)
+    folder = Path(out_dir or studio_home() / "groundtruth" / name)
     (folder / "lambdas").mkdir(parents=True, exist_ok=True)
     with open(folder / "manifest.jsonl", "w", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     (folder / "template.liquid.html").write_text(worker_template(get_guidelines(store, set_name)), encoding="utf-8")
-    for name in ("pre_annotation.py", "consolidation.py"):
-        shutil.copy(ASSETS / name, folder / "lambdas" / name)
-    settings = job_settings(job_name, bucket, workers_per_object)
+    for file_name in ("pre_annotation.py", "consolidation.py"):
+        shutil.copy(ASSETS / file_name, folder / "lambdas" / file_name)
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
-    (folder / "README.md").write_text(README.format(set_name=set_name, count=len(lines), bucket=bucket,
-                                                    job_name=job_name))
+    (folder / "lambda-role-policy.json").write_text(json.dumps(lambda_role_policy(bucket), indent=2))
+    lifetime = WORKFORCES[workforce]["lifetime"]
+    (folder / "README.md").write_text(README.format(
+        set_name=set_name, count=len(lines), bucket=bucket, job_name=name, pre=PRE_LAMBDA, post=POST_LAMBDA,
+        workforce=workforce, lifetime=lifetime, lifetime_note=WORKFORCES[workforce]["note"]))
     archive = shutil.make_archive(str(folder), "zip", folder)
-    return {"folder": folder, "zip": Path(archive), "prompts": len(lines)}
+    return {"folder": folder, "zip": Path(archive), "prompts": len(lines), "job_name": name}
+
+
+# --- Import ------------------------------------------------------------------------------------------------------
+
+def read_answer(content) -> tuple[int, list[int] | None, list]:
+    """What the worker template submits, read in one place: (prompt id, response ids, ranks).
+
+    AWS does not document the JSON that crowd-text-ranking submits. The form sends our two hidden inputs as strings
+    (studioPromptId, studioResponseIds: a JSON list) and the element's output under its name: here, what we read is
+    {"ordinalRankingDimensions": [{"name": ..., "responseRankings": [rank of response 1, ...]}]}, at the top of
+    answerContent or under the element's name. Check the first imported results against the worker UI once per
+    template (the Data tab's Check shows them written out)."""
+    if not isinstance(content, dict):
+        raise GroundTruthError("answerContent is not a JSON object")
+    prompt_id = _whole_number(content.get("studioPromptId"))
+    ids = content.get("studioResponseIds")
+    try:
+        ids = json.loads(ids) if isinstance(ids, str) else ids
+    except ValueError:
+        ids = None
+    ranks = None
+    for holder in [content, *[v for v in content.values() if isinstance(v, dict)]]:
+        dimensions = holder.get("ordinalRankingDimensions")
+        if isinstance(dimensions, list) and dimensions and isinstance(dimensions[0], dict):
+            ranks = dimensions[0].get("responseRankings")
+            break
+    if not isinstance(ranks, list):
+        raise GroundTruthError("no ordinalRankingDimensions[].responseRankings in the answer")
+    return prompt_id, _id_list(ids), ranks
+
+
+def _whole_number(value) -> int | None:
+    """An id as JSON gives it (a number, or the string a form field submits); None for anything else (true,
+    3.5, Infinity, objects)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 19:
+        return int(value.strip())
+    return None
+
+
+def _id_list(value) -> list[int] | None:
+    if not isinstance(value, list):
+        return None
+    ids = [_whole_number(v) for v in value]
+    return None if any(i is None for i in ids) else ids
 
 
 @dataclass
@@ -168,119 +264,138 @@ class _Answer:
     ranks: list
 
 
-def _rankings_of(content: dict):
-    """responseRankings of the first ranking dimension, at the top of answerContent or under the element's name."""
-    for holder in [content, *[v for v in content.values() if isinstance(v, dict)]]:
-        dimensions = holder.get("ordinalRankingDimensions")
-        if isinstance(dimensions, list) and dimensions and isinstance(dimensions[0], dict):
-            return dimensions[0].get("responseRankings")
-    return None
+@dataclass
+class Found:
+    answers: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+    unlabelled: dict = field(default_factory=dict)  # prompt id -> why (where, failure reason)
 
 
-def _answer(where: str, worker, content, prompt_id=None, response_ids=None) -> _Answer:
-    if not isinstance(content, dict):
-        raise GroundTruthError(f"{where}: answerContent is not a JSON object")
-    if prompt_id is None:  # a worker response file on its own: our ids came back through the template
-        try:
-            prompt_id = int(content["studioPromptId"])
-            response_ids = json.loads(content["studioResponseIds"])
-        except (KeyError, TypeError, ValueError):
-            raise GroundTruthError(f"{where}: no studio ids in the answer and no output manifest line refers to it; "
-                                   "it cannot be joined") from None
-    ranks = _rankings_of(content)
-    if not worker:
-        raise GroundTruthError(f"{where}: the answer has no workerId")
-    if not isinstance(ranks, list):
-        raise GroundTruthError(f"{where}: no ordinalRankingDimensions[].responseRankings in the answer")
-    return _Answer(where, str(worker), prompt_id, response_ids, ranks)
-
-
-def _worker_answers(data, path: Path, root: Path, problems: list[str]) -> list:
-    """The answers list of a worker response file, or [] with the problem noted."""
-    if not isinstance(data, dict) or not isinstance(data.get("answers"), list):
-        problems.append(f"{path.relative_to(root)}: not a worker response file (no answers list)")
-        return []
-    return data["answers"]
-
-
-def _add_answers(workers: list, label: str, answers: list, problems: list[str], prompt_id=None, response_ids=None):
-    """Each worker's answer, checked; `label` (e.g. 'output.manifest:3 worker') says where, for the messages."""
+def _add_answers(workers, label: str, found: Found, prompt_id=None, response_ids=None):
+    """Each worker's answer, checked; `label` (e.g. 'output.manifest:3 worker') says where, for the messages. The
+    manifest line's ids, when there is one, win over those that came back through the form."""
+    if not isinstance(workers, list):
+        found.problems.append(f"{label}: the workers' answers are not a list")
+        return
     for i, worker in enumerate(workers):
         where = f"{label} {i + 1}"
         if not isinstance(worker, dict):
-            problems.append(f"{where}: not a JSON object")
+            found.problems.append(f"{where}: not a JSON object")
             continue
         try:
-            answers.append(_answer(where, worker.get("workerId"), worker.get("answerContent"), prompt_id,
-                                   response_ids))
+            form_prompt, form_ids, ranks = read_answer(worker.get("answerContent"))
         except GroundTruthError as error:
-            problems.append(str(error))
+            found.problems.append(f"{where}: {error}")
+            continue
+        prompt = prompt_id if prompt_id is not None else form_prompt
+        ids = response_ids if response_ids is not None else form_ids
+        if prompt is None or ids is None:
+            found.problems.append(f"{where}: no studio ids in the answer and no output manifest line refers to it; "
+                                  "it cannot be joined")
+            continue
+        who = worker.get("workerId")
+        if not isinstance(who, str) or not who.strip() or len(who) > 200:
+            found.problems.append(f"{where}: the answer has no workerId")
+            continue
+        found.answers.append(_Answer(where, who.strip(), prompt, ids, ranks))
 
 
-def _read_json(path: Path, root: Path, problems: list[str]):
+def _read_json(path: Path, root: Path, found: Found):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        problems.append(f"{path.relative_to(root)}: broken JSON ({error})")
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        found.problems.append(f"{path.relative_to(root)}: broken JSON ({type(error).__name__})")
         return None
 
 
-def _find_ref(root: Path, ref: str) -> Path | None:
-    """A worker-response-ref (an s3:// URI) -> the downloaded file under root with the longest matching path end."""
-    parts = ref.removeprefix("s3://").split("/")
-    for start in range(1, len(parts)):
+def _find_ref(root: Path, ref) -> Path | None:
+    """A worker-response-ref (an s3:// URI) -> the downloaded file under root whose path is the longest end of the
+    URI's key; never a file outside root (no '..', no absolute parts, no links out)."""
+    if not isinstance(ref, str) or not ref.startswith("s3://"):
+        return None
+    parts = ref.removeprefix("s3://").split("/")[1:]
+    if any(part in ("", ".", "..") or "\\" in part for part in parts):
+        return None
+    base = root.resolve()
+    for start in range(len(parts)):
         candidate = root.joinpath(*parts[start:])
-        if candidate.is_file():
+        if candidate.is_file() and candidate.resolve().is_relative_to(base):
             return candidate
     return None
 
 
-def _collect(root: Path) -> tuple[list[_Answer], list[str]]:
-    answers, problems, referenced = [], [], set()
+def _is_worker_response(path: Path, root: Path) -> bool:
+    return "worker-response" in path.relative_to(root).parts
+
+
+def _manifest_files(root: Path, files: list[Path]) -> list[Path]:
+    """Output manifests (and JSON-lines files we exported), not Ground Truth's intermediate copies."""
+    return [p for p in files if (p.suffix in (".manifest", ".jsonl") or p.name == "output.manifest")
+            and "intermediate" not in p.relative_to(root).parts]
+
+
+def _collect(root: Path, prompts: dict[int, str]) -> Found:
+    """Every worker answer in the folder: from output manifest lines (our consolidation's label, or a
+    worker-response-ref) and from worker response files no line refers to. Lines without a label are unlabelled
+    objects (a job stopped or expired part-way), listed, not errors."""
+    found, referenced = Found(), set()
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    for path in files:
-        if path.suffix not in (".manifest", ".jsonl") and path.name != "output.manifest":
+    for path in _manifest_files(root, files):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            found.problems.append(f"{path.relative_to(root)}: not UTF-8 text")
             continue
-        for number, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-            if not text.strip():
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
                 continue
             where = f"{path.relative_to(root)}:{number}"
             try:
-                line = json.loads(text)
-                prompt_id, response_ids = int(line["studio-prompt-id"]), line["studio-response-ids"]
-            except json.JSONDecodeError as error:
-                problems.append(f"{where}: broken JSON ({error.msg})")
+                line = json.loads(raw)
+            except (ValueError, RecursionError) as error:
+                found.problems.append(f"{where}: broken JSON ({getattr(error, 'msg', type(error).__name__)})")
                 continue
-            except (KeyError, TypeError, ValueError):
-                problems.append(f"{where}: no studio-prompt-id / studio-response-ids: not a line we exported")
+            prompt_id = _whole_number(line.get("studio-prompt-id")) if isinstance(line, dict) else None
+            response_ids = _id_list(line.get("studio-response-ids")) if isinstance(line, dict) else None
+            if prompt_id is None or response_ids is None:
+                found.problems.append(f"{where}: no whole-number studio-prompt-id / studio-response-ids: not a line "
+                                      "we exported")
                 continue
-            found = False
+            if prompt_id in prompts and line.get("source") != prompts[prompt_id]:
+                found.problems.append(f"{where}: its source text is not the text of prompt {prompt_id} in this "
+                                      "studio: the line comes from another studio's export")
+                continue
+            labelled = False
             for key, value in line.items():
-                if isinstance(value, dict) and isinstance(value.get("workers"), list):  # our consolidation
-                    found = True
-                    _add_answers(value["workers"], f"{where} worker", answers, problems, prompt_id, response_ids)
-                elif key.endswith("-metadata") and isinstance(value, dict) and value.get("worker-response-ref"):
-                    found = True
+                if key == LABEL_ATTRIBUTE and isinstance(value, dict) and "workers" in value:  # our consolidation
+                    labelled = True
+                    _add_answers(value["workers"], f"{where} worker", found, prompt_id, response_ids)
+                elif key.endswith("-metadata") and isinstance(value, dict) and "worker-response-ref" in value:
+                    labelled = True
                     ref = _find_ref(root, value["worker-response-ref"])
                     if ref is None:
-                        problems.append(f"{where}: worker-response-ref {value['worker-response-ref']} is not in the "
-                                        "folder; download the annotations/worker-response folder too")
+                        found.problems.append(f"{where}: its worker-response-ref is not in the uploaded folder; "
+                                              "download the annotations/worker-response folder too")
                         continue
                     referenced.add(ref)
-                    data = _read_json(ref, root, problems)
+                    data = _read_json(ref, root, found)
                     if data is not None:
-                        _add_answers(_worker_answers(data, ref, root, problems), f"{ref.relative_to(root)} answer",
-                                     answers, problems, prompt_id, response_ids)
-            if not found:
-                problems.append(f"{where}: no label with workers and no worker-response-ref")
+                        answers = data.get("answers") if isinstance(data, dict) else None
+                        _add_answers(answers, f"{ref.relative_to(root)} answer", found, prompt_id, response_ids)
+            if not labelled:
+                reason = next((v.get("failure-reason") for k, v in line.items()
+                               if k.endswith("-metadata") and isinstance(v, dict) and v.get("failure-reason")), None)
+                found.unlabelled.setdefault(prompt_id, f"{where}" + (f" ({str(reason)[:200]})" if reason else ""))
     for path in files:
-        if path.suffix != ".json" or path in referenced or path.name == "settings.json":
+        if path.suffix != ".json" or path in referenced or not _is_worker_response(path, root):
             continue
-        data = _read_json(path, root, problems)
+        data = _read_json(path, root, found)
         if data is not None:
-            _add_answers(_worker_answers(data, path, root, problems), f"{path.relative_to(root)} answer", answers,
-                         problems)
-    return answers, problems
+            answers = data.get("answers") if isinstance(data, dict) else None
+            _add_answers(answers, f"{path.relative_to(root)} answer", found)
+    labelled_prompts = {a.prompt_id for a in found.answers}
+    found.unlabelled = {p: w for p, w in found.unlabelled.items() if p not in labelled_prompts}
+    return found
 
 
 def _tiers(answer: _Answer, known: dict[int, set[int]], problems: list[str]):
@@ -288,7 +403,7 @@ def _tiers(answer: _Answer, known: dict[int, set[int]], problems: list[str]):
     if answer.prompt_id not in known:
         problems.append(f"{answer.where}: unknown prompt id {answer.prompt_id}")
         return None
-    if not isinstance(ids, list) or not set(ids) <= known[answer.prompt_id] or len(set(ids)) != len(ids) or len(ids) < 2:
+    if not set(ids) <= known[answer.prompt_id] or len(set(ids)) != len(ids) or len(ids) < 2:
         problems.append(f"{answer.where}: response ids {ids} are not candidates of prompt {answer.prompt_id}")
         return None
     if len(ranks) != len(ids):
@@ -300,49 +415,110 @@ def _tiers(answer: _Answer, known: dict[int, set[int]], problems: list[str]):
     return [[rid for rid, r in zip(ids, ranks) if r == rank] for rank in sorted(set(ranks))]
 
 
-def import_results(store: Store, path) -> dict:
-    """Import a Ground Truth output folder or zip; all or nothing."""
+def _extract(path: Path, into: Path) -> None:
+    """Unzip `path` into `into`, member by member, counting the bytes actually written (a forged size in the zip's
+    directory changes nothing) and never writing outside `into`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            written = 0
+            for info in archive.infolist():
+                target = (into / info.filename).resolve()
+                if not target.is_relative_to(into.resolve()):
+                    raise GroundTruthError(f"{path.name} holds an unsafe path: {info.filename[:200]}")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as source, open(target, "wb") as out:
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > MAX_IMPORT_BYTES:
+                            raise GroundTruthError(f"{path.name} unpacks to more than {MAX_IMPORT_BYTES // 2**20} MB.")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError) as error:
+        raise GroundTruthError(f"{path.name} is not a readable zip file ({type(error).__name__}); zip the output "
+                               "folder again.") from None
+
+
+@dataclass
+class Results:
+    rankings: dict  # (worker, prompt id) -> (tiers, where)
+    unlabelled: dict  # prompt id -> where
+    source: str
+
+    def summary(self) -> dict:
+        return {"workers": len({w for w, _ in self.rankings}), "prompts": len({p for _, p in self.rankings}),
+                "answers": len(self.rankings), "unlabelled": len(self.unlabelled)}
+
+
+def read_results(store: Store, path) -> Results:
+    """Read and check a Ground Truth output folder or zip without writing anything; GroundTruthError lists every
+    problem."""
     path = Path(path)
     if not path.exists():
-        raise GroundTruthError(f"{path} does not exist.")
+        raise GroundTruthError(f"{path.name} does not exist.")
     with tempfile.TemporaryDirectory() as tmp:
         root = path
         if path.is_file():
             if not zipfile.is_zipfile(path):
                 raise GroundTruthError(f"{path.name} is not a zip file; upload a zip or point at a folder.")
-            with zipfile.ZipFile(path) as archive:
-                if sum(i.file_size for i in archive.infolist()) > MAX_IMPORT_BYTES:
-                    raise GroundTruthError(f"{path.name} unpacks to more than {MAX_IMPORT_BYTES // 2**20} MB.")
-                for info in archive.infolist():  # never write outside the temporary folder
-                    target = (Path(tmp) / info.filename).resolve()
-                    if not target.is_relative_to(Path(tmp).resolve()):
-                        raise GroundTruthError(f"{path.name} holds an unsafe path: {info.filename}")
-                archive.extractall(tmp)
+            _extract(path, Path(tmp))
             root = Path(tmp)
-        answers, problems = _collect(root)
-        known: dict[int, set[int]] = {}
-        for row in store.query("SELECT prompt_id, id FROM responses"):
-            known.setdefault(row["prompt_id"], set()).add(row["id"])
-        chosen: dict[tuple[str, int], tuple[list, str]] = {}
-        for answer in answers:
-            tiers = _tiers(answer, known, problems)
-            if tiers is None:
-                continue
-            key = (answer.worker, answer.prompt_id)
-            if key in chosen and chosen[key][0] != tiers:
-                problems.append(f"{answer.where}: worker {answer.worker} ranked prompt {answer.prompt_id} "
-                                f"differently in {chosen[key][1]}")
-            chosen.setdefault(key, (tiers, answer.where))
-        if problems:
-            raise GroundTruthError(_problems_message(f"Ground Truth import from {path.name}", problems))
-        if not chosen:
-            raise GroundTruthError(f"{path.name} holds no worker answers.")
-        added = unchanged = 0
-        with store.tx() as db:
-            for (worker, prompt_id), (tiers, _) in chosen.items():
-                if insert_ranking(db, f"gt:{worker}", prompt_id, tiers, source="groundtruth", kind="groundtruth"):
-                    added += 1
-                else:
-                    unchanged += 1
-    return {"rankings": added, "unchanged": unchanged, "workers": len({w for w, _ in chosen}),
-            "prompts": len({p for _, p in chosen})}
+        prompts = {r["id"]: r["text"] for r in store.query("SELECT id, text FROM prompts")}
+        found = _collect(root, prompts)
+    known: dict[int, set[int]] = {}
+    for row in store.query("SELECT prompt_id, id FROM responses"):
+        known.setdefault(row["prompt_id"], set()).add(row["id"])
+    chosen: dict[tuple[str, int], tuple[list, str]] = {}
+    for answer in found.answers:
+        tiers = _tiers(answer, known, found.problems)
+        if tiers is None:
+            continue
+        key = (answer.worker, answer.prompt_id)
+        if key in chosen and chosen[key][0] != tiers:
+            found.problems.append(f"{answer.where}: worker {answer.worker} ranked prompt {answer.prompt_id} "
+                                  f"differently in {chosen[key][1]}")
+        chosen.setdefault(key, (tiers, answer.where))
+    if found.problems:
+        raise GroundTruthError(_problems_message(f"Ground Truth import from {path.name}", found.problems))
+    if not chosen:
+        listed = f" ({len(found.unlabelled)} objects were not labelled)" if found.unlabelled else ""
+        raise GroundTruthError(f"{path.name} holds no worker answers{listed}.")
+    return Results(chosen, found.unlabelled, path.name)
+
+
+def preview(store: Store, results: Results, limit: int = 20) -> str:
+    """Each worker's ranking written out as the Rank tab shows one (A = the first answer the worker saw), next to
+    the candidates, to compare with the worker UI before importing."""
+    out = []
+    for (worker, prompt_id), (tiers, where) in list(sorted(results.rankings.items()))[:limit]:
+        prompt = store.query("SELECT text FROM prompts WHERE id = ?", (prompt_id,))[0]["text"]
+        responses = store.query("SELECT id, text FROM responses WHERE prompt_id = ? ORDER BY id DESC LIMIT ?",
+                                (prompt_id, MAX_SHOWN))[::-1]
+        letters = {r["id"]: LETTERS[i] for i, r in enumerate(responses)}
+        order = " > ".join(" = ".join(letters.get(rid, f"#{rid}") for rid in tier) for tier in tiers)
+        out.append(f"gt:{worker} on prompt {prompt_id} ({prompt[:80]!r}): {order}   [{where}]")
+        out += [f"    {letters[r['id']]}: {r['text'][:120]!r}" for r in responses]
+    more = len(results.rankings) - limit
+    if more > 0:
+        out.append(f"... and {more} more rankings")
+    if results.unlabelled:
+        out.append(f"Not labelled ({len(results.unlabelled)} prompts): " +
+                   "; ".join(f"prompt {p} at {w}" for p, w in list(results.unlabelled.items())[:20]))
+    return "\n".join(out)
+
+
+def import_results(store: Store, path) -> dict:
+    """Import a Ground Truth output folder or zip: every labelled object, all in one transaction; unlabelled ones
+    are listed in the result."""
+    results = read_results(store, path)
+    added = unchanged = 0
+    with store.tx() as db:
+        for (worker, prompt_id), (tiers, _) in results.rankings.items():
+            if insert_ranking(db, f"gt:{worker}", prompt_id, tiers, source="groundtruth", kind="groundtruth"):
+                added += 1
+            else:
+                unchanged += 1
+    summary = results.summary()
+    return {"rankings": added, "unchanged": unchanged, "workers": summary["workers"], "prompts": summary["prompts"],
+            "unlabelled": dict(results.unlabelled)}

@@ -15,8 +15,11 @@ import sys
 import threading
 from pathlib import Path
 
-from studio import recipes
+from studio import methods, recipes, rubric
 from studio.paths import studio_home
+from studio.preferences import PreferenceError, training_snapshot
+from studio.prompts import PromptError, get_prompts, messages_key, prompt_messages, read_records
+from studio.ranking import PAIR_MODES
 from studio.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,16 +37,77 @@ def jobs_dir() -> Path:
     return path
 
 
+def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None = None,
+           pair_mode: str = recipes.PAIR_MODE, data: str = "", reward_job: int | None = None,
+           reward_functions: list[str] = (), rubric_reward: bool = False, report: dict | None = None) -> int:
+    """Queue a training job the way the Train tab, the API and tests do; returns its id.
+
+    `settings` are recipe fields; `model` may be `job:N` to continue from job N's adapter. The data is `data` (a
+    file or Hub data set id) or a snapshot of the prompt set: its preference pairs (`pair_mode`), or for online RL
+    its prompts. RL rewards: a finished reward-model job, `module:function`s, and/or the prompt set's rubric.
+    `report`: settings of the alignment report to make when the job finishes (None: none)."""
+    spec = methods.get(method)
+    settings = {**recipes.studio_defaults(method), **settings}
+    parent = None
+    model = str(settings.get("model") or "embedded")
+    if model.startswith("job:"):
+        try:
+            parent = get(store, int(model.removeprefix("job:")))
+        except ValueError:
+            raise JobError(f"{model!r} is not a job; write job:N.") from None
+        if not adapter_folder(parent) or not methods.get(parent["method"]).chats:
+            raise JobError(f"Job {parent['id']} has no finished chat adapter to continue from.")
+        settings["model"], settings["continue_from"] = parent["base_model"], str(adapter_folder(parent))
+    files = {}
+    if spec.data == "prompts":
+        settings.pop("max_length", None)  # RL bounds the sampled answer instead
+        functions = list(reward_functions)
+        if reward_job is not None:
+            reward = get(store, int(reward_job))
+            if methods.get(reward["method"]).output != "reward" or not adapter_folder(reward):
+                raise JobError(f"Job {reward['id']} is not a finished reward-model job.")
+            settings["reward_model"] = str(adapter_folder(reward))
+        settings["reward_functions"] = ",".join(functions)
+        if rubric_reward:
+            if not prompt_set or not rubric.get_text(store, prompt_set).strip():
+                raise JobError(f"The prompt set {prompt_set!r} has no rubric to reward with; write one on the Rank "
+                               "tab or untick the rubric reward.")
+            files["rubric.yaml"] = rubric.get_text(store, prompt_set)
+        if not settings.get("reward_model") and not functions and not rubric_reward:
+            raise JobError("Online RL needs a reward: a reward-model job, the rubric and/or reward functions.")
+        # TRL needs whole groups: the batch is rounded up to a multiple of the answers per prompt.
+        groups = int(settings.get("num_generations", 4))
+        batch = int(settings.get("per_device_train_batch_size", groups))
+        settings["per_device_train_batch_size"] = -(-batch // groups) * groups
+    if (data or "").strip():
+        rows, info, label = None, {}, data.strip()
+        settings["data"] = label
+    elif not prompt_set:
+        raise PreferenceError("Choose a prompt set, or give a file or a Hub data set id.")
+    elif spec.data == "prompts":
+        prompts = get_prompts(store, prompt_set)
+        rows = [{"prompt": prompt_messages(p)} for p in prompts]
+        info, label = {"prompt_set": prompt_set, "prompts": len(prompts)}, f"{prompt_set} (prompts)"
+    else:
+        rows, info = training_snapshot(store, prompt_set, pair_mode)
+        label = f"{prompt_set} ({PAIR_MODES[pair_mode]})"
+    return create(store, method, settings, data_label=label, data_rows=rows, data_info=info,
+                  parent_job_id=parent["id"] if parent else None, files=files, report=report)
+
+
 def create(store: Store, method: str, settings: dict, *, data_label: str, data_rows: list[dict] | None = None,
-           data_info: dict | None = None, parent_job_id: int | None = None) -> int:
-    """A queued job: its folder with recipe.yaml (checked) and, for studio data, a snapshot of the rows."""
+           data_info: dict | None = None, parent_job_id: int | None = None, files: dict | None = None,
+           report: dict | None = None) -> int:
+    """A queued job: its folder with recipe.yaml (checked) and, for studio data, a snapshot of the rows. `files`
+    (name -> text) are written into the folder too; `rubric.yaml` becomes the recipe's rubric."""
     settings = dict(settings)
     with store.tx() as db:
         job_id = db.execute(
-            "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id, round) "
-            "VALUES (?, 'queued', '', ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id, round, "
+            "report_settings) VALUES (?, 'queued', '', ?, ?, ?, ?, ?, ?)",
             (method, settings.get("model", "embedded"), data_label, json.dumps(data_info or {}), parent_job_id,
-             next_round(store, parent_job_id, (data_info or {}).get("prompt_set"))),
+             next_round(store, parent_job_id, (data_info or {}).get("prompt_set")),
+             json.dumps(report) if report is not None else None),
         ).lastrowid
         folder = jobs_dir() / f"{job_id}-{method}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -55,6 +119,10 @@ def create(store: Store, method: str, settings: dict, *, data_label: str, data_r
                     for row in data_rows:
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 settings["data"] = str(folder / "data.jsonl")
+            for name, text in (files or {}).items():
+                (folder / name).write_text(text, encoding="utf-8")
+            if "rubric.yaml" in (files or {}):
+                settings["rubric"] = str(folder / "rubric.yaml")
             settings["output_dir"] = str(folder)
             recipes.save(folder / "recipe.yaml", method, settings)
             (folder / "data_info.json").write_text(json.dumps({"data": data_label, **(data_info or {})}, indent=2))
@@ -88,6 +156,28 @@ def lineage(store: Store, job_id: int) -> list[dict]:
         chain.append(job)
         job_id = job["parent_job_id"]
     return chain
+
+
+def training_prompt_keys(store: Store, job_id: int) -> set[tuple]:
+    """prompts.prompt_key of every prompt this job, and each job it continued from, trained on: read from the data
+    snapshot in its folder (or the local file its recipe names). Data only on the Hub cannot be checked here."""
+    keys = set()
+    for job in lineage(store, job_id):
+        path = Path(job["folder"]) / "data.jsonl"
+        if not path.is_file():
+            candidate = Path(job["data"]).expanduser()
+            path = candidate if candidate.is_file() else None
+        if path is None:
+            continue
+        try:
+            records = read_records(path, 10**9, (".jsonl", ".csv", ".parquet"))
+        except PromptError:
+            continue
+        for record in records:
+            key = messages_key(record.get("prompt") if "prompt" in record else record.get("messages"))
+            if key is not None:
+                keys.add(key)
+    return keys
 
 
 def get(store: Store, job_id: int) -> dict:
@@ -155,8 +245,10 @@ def _alive(pid: int | None, folder: str) -> bool:
 class Manager:
     """Starts queued jobs one at a time and keeps the jobs table in step with the processes."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, on_finished=None):
+        """`on_finished(job_id)` is called (in the watcher's thread) when a job is seen to finish."""
         self.store = store
+        self.on_finished = on_finished
         self._processes: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -207,6 +299,8 @@ class Manager:
                 db.execute("UPDATE jobs SET status = ?, error = ?, pid = NULL, "
                            "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
                            (result["status"], error, job["id"]))
+            if result["status"] == "finished" and self.on_finished is not None:
+                self.on_finished(job["id"])
 
     def stop(self, job_id: int, grace_s: float = STOP_GRACE_S) -> str:
         """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s."""

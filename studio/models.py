@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +186,27 @@ def check_memory(reference: str, path: str, device: str, dtype, quantize_4bit: b
 
 _lock = threading.Lock()
 _loaded: Loaded | None = None
+# Held while a model generates or changes (adapters loaded onto it): the app's pages, a background report and the
+# API share one copy of the weights, and PEFT's per-batch adapter switching is not safe from two threads at once.
+_use = threading.RLock()
+_user: str | None = None
+
+
+@contextmanager
+def in_use(what: str):
+    """Hold the model for `what` (e.g. 'the alignment report of job 3'); others wait until it is done."""
+    global _user
+    with _use:
+        outer, _user = _user, what
+        try:
+            yield
+        finally:
+            _user = outer
+
+
+def user() -> str | None:
+    """What holds the model right now, if anything."""
+    return _user
 
 
 def load(reference: str, quantize_4bit: bool = False) -> Loaded:
@@ -286,7 +308,7 @@ def with_adapters(loaded: Loaded, folders: list) -> list[str]:
     from peft import PeftModel
 
     names = []
-    with _lock:
+    with _lock, in_use("loading an adapter"):
         for folder in folders:
             if folder is None:
                 names.append(BASE)

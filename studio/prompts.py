@@ -3,18 +3,21 @@
 Everything is checked before anything is written, and a set is added in one transaction: bad input stores nothing.
 """
 
+import argparse
 import csv
 import io
 import json
+import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio import hub
+from studio import hub, rubric
 from studio.paths import check_name
 from studio.store import Store
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "prompts"
-BUILTIN_SETS = {"bank": "bank.jsonl", "helpful_harmless": "helpful_harmless.jsonl"}
+BUILTIN_SETS = {"bank": "bank.jsonl", "helpful_harmless": "helpful_harmless.jsonl", "provocative": "provocative.jsonl"}
 PROMPT_COLUMNS = ("prompt", "question", "instruction")
 SYSTEM_COLUMN = "system"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -183,11 +186,19 @@ def add_prompt_set(store: Store, name: str, parsed: ParsedPrompts, source: str) 
 
 
 def install_builtin_sets(store: Store) -> None:
-    """Add the built-in sets that are not in the database yet (idempotent)."""
+    """Add the built-in sets that are not in the database yet, each with its rubric (idempotent). A rubric the
+    user removed stays removed (its row holds empty text)."""
     present = {row["name"] for row in store.query("SELECT name FROM prompt_sets")}
     for name, file_name in BUILTIN_SETS.items():
         if name not in present:
             add_prompt_set(store, name, parse_prompt_file(ASSETS / file_name), "builtin")
+    with store.tx() as db:
+        for name in BUILTIN_SETS:
+            text = rubric.builtin_text(name)
+            if text:
+                db.execute("INSERT OR IGNORE INTO rubrics (prompt_set_id, text, updated_by) "
+                           "SELECT id, ?, 'builtin' FROM prompt_sets WHERE name = ? AND source = 'builtin'",
+                           (text, name))
 
 
 def list_prompt_sets(store: Store) -> list[dict]:
@@ -217,3 +228,90 @@ def get_prompts(store: Store, set_name: str, limit: int | None = None) -> list[d
         known = ", ".join(s["name"] for s in list_prompt_sets(store))
         raise PromptError(f"No prompt set named {set_name!r}; known sets: {known or 'none'}.")
     return [dict(row, context=json.loads(row["context"]) if row["context"] else []) for row in rows]
+
+
+def prompt_key(prompt: dict) -> tuple:
+    """What makes two prompts the same prompt, whatever set holds them: the text, the system prompt, earlier turns."""
+    return (prompt["text"].strip(), (prompt.get("system") or "").strip(),
+            json.dumps(prompt.get("context") or [], ensure_ascii=False, sort_keys=True))
+
+
+def messages_key(messages) -> tuple | None:
+    """prompt_key of a chat message list that ends with the user's message (TRL's prompt column); None if it
+    does not."""
+    if isinstance(messages, str):
+        return prompt_key({"text": messages})
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        return None
+    while messages and messages[-1].get("role") == "assistant":  # SFT rows: the conversation with its answer
+        messages = messages[:-1]
+    if not messages or messages[-1].get("role") != "user":
+        return None
+    system = messages[0].get("content", "") if messages[0].get("role") == "system" else ""
+    turns = messages[1:] if system else messages
+    context = [{"role": m.get("role"), "content": m.get("content")} for m in turns[:-1]]
+    return prompt_key({"text": str(turns[-1].get("content", "")), "system": str(system), "context": context})
+
+
+def split_set(store: Store, set_name: str, held_out: float = 0.3, seed: int = 0) -> tuple[str, str]:
+    """Split a prompt set into `<name>-train` and `<name>-heldout` (a share `held_out` of its prompts, drawn with
+    `seed`), copying the prompts, the guidelines and the rubric; returns the two names. One transaction."""
+    if not 0 < held_out < 1:
+        raise PromptError("The held-out share must be above 0 and below 1, e.g. 0.3.")
+    prompts = get_prompts(store, set_name)
+    if len(prompts) < 2:
+        raise PromptError(f"{set_name!r} has {len(prompts)} prompt(s); a split needs at least 2.")
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    count = min(len(prompts) - 1, max(1, round(len(prompts) * held_out)))
+    held = set(order[:count])
+    names = (check_name(f"{set_name}-train"[:64], "prompt set name"),
+             check_name(f"{set_name}-heldout"[:64], "prompt set name"))
+    source = f"split:{set_name}:{held_out}:{seed}"
+    with store.tx() as db:
+        for name in names:
+            if db.execute("SELECT 1 FROM prompt_sets WHERE name = ?", (name,)).fetchone():
+                raise PromptError(f"A prompt set named {name!r} already exists; rename or remove it first.")
+        original = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()["id"]
+        for name, keep in zip(names, (False, True)):
+            set_id = db.execute("INSERT INTO prompt_sets (name, source) VALUES (?, ?)", (name, source)).lastrowid
+            rows = [p for i, p in enumerate(prompts) if (i in held) == keep]
+            db.executemany(
+                "INSERT INTO prompts (prompt_set_id, position, text, system, context) VALUES (?, ?, ?, ?, ?)",
+                [(set_id, position, p["text"], p["system"], json.dumps(p["context"]) if p["context"] else "")
+                 for position, p in enumerate(rows)])
+            for table in ("guidelines", "rubrics"):
+                db.execute(f"INSERT INTO {table} (prompt_set_id, text, updated_by) SELECT ?, text, updated_by "
+                           f"FROM {table} WHERE prompt_set_id = ?", (set_id, original))
+    return names
+
+
+def main(argv=None) -> int:
+    from studio.paths import db_path
+
+    parser = argparse.ArgumentParser(prog="python -m studio.prompts", description="Prompt sets in the studio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the prompt sets and their sizes")
+    split = sub.add_parser("split", help="split a set into <name>-train and <name>-heldout")
+    split.add_argument("set_name")
+    split.add_argument("--held-out", type=float, default=0.3, help="share of prompts held out (default 0.3)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    args = parser.parse_args(argv)
+    store = Store(db_path())
+    install_builtin_sets(store)
+    if args.command == "list":
+        for row in list_prompt_sets(store):
+            print(f"{row['name']}\t{row['prompts']} prompts\t{row['source']}")
+        return 0
+    try:
+        train, held = split_set(store, args.set_name, args.held_out, args.seed)
+    except PromptError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sizes = {s["name"]: s["prompts"] for s in list_prompt_sets(store)}
+    print(f"{train}: {sizes[train]} prompts; {held}: {sizes[held]} prompts (seed {args.seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

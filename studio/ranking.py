@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from studio.store import Store
 
 LETTERS = "ABCDEFGH"
+# With two candidates one key decides: a or b better, = tie, x both bad -> (better tier, worse tier, label).
+PAIRWISE = {"a": ([0], [1], None), "b": ([1], [0], None), "=": ([0, 1], None, None), "x": ([0, 1], None, "both_bad")}
 MAX_SHOWN = len(LETTERS)  # candidates shown per prompt: the newest ones when a prompt has more
 PAIR_MODES = {"best_worst": "best vs worst", "all": "all ordered pairs"}
-RESERVED_PREFIXES = ("gt:", "import:", "hf:")
 
 
 class RankingError(ValueError):
@@ -43,12 +44,21 @@ class Task:
         return " > ".join(" = ".join(index[r] for r in tier if r in index) for tier in self.current)
 
 
-def check_annotator(name: str) -> str:
+# Names that only a kind of annotator may carry: a typed name cannot pass for a Space login, a Ground Truth worker
+# or an import.
+RESERVED_FOR = {"gt:": "groundtruth", "import:": "import", "hf:": "hf"}
+RESERVED_PREFIXES = tuple(RESERVED_FOR)
+
+
+def check_annotator(name: str, kind: str = "local") -> str:
     name = (name or "").strip()
     if not name:
         raise RankingError("Enter your annotator name first: every ranking records who made it.")
     if len(name) > 64 or not name.isprintable():
         raise RankingError("An annotator name is at most 64 printable characters.")
+    for prefix, owner in RESERVED_FOR.items():
+        if name.startswith(prefix) and kind != owner:
+            raise RankingError(f"Names starting with {', '.join(RESERVED_PREFIXES)} are reserved; choose another.")
     return name
 
 
@@ -146,7 +156,7 @@ def next_task(store: Store, set_name: str, annotator: str) -> Task | None:
 
 
 def insert_ranking(db, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None,
-                   source: str = "local", kind: str = "local") -> int | None:
+                   source: str = "local", kind: str = "local", suggested_by: str | None = None) -> int | None:
     """Make `tiers` the annotator's current ranking of the prompt, inside the caller's transaction.
 
     The ranking it replaces stays as history. Returns the new ranking's id, or None if it equals the current one.
@@ -158,23 +168,63 @@ def insert_ranking(db, annotator: str, prompt_id: int, tiers: list[list[int]], *
     if not set(flat) <= known:
         raise RankingError(f"Responses {sorted(set(flat) - known)} are not candidates of prompt {prompt_id}.")
     who = annotator_id(db, annotator, kind)
-    current = db.execute("SELECT tiers, label FROM rankings WHERE prompt_id = ? AND annotator_id = ? "
+    current = db.execute("SELECT tiers, label, suggested_by FROM rankings WHERE prompt_id = ? AND annotator_id = ? "
                          "AND status = 'current' AND source != 'import'", (prompt_id, who)).fetchone()
-    if current and json.loads(current["tiers"]) == tiers and current["label"] == label:
+    if current and json.loads(current["tiers"]) == tiers and current["label"] == label and \
+            current["suggested_by"] == suggested_by:
         return None
     db.execute("UPDATE rankings SET status = 'replaced' WHERE prompt_id = ? AND annotator_id = ? "
                "AND status = 'current' AND source != 'import'", (prompt_id, who))
     db.execute("DELETE FROM skips WHERE prompt_id = ? AND annotator_id = ?", (prompt_id, who))
     return db.execute(
-        "INSERT INTO rankings (prompt_id, annotator_id, tiers, label, source) VALUES (?, ?, ?, ?, ?)",
-        (prompt_id, who, json.dumps(tiers), label, source)).lastrowid
+        "INSERT INTO rankings (prompt_id, annotator_id, tiers, label, source, suggested_by) VALUES (?, ?, ?, ?, ?, ?)",
+        (prompt_id, who, json.dumps(tiers), label, source, suggested_by)).lastrowid
 
 
-def submit(store: Store, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None) -> None:
-    """Save `tiers` (response ids, best first) as this local annotator's current ranking; one transaction."""
-    annotator = check_annotator(annotator)
+def submit(store: Store, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None,
+           kind: str = "local", suggested_by: str | None = None) -> int | None:
+    """Save `tiers` (response ids, best first) as this annotator's current ranking; one transaction. `kind` is how
+    they signed in (local, auth, hf); `suggested_by` names the judge whose suggestion they accepted unchanged."""
+    annotator = check_annotator(annotator, kind)
     with store.tx() as db:
-        insert_ranking(db, annotator, prompt_id, tiers, label=label)
+        return insert_ranking(db, annotator, prompt_id, tiers, label=label, kind=kind, suggested_by=suggested_by)
+
+
+def submit_order(store: Store, annotator: str, task: Task, typed: str, kind: str = "local") -> int | None:
+    """Save what the annotator typed for `task` (a prompt on screen): an order like 'b a=c d', with two candidates
+    a / b / = / x (both bad), or 'r' to accept the rubric's suggestion."""
+    command = (typed or "").strip().lower()
+    label, suggested_by = None, None
+    if command == "r":
+        found = suggestion(store, task)
+        if found is None:
+            raise RankingError("There is no suggestion for this prompt: its set has no rubric.")
+        tiers, suggested_by = found[0], found[2]
+    elif len(task.response_ids) == 2 and command in PAIRWISE:
+        first, second, label = PAIRWISE[command]
+        tiers = [first] + ([second] if second else [])
+    else:
+        tiers = parse_order(typed, len(task.response_ids))
+    return submit(store, annotator, task.prompt_id, [[task.response_ids[i] for i in tier] for tier in tiers],
+                  label=label, kind=kind, suggested_by=suggested_by)
+
+
+def suggestion(store: Store, task: Task) -> tuple[list[list[int]], str, str] | None:
+    """The rubric's order of the candidates on screen: (tiers of display indices, e.g. 'B > A = C (B 0.95, ...)',
+    the judge's name 'rubric:<set>'), or None when the set has no rubric."""
+    from studio import rubric
+
+    try:
+        checks = rubric.for_set(store, task.set_name)
+    except rubric.RubricError:
+        return None
+    if checks is None:
+        return None
+    scores = checks.score_many([task.text] * len(task.responses), task.responses)
+    tiers = rubric.rank_scores(scores)
+    order = " > ".join(" = ".join(LETTERS[i] for i in tier) for tier in tiers)
+    listed = ", ".join(f"{LETTERS[i]} {scores[i]:.2f}" for tier in tiers for i in tier)
+    return tiers, f"{order} (scores {listed})", f"rubric:{task.set_name}"
 
 
 def skip(store: Store, annotator: str, prompt_id: int) -> None:

@@ -40,6 +40,9 @@ class StudioArgs:
     reward_functions: str = field(default="", metadata={"help": "RL: extra rewards as module:function, comma separated,"
                                                                 " e.g. studio.rewards:toxicity_penalty; TRL's "
                                                                 "reward_weights weighs them (reward model first)."})
+    rubric: str = field(default="", metadata={"help": "RL: a rubric YAML file (the Train tab copies the prompt "
+                                                    "set's into the job); its score of each sampled answer (0-1) "
+                                                    "is a reward."})
     sample_every: int = field(default=2, metadata={"help": "RL: write a few sampled answers with their rewards every "
                                                            "N generation rounds (samples.jsonl)."})
     group_by_length: bool = field(default=True, metadata={"help": "Batches of rows of similar length, so less "
@@ -98,6 +101,18 @@ HELP = {
     "max_length": "Tokens kept per row (prompt and answer); longer rows are cut.",
     "save_steps": "A checkpoint every N steps (Stop also saves one).",
     "seed": "Seed for shuffling and initialisation, to repeat a run.",
+    "loss_type": "DPO's loss (TRL loss_type); sigmoid is the standard, see the README for when to pick another.",
+    "num_generations": "RL: answers sampled per prompt; each is rewarded against the others of its group.",
+    "max_completion_length": "RL: the longest sampled answer, in tokens.",
+}
+
+# TRL's DPO loss types offered on the Train tab, with one line each.
+LOSS_TYPES = {
+    "sigmoid": "sigmoid: standard DPO",
+    "ipo": "ipo: bounded margin, less prone to overfitting few pairs",
+    "robust": "robust: for noisy votes (annotators who disagree)",
+    "sigmoid_norm": "sigmoid_norm: length-normalised, against length exploitation",
+    "apo_zero": "apo_zero: pushes chosen up, rejected down (chosen clearly good)",
 }
 
 
@@ -113,6 +128,19 @@ def studio_defaults(method: str) -> dict:
         settings.update(num_generations=4, per_device_train_batch_size=4, max_completion_length=48, beta=0.05,
                         temperature=1.0)
     return settings
+
+
+PAIR_MODE = "best_worst"
+
+
+def recommended(method: str, model: str, rows: int) -> dict:
+    """The settings the Train tab opens on for `method` on `model` with `rows` training rows (see the README's
+    table for the runs behind them)."""
+    settings = {"learning_rate": 5e-5, "num_train_epochs": 1, "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 1, "beta": 0.1, "max_length": 512}
+    if method != "dpo":
+        settings.pop("beta")
+    return {**settings, **studio_defaults(method)}
 
 
 def build(method: str, settings: dict):

@@ -1,7 +1,7 @@
 """Reward functions for online RL (TRL's reward_funcs: called with prompts and completions, one float per completion).
 
 A recipe names them as `module:function` (reward_functions), so a team can add its own next to ours; the reward
-model of a finished reward-model job comes first (reward_model). Every function here is wrapped so that a few sampled
+model of a finished reward-model job comes first (reward_model), then the prompt set's rubric (rubric). Every function here is wrapped so that a few sampled
 answers and their rewards are written to samples.jsonl for the Train tab.
 """
 
@@ -9,6 +9,8 @@ import importlib
 import json
 import time
 from pathlib import Path
+
+from studio import rubric, scorers
 
 step_began = None  # set by the training callback when a step begins; sampling is the first thing a step does
 
@@ -22,9 +24,7 @@ def _text(completion) -> str:
 
 def toxicity_penalty(prompts, completions, **kwargs) -> list[float]:
     """Minus the offline toxicity (0 to 1) of each answer: an abusive answer costs up to 1."""
-    from studio.evaluate import toxicity
-
-    return [-t for t in toxicity([_text(c) for c in completions])]
+    return [-t for t in scorers.toxicity([_text(c) for c in completions])]
 
 
 class RewardModel:
@@ -33,17 +33,31 @@ class RewardModel:
     __name__ = "reward_model"
 
     def __init__(self, adapter_folder):
-        from studio.evaluate import RewardScorer
-
         folder = Path(adapter_folder).expanduser()
         if not (folder / "adapter_config.json").is_file():
             raise ValueError(f"reward_model: {adapter_folder} is not a reward-model adapter folder.")
-        self.scorer = RewardScorer(folder)
+        self.scorer = scorers.RewardScorer(folder)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         return self.scorer.score_messages([list(p) + list(c) if isinstance(p, list) else
                                            [{"role": "user", "content": p}, {"role": "assistant", "content": _text(c)}]
                                            for p, c in zip(prompts, completions)])
+
+
+class RubricReward:
+    """A rubric as a reward function: each sampled answer's score (0 to 1) against the prompt's last user message."""
+
+    __name__ = "rubric"
+
+    def __init__(self, path):
+        try:
+            self.rubric = rubric.load_file(Path(path).expanduser())
+        except rubric.RubricError as error:
+            raise ValueError(f"rubric: {error}") from None
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        texts = [_text(p[-1:]) if isinstance(p, list) else str(p) for p in prompts]
+        return self.rubric.score_many(texts, [_text(c) for c in completions])
 
 
 def load_function(spec: str):
@@ -86,7 +100,9 @@ class Recorded:
 def build(recipe, job_dir: Path) -> list:
     """The reward functions a recipe names, reward model first, each recording samples."""
     functions = [RewardModel(recipe.reward_model)] if recipe.reward_model else []
+    functions += [RubricReward(recipe.rubric)] if recipe.rubric else []
     functions += [load_function(spec) for spec in recipe.reward_functions.split(",") if spec.strip()]
     if not functions:
-        raise ValueError("rloo needs a reward: reward_model (a reward-model job's adapter) and/or reward_functions.")
+        raise ValueError("rloo needs a reward: reward_model (a reward-model job's adapter), rubric and/or "
+                         "reward_functions.")
     return [Recorded(f, job_dir / "samples.jsonl", recipe.sample_every, timed=i == 0) for i, f in enumerate(functions)]

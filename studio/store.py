@@ -142,6 +142,63 @@ MIGRATIONS = [
     (
         "ALTER TABLE jobs ADD COLUMN round INTEGER NOT NULL DEFAULT 1",
     ),
+    # 6: rubrics per prompt set; accepted suggestions; alignment reports; several samples per prompt in evaluations.
+    (
+        """CREATE TABLE rubrics (
+        prompt_set_id INTEGER PRIMARY KEY REFERENCES prompt_sets(id) ON DELETE CASCADE,
+        text TEXT NOT NULL,                -- the rubric's YAML (checked before it is stored)
+        updated_by TEXT,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        # The judge (rubric:<set>) whose suggested order the annotator accepted unchanged; NULL for their own order.
+        "ALTER TABLE rankings ADD COLUMN suggested_by TEXT",
+        """CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        status TEXT NOT NULL DEFAULT 'generating',  -- generating | ready | cancelled | failed
+        settings TEXT NOT NULL,            -- JSON: prompt sets, samples per prompt, generation parameters
+        summary TEXT,                      -- JSON: the effect per set and scorer, lengths, warnings, examples
+        error TEXT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        "ALTER TABLE evaluations ADD COLUMN report_id INTEGER REFERENCES reports(id) ON DELETE CASCADE",
+        "ALTER TABLE evaluations ADD COLUMN samples INTEGER NOT NULL DEFAULT 1",
+        # JSON settings of the report to make when the job finishes; NULL for none.
+        "ALTER TABLE jobs ADD COLUMN report_settings TEXT",
+        # eval_answers and eval_votes gain a sample number (several seeds per prompt): SQLite changes a UNIQUE
+        # constraint only by rebuilding the table (foreign keys are off while migrations run).
+        """CREATE TABLE eval_answers_new (
+        id INTEGER PRIMARY KEY,
+        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        sample INTEGER NOT NULL DEFAULT 0,
+        text TEXT NOT NULL,
+        UNIQUE (evaluation_id, position, prompt_id, sample)
+    )""",
+        "INSERT INTO eval_answers_new (id, evaluation_id, position, prompt_id, text) "
+        "SELECT id, evaluation_id, position, prompt_id, text FROM eval_answers",
+        "DROP TABLE eval_answers",
+        "ALTER TABLE eval_answers_new RENAME TO eval_answers",
+        """CREATE TABLE eval_votes_new (
+        id INTEGER PRIMARY KEY,
+        evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        sample INTEGER NOT NULL DEFAULT 0,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        first INTEGER NOT NULL,
+        second INTEGER NOT NULL,
+        left_position INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('first', 'second', 'tie', 'both_bad')),
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        UNIQUE (evaluation_id, prompt_id, sample, annotator_id, first, second)
+    )""",
+        "INSERT INTO eval_votes_new (id, evaluation_id, prompt_id, annotator_id, first, second, left_position, "
+        "outcome, created_at) SELECT id, evaluation_id, prompt_id, annotator_id, first, second, left_position, "
+        "outcome, created_at FROM eval_votes",
+        "DROP TABLE eval_votes",
+        "ALTER TABLE eval_votes_new RENAME TO eval_votes",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -188,14 +245,26 @@ class Store:
         return self.connection().execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self):
-        with self.tx() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}, newer than this studio's {SCHEMA_VERSION}: "
-                    "update Align Studio."
-                )
-            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in statements:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
+        conn = self.connection()
+        # Off while the schema changes (a table rebuild drops and renames tables), checked before the commit.
+        conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self.tx() as db:
+                self._apply_migrations(db)
+                broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"{self.path}: the migration left {len(broken)} broken references.")
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
+
+    def _apply_migrations(self, db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this studio's {SCHEMA_VERSION}: "
+                "update Align Studio."
+            )
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")

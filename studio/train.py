@@ -158,10 +158,75 @@ def _peft(recipe, method: str, model):
     return model, config
 
 
+def compact_lm_head(model) -> None:
+    """On a device without Triton (a CPU), score only the answer tokens, with one plain log_softmax.
+
+    TRL patches the model so that `model(..., labels=..., fused_lm_head=True)` returns per-token log-probabilities
+    (trl.trainer.utils.add_fused_lm_head). Without Triton it projects every position of the batch through the
+    49k-word LM head, prompt and padding included, in tiles that it folds with torch ops for five statistics. Here,
+    on such devices, only the positions whose label counts go through the head, and the statistics TRL logs
+    (entropy, mean logit, top-1) are taken from the same logits without gradient. On CUDA, TRL's compact Triton
+    kernel runs as before. Call it right after TRL's add_fused_lm_head, on the same model."""
+    import types
+
+    import torch
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    trl_forward = model.forward
+
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
+                **kwargs):
+        head = self.get_output_embeddings()
+        if not fused_lm_head or head.weight.device.type == "cuda" or shift_labels is not None or \
+                getattr(self.config.get_text_config(), "final_logit_softcapping", None):
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        labels = labels[:, 1:].to(head.weight.device)
+        mask = labels != -100
+        logits = head(hidden.to(head.weight.device)[mask]).float()
+        log_all = logits.log_softmax(-1)
+        targets = labels[mask]
+        picked = log_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            entropy = -(log_all.exp() * log_all).sum(-1)
+            mean_logits = logits.mean(-1)
+            is_top1 = logits.argmax(-1) == targets
+            log_sum_sq = torch.logsumexp(2 * log_all, dim=-1)
+
+        def spread(values):
+            return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+        log_probs = spread(picked)
+        loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=spread(entropy),
+                                   log_sum_sq_probs=spread(log_sum_sq), mean_logits=spread(mean_logits),
+                                   is_top1=spread(is_top1), label_mask=mask)
+
+    model.forward = types.MethodType(forward, model)
+
+
+def _dpo_trainer(**kwargs):
+    """TRL's DPOTrainer, with compact_lm_head added wherever TRL adds its fused head (the reference log-probs are
+    computed inside the constructor, so it must be in place by then)."""
+    from unittest import mock
+
+    import trl.trainer.dpo_trainer as dpo_module
+
+    def add_heads(model, *args, **head_kwargs):
+        add_fused_lm_head(model, *args, **head_kwargs)
+        compact_lm_head(model)
+
+    add_fused_lm_head = dpo_module.add_fused_lm_head
+    with mock.patch.object(dpo_module, "add_fused_lm_head", add_heads):
+        return dpo_module.DPOTrainer(**kwargs)
+
+
 def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOTrainer, RewardTrainer, RLOOTrainer, SFTTrainer
+    from trl import RewardTrainer, RLOOTrainer, SFTTrainer
 
     method, recipe = recipes.load(recipe_path)
     job_dir = Path(recipe.output_dir)
@@ -185,7 +250,7 @@ def run(recipe_path, resume: bool = False) -> dict:
         trainer = RLOOTrainer(model=model, reward_funcs=reward_funcs, args=recipe, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     else:
-        trainer_class = {"dpo": DPOTrainer, "sft": SFTTrainer, "reward": RewardTrainer}[method]
+        trainer_class = {"dpo": _dpo_trainer, "sft": SFTTrainer, "reward": RewardTrainer}[method]
         trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
                                 peft_config=peft_config, callbacks=callbacks)
     checkpoint = get_last_checkpoint(recipe.output_dir) if resume and Path(recipe.output_dir).is_dir() else None

@@ -52,3 +52,8 @@ def polite_reward(prompts, completions, **kwargs):
         words = text.lower().split()
         scores.append(sum(any(w.startswith(p) for p in POLITE_WORDS) for w in words) - 0.1 * max(0, len(words) - 12))
     return scores
+
+
+def mentions_app(prompt, answer):
+    """A rubric function check used by the tests: does the answer point to the app?"""
+    return "app" in answer.lower()

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from studio.evaluate import WinRate, bradley_terry, toxicity
+from studio.evaluate import WinRate, bradley_terry
+from studio.scorers import toxicity
 
 
 def wilson(k, n, z=1.959963984540054):

@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import shutil
+from html.parser import HTMLParser
 
 import pytest
 
@@ -31,7 +32,7 @@ WORKER_RANKS = {"w1": [[1, 2, 3], [2, 1, 3]], "w2": [[1, 1, 2], [3, 2, 1]]}  # p
 def job(store, tmp_path):
     make_set(store, prompts=2, candidates=3)
     save_guidelines(store, "s", "Prefer polite answers.\n\nNever <script>alert(1)</script> anything.")
-    out = export_job(store, "s", tmp_path / "job", bucket="b", job_name="job1")
+    out = export_job(store, "s", tmp_path / "job", bucket="b", name="job1")
     lines = [json.loads(x) for x in (out["folder"] / "manifest.jsonl").read_text().splitlines()]
     return out, lines
 
@@ -49,9 +50,57 @@ def test_export_writes_a_complete_job(job):
     settings = json.loads((folder / "settings.json").read_text())
     assert settings["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"] == "s3://b/job1/template.liquid.html"
     assert "create_labeling_job(**settings)" in (folder / "README.md").read_text()
-    task = lambda_module(folder, "pre_annotation").lambda_handler({"dataObject": lines[0]}, None)["taskInput"]
-    assert task["studioPromptId"] == str(lines[0]["studio-prompt-id"])
-    assert json.loads(task["studioResponseIds"]) == lines[0]["studio-response-ids"]
+    response = lambda_module(folder, "pre_annotation").lambda_handler(
+        {"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
+         "dataObject": lines[0]}, None)
+    assert response["isHumanAnnotationRequired"] is True  # AWS documents a boolean, not the string "true"
+
+
+def render(template_text: str, task_input: dict) -> str:
+    """The worker template as Ground Truth renders it: Liquid with HTML autoescaping (an explicit escape is not
+    escaped twice), plus AWS's to_json filter."""
+    from liquid import Environment
+
+    env = Environment(autoescape=True)
+    env.filters["to_json"] = lambda value: json.dumps(value)
+    return env.from_string(template_text).render(task={"input": task_input})
+
+
+class FormReader(HTMLParser):
+    """What the browser reads from the rendered page: the form's hidden inputs and the ranking element's
+    attributes, entities decoded."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.ranking = {}, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("type") == "hidden":
+            self.hidden[attrs["name"]] = attrs["value"]
+        if tag == "crowd-text-ranking":
+            self.ranking = attrs
+
+
+def test_the_rendered_template_submits_ids_the_import_joins(store, job, tmp_path):
+    """Render the template with the pre-annotation Lambda's real output as task.input, read back what a worker's
+    form submits (the hidden inputs as strings, the ranking under the element's name), and import it alone."""
+    out, lines = job
+    template = (out["folder"] / "template.liquid.html").read_text()
+    pre = lambda_module(out["folder"], "pre_annotation")
+    folder = tmp_path / "result" / "job1" / "annotations" / "worker-response" / "iteration-1"
+    for i, line in enumerate(lines):
+        form = FormReader()
+        form.feed(render(template, pre.lambda_handler({"dataObject": line}, None)["taskInput"]))
+        assert json.loads(form.ranking["responses"]) == line["responses"]
+        assert form.ranking["text"] == line["source"]
+        assert json.loads(form.ranking["ordinal-ranking-dimensions"])[0]["allowTie"] is True
+        answers = [{"workerId": w, "answerContent": {**form.hidden, "ranking": {"ordinalRankingDimensions": [
+            {"name": "Overall quality", "responseRankings": ranks[i]}]}}} for w, ranks in WORKER_RANKS.items()]
+        (folder / str(i)).mkdir(parents=True)
+        (folder / str(i) / "2026-11-20_10:01:00.json").write_text(json.dumps({"answers": answers}))
+    assert import_results(store, tmp_path / "result")["rankings"] == 4
+    check_round_trip(store, lines)
 
 
 def expected_tiers(line, ranks):
@@ -65,13 +114,40 @@ def check_round_trip(store, lines):
     assert {r["source"] for r in current_rankings(store, "s")} == {"groundtruth"}
 
 
-def test_round_trip_through_the_consolidated_output_manifest(store, job, tmp_path):
+def test_round_trip_through_the_consolidation_lambda_and_the_output_manifest(store, job, tmp_path, monkeypatch):
+    """The consolidation Lambda fed the event AWS documents, on a real (moto) S3: the annotation file lists each
+    worker's answer as a JSON string in annotationData.content, or (the second worker) at annotationData.s3Uri."""
+    import boto3
+    from moto import mock_aws
+
     out, lines = job
     consolidation = lambda_module(out["folder"], "consolidation")
-    payload = [{"datasetObjectId": str(i), "dataObject": line,
-                "annotations": [{"workerId": w, "annotationData": {"content": json.dumps(answer(line, ranks[i]))}}
-                                for w, ranks in WORKER_RANKS.items()]} for i, line in enumerate(lines)]
-    labels = consolidation.consolidate(payload, "studio-ranking")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="gt-results")
+        payload = []
+        for i, line in enumerate(lines):
+            annotations = []
+            for w, ranks in WORKER_RANKS.items():
+                text = json.dumps(answer(line, ranks[i]))
+                if w == "w2":
+                    key = f"job1/annotations/worker-response/iteration-1/{i}/{w}.json"
+                    s3.put_object(Bucket="gt-results", Key=key, Body=text.encode())
+                    annotations.append({"workerId": w, "annotationData": {"s3Uri": f"s3://gt-results/{key}"}})
+                else:
+                    annotations.append({"workerId": w, "annotationData": {"content": text}})
+            payload.append({"datasetObjectId": str(i), "dataObject": {"content": json.dumps(line)},
+                            "annotations": annotations})
+        s3.put_object(Bucket="gt-results", Key="job1/annotations/consolidation-request/iteration-1/x.json",
+                      Body=json.dumps(payload).encode())
+        event = {"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
+                 "labelCategories": [], "labelAttributeName": "studio-ranking",
+                 "roleArn": "arn:aws:iam::111122223333:role/r",
+                 "payload": {"s3Uri": "s3://gt-results/job1/annotations/consolidation-request/iteration-1/x.json"}}
+        labels = consolidation.lambda_handler(event, None)
     result = tmp_path / "result" / "job1" / "manifests" / "output"
     result.mkdir(parents=True)
     with open(result / "output.manifest", "w") as f:
@@ -79,7 +155,8 @@ def test_round_trip_through_the_consolidated_output_manifest(store, job, tmp_pat
             content = label["consolidatedAnnotation"]["content"]
             f.write(json.dumps({**line, **content, "studio-ranking-metadata": {"type": "groundtruth/custom"}}) + "\n")
     shutil.make_archive(str(tmp_path / "result"), "zip", tmp_path / "result")
-    assert import_results(store, tmp_path / "result.zip") == {"rankings": 4, "unchanged": 0, "workers": 2, "prompts": 2}
+    assert import_results(store, tmp_path / "result.zip") == {"rankings": 4, "unchanged": 0, "workers": 2,
+                                                               "prompts": 2, "unlabelled": {}}
     check_round_trip(store, lines)
     # Importing the same results again changes nothing.
     assert import_results(store, tmp_path / "result")["unchanged"] == 4
@@ -144,11 +221,12 @@ def test_every_bad_line_is_reported_and_nothing_imported(store, job, tmp_path):
     assert "output.manifest:6 worker 1: response ids [1, 2, 999999] are not candidates" in text
     assert table_counts(store) == before
     (root / "output.manifest").unlink()
-    (root / "junk.json").write_text("{not json")
+    (root / "annotations" / "worker-response").mkdir(parents=True)
+    (root / "annotations" / "worker-response" / "junk.json").write_text("{not json")
     with pytest.raises(GroundTruthError, match="junk.json: broken JSON"):
         import_results(store, root)
     with pytest.raises(GroundTruthError, match="is not a zip file"):
-        import_results(store, root / "junk.json")
+        import_results(store, root / "annotations" / "worker-response" / "junk.json")
     assert table_counts(store) == before
 
 
@@ -164,3 +242,145 @@ def test_export_refuses_lines_over_the_limits_naming_the_prompt(store, tmp_path,
     with pytest.raises(GroundTruthError, match=r"prompt \d+ \('question 0'\): the manifest line has \d+ characters"):
         export_job(store, "s", tmp_path / "job")
     assert not (tmp_path / "job").exists()
+
+
+def test_job_settings_pass_botocores_own_model_of_create_labeling_job(job):
+    """The request checked against botocore's service model (types, required fields, lengths, ranges) and the
+    patterns it documents; the placeholders filled as a user would."""
+    import re
+
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    out, _ = job
+    folder = out["folder"]
+    model = botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateLabelingJob")
+    for workforce in groundtruth.WORKFORCES:
+        settings = json.loads(json.dumps(groundtruth.job_settings("job1", "b", 3, workforce)).replace(
+            "REGION", "us-east-1").replace("ACCOUNT", "111122223333").replace("<", "").replace(">", ""))
+        report = ParamValidator().validate(settings, model.input_shape)
+        assert not report.has_errors(), report.generate_report()
+        shapes = model.input_shape.members
+        assert re.fullmatch(shapes["LabelingJobName"].metadata["pattern"], settings["LabelingJobName"])
+        task = settings["HumanTaskConfig"]
+        for keyword in task["TaskKeywords"]:
+            assert re.fullmatch(shapes["HumanTaskConfig"].members["TaskKeywords"].member.metadata["pattern"], keyword)
+        for arn in (task["PreHumanTaskLambdaArn"], task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"]):
+            assert re.fullmatch(shapes["HumanTaskConfig"].members["PreHumanTaskLambdaArn"].metadata["pattern"], arn)
+            # AWS's managed labeling policy lets a job call only functions whose names contain one of these.
+            assert any(word in arn.rsplit(":", 1)[1] for word in ("SageMaker", "Sagemaker", "sagemaker", "GtRecipe",
+                                                                   "LabelingFunction"))
+    public = groundtruth.job_settings("job1", "b", 3, "public")["HumanTaskConfig"]
+    assert public["TaskAvailabilityLifetimeInSeconds"] <= 43200  # Mechanical Turk's ceiling
+    policy = json.loads((folder / "lambda-role-policy.json").read_text())
+    assert policy["Statement"][0]["Action"] == ["s3:GetObject"]
+    assert policy["Statement"][0]["Resource"] == ["arn:aws:s3:::b/*"]
+    assert groundtruth.PRE_LAMBDA in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("set_name", ["my.set", "x" * 40, "a_b c", "---", "ünïcode"])
+def test_derived_job_names_always_match_aws_pattern(set_name):
+    name = groundtruth.job_name(set_name)
+    assert groundtruth.JOB_NAME.fullmatch(name) and len(name) <= 63
+
+
+@pytest.mark.parametrize("typed", ["my_job", "my.job", "-job", "job-", "x" * 64])
+def test_typed_job_names_are_checked_with_aws_rule(typed):
+    with pytest.raises(GroundTruthError, match="not one AWS accepts"):
+        groundtruth.job_name("s", typed)
+    assert groundtruth.job_name("s", "my--job-2") == "my--job-2"
+
+
+def test_a_partly_done_job_imports_what_is_labelled_and_lists_the_rest(store, job, tmp_path):
+    out, lines = job
+    root = tmp_path / "result"
+    refs = write_worker_responses(root, lines[:1])
+    manifest = root / "job1" / "manifests" / "output"
+    manifest.mkdir(parents=True)
+    (manifest / "output.manifest").write_text(
+        json.dumps({**lines[0], "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": refs[0]}})
+        + "\n" + json.dumps({**lines[1], "studio-ranking-metadata": {
+            "failure-reason": "ClientError: The data object expired before a worker labelled it",
+            "human-annotated": "no"}}) + "\n")
+    # Files Ground Truth writes beside them do not stop the import.
+    for other in ("annotations/consolidated-annotation/consolidation-request/iteration-1/x.json",
+                  "annotations/consolidated-annotation/consolidation-response/iteration-1/x.json",
+                  "annotations/intermediate/1/annotations.manifest", "manifests/intermediate/1/output.manifest"):
+        (root / "job1" / other).parent.mkdir(parents=True, exist_ok=True)
+        (root / "job1" / other).write_text('[{"datasetObjectId": "0", "consolidatedAnnotation": {}}]')
+    result = import_results(store, root)
+    assert result["rankings"] == 2 and result["prompts"] == 1
+    assert list(result["unlabelled"]) == [lines[1]["studio-prompt-id"]]
+    assert "expired" in result["unlabelled"][lines[1]["studio-prompt-id"]]
+
+
+def test_a_worker_response_ref_never_reads_outside_the_upload(store, job, tmp_path):
+    out, lines = job
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"answers": []}))
+    messages = []
+    for ref in ("s3://b/../../secret.json", "s3://b/../../no-such-file.json", "s3://b//etc/passwd", {"a": 1}):
+        root = tmp_path / f"r{len(messages)}"
+        root.mkdir()
+        (root / "output.manifest").write_text(json.dumps(
+            {**lines[0], "studio-ranking-metadata": {"worker-response-ref": ref}}) + "\n")
+        with pytest.raises(GroundTruthError) as error:
+            import_results(store, root)
+        messages.append(str(error.value).split(":", 2)[-1])
+    assert len(set(messages)) == 1 and "not in the uploaded folder" in messages[0]  # existence is not revealed
+
+
+def test_a_line_from_another_studio_is_refused_naming_it(store, job, tmp_path):
+    out, lines = job
+    root = tmp_path / "foreign"
+    root.mkdir()
+    workers = {"workers": [{"workerId": "w1", "answerContent": answer(lines[0], [1, 2, 3])}]}
+    (root / "output.manifest").write_text(json.dumps({**lines[0], "studio-ranking": workers}) + "\n" + json.dumps(
+        {**lines[1], "source": "What is my balance?", "studio-ranking": workers}) + "\n")
+    before = table_counts(store)
+    with pytest.raises(GroundTruthError, match=r"output.manifest:2: its source text is not the text of prompt"):
+        import_results(store, root)
+    assert table_counts(store) == before
+
+
+def test_the_check_writes_each_ranking_out_and_saves_nothing(store, job, tmp_path):
+    out, lines = job
+    write_worker_responses(tmp_path / "result", lines)
+    before = table_counts(store)
+    results = groundtruth.read_results(store, tmp_path / "result")
+    text = groundtruth.preview(store, results)
+    assert table_counts(store) == before
+    # w1 ranked the first prompt's answers 1, 2, 3: A > B > C, as the Rank tab writes an order.
+    assert f"gt:w1 on prompt {lines[0]['studio-prompt-id']} ('question 0'): A > B > C" in text
+    assert f"gt:w2 on prompt {lines[0]['studio-prompt-id']} ('question 0'): A = B > C" in text
+    assert "    A: 'question 0 answer 0'" in text
+
+
+@pytest.mark.parametrize("line_change, expected", [
+    ({"studio-prompt-id": float("inf")}, "no whole-number studio-prompt-id"),
+    ({"studio-prompt-id": True}, "no whole-number studio-prompt-id"),
+    ({"studio-response-ids": [[1, 2], [3]]}, "no whole-number studio-prompt-id"),
+    ({"studio-ranking-metadata": {"worker-response-ref": {"s3": "x"}}}, "not in the uploaded folder"),
+    ({"studio-ranking": {"workers": "everyone"}}, "the workers' answers are not a list"),
+])
+def test_malformed_lines_are_reported_not_crashed_on(store, job, tmp_path, line_change, expected):
+    out, lines = job
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "output.manifest").write_text(json.dumps({**lines[0], **line_change}) + "\n")
+    with pytest.raises(GroundTruthError, match=expected):
+        import_results(store, root)
+
+
+def test_a_zip_with_forged_member_sizes_is_refused_with_a_message(store, tmp_path):
+    import zipfile
+
+    path = tmp_path / "forged.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("output.manifest", "x" * 5000)
+    data = bytearray(path.read_bytes())
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24:central + 28] = (10).to_bytes(4, "little")  # the directory claims 10 bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(GroundTruthError, match="not a readable zip file"):
+        import_results(store, path)

@@ -45,7 +45,7 @@ def test_sft_lowers_the_loss(tmp_path):
 
 
 def test_reward_model_scores_chosen_above_rejected(tmp_path):
-    from studio.evaluate import RewardScorer
+    from studio.scorers import RewardScorer
 
     result, metrics = run(tmp_path, "reward", 10)
     assert result["status"] == "finished"

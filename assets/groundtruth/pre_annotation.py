@@ -1,6 +1,8 @@
-"""Ground Truth pre-annotation Lambda: hands one manifest line to the worker template as task.input."""
+"""Ground Truth pre-annotation Lambda: hands one manifest line to the worker template as task.input.
 
-import json
+Ground Truth calls it with {"version": ..., "labelingJobArn": ..., "dataObject": <the manifest line>} and reads back
+{"taskInput": <what the template sees as task.input>, "isHumanAnnotationRequired": <boolean>}.
+"""
 
 
 def lambda_handler(event, context):
@@ -10,9 +12,10 @@ def lambda_handler(event, context):
             "source": line["source"],
             "responses": line["responses"],
             "system": line.get("system", ""),
-            # Liquid reads camelCase keys more easily than the manifest's hyphenated ones.
+            # Liquid reads camelCase keys more easily than the manifest's hyphenated ones. The ids stay a list: the
+            # template turns them into JSON once, with to_json.
             "studioPromptId": str(line["studio-prompt-id"]),
-            "studioResponseIds": json.dumps(line["studio-response-ids"]),
+            "studioResponseIds": line["studio-response-ids"],
         },
-        "isHumanAnnotationRequired": "true",
+        "isHumanAnnotationRequired": True,
     }

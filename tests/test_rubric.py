@@ -1,0 +1,115 @@
+import pytest
+
+from studio import ranking, rubric
+from studio.prompts import get_prompts, install_builtin_sets, split_set
+from studio.rubric import RubricError, parse
+from tests.helpers import make_set
+
+GOOD = """
+categories:
+  fraud: "fraud|did not make"
+checks:
+  - name: Brief
+    min_words: 5
+    max_words: 20
+  - name: Fraud advice
+    when: fraud
+    must: ["freez", "fraud line"]
+    weight: 2
+  - name: No PIN requests
+    must_not: ["your pin"]
+    weight: 3
+  - name: Friendly
+    any: ["sorry|happy to"]
+"""
+
+
+def test_a_rubric_scores_an_answer_by_its_applicable_checks():
+    checks = parse(GOOD)
+    good = "Sorry to hear that. Freeze your card in the app and call our fraud line now."
+    score, parts = checks.details("Payments I did not make!", good)
+    assert score == 1.0 and set(parts) == {"Brief", "Fraud advice", "No PIN requests", "Friendly"}
+    # Outside the fraud category the fraud check does not apply; a PIN request costs its weight.
+    score, parts = checks.details("Where is my IBAN?", "Tell me your PIN and I will look it up for you.")
+    assert "Fraud advice" not in parts and parts["No PIN requests"] == 0 and parts["Friendly"] == 0
+    assert score == pytest.approx((1 * 1 + 3 * 0 + 1 * 0) / 5)
+    # Half the required phrases: half the check; a long answer falls toward 0 at twice the word limit.
+    assert checks.details("fraud", "Please freeze it.")[1]["Fraud advice"] == 0.5
+    assert checks.details("x", " ".join(["word"] * 30))[1]["Brief"] == pytest.approx(0.5)
+    assert rubric.rank(checks, "fraud", ["no.", good, "Happy to help: freeze the card."]) == [[1], [2], [0]]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("checks:\n  - name: A\n    must: ['(unclosed']\n", r"line 3: must pattern '\(unclosed' is not a valid regular"),
+    ("checks:\n  - name: A\n    max_words: 10\n    colour: red\n", r"line 4: unknown key 'colour' in a check"),
+    ("checks:\n  - name: A\n", "line 2: check 'A' tests nothing"),
+    ("chekcs:\n  - name: A\n", "line 1: unknown key 'chekcs'"),
+    ("checks:\n  - name: A\n    when: fraud\n    must: [x]\n", "line 3: when: 'fraud' is not a category"),
+    ("checks:\n  - name: A\n    max_toxicity: 2\n", "line 3: max_toxicity must be a number from 0 to 1"),
+    ("checks:\n  - name: A\n    min_words: many\n", "line 3: min_words must be a whole number"),
+    ("checks:\n  - name: A\n    function: no_such_module:check\n", "line 3: function 'no_such_module:check' cannot"),
+    ("checks: [\n", "not valid YAML"),
+    ("checks:\n  - name: A\n    any: [x]\n  - name: A\n    any: [y]\n", "line 4: two checks are named 'A'"),
+])
+def test_a_bad_rubric_is_refused_naming_the_line(text, expected):
+    with pytest.raises(RubricError, match=expected):
+        parse(text, "rubric.yaml")
+
+
+def test_a_function_check_and_the_toxicity_ceiling():
+    checks = parse("checks:\n  - name: Mentions the app\n    function: tests.helpers:mentions_app\n"
+                   "  - name: Not toxic\n    max_toxicity: 0.5\n")
+    assert checks.score("q", "Open the app.") == 1.0
+    assert checks.details("q", "Shut up, you stupid worthless idiot.")[1] == {"Mentions the app": 0.0,
+                                                                              "Not toxic": 0.0}
+
+
+def test_built_in_sets_come_with_rubrics_that_load_and_stay_removed_when_removed(store):
+    install_builtin_sets(store)
+    for name in ("bank", "helpful_harmless", "provocative"):
+        assert rubric.for_set(store, name) is not None
+    assert len(get_prompts(store, "provocative")) >= 40
+    rubric.save(store, "bank", "")
+    install_builtin_sets(store)
+    assert rubric.for_set(store, "bank") is None
+    with pytest.raises(RubricError, match="line 1"):
+        rubric.save(store, "helpful_harmless", "bogus: 1\n")
+    assert rubric.for_set(store, "helpful_harmless") is not None  # a refused rubric leaves the old one
+
+
+def test_split_copies_prompts_guidelines_and_rubric_reproducibly(store, tmp_path):
+    install_builtin_sets(store)
+    ranking.save_guidelines(store, "bank", "Be brief.")
+    train, held = split_set(store, "bank", 0.33, seed=0)
+    assert (train, held) == ("bank-train", "bank-heldout")
+    train_texts = {p["text"] for p in get_prompts(store, train)}
+    held_texts = {p["text"] for p in get_prompts(store, held)}
+    assert len(held_texts) == 15 and len(train_texts) == 30 and not train_texts & held_texts
+    assert rubric.get_text(store, held) == rubric.get_text(store, "bank")
+    assert ranking.get_guidelines(store, train) == "Be brief."
+    with pytest.raises(ValueError, match="already exists"):
+        split_set(store, "bank", 0.33, seed=0)
+    other = type(store)(tmp_path / "other.db")
+    install_builtin_sets(other)
+    split_set(other, "bank", 0.33, seed=0)
+    assert {p["text"] for p in get_prompts(other, "bank-heldout")} == held_texts  # the same draw for the same seed
+
+
+def test_the_suggestion_is_saved_only_when_accepted_with_its_source(store):
+    (prompt_id, ids), = make_set(store, prompts=1, candidates=3)
+    rubric.save(store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n"
+                            "    must_not: ['answer 1']\n")
+    task = ranking.load_task(store, prompt_id, "anna")
+    tiers, text, judge = ranking.suggestion(store, task)
+    best = task.response_ids[tiers[0][0]]
+    assert best == ids[2] and judge == "rubric:s" and text.startswith(f"{'ABC'[tiers[0][0]]} > ")
+    assert store.query("SELECT COUNT(*) AS n FROM rankings")[0]["n"] == 0  # shown, not saved
+    ranking.submit_order(store, "anna", task, "r")
+    row = store.query("SELECT tiers, suggested_by FROM rankings")[0]
+    assert row["suggested_by"] == "rubric:s" and row["tiers"].startswith(f"[[{ids[2]}]")
+    # The annotator's own order afterwards replaces it and is recorded as theirs.
+    ranking.submit_order(store, "anna", ranking.load_task(store, prompt_id, "anna"), "a b c")
+    current = store.query("SELECT suggested_by FROM rankings WHERE status = 'current'")[0]
+    assert current["suggested_by"] is None
+    with pytest.raises(ranking.RankingError, match="reserved"):
+        ranking.submit_order(store, "gt:someone", task, "a b c")
