@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", default="bank,provocative", help="prompt sets to train on (each is split)")
     parser.add_argument("--held-out", type=float, default=0.33, help="share of each set held out")
     parser.add_argument("--extra", default="helpful_harmless", help="more held-out sets for the report ('' for none)")
-    parser.add_argument("--extra-limit", type=int, default=12, help="first N prompts of each extra set")
+    parser.add_argument("--limit", type=int, default=15, help="the first N held-out prompts of each report set")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=3, help="answers per held-out prompt and model")
     parser.add_argument("--judge", default="", help="module:function(prompt_row, answers) -> tiers; default: rubric")
@@ -126,6 +126,7 @@ def main(argv=None) -> int:
                                                                    args.pair_mode or recipes.PAIR_MODE)
                 rows += set_rows
             settings = recipes.recommended("dpo", models.EMBEDDED, len(rows))
+            settings.pop("why")
             settings.update({k: v for k, v in overrides.items() if k not in gen_fields})
             if parent:
                 settings["continue_from"] = adapter
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
                 return 1
         with clock(f"round {round_}: report"):
             report_id = report.create(store, job_id, report.ReportSettings(
-                prompt_sets=held_sets + extra, samples=args.samples, limit=0,
+                prompt_sets=held_sets + extra, samples=args.samples, limit=args.limit,
                 max_new_tokens=gen.max_new_tokens, temperature=gen.temperature))
             summary = report.latest(store, job_id)["summary"]
         results.append((round_, job_id, summary))

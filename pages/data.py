@@ -6,6 +6,7 @@ import gradio as gr
 
 from pages import Ctx, message, set_choices
 from studio import groundtruth, preferences
+from studio.recipes import PAIR_MODE
 from studio.groundtruth import GroundTruthError
 from studio.preferences import PreferenceError
 from studio.ranking import PAIR_MODES
@@ -16,7 +17,7 @@ def build_data_tab(ctx: Ctx) -> dict:
         with gr.Column():
             gr.Markdown("### Preference pairs")
             prompt_set = gr.Dropdown([], label="Prompt set", elem_id="data-set")
-            mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value="best_worst",
+            mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value=PAIR_MODE,
                             label="Pairs from each ranking", elem_id="data-mode")
             summary = gr.Markdown(elem_id="data-summary")
             export = gr.Button("Export JSONL + Parquet", elem_id="data-export")

@@ -44,7 +44,7 @@ def build_train_tab(ctx: Ctx) -> dict:
                                                    "of demonstrations (messages or prompt/completion)",
                               elem_id="train-method")
             data_set = gr.Dropdown([], label="Data: the rankings of a prompt set", elem_id="train-set")
-            pair_mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value="best_worst",
+            pair_mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value=recipes.PAIR_MODE,
                                  label="Pairs from each ranking")
             data_other = gr.Textbox(label="or a file / Hub data set id (used instead of the set when filled)",
                                     placeholder="/data/prefs.jsonl or Anthropic/hh-rlhf")

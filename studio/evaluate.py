@@ -135,22 +135,28 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
         db.executemany(
             "INSERT INTO eval_models (evaluation_id, position, label, model, adapter, job_id) VALUES (?, ?, ?, ?, ?, ?)",
             [(evaluation, i, c.label, c.model, c.adapter, c.job_id) for i, c in enumerate(choices)])
-    status, per_batch = "ready", max(1, params.batch_size // len(choices))
+    status, per_batch = "ready", params.batch_size
     if on_progress:
         on_progress(0, len(prompts))
     for start in range(0, len(prompts), per_batch):
         chunk = prompts[start:start + per_batch]
-        rows = [p for p in chunk for _ in choices]
-        answers = None if cancel is not None and cancel.is_set() else sample(loaded, rows, params, cancel,
-                                                                             names * len(chunk))
-        if answers is None:
+        # Each model answers the chunk in a batch of its own (one adapter switch, no per-row routing); the chunk is
+        # saved once every model has answered it.
+        answers = []
+        for name in names:
+            done = None if cancel is not None and cancel.is_set() else sample(loaded, chunk, params, cancel,
+                                                                              [name] * len(chunk))
+            if done is None:
+                break
+            answers.append(done)
+        if len(answers) < len(names):
             status = "cancelled"
             break
         with store.tx() as db:
             db.executemany(
                 "INSERT INTO eval_answers (evaluation_id, position, prompt_id, sample, text) VALUES (?, ?, ?, ?, ?)",
-                [(evaluation, i % len(choices), row["id"], n, text)
-                 for i, (row, texts) in enumerate(zip(rows, answers)) for n, text in enumerate(texts)])
+                [(evaluation, position, row["id"], n, text) for position, texts_per_prompt in enumerate(answers)
+                 for row, texts in zip(chunk, texts_per_prompt) for n, text in enumerate(texts)])
         if on_progress:
             on_progress(start + len(chunk), len(prompts))
     with store.tx() as db:

@@ -270,12 +270,13 @@ def adapter_folder(reference: str) -> Path:
     """A LoRA adapter: a local folder with adapter_config.json, or a Hub id (downloaded once into the HF cache)."""
     reference = (reference or "").strip()
     folder = Path(reference).expanduser()
-    if folder.is_dir():
-        if not (folder / "adapter_config.json").is_file():
-            raise ModelError(f"The folder {reference} has no adapter_config.json: it is not a LoRA adapter.")
+    if (folder / "adapter_config.json").is_file():
         return folder
+    # A folder that exists but holds no adapter is answered exactly like one that does not exist, so that the
+    # answer never tells a visitor what is on the server.
     if not _HUB_ID.match(reference) or reference.startswith(("/", ".", "~")):
-        raise ModelError(f"Unknown adapter {reference!r}: give an adapter folder or a Hub id like owner/name.")
+        raise ModelError(f"No LoRA adapter at {reference!r}: give a folder that holds adapter_config.json, or a Hub "
+                         "id like owner/name.")
     from huggingface_hub import snapshot_download
 
     try:

@@ -98,7 +98,9 @@ def _hh_messages(transcript: str) -> list[dict]:
 
 
 def _is_messages(value) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    """A chat message list: each a {"role": ..., "content": text} (text only; null or an object is refused)."""
+    return isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("role"), str) and
+                                           isinstance(m.get("content"), str) for m in value)
 
 
 def _completion(messages: list[dict]) -> str:

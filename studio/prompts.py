@@ -64,14 +64,19 @@ def _from_records(records: list[dict], source: str, column: str | None = None) -
     system_key = next((c for c in columns if str(c).strip().lower() == SYSTEM_COLUMN), None)
     parsed = ParsedPrompts(rows=[])
     seen = set()
-    for record in records:
+    for number, record in enumerate(records, start=1):
         text = record.get(column)
-        text = text.strip() if isinstance(text, str) else ("" if text is None else str(text).strip())
+        if text is not None and not isinstance(text, str):
+            raise PromptError(f"{source} row {number}: {column!r} is {type(text).__name__}, not text; a prompt is a "
+                              "string.")
+        text = (text or "").strip()
         if not text:
             parsed.empty += 1
             continue
         system = record.get(system_key) if system_key else ""
-        system = system.strip() if isinstance(system, str) else ""
+        if system is not None and not isinstance(system, str):
+            raise PromptError(f"{source} row {number}: the system prompt is {type(system).__name__}, not text.")
+        system = (system or "").strip()
         if (text, system) in seen:
             parsed.duplicates += 1
             continue
@@ -133,6 +138,8 @@ def read_records(path, max_bytes: int | None = None, suffixes=(".jsonl", ".csv")
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise PromptError(f"{name} line {number} is not valid JSON: {error.msg}.") from None
+        except RecursionError:
+            raise PromptError(f"{name} line {number} is nested too deeply to read.") from None
         if not isinstance(record, dict):
             raise PromptError(f"{name} line {number} is not a JSON object.")
         records.append(record)

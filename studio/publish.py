@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import evaluate, hub, jobs, recipes
+from studio import evaluate, hub, jobs, recipes, report
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -51,6 +51,13 @@ def model_card(store: Store, job_id: int) -> str:
     recipe_text = yaml.safe_dump(settings, sort_keys=False)
     evaluation = "\n".join(evaluate.summary_lines(store, job_id)) or \
         "No blind A/B evaluation or automatic scores have been recorded for this adapter yet."
+    found = report.latest(store, job_id)
+    if found and found["summary"]:
+        alignment = ("The base model and this adapter answered held-out prompts (prompts the adapter was not trained "
+                     "on) several times each; automatic scorers compared each pair of answers.\n\n"
+                     + "\n".join(report.lines(found["summary"])))
+    else:
+        alignment = "No alignment report has been made for this adapter yet."
     return f"""---
 base_model: {json.dumps(job['base_model'] if job['base_model'] != 'embedded' else 'HuggingFaceTB/SmolLM2-135M-Instruct')}
 library_name: peft
@@ -78,6 +85,9 @@ Settings (the full recipe.yaml is in the job folder):
 
 ```yaml
 {recipe_text}```
+
+## Alignment report
+{alignment}
 
 ## Evaluation
 {evaluation}

@@ -16,7 +16,8 @@ LETTERS = "ABCDEFGH"
 # With two candidates one key decides: a or b better, = tie, x both bad -> (better tier, worse tier, label).
 PAIRWISE = {"a": ([0], [1], None), "b": ([1], [0], None), "=": ([0, 1], None, None), "x": ([0, 1], None, "both_bad")}
 MAX_SHOWN = len(LETTERS)  # candidates shown per prompt: the newest ones when a prompt has more
-PAIR_MODES = {"best_worst": "best vs worst", "all": "all ordered pairs"}
+PAIR_MODES = {"best_worst": "best vs worst", "all": "all ordered pairs",
+              "one_per_prompt": "one pair per prompt, best vs worst"}
 
 
 class RankingError(ValueError):
@@ -309,7 +310,7 @@ def current_rankings(store: Store, set_name: str, include_imports: bool = True) 
 
 def ordered_pairs(tiers: list[list[int]], mode: str) -> list[tuple[int, int]]:
     """(better, worse) pairs one ranking votes for. Ties give no pair."""
-    if mode == "best_worst":
+    if mode in ("best_worst", "one_per_prompt"):
         return [(a, b) for a in tiers[0] for b in tiers[-1]] if len(tiers) > 1 else []
     if mode == "all":
         return [(a, b) for i, upper in enumerate(tiers) for lower in tiers[i + 1:] for a in upper for b in lower]
@@ -350,6 +351,18 @@ def pairs_from_rankings(rankings: list[dict], mode: str = "best_worst") -> PairS
             result.pairs.append(Pair(prompt_id, low, high, low_wins, high_wins))
         else:
             result.pairs.append(Pair(prompt_id, high, low, high_wins, low_wins))
+    if mode == "one_per_prompt":
+        # Tied best (or worst) answers give several pairs that teach the same thing; keep the clearest one per prompt
+        # (the largest majority), ties broken by a fixed draw so that no answer property (length, age) decides.
+        def strength(pair):
+            return pair.votes_for - pair.votes_against, random.Random(
+                f"{pair.prompt_id}/{pair.chosen_id}/{pair.rejected_id}").random()
+
+        best: dict[int, Pair] = {}
+        for pair in result.pairs:
+            if pair.prompt_id not in best or strength(pair) > strength(best[pair.prompt_id]):
+                best[pair.prompt_id] = pair
+        result.pairs = [best[p] for p in sorted(best)]
     return result
 
 

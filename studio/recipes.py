@@ -6,6 +6,7 @@ runs it.
 """
 
 import functools
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -58,6 +59,22 @@ class StudioArgs:
             raise RecipeError("lora_dropout must be from 0 to below 1.")
         if self.sample_every < 1:
             raise RecipeError("sample_every must be 1 or more.")
+        # TRL and torch accept these and fail deep inside training (or, for a negative learning rate, train
+        # backwards); the recipe names them first.
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+            value = getattr(self, name, 1)
+            if isinstance(value, (int, float)) and value < 1:
+                raise RecipeError(f"{name} must be 1 or more; got {value}.")
+        if not self.learning_rate > 0:
+            raise RecipeError(f"learning_rate must be above 0; got {self.learning_rate}.")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise RecipeError("num_train_epochs must be above 0 (or max_steps 1 or more).")
+        for name in ("max_length", "max_completion_length", "num_generations"):
+            value = getattr(self, name, None)
+            if isinstance(value, int) and value < 1:
+                raise RecipeError(f"{name} must be 1 or more; got {value}.")
+        if getattr(self, "beta", 0) < 0:
+            raise RecipeError(f"beta must be 0 or more; got {self.beta}.")
 
 
 @functools.cache
@@ -130,17 +147,55 @@ def studio_defaults(method: str) -> dict:
     return settings
 
 
-PAIR_MODE = "best_worst"
+PAIR_MODE = "one_per_prompt"
+SMALL_MODEL = 1e9  # parameters
+FEW_PAIRS = 1000
+
+
+def parameter_count(model: str) -> float | None:
+    """Roughly how many parameters `model` has, from what is known without loading it: the embedded model, a size
+    in the name (SmolLM2-360M, Llama-3-8B), or a local folder's weight files; None when unknown."""
+    if model == "embedded":
+        return 135e6
+    found = re.search(r"(\d+(?:\.\d+)?)\s*([MB])(?![a-z])", Path(model).name, re.IGNORECASE)
+    if found:
+        return float(found.group(1)) * (1e6 if found.group(2).upper() == "M" else 1e9)
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        return size / 2 if size else None  # 16-bit checkpoints are the rule; float32 ones count double
+    return None
 
 
 def recommended(method: str, model: str, rows: int) -> dict:
-    """The settings the Train tab opens on for `method` on `model` with `rows` training rows (see the README's
-    table for the runs behind them)."""
+    """The settings the Train tab opens on for `method` on `model` with `rows` training rows, and `why` (a line
+    for the page). DPO on a small model with a few hundred pairs: the settings bench/align.py measured (README, Train);
+    DPO on a large model or many pairs: the alignment handbook's QLoRA DPO settings (learning rate 5e-6 for 7-8B
+    models, one epoch), which we have not measured here."""
+    import torch
+
+    size = parameter_count(model)
+    small = size is not None and size < SMALL_MODEL
+    gpu = torch.cuda.is_available()
     settings = {"learning_rate": 5e-5, "num_train_epochs": 1, "per_device_train_batch_size": 2,
-                "gradient_accumulation_steps": 1, "beta": 0.1, "max_length": 512}
-    if method != "dpo":
-        settings.pop("beta")
-    return {**settings, **studio_defaults(method)}
+                "gradient_accumulation_steps": 1, "max_length": 512, "gradient_checkpointing": gpu or not small}
+    why = f"{method.upper()}: TRL-style defaults with LoRA."
+    if method == "dpo":
+        settings.update(beta=0.1, loss_type="sigmoid")
+        if small and rows < FEW_PAIRS:
+            settings.update(learning_rate=5e-4, per_device_train_batch_size=4)
+            why = (f"{rows} pairs on a small model: learning rate 5e-4, one epoch, batch 4, beta 0.1 (measured: "
+                   "the adapter beats the base on held-out prompts where 5e-5 does not move it).")
+        else:
+            large = size is None or size >= 7e9
+            settings.update(learning_rate=5e-6 if large else 5e-5, per_device_train_batch_size=4,
+                            gradient_accumulation_steps=4)
+            why = (f"{rows} pairs on a {'large' if large else 'mid-size'} model: learning rate "
+                   f"{settings['learning_rate']:g}, one epoch, 16 pairs per step (the alignment handbook's QLoRA DPO "
+                   "settings; not measured by us).")
+    if not settings["gradient_checkpointing"]:
+        why += " Gradient checkpointing is off: faster for a small model on a CPU, at about 1.5x the memory."
+    return {**settings, **studio_defaults(method), "why": why}
 
 
 def build(method: str, settings: dict):
@@ -196,7 +251,21 @@ def load(path):
         raise RecipeError(f"{path}: a recipe is a mapping with a 'method:' key ({', '.join(METHODS)}).")
     method = raw.pop("method")
     raw.setdefault("output_dir", str(path.resolve().parent))  # not TRL's ./trainer_output in whatever folder
+    check_output_dir(raw["output_dir"], path.resolve().parent)
     return method, build(method, raw)
+
+
+def check_output_dir(output_dir, recipe_folder: Path) -> None:
+    """A recipe writes inside its own folder, or under a relative path below the working directory: never to an
+    absolute path elsewhere or up through '..'."""
+    if not isinstance(output_dir, str) or not output_dir.strip():
+        raise RecipeError("output_dir must be a folder path.")
+    given = Path(output_dir).expanduser()
+    if given.resolve().is_relative_to(recipe_folder):
+        return
+    if given.is_absolute() or ".." in given.parts:
+        raise RecipeError(f"output_dir: {output_dir} is outside the recipe's folder ({recipe_folder}); write a "
+                          "relative path such as runs/my-job, or leave it out to use the recipe's folder.")
 
 
 def help_text(name: str) -> str:

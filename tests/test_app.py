@@ -22,3 +22,35 @@ def test_engine_never_imports_gradio():
     for path in (ROOT / "studio").glob("*.py"):
         text = path.read_text()
         assert "import gradio" not in text and "from gradio" not in text and "from pages" not in text, path
+
+
+def test_the_app_listens_where_gradio_environment_says_and_sends_no_analytics(tmp_path):
+    """A Space sets GRADIO_SERVER_NAME=0.0.0.0; with no --host flag the app must listen there, and Gradio's usage
+    analytics stay off unless the user turns them on."""
+    import socket
+    import time
+
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, STUDIO_HOME=str(tmp_path), GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port))
+    env.pop("GRADIO_ANALYTICS_ENABLED", None)
+    process = subprocess.Popen([sys.executable, "app.py", "--no-browser"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        listening = []
+        while not listening and time.monotonic() < deadline and process.poll() is None:
+            listening = [c.laddr for c in psutil.Process(process.pid).net_connections(kind="tcp")
+                         if c.status == psutil.CONN_LISTEN]
+            time.sleep(0.3)
+        assert ("0.0.0.0", port) in [(a.ip, a.port) for a in listening], listening
+        code = "import os, app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env={k: v for k, v in env.items() if k != "GRADIO_ANALYTICS_ENABLED"})
+        assert out.stdout.strip().splitlines()[-1] == "False"
+    finally:
+        process.terminate()
+        process.wait(20)

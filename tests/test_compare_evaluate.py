@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from studio import chat, evaluate, jobs, models, publish
+from studio import chat, evaluate, jobs, models, publish, report, rubric
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.jobs import Manager
@@ -65,8 +65,12 @@ def test_side_by_side_streams_both_models_from_one_copy_of_the_weights(trained):
 
     with pytest.raises(models.ModelError, match="Choose an adapter"):
         next(chat.side_by_side(chat.pick(store, "base:embedded"), "Hi", "", ([], []), params))
-    with pytest.raises(models.ModelError, match="no adapter_config.json"):
+    # A folder without an adapter is answered like a folder that does not exist (nothing about the server leaks).
+    with pytest.raises(models.ModelError) as not_adapter:
         chat.pick(store, str(models.embedded_folder()))
+    with pytest.raises(models.ModelError) as missing:
+        chat.pick(store, str(models.embedded_folder()) + "-missing")
+    assert str(not_adapter.value).replace("-missing", "") == str(missing.value).replace("-missing", "")
     with pytest.raises(models.ModelError, match="There is no job"):
         chat.pick(store, "job:999")
 
@@ -85,8 +89,9 @@ def test_memory_check_refuses_a_model_that_does_not_fit(tmp_path):
 def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(trained):
     store, job_id = trained
     base, aligned = chat.pick(store, "base:embedded"), chat.pick(store, f"job:{job_id}")
-    assert evaluate.held_out_set(store, [base, aligned], ["polite", "held"]) == ("held", "")
-    assert "used in training" in evaluate.held_out_set(store, [aligned], ["polite"])[1]
+    assert evaluate.held_out_set(store, [base, aligned], ["polite", "held"])[0] == "held"
+    assert "shares 8 of its 8" in evaluate.held_out_set(store, [aligned], ["polite"])[1]
+    assert evaluate.overlap(store, [job_id], "polite") == (8, 8)
     with pytest.raises(EvaluationError, match="at least two models"):
         evaluate.create_evaluation(store, "held", [aligned], GenerationParams())
     progress = []
@@ -167,3 +172,30 @@ def test_bradley_terry_appears_once_three_models_were_compared(store):
     assert len(evaluate.results(store, 1)["pairs"]) == 3
 
 
+
+
+def test_an_alignment_report_is_computed_stored_and_in_the_card(trained):
+    store, job_id = trained
+    rubric.save(store, "held", "checks:\n  - name: Friendly\n    any: ['happy|glad|help|sure']\n"
+                               "  - name: Brief\n    max_words: 12\n")
+    assert report.default_sets(store, job_id) == ["held"]  # every prompt of polite trained the job
+    with pytest.raises(report.ReportError, match="Every prompt of 'polite' was used to train"):
+        report.create(store, job_id, report.ReportSettings(prompt_sets=["polite"]))
+    progress = []
+    made = report.create(store, job_id, report.ReportSettings(samples=2, max_new_tokens=16),
+                         on_progress=lambda done, total, what: progress.append(what))
+    found = report.latest(store, job_id)
+    assert found["id"] == made and found["status"] == "ready" and "prompts answered" in progress
+    (entry,) = found["summary"]["sets"]
+    assert (entry["prompt_set"], entry["prompts"], entry["samples"]) == ("held", 4, 2)
+    assert set(entry["scorers"]) == {"rubric", "toxicity"}
+    figures = entry["scorers"]["rubric"]
+    assert figures["at_least_as_good"]["n"] == 8 and figures["noise_floor"]["n"] == 4  # base sample 2 vs sample 1
+    assert 0 <= figures["at_least_as_good"]["low"] <= figures["at_least_as_good"]["value"] <= 1
+    assert entry["words"]["base"] > 0 and 1 <= len(entry["examples"]) <= 4
+    # Its answers are stored as an evaluation (people can vote on them blind), apart from the Rank candidates.
+    assert store.query("SELECT COUNT(*) AS n FROM eval_answers a JOIN evaluations e ON e.id = a.evaluation_id "
+                       "WHERE e.report_id = ?", (made,))[0]["n"] == 16
+    card = publish.model_card(store, job_id)
+    assert "## Alignment report" in card and "Held-out set `held`: 4 prompts x 2 samples" in card
+    assert "rubric: at least as good as the base in" in card

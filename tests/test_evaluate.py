@@ -41,3 +41,28 @@ def test_offline_toxicity_ranks_an_abusive_answer_above_a_polite_one():
                                 "Thanks for asking! You can freeze your card in the app under Cards."])
     assert 0 <= polite < 0.2 < 0.8 < abusive <= 1
     assert toxicity([]) == []
+
+
+def test_shares_are_bootstrapped_over_prompts_and_the_noise_floor_counts_ties_once():
+    from studio.evaluate import effect, share_interval
+
+    # 10 prompts, 3 samples each: the adapter at least as good in every sample of 8 prompts, in none of 2.
+    groups = [[1.0, 1.0, 1.0]] * 8 + [[0.0, 0.0, 0.0]] * 2
+    found = share_interval(groups)
+    assert found["value"] == pytest.approx(0.8) and found["n"] == 30 and found["prompts"] == 10
+    # Resampling prompts, not answers: the interval is that of 8 in 10, wider than 24 in 30 would give.
+    assert found["low"] < 0.6 and found["high"] == 1.0
+    assert share_interval([[1.0], [1.0]]) == {"value": 1.0, "low": 1.0, "high": 1.0, "n": 2, "prompts": 2}
+    assert share_interval([]) is None
+
+    # Base answers all score 0.5 (ties), the adapter 1.0 on prompt 1 and 0.0 on prompt 2, both samples.
+    answers = {}
+    for prompt, adapter_score in ((1, 1.0), (2, 0.0)):
+        for sample in (0, 1):
+            answers[prompt, sample, 0] = {"text": "b", "words": 10, "rubric": 0.5}
+            answers[prompt, sample, 1] = {"text": "a", "words": 10 if prompt == 1 else 50, "rubric": adapter_score}
+    result = effect(answers, "rubric", 1)
+    assert result["at_least_as_good"]["value"] == 0.5 and result["win_rate"]["value"] == 0.5
+    assert result["length_matched"]["n"] == 2 and result["length_matched"]["value"] == 1.0  # prompt 1 only
+    # The floor compares base sample 1 with sample 0 once per prompt: equal scores, so 'at least as good' both times.
+    assert result["noise_floor"]["n"] == 2 and result["noise_floor"]["value"] == 1.0

@@ -73,6 +73,10 @@ def test_group_by_length_keeps_every_row_and_groups_batches():
     ("method: dpo\ndata: x.jsonl\nlearning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
     ("method: dpo\ndata: [unclosed\n", "is not valid YAML"),
     ("method: dpo\ndata: /nonexistent/prefs.jsonl\n", "data: could not load '/nonexistent/prefs.jsonl'"),
+    ("method: dpo\ndata: x.jsonl\nper_device_train_batch_size: 0\n", "per_device_train_batch_size must be 1 or more"),
+    ("method: dpo\ndata: x.jsonl\nlearning_rate: -1.0e-4\n", "learning_rate must be above 0"),
+    ("method: dpo\ndata: x.jsonl\noutput_dir: /tmp/elsewhere\n", "output_dir: /tmp/elsewhere is outside the recipe"),
+    ("method: dpo\ndata: x.jsonl\noutput_dir: ../escape\n", "output_dir: ../escape is outside the recipe"),
 ])
 def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, capsys):
     (tmp_path / "recipe.yaml").write_text(text)

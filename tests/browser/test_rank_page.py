@@ -102,3 +102,26 @@ def test_with_auth_the_logged_in_user_is_the_annotator(auth_server, page):
     expect(page.locator("#rank-status")).to_contain_text("Saved.")
     rows = store.query("SELECT a.name, a.kind FROM rankings r JOIN annotators a ON a.id = r.annotator_id")
     assert [tuple(r) for r in rows] == [("carol", "auth")]
+
+
+def test_the_rubric_suggestion_is_saved_only_when_accepted(app_server, page):
+    store = Store(app_server["home"] / "studio.db")
+    with store.tx() as db:
+        prompt_id = db.execute("SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+                               "WHERE s.name = 'bank' ORDER BY p.position").fetchone()[0]
+        good = "Happy to help! You can open a savings pot in the app under Accounts, then tap Add. It takes a minute."
+        ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
+                          (prompt_id, text)).lastrowid for text in ("no", good)]
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
+    page.locator("#rank-annotator textarea").fill("erin")
+    page.locator("#rank-annotator textarea").press("Enter")
+    suggestion = page.locator("#rank-suggestion textarea")
+    expect(suggestion).to_contain_text(" > ")
+    assert store.query("SELECT COUNT(*) AS n FROM rankings")[0]["n"] == 0  # shown, not saved
+    page.locator("#rank-order textarea").fill("r")
+    page.locator("#rank-order textarea").press("Enter")
+    expect(page.locator("#rank-status")).to_contain_text("Saved.")
+    row = store.query("SELECT tiers, suggested_by FROM rankings")[0]
+    assert row["suggested_by"] == "rubric:bank" and json.loads(row["tiers"]) == [[ids[1]], [ids[0]]]

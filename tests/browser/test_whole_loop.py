@@ -46,7 +46,7 @@ def test_generate_rank_train_compare_vote(app_server, page):
 
     # Compare: one message, both sides answer; markup typed by the user is shown as text.
     page.get_by_role("tab", name="Compare").click()
-    expect(page.locator("#cmp-model input")).to_have_value("job 1: dpo on embedded (bank (best vs worst))")
+    expect(page.locator("#cmp-model input")).to_have_value("job 1: dpo on embedded (bank (one pair per prompt, best vs worst))")
     page.get_by_text("Sampling (the same for both sides)").click()
     set_number(page, "cmp-max-tokens", 16)
     page.locator("#cmp-message textarea").fill("Can I freeze my <b>card</b>?")
