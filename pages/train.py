@@ -92,7 +92,8 @@ def build_train_tab(ctx: Ctx) -> dict:
                 completion_length = gr.Number(48, precision=0, minimum=4, label="Max answer length (tokens)",
                                               info=help_("max_completion_length"), elem_id="train-completion")
             auto_report = gr.Checkbox(True, label="Make the alignment report when the job finishes",
-                                      info="base and adapter answer held-out prompts; see the report on the right",
+                                      info=f"base and adapter answer up to {report.AUTO_LIMIT} held-out prompts "
+                                           "per set, 3 times each; the report is on the right",
                                       elem_id="train-auto-report")
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             launch_status = gr.Markdown(elem_id="train-launch-status")
@@ -210,7 +211,7 @@ def build_train_tab(ctx: Ctx) -> dict:
                 ctx.store, method_, settings, prompt_set=form[data_set], pair_mode=form[pair_mode],
                 data=form[data_other] or "", reward_job=form[reward_job], reward_functions=functions,
                 rubric_reward=bool(form[rubric_reward]),
-                report={"samples": 3} if form[auto_report] and methods.get(method_).chats else None)
+                report=report.AUTO if form[auto_report] and methods.get(method_).chats else None)
         except (PreferenceError, PromptError, recipes.RecipeError, JobError, ValueError) as error:
             return message(str(error), error=True), gr.skip(), gr.skip()
         ctx.jobs.refresh()
@@ -238,18 +239,19 @@ def build_train_tab(ctx: Ctx) -> dict:
         outputs = [table(), gr.update(choices=job_choices())]
         nothing = ["", gr.update(visible=False)]
         if job_id is None:
-            return outputs + [gr.update(value=0), "", *[None] * len(PLOTS), gr.update(visible=False), "", *nothing]
+            return outputs + [gr.update(value=0), "", *[None] * len(PLOTS), gr.update(visible=False), "", *nothing,
+                              ""]
         try:
             job = jobs.get(ctx.store, int(job_id))
         except JobError as error:
             return outputs + [gr.update(value=0), message(str(error), error=True), *[None] * len(PLOTS),
-                              gr.update(visible=False), "", *nothing]
+                              gr.update(visible=False), "", *nothing, ""]
         rows = jobs.metrics(job)
         last = {}
         for row in rows:
             last.update(row)
         step, total = int(last.get("step", 0)), int(last.get("max_steps", 0) or 1)
-        parts = [f"Job {job['id']} ({job['method']}): **{job['status']}**", f"step {step} / {total}"]
+        parts = [f"Job {job['id']} ({job['method']}): {job['status']}", f"step {step} / {total}"]
         if job["status"] == "running" and "eta_s" in last:
             parts.append(f"ETA {int(last['eta_s'])} s")
         if "tokens_per_s" in last:
@@ -261,9 +263,11 @@ def build_train_tab(ctx: Ctx) -> dict:
             points = [(row["step"], key, value) for row in rows for key, value in row.items()
                       if wanted(key) and isinstance(value, (int, float))]
             frames.append(pd.DataFrame(points, columns=["step", "metric", "value"]) if points else None)
+        found = report.latest(ctx.store, job["id"])
+        report_key = f"{job['id']}/{job['status']}/{found and found['id']}/{found and found['status']}"
         return outputs + [gr.update(value=min(step, total), maximum=total), message(" · ".join(parts)), *frames,
                           gr.update(value=job["error"] or "", visible=bool(job["error"])), jobs.log_tail(job),
-                          lineage(job), sampled(job)]
+                          lineage(job), sampled(job), report_key]
 
     def lineage(job):
         chain = jobs.lineage(ctx.store, job["id"])
@@ -363,7 +367,10 @@ def build_train_tab(ctx: Ctx) -> dict:
         return handler
 
     # Wiring
-    view_outputs = [jobs_table, job_pick, progress, progress_text, *plots, job_error, log, lineage_text, samples]
+    # report_key changes when the selected job's state or its newest report does: the report panel follows it.
+    report_key = gr.State("")
+    view_outputs = [jobs_table, job_pick, progress, progress_text, *plots, job_error, log, lineage_text, samples,
+                    report_key]
     gr.on([method.change, data_set.change, pair_mode.change, data_other.change], describe,
           [method, data_set, pair_mode, data_other], data_summary)
     launch.click(do_launch, {method, data_set, pair_mode, data_other, base, lora_r, lora_alpha, lora_dropout, targets,
@@ -376,7 +383,7 @@ def build_train_tab(ctx: Ctx) -> dict:
                    concurrency_id="model")
     gr.on([timer.tick, job_pick.change], show, job_pick, view_outputs, show_progress="hidden")
     report_outputs = [report_sets, report_status, report_table, report_warnings, report_examples]
-    job_pick.change(report_view, job_pick, report_outputs)
+    report_key.change(report_view, job_pick, report_outputs)
     report_go.click(make_report, [job_pick, report_sets, report_samples, report_limit], report_status,
                     concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
     report_cancel.click(ctx.canceller("Cancelling the report…"), None, report_status)

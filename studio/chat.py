@@ -4,11 +4,11 @@ for the other) and the `chat` API endpoint."""
 
 from dataclasses import dataclass
 
-from studio import jobs, models
+from studio import jobs, methods, models
 from studio.generate import GenerationParams, stream
 from studio.store import Store
 
-CHAT_METHODS = ("dpo", "sft", "rloo")  # jobs whose adapter is a causal LM (a reward model scores, it does not chat)
+CHAT_METHODS = methods.chat_methods()  # jobs whose adapter answers (a reward model scores, it does not chat)
 
 
 @dataclass(frozen=True)

@@ -188,11 +188,11 @@ def recommended(method: str, model: str, rows: int) -> dict:
                    "the adapter beats the base on held-out prompts where 5e-5 does not move it).")
         else:
             large = size is None or size >= 7e9
-            settings.update(learning_rate=5e-6 if large else 5e-5, per_device_train_batch_size=4,
-                            gradient_accumulation_steps=4)
+            settings.update(learning_rate=5e-6 if large else 5e-5, per_device_train_batch_size=1 if large else 2,
+                            gradient_accumulation_steps=8 if large else 4)
             why = (f"{rows} pairs on a {'large' if large else 'mid-size'} model: learning rate "
-                   f"{settings['learning_rate']:g}, one epoch, 16 pairs per step (the alignment handbook's QLoRA DPO "
-                   "settings; not measured by us).")
+                   f"{settings['learning_rate']:g}, one epoch, 8 pairs per step, gradient checkpointing (the alignment "
+                   "handbook's QLoRA DPO learning rate; not measured by us).")
     if not settings["gradient_checkpointing"]:
         why += " Gradient checkpointing is off: faster for a small model on a CPU, at about 1.5x the memory."
     return {**settings, **studio_defaults(method), "why": why}

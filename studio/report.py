@@ -49,6 +49,10 @@ class ReportSettings:
         GenerationParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
 
 
+AUTO_LIMIT = 20  # held-out prompts per set in the report made when a job finishes: minutes on a CPU
+AUTO = {"samples": 3, "limit": AUTO_LIMIT}  # jobs.report_settings of a job launched with "report when finished"
+
+
 def _chat_job(store: Store, job_id: int) -> dict:
     job = jobs.get(store, job_id)
     if not methods.get(job["method"]).chats or jobs.adapter_folder(job) is None:

@@ -109,3 +109,20 @@ def test_command_line(studio_home, capsys):
     assert "error: No prompt set named 'nope'" in capsys.readouterr().err
     assert main(["--k", "12"]) == 2
     assert "k (candidates per prompt) must be between 1 and 8" in capsys.readouterr().err
+
+
+def test_the_decode_loop_follows_the_model_as_transformers_generate_does(bank):
+    """The studio's loop (a cache written in place, each prompt read once, finished rows leaving the batch) against
+    transformers' generate(), greedily (top_p so small that only the likeliest token is kept): the same tokens."""
+    import torch
+
+    from studio.generate import chat_texts
+
+    loaded = models.load("embedded")
+    ours = sample(loaded, bank[:4], GenerationParams(k=1, top_p=0.001, max_new_tokens=40, seed=5).seeded())
+    tokenizer = loaded.tokenizer
+    batch = tokenizer(chat_texts(tokenizer, bank[:4]), return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = loaded.model.generate(**batch, do_sample=False, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
+    theirs = [t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+    assert [answers[0] for answers in ours] == theirs

@@ -102,3 +102,31 @@ def test_a_malformed_recipe_creates_no_job(store):
         new_job(store, 2, learning_rate="fast")
     assert jobs.list_jobs(store) == []
     assert not (jobs.jobs_dir() / "1-dpo").exists()  # the folder made for it is gone too
+
+
+def test_launch_holds_the_rules_the_train_tab_relies_on(store):
+    """jobs.launch: what a page, the API and the terminal all call; each refusal names what to fix and creates no job."""
+    from studio import rubric
+
+    clear_cut_set(store)
+    job_id = jobs.launch(store, "dpo", {**SETTINGS, "max_steps": 1}, prompt_set="polite", report=None)
+    job = jobs.get(store, job_id)
+    assert job["data"] == "polite (one pair per prompt, best vs worst)" and job["report_settings"] is None
+    assert len((Path(job["folder"]) / "data.jsonl").read_text().splitlines()) == 8
+    before = len(jobs.list_jobs(store))
+    with pytest.raises(JobError, match="Online RL needs a reward"):
+        jobs.launch(store, "rloo", {"num_generations": 2}, prompt_set="polite")
+    with pytest.raises(JobError, match="has no rubric to reward with"):
+        jobs.launch(store, "rloo", {"num_generations": 2}, prompt_set="polite", rubric_reward=True)
+    with pytest.raises(JobError, match="has no finished chat adapter"):
+        jobs.launch(store, "dpo", {"model": f"job:{job_id}"}, prompt_set="polite")  # still queued
+    with pytest.raises(JobError, match="'job:x' is not a job"):
+        jobs.launch(store, "dpo", {"model": "job:x"}, prompt_set="polite")
+    assert len(jobs.list_jobs(store)) == before
+    rubric.save(store, "polite", "checks:\n  - name: Kind\n    any: ['happy']\n")
+    rl = jobs.get(store, jobs.launch(store, "rloo", {"num_generations": 4, "per_device_train_batch_size": 6},
+                                     prompt_set="polite", rubric_reward=True, report={"samples": 2}))
+    _, recipe = recipes.load(Path(rl["folder"]) / "recipe.yaml")
+    assert recipe.rubric == str(Path(rl["folder"]) / "rubric.yaml") and "Kind" in Path(recipe.rubric).read_text()
+    assert recipe.per_device_train_batch_size == 8  # rounded up to whole groups of 4 answers
+    assert json.loads(rl["report_settings"]) == {"samples": 2}

@@ -113,3 +113,20 @@ def test_the_suggestion_is_saved_only_when_accepted_with_its_source(store):
     assert current["suggested_by"] is None
     with pytest.raises(ranking.RankingError, match="reserved"):
         ranking.submit_order(store, "gt:someone", task, "a b c")
+
+
+def test_a_rubric_rewards_online_rl_answers(tmp_path):
+    """TRL calls reward functions with conversational prompts and completions; the rubric scores each answer."""
+    from studio.rewards import RubricReward
+
+    path = tmp_path / "rubric.yaml"
+    path.write_text(GOOD)
+    reward = RubricReward(path)
+    prompts = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Payments I did not make!"}]] * 2
+    completions = [[{"role": "assistant", "content": "Sorry! Freeze your card in the app and call our fraud line."}],
+                   [{"role": "assistant", "content": "Tell me your PIN."}]]
+    good, bad = reward(prompts, completions)
+    assert good == 1.0 and bad < 0.3
+    path.write_text("checks: []\n")
+    with pytest.raises(ValueError, match="rubric: .*checks must be a list of one or more"):
+        RubricReward(path)

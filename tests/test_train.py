@@ -98,3 +98,18 @@ def test_shipped_example_recipes_load(name):
         assert recipe.reward_weights == [1.0, 2.0] and recipe.beta == 0.05
     else:
         assert method == "dpo" and recipe.precompute_ref_log_probs
+
+
+@pytest.mark.parametrize("name, model, rows", [("embedded-cpu-dpo.yaml", "embedded", 60),
+                                               ("llama3-8b-qlora-dpo.yaml", "meta-llama/Meta-Llama-3-8B-Instruct", 5000)])
+def test_shipped_recipes_keep_in_step_with_the_tabs_recommended_settings(name, model, rows):
+    from pathlib import Path
+
+    _, recipe = recipes.load(Path(__file__).resolve().parents[1] / "assets" / "recipes" / name)
+    wanted = recipes.recommended("dpo", model, rows)
+    for key in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+                "beta"):
+        assert getattr(recipe, key) == wanted[key], key
+    assert recipe.loss_type == [wanted["loss_type"]]
+    if model == "embedded":  # on this CPU; on a GPU the tab turns checkpointing on
+        assert recipe.gradient_checkpointing is False

@@ -1,5 +1,5 @@
 """The whole loop in a real browser on the embedded model: generate 4 prompts x 2, rank them, train DPO a few steps,
-chat side by side, cast blind votes, see the win rate."""
+read its alignment report, chat side by side, cast blind votes, see the win rate."""
 
 import pytest
 from playwright.sync_api import expect
@@ -39,10 +39,25 @@ def test_generate_rank_train_compare_vote(app_server, page):
     page.get_by_role("option", name="bank (45 prompts)").click()
     expect(page.locator("#train-data-summary")).to_contain_text("4 pairs from 4 rankings by 1 annotator(s)")
     page.get_by_text("Hyperparameters").click()
+    expect(page.locator("#train-settings-note")).to_contain_text("4 pairs on a small model")
     set_number(page, "train-steps", 3)
+    page.locator("#train-auto-report input").uncheck()  # made by hand below, on 2 prompts
     page.locator("#train-launch").click()
     expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running", timeout=60_000)
     expect(page.locator("#train-progress")).to_contain_text("finished", timeout=300_000)
+
+    # The alignment report: base and adapter on held-out prompts, scored, against the noise floor.
+    expect(page.locator("#train-report-status")).to_contain_text("No report yet", timeout=30_000)
+    expect(page.locator("#train-report-sets")).to_contain_text("bank")  # the 41 bank prompts it did not train on
+    set_number(page, "train-report-samples", 2)
+    set_number(page, "train-report-limit", 2)
+    page.locator("#train-report-go").click()
+    expect(page.locator("#train-report-status")).to_contain_text("Report 1", timeout=240_000)
+    table = page.locator("#train-report")
+    expect(table).to_contain_text("rubric")
+    expect(table).to_contain_text("toxicity")
+    expect(page.locator("#train-report-examples")).to_contain_text("Lumen")  # a bank prompt with both answers
+    page.screenshot(path=str(app_server["home"] / "report.png"), full_page=True)
 
     # Compare: one message, both sides answer; markup typed by the user is shown as text.
     page.get_by_role("tab", name="Compare").click()
@@ -65,8 +80,10 @@ def test_generate_rank_train_compare_vote(app_server, page):
     expect(page.locator("#ev-set input")).to_have_value("helpful_harmless (41 prompts)")
     set_number(page, "ev-limit", 2)
     set_number(page, "ev-max-tokens", 16)
+    set_number(page, "ev-samples", 1)
     page.locator("#ev-create").click()
-    expect(page.locator("#ev-create-status")).to_contain_text("Evaluation 1: 2 prompts answered", timeout=180_000)
+    # Evaluation 1 holds the report's answers (open to blind votes too); this is the second.
+    expect(page.locator("#ev-create-status")).to_contain_text("Evaluation 2: 2 prompts answered", timeout=180_000)
     page.locator("#ev-annotator textarea").fill("ben")
     page.locator("#ev-annotator textarea").press("Enter")
     expect(page.locator("#ev-progress")).to_contain_text("Comparison 1 of 2")
@@ -90,7 +107,7 @@ def test_generate_rank_train_compare_vote(app_server, page):
     aligned_won = votes[0]["outcome"] == "second"  # B was the right-hand answer: the aligned one if it sat there
     expect(results).to_contain_text("100.0%" if aligned_won else "0.0%")
     page.locator("#ev-score").click()
-    expect(page.locator("#ev-score-status")).to_contain_text("Scored 4 answers with toxicity", timeout=60_000)
-    expect(page.locator("#ev-scores")).to_contain_text("toxicity")
+    expect(page.locator("#ev-score-status")).to_contain_text("Scored 4 answers with rubric", timeout=60_000)
+    expect(page.locator("#ev-scores")).to_contain_text("rubric")
     expect(page.locator("#ev-plot")).to_contain_text("job 1 (dpo)")  # the bar chart's axis
     page.screenshot(path=str(app_server["home"] / "evaluate.png"), full_page=True)
