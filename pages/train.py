@@ -128,6 +128,7 @@ def build_train_tab(ctx: Ctx) -> dict:
                                             elem_id="train-report", label="Adapter against the base, per scorer")
                 report_warnings = gr.Markdown(elem_id="train-report-warnings")
                 report_examples = gr.Dataframe(headers=EXAMPLE_HEADERS, interactive=False, wrap=True, max_height=360,
+                                               column_widths=["18%", "36%", "36%", "10%"],
                                                elem_id="train-report-examples", label="Examples")
             samples = gr.Dataframe(headers=["Step", "Reward function", "Reward", "Prompt", "Sampled answer"],
                                    interactive=False, wrap=True, max_height=260, visible=False, elem_id="train-samples",
@@ -387,7 +388,9 @@ def build_train_tab(ctx: Ctx) -> dict:
     report_go.click(make_report, [job_pick, report_sets, report_samples, report_limit], report_status,
                     concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
     report_cancel.click(ctx.canceller("Cancelling the report…"), None, report_status)
-    gr.on([method.change, data_set.change, pair_mode.change, data_other.change, base.change], follow_data,
+    # data_summary changes too when rankings made on the Rank tab since change the number of pairs.
+    gr.on([method.change, data_set.change, pair_mode.change, data_other.change, base.change, data_summary.change],
+          follow_data,
           [method, data_set, pair_mode, data_other, base],
           [learning_rate, epochs, batch_size, accumulation, beta, loss_type, max_length, checkpointing, settings_note])
     stop.click(on_job(ctx.jobs.stop), job_pick, launch_status)

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import threading
 
@@ -111,18 +112,30 @@ def test_command_line(studio_home, capsys):
     assert "k (candidates per prompt) must be between 1 and 8" in capsys.readouterr().err
 
 
-def test_the_decode_loop_follows_the_model_as_transformers_generate_does(bank):
-    """The studio's loop (a cache written in place, each prompt read once, finished rows leaving the batch) against
-    transformers' generate(), greedily (top_p so small that only the likeliest token is kept): the same tokens."""
+def test_the_decode_loop_follows_the_model_token_by_token(bank):
+    """The studio's loop (a cache written in place, each prompt read once, rows of different lengths padded on the
+    left, finished rows leaving the batch) taken greedily (top_p so small that only the likeliest token is kept):
+    every token it picked is the one the model, given the prompt alone and the answer so far in one plain forward
+    pass without any cache, ranks first (up to float noise), and an answer ends only at an end token or the limit."""
     import torch
 
-    from studio.generate import chat_texts
+    from studio.generate import chat_texts, decode
 
     loaded = models.load("embedded")
-    ours = sample(loaded, bank[:4], GenerationParams(k=1, top_p=0.001, max_new_tokens=40, seed=5).seeded())
-    tokenizer = loaded.tokenizer
-    batch = tokenizer(chat_texts(tokenizer, bank[:4]), return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.inference_mode():
-        out = loaded.model.generate(**batch, do_sample=False, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
-    theirs = [t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
-    assert [answers[0] for answers in ours] == theirs
+    tokenizer, model = loaded.tokenizer, loaded.model
+    params = GenerationParams(k=2, top_p=0.001, max_new_tokens=40, seed=5).seeded()
+    rows = None
+    for rows in decode(loaded, bank[:4], params):
+        pass
+    assert len(rows) == 8 and rows[0] == rows[1]  # greedy: both samples of a prompt agree
+    for index, prompt in enumerate(bank[:4]):
+        answer = rows[2 * index]
+        ids = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        # Earlier tests may have loaded adapters onto the shared copy; the loop answered with the plain base.
+        plain = model.disable_adapter() if loaded.adapters else contextlib.nullcontext()
+        with torch.inference_mode(), plain:
+            logits = model(input_ids=torch.cat([ids, torch.tensor([answer])], dim=1)).logits[0, ids.shape[1] - 1:]
+        chosen = logits[torch.arange(len(answer)), torch.tensor(answer)]
+        assert (logits[:len(answer)].max(-1).values - chosen).max() < 1e-3
+        if len(answer) < params.max_new_tokens:
+            assert logits[len(answer)].argmax().item() in (tokenizer.eos_token_id, model.generation_config.eos_token_id)

@@ -19,12 +19,13 @@ def test_builtin_sets_have_forty_prompts_or_more_and_install_once(store):
     install_builtin_sets(store)
     install_builtin_sets(store)
     sets = {s["name"]: s for s in list_prompt_sets(store)}
-    assert set(sets) == {"bank", "helpful_harmless"}
+    assert set(sets) == {"bank", "helpful_harmless", "provocative"}
     assert all(s["prompts"] >= 40 and s["source"] == "builtin" for s in sets.values())
     bank = get_prompts(store, "bank")
     assert "Lumen Bank" in bank[0]["system"]
     assert any("PIN" in p["text"] for p in bank)  # the must-decline part is there
     assert len(get_prompts(store, "bank", limit=3)) == 3
+    assert all("Nova" in p["system"] for p in get_prompts(store, "provocative"))  # one assistant, one system prompt
 
 
 def test_jsonl_with_system_prompts_and_duplicates(store, tmp_path):

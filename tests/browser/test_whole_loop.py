@@ -1,6 +1,8 @@
 """The whole loop in a real browser on the embedded model: generate 4 prompts x 2, rank them, train DPO a few steps,
 read its alignment report, chat side by side, cast blind votes, see the win rate."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -52,11 +54,12 @@ def test_generate_rank_train_compare_vote(app_server, page):
     set_number(page, "train-report-samples", 2)
     set_number(page, "train-report-limit", 2)
     page.locator("#train-report-go").click()
-    expect(page.locator("#train-report-status")).to_contain_text("Report 1", timeout=240_000)
+    expect(page.locator("#train-report-status")).to_contain_text(re.compile(r"Report 1 \(.*prompts x 2"), timeout=240_000)
     table = page.locator("#train-report")
     expect(table).to_contain_text("rubric")
     expect(table).to_contain_text("toxicity")
-    expect(page.locator("#train-report-examples")).to_contain_text("Lumen")  # a bank prompt with both answers
+    # The first two bank prompts it did not train on, each with both answers.
+    expect(page.locator("#train-report-examples")).to_contain_text("Where can I find my IBAN?")
     page.screenshot(path=str(app_server["home"] / "report.png"), full_page=True)
 
     # Compare: one message, both sides answer; markup typed by the user is shown as text.
