@@ -6,6 +6,10 @@ import os
 # Gradio's usage analytics call out at launch; off unless the user opts in (GRADIO_ANALYTICS_ENABLED=True).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from studio.paths import use_space_storage_for_hub_cache  # noqa: E402
+
+use_space_storage_for_hub_cache()  # before huggingface_hub reads HF_HOME
+
 from pages import build_demo  # noqa: E402  (after the analytics setting, which gradio reads on import)
 
 demo = build_demo()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from studio.paths import db_path
+from studio.paths import db_path, persistence_warning
 from studio.prompts import install_builtin_sets, list_prompt_sets
 from studio import report
 from studio.jobs import Manager
@@ -78,6 +78,9 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
     ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     with gr.Blocks(title="Align Studio") as demo:
         gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, evaluate, publish.")
+        warning = persistence_warning()
+        if warning:
+            gr.Markdown(f"**Not persistent:** {plain(warning)}", elem_id="persistence-warning")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generate = build_generate_tab(ctx)

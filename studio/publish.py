@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import evaluate, hub, jobs, recipes, report
+from studio import evaluate, hub, jobs, models, recipes, report
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -30,6 +30,28 @@ def finished_job(store: Store, job_id: int) -> tuple[dict, Path]:
     if adapter is None:
         raise PublishError(f"Job {job_id} is {job['status']} and has no adapter; publish a finished job.")
     return job, adapter
+
+
+def hub_base(job: dict) -> str | None:
+    """The Hub id of the job's base model, which a pushed adapter must name so that it loads on any machine (the
+    job's own adapter_config.json names the local folder it trained on); None for a local folder."""
+    base = job["base_model"]
+    if base == models.EMBEDDED:
+        return models.EMBEDDED_HUB_ID
+    if Path(base).expanduser().is_dir():
+        return None
+    return base
+
+
+def _base_note(job: dict) -> str:
+    if job["base_model"] == models.EMBEDDED:
+        return (f"The base is {models.EMBEDDED_HUB_ID}. The studio trained on its bundled 4-bit (Q4_1) copy, "
+                "turned back into float32, so on the original weights the adapter behaves very nearly, not exactly, "
+                "as it did in the studio.")
+    if hub_base(job) is None:
+        return (f"The base was a local folder ({Path(job['base_model']).name}) that is not on the Hub: load your copy "
+                "of it and add the adapter with `PeftModel.from_pretrained(base, \"<this repo>\")`.")
+    return f"The base is {job['base_model']}."
 
 
 def model_card(store: Store, job_id: int) -> str:
@@ -59,8 +81,7 @@ def model_card(store: Store, job_id: int) -> str:
     else:
         alignment = "No alignment report has been made for this adapter yet."
     return f"""---
-base_model: {json.dumps(job['base_model'] if job['base_model'] != 'embedded' else 'HuggingFaceTB/SmolLM2-135M-Instruct')}
-library_name: peft
+{f"base_model: {json.dumps(hub_base(job))}{chr(10)}" if hub_base(job) else ""}library_name: peft
 tags:
 - {job['method']}
 - lora
@@ -69,7 +90,7 @@ tags:
 
 # LoRA adapter: {job['method'].upper()} on {job['base_model']}
 
-Trained with Align Studio (TRL + PEFT) from human rankings.
+Trained with Align Studio (TRL + PEFT) from human rankings. {_base_note(job)}
 
 ## Data
 {chr(10).join(data_lines)}
@@ -102,11 +123,17 @@ model = AutoPeftModelForCausalLM.from_pretrained("<this repo>")
 
 
 def publish_folder(store: Store, job_id: int, out) -> Path:
-    """The folder that would be pushed: the adapter with its tokenizer and the model card."""
-    _, adapter = finished_job(store, job_id)
+    """The folder that would be pushed: the adapter with its tokenizer and the model card. Its adapter_config.json
+    names the base by its Hub id, not by the local folder the job trained on."""
+    job, adapter = finished_job(store, job_id)
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(adapter, out, ignore=shutil.ignore_patterns("training_args.bin"))
+    if hub_base(job):
+        config_file = out / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config["base_model_name_or_path"] = hub_base(job)
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
     (out / "README.md").write_text(model_card(store, job_id))
     return out
 

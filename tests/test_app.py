@@ -54,3 +54,30 @@ def test_the_app_listens_where_gradio_environment_says_and_sends_no_analytics(tm
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_on_a_space_the_studio_keeps_its_data_on_persistent_storage_or_says_it_will_not(tmp_path, monkeypatch):
+    from studio import paths
+
+    monkeypatch.delenv("STUDIO_HOME", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setattr(paths.Path, "home", lambda: tmp_path / "user")
+    monkeypatch.setattr(paths, "SPACE_STORAGE", tmp_path / "data")
+    assert paths.persistence_warning() is None  # not a Space: nothing to say
+    monkeypatch.setenv("SPACE_ID", "me/align-studio")
+    # A Space without persistent storage: the default home, and a warning that names what to do.
+    assert paths.studio_home() == tmp_path / "user" / ".cache" / "align-studio"
+    assert "lost when the Space restarts" in paths.persistence_warning()
+    assert "persistent storage" in paths.persistence_warning()
+    paths.use_space_storage_for_hub_cache()
+    assert "HF_HOME" not in os.environ
+    # With persistent storage mounted at /data: everything goes there, the Hub's downloads included.
+    (tmp_path / "data").mkdir()
+    assert paths.studio_home() == tmp_path / "data" / "align-studio"
+    assert paths.persistence_warning() is None
+    paths.use_space_storage_for_hub_cache()
+    assert os.environ["HF_HOME"] == str(tmp_path / "data" / ".huggingface")
+    # A home the user chose wins, and is warned about when it is not on the persistent disk.
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "elsewhere"))
+    assert paths.studio_home() == tmp_path / "elsewhere"
+    assert "lost when the Space restarts" in paths.persistence_warning()

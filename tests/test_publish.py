@@ -1,3 +1,9 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 
 from studio import jobs, publish
@@ -31,6 +37,37 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = peft_model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    # On someone else's machine: a fresh process where the studio's folders do not exist, whose Hugging Face cache
+    # holds the base under its Hub id (offline here, so the cache is laid out as the Hub client writes it), loads
+    # the folder with vanilla PEFT by the name in adapter_config.json and computes what the studio computed.
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert str(embedded_folder()) not in (folder / "adapter_config.json").read_text()
+    cache = tmp_path / "elsewhere" / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(embedded_folder(), cache / "snapshots" / revision)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text(revision)
+    pushed = shutil.copytree(folder, tmp_path / "elsewhere" / "downloaded-adapter")
+    with torch.inference_mode():
+        torch.save(peft_model(**inputs).logits, tmp_path / "ours.pt")
+    script = (
+        "import sys, torch\n"
+        "from peft import AutoPeftModelForCausalLM\n"
+        "from transformers import AutoTokenizer\n"
+        "folder = sys.argv[1]\n"
+        "model = AutoPeftModelForCausalLM.from_pretrained(folder).eval()\n"
+        "tokenizer = AutoTokenizer.from_pretrained(folder)\n"
+        "inputs = tokenizer.apply_chat_template([{'role': 'user', 'content': 'Can I freeze my card?'}],"
+        " add_generation_prompt=True, return_tensors='pt', return_dict=True)\n"
+        "with torch.inference_mode():\n"
+        "    torch.save(model(**inputs).logits, sys.argv[2])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("STUDIO_HOME", "HF_TOKEN")}
+    env.update(HF_HOME=str(tmp_path / "elsewhere"), HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-c", script, str(pushed), str(tmp_path / "theirs.pt")], env=env,
+                   cwd=tmp_path, check=True, timeout=300)
+    assert torch.allclose(torch.load(tmp_path / "theirs.pt"), torch.load(tmp_path / "ours.pt"), atol=1e-4)
 
     card = (folder / "README.md").read_text()
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card and "library_name: peft" in card

@@ -114,3 +114,12 @@ def test_generate_rank_train_compare_vote(app_server, page):
     expect(page.locator("#ev-scores")).to_contain_text("rubric")
     expect(page.locator("#ev-plot")).to_contain_text("job 1 (dpo)")  # the bar chart's axis
     page.screenshot(path=str(app_server["home"] / "evaluate.png"), full_page=True)
+
+    # A fresh page (another session): the vote panel opens on the newest evaluation, and scoring acts on it.
+    page.reload()
+    page.get_by_role("tab", name="Evaluate").click()
+    expect(page.locator("#ev-pick input")).to_have_value(re.compile(r"^2: base \(embedded\) \| job 1"))
+    page.locator("#ev-scorer input").fill("toxicity")
+    page.locator("#ev-scorer input").press("Enter")
+    page.locator("#ev-score").click()
+    expect(page.locator("#ev-score-status")).to_contain_text("Scored 4 answers with toxicity", timeout=60_000)
