@@ -18,14 +18,18 @@ from studio.prompts import PromptError, get_prompts, list_prompt_sets
 from studio.ranking import PAIR_MODES
 
 BASE_CHOICES = ["embedded", "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
-JOB_HEADERS = ["Job", "Method", "Round", "Parent", "Status", "Data", "Base model", "Step", "Loss", "Margin / reward",
-               "Adapter"]
+# Round and parent are in the method cell ("dpo, round 2 from job 1"); the adapter's path is under the progress bar.
+JOB_HEADERS = ["Job", "Method", "Status", "Data", "Base", "Step", "Loss", "Margin / reward"]
+JOB_WIDTHS = ["6%", "17%", "11%", "26%", "12%", "8%", "9%", "11%"]
 PLOTS = {  # plot title -> which logged values it shows
     "Loss": lambda key: key == "loss",
-    "Rewards (DPO: chosen, rejected, margin; RL: mean reward)": lambda key: (
+    "Rewards": lambda key: (
         key.startswith("rewards/") and "accurac" not in key and not key.endswith("/std")) or key in ("margin", "reward"),
-    "Accuracy (DPO, reward model) · KL (RL)": lambda key: "accurac" in key or key == "kl",
+    "Accuracy · KL": lambda key: "accurac" in key or key == "kl",
 }
+# Logged names as the plots' legends show them (short enough to fit under a third of the page).
+SERIES = {"rewards/chosen": "chosen", "rewards/rejected": "rejected", "rewards/margins": "margin",
+          "rewards/accuracies": "pair accuracy", "mean_token_accuracy": "token accuracy"}
 TOXICITY_PENALTY = "studio.rewards:toxicity_penalty"
 # Settings that follow the method, the base model and the data size (recipes.recommended), in the order of the
 # follow_data outputs.
@@ -99,7 +103,7 @@ def build_train_tab(ctx: Ctx) -> dict:
             launch_status = gr.Markdown(elem_id="train-launch-status")
         with gr.Column(scale=2):
             jobs_table = gr.Dataframe(headers=JOB_HEADERS, interactive=False, wrap=True, max_height=260,
-                                      label="Jobs", elem_id="train-jobs")
+                                      column_widths=JOB_WIDTHS, label="Jobs", elem_id="train-jobs")
             with gr.Row():
                 job_pick = gr.Dropdown([], label="Job", elem_id="train-job", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop", scale=1)
@@ -120,6 +124,10 @@ def build_train_tab(ctx: Ctx) -> dict:
                                                scale=1, elem_id="train-report-samples")
                     report_limit = gr.Number(0, precision=0, minimum=0, label="First N prompts per set (0 = all)",
                                              scale=1, elem_id="train-report-limit")
+                    report_tokens = gr.Number(report.ReportSettings.max_new_tokens, precision=0, minimum=8,
+                                              maximum=1024, label="Max new tokens", scale=1,
+                                              info="as in generation: shorter is quicker, but cuts answers",
+                                              elem_id="train-report-tokens")
                 with gr.Row():
                     report_go = gr.Button("Make the alignment report", elem_id="train-report-go")
                     report_cancel = gr.Button("Cancel", variant="stop")
@@ -228,25 +236,33 @@ def build_train_tab(ctx: Ctx) -> dict:
             last = {}
             for row in jobs.metrics(job):
                 last.update(row)
-            adapter = jobs.adapter_folder(job)
-            rows.append([job["id"], job["method"], job["round"], job["parent_job_id"] or "", job["status"], job["data"],
-                         job["base_model"], last.get("step", 0), _fmt(last.get("loss")),
-                         _fmt(last.get("rewards/margins", last.get("margin", last.get("reward")))),
-                         str(adapter) if adapter else ""])
+            method_ = job["method"] + (f", round {job['round']}" if job["round"] and job["round"] > 1 else "") + (
+                f" from job {job['parent_job_id']}" if job["parent_job_id"] else "")
+            rows.append([job["id"], method_, job["status"], job["data"], job["base_model"], last.get("step", 0),
+                         _fmt(last.get("loss")),
+                         _fmt(last.get("rewards/margins", last.get("margin", last.get("reward"))))])
         return rows
 
     def show(job_id):
-        """Table, choices and the selected job's progress, plots, error and log."""
-        outputs = [table(), gr.update(choices=job_choices())]
+        """Table, choices and the selected job's progress, plots, error and log. With none selected (a fresh page),
+        the running job is selected, else the newest one."""
+        listed = jobs.list_jobs(ctx.store)
+        if job_id is None and listed:
+            job_id = next((j["id"] for j in listed if j["status"] == "running"), listed[0]["id"])
+        outputs = [table(), gr.update(choices=job_choices(), value=job_id)]
         nothing = ["", gr.update(visible=False)]
+        buttons = [gr.update(interactive=False), gr.update(interactive=False)]
         if job_id is None:
             return outputs + [gr.update(value=0), "", *[None] * len(PLOTS), gr.update(visible=False), "", *nothing,
-                              ""]
+                              "", *buttons]
         try:
             job = jobs.get(ctx.store, int(job_id))
         except JobError as error:
             return outputs + [gr.update(value=0), message(str(error), error=True), *[None] * len(PLOTS),
-                              gr.update(visible=False), "", *nothing, ""]
+                              gr.update(visible=False), "", *nothing, "", *buttons]
+        # Stop for a job that is queued or running, Resume for one that stopped or failed.
+        buttons = [gr.update(interactive=job["status"] in ("queued", "running")),
+                   gr.update(interactive=job["status"] in ("stopped", "failed"))]
         rows = jobs.metrics(job)
         last = {}
         for row in rows:
@@ -261,14 +277,14 @@ def build_train_tab(ctx: Ctx) -> dict:
             parts.append(f"adapter: {jobs.adapter_folder(job)}")
         frames = []
         for wanted in PLOTS.values():
-            points = [(row["step"], key, value) for row in rows for key, value in row.items()
+            points = [(row["step"], SERIES.get(key, key), value) for row in rows for key, value in row.items()
                       if wanted(key) and isinstance(value, (int, float))]
             frames.append(pd.DataFrame(points, columns=["step", "metric", "value"]) if points else None)
         found = report.latest(ctx.store, job["id"])
         report_key = f"{job['id']}/{job['status']}/{found and found['id']}/{found and found['status']}"
         return outputs + [gr.update(value=min(step, total), maximum=total), message(" · ".join(parts)), *frames,
                           gr.update(value=job["error"] or "", visible=bool(job["error"])), jobs.log_tail(job),
-                          lineage(job), sampled(job), report_key]
+                          lineage(job), sampled(job), report_key, *buttons]
 
     def lineage(job):
         chain = jobs.lineage(ctx.store, job["id"])
@@ -339,14 +355,15 @@ def build_train_tab(ctx: Ctx) -> dict:
         return [sets, message(f"Report {found['id']} ({found['created_at'][:16].replace('T', ' ')}): {sizes}."),
                 report.table(summary), warnings, examples]
 
-    def make_report(job_id, sets, samples_, first_n, request: gr.Request, progress_=gr.Progress()):
+    def make_report(job_id, sets, samples_, first_n, tokens, request: gr.Request, progress_=gr.Progress()):
         if job_id is None:
             return message("Choose a finished job above.", error=True)
         event = ctx.cancel_events[request.session_hash] = threading.Event()
         try:
             progress_(0, desc="Loading the base model and the adapter")
             made = report.create(ctx.store, int(job_id), report.ReportSettings(
-                prompt_sets=list(sets or []), samples=int(samples_ or 3), limit=int(first_n or 0)), cancel=event,
+                prompt_sets=list(sets or []), samples=int(samples_ or 3), limit=int(first_n or 0),
+                max_new_tokens=int(tokens or report.ReportSettings.max_new_tokens)), cancel=event,
                 on_progress=lambda done, total, what: progress_((done, total), desc=what, unit=""))
         except (report.ReportError, JobError, EvaluationError, models.ModelError, ValueError) as error:
             return message(str(error), error=True)
@@ -371,7 +388,7 @@ def build_train_tab(ctx: Ctx) -> dict:
     # report_key changes when the selected job's state or its newest report does: the report panel follows it.
     report_key = gr.State("")
     view_outputs = [jobs_table, job_pick, progress, progress_text, *plots, job_error, log, lineage_text, samples,
-                    report_key]
+                    report_key, stop, resume]
     gr.on([method.change, data_set.change, pair_mode.change, data_other.change], describe,
           [method, data_set, pair_mode, data_other], data_summary)
     launch.click(do_launch, {method, data_set, pair_mode, data_other, base, lora_r, lora_alpha, lora_dropout, targets,
@@ -385,7 +402,7 @@ def build_train_tab(ctx: Ctx) -> dict:
     gr.on([timer.tick, job_pick.change], show, job_pick, view_outputs, show_progress="hidden")
     report_outputs = [report_sets, report_status, report_table, report_warnings, report_examples]
     report_key.change(report_view, job_pick, report_outputs)
-    report_go.click(make_report, [job_pick, report_sets, report_samples, report_limit], report_status,
+    report_go.click(make_report, [job_pick, report_sets, report_samples, report_limit, report_tokens], report_status,
                     concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
     report_cancel.click(ctx.canceller("Cancelling the report…"), None, report_status)
     # data_summary changes too when rankings made on the Rank tab since change the number of pairs.

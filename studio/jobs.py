@@ -7,6 +7,7 @@ marked failed with the end of its log. One job runs at a time (one device); the 
 """
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -204,7 +205,14 @@ def metrics(job: dict) -> list[dict]:
     return rows
 
 
+# Lines of library warnings (a "...Warning: ..." line and the `warnings.warn(` source line that follows it), left in
+# train.log but not shown in the log view: they drown what the job itself says.
+_LIBRARY_WARNING = re.compile(r"^\S+:\d+: \w*Warning: |^\s+warnings\.warn\(|^\s+super\(\).__init__\(")
+
+
 def log_tail(job: dict, lines: int = 30) -> str:
+    """The last lines of the job's log as the Train tab shows them: progress bars at their last redraw, library
+    warnings left out (train.log keeps everything)."""
     path = Path(job["folder"]) / "train.log"
     if not path.is_file():
         return ""
@@ -212,8 +220,17 @@ def log_tail(job: dict, lines: int = 30) -> str:
         f.seek(max(0, path.stat().st_size - 64_000))
         text = f.read().decode("utf-8", errors="replace")
     # Progress bars redraw with carriage returns: keep what the last redraw shows.
-    shown = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-    return "\n".join([line for line in shown if line.strip()][-lines:])
+    shown, skip = [], False
+    for line in (line.rsplit("\r", 1)[-1] for line in text.split("\n")):
+        if _LIBRARY_WARNING.search(line):
+            skip = "Warning: " in line  # a warning's message may go on over the next lines
+            continue
+        if skip and line.startswith((" ", "\t")) and not line.strip().startswith(("File ", "Traceback")):
+            continue
+        skip = False
+        if line.strip():
+            shown.append(line)
+    return "\n".join(shown[-lines:])
 
 
 def adapter_folder(job: dict) -> Path | None:

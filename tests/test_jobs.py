@@ -130,3 +130,19 @@ def test_launch_holds_the_rules_the_train_tab_relies_on(store):
     assert recipe.rubric == str(Path(rl["folder"]) / "rubric.yaml") and "Kind" in Path(recipe.rubric).read_text()
     assert recipe.per_device_train_batch_size == 8  # rounded up to whole groups of 4 answers
     assert json.loads(rl["report_settings"]) == {"samples": 2}
+
+
+def test_the_log_view_leaves_library_warnings_out_and_the_file_keeps_them(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(
+        "/usr/lib/python3.11/site-packages/transformers/training_args.py:1541: FutureWarning: `gradient_checkpointing`"
+        " is deprecated\n  warnings.warn(f\"`{old}` is deprecated\", FutureWarning)\n"
+        "Tokenizing train dataset:  50%|#    | 2/4\rTokenizing train dataset: 100%|#####| 4/4\n"
+        "/x/dataloader.py:759: UserWarning: 'pin_memory' argument is set as true\n  super().__init__(loader)\n"
+        "{'loss': '0.6931', 'epoch': '0.5'}\n"
+        "Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\nValueError: bad\n")
+    shown = jobs.log_tail({"folder": str(tmp_path)})
+    assert shown.splitlines() == ["Tokenizing train dataset: 100%|#####| 4/4", "{'loss': '0.6931', 'epoch': '0.5'}",
+                                  "Traceback (most recent call last):", "  File \"train.py\", line 3, in <module>",
+                                  "ValueError: bad"]
+    assert "FutureWarning" in log.read_text()

@@ -53,6 +53,7 @@ def test_generate_rank_train_compare_vote(app_server, page):
     expect(page.locator("#train-report-sets")).to_contain_text("bank")  # the 41 bank prompts it did not train on
     set_number(page, "train-report-samples", 2)
     set_number(page, "train-report-limit", 2)
+    set_number(page, "train-report-tokens", 24)
     page.locator("#train-report-go").click()
     expect(page.locator("#train-report-status")).to_contain_text(re.compile(r"Report 1 \(.*prompts x 2"), timeout=240_000)
     table = page.locator("#train-report")
