@@ -146,7 +146,10 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     def load_task(typed, selected, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if selected is None:
-            return (None, "", "", "", message("Choose an evaluation (or generate one).", error=True), "")
+            return (None, "", "", "", message("No evaluation yet: generate one on the left, then vote here."), "")
+        if not (typed or "").strip() and not (profile or getattr(request, "username", None)):
+            # Nobody has said who they are yet: what to do next, not an error.
+            return (None, "", "", "", message("Enter your name above (press Enter) to start voting."), "")
         try:
             who, _ = identity(typed, request, profile)
             return show(evaluate.next_vote(ctx.store, int(selected), who))

@@ -85,7 +85,11 @@ def build_rank_tab(ctx: Ctx) -> dict:
         history = ranking.history(ctx.store, set_name, who) if set_name and who else []
         earlier_update = gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
         if task is None:
-            done = "Nothing left to rank in this set for you." if who and set_name else ""
+            done = ""
+            if who and set_name:
+                # No prompt with two candidates yet: nothing was generated, rather than everything ranked.
+                done = "Nothing left to rank in this set for you." if stats["total"] else \
+                    "Generate candidates for this set first (Generate tab: 2 or more per prompt)."
             return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
                     gr.update(visible=False), gr.update(visible=False), "", message(progress_text), earlier_update,
                     agreement_text(set_name), note]

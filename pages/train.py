@@ -166,8 +166,8 @@ def build_train_tab(ctx: Ctx) -> dict:
             return message(f"{count} prompts of {set_name}: the policy samples its own answers, the reward scores them.")
         try:
             rows, info = training_snapshot(ctx.store, set_name, mode)
-        except PreferenceError as error:
-            return message(str(error), error=True)
+        except PreferenceError as error:  # an empty state (nothing ranked yet), not a mistake: said in neutral words
+            return message(str(error))
         what = "chosen answers" if method_ == "sft" else "pairs"
         return message(f"{info['pairs']} {what} from {info['rankings']} rankings by {len(info['annotators'])} "
                        f"annotator(s) on {info['prompts']} prompts ({info['conflicts']} conflicting, "

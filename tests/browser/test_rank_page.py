@@ -126,3 +126,20 @@ def test_the_rubric_suggestion_is_saved_only_when_accepted(app_server, page):
     expect(page.locator("#rank-status")).to_contain_text("Saved.")
     row = store.query("SELECT tiers, suggested_by FROM rankings")[0]
     assert row["suggested_by"] == "rubric:bank" and json.loads(row["tiers"]) == [[ids[1]], [ids[0]]]
+
+
+def test_tabs_open_on_what_to_do_next_not_on_errors(app_server, page):
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Rank").click()
+    page.locator("#rank-annotator textarea").fill("dora")
+    page.locator("#rank-annotator textarea").press("Enter")
+    expect(page.locator("#rank-prompt textarea")).to_have_value(
+        "Generate candidates for this set first (Generate tab: 2 or more per prompt).")
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#train-data-summary")).to_contain_text("No preference pairs in 'bank' yet")
+    page.get_by_role("tab", name="Evaluate").click()
+    expect(page.locator("#ev-progress")).to_have_text("No evaluation yet: generate one on the left, then vote here.")
+    for tab in ("Generate", "Rank", "Data", "Train", "Compare", "Evaluate", "Publish"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(300)
+        assert "Error" not in page.locator("body").inner_text(), f"{tab} opens on an error"

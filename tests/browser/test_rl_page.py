@@ -10,6 +10,9 @@ pytestmark = pytest.mark.browser
 def test_launch_an_rloo_job_and_see_its_reward_plot_and_samples(app_server, page):
     page.goto(app_server["url"])
     page.get_by_role("tab", name="Train").click()
+    # Nothing ranked yet: said plainly, not as an error.
+    expect(page.locator("#train-data-summary")).to_have_text(
+        "No preference pairs in 'bank' yet: rank some prompts first (ties give no pair).")
     page.get_by_label("Online RL (RLOO)", exact=True).check()
     expect(page.locator("#train-data-summary")).to_contain_text("45 prompts of bank")
     page.get_by_text("Online RL (RLOO)", exact=True).last.click()  # the accordion
