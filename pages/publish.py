@@ -16,8 +16,9 @@ def build_publish_tab(ctx: Ctx) -> dict:
                                   elem_id="pub-repo")
                 private = gr.Checkbox(True, label="Private", scale=1)
             push = gr.Button("Push adapter + model card", variant="primary", elem_id="pub-push")
+            status = gr.Markdown(elem_id="pub-status")  # the push's answer: stays until the next push
             merge = gr.Button("Merge into a full model (background)", elem_id="pub-merge")
-            status = gr.Markdown(elem_id="pub-status")
+            merge_status = gr.Markdown(elem_id="pub-merge-status")  # followed while a merge runs
             gr.Markdown("The token comes from HF_TOKEN, your `hf auth login` or the Space login; it is never saved.")
         with gr.Column(scale=2):
             card = gr.Textbox(label="Model card (README.md of the pushed folder)", lines=24, max_lines=40,
@@ -30,11 +31,12 @@ def build_publish_tab(ctx: Ctx) -> dict:
 
     def show(job_id):
         if job_id is None:
-            return "", ""
+            return "", "", ""
         try:
-            return publish.model_card(ctx.store, int(job_id)), message(publish.merge_status(ctx.store, int(job_id)))
+            return (publish.model_card(ctx.store, int(job_id)), "",
+                    message(publish.merge_status(ctx.store, int(job_id))))
         except (PublishError, jobs.JobError) as error:
-            return "", message(str(error), error=True)
+            return "", message(str(error), error=True), ""
 
     def do_push(job_id, repo_id, is_private, oauth_token: gr.OAuthToken | None = None):
         if job_id is None:
@@ -61,8 +63,8 @@ def build_publish_tab(ctx: Ctx) -> dict:
         return message(publish.merge_status(ctx.store, int(job_id))) if job_id is not None else gr.skip()
 
     # Wiring
-    job_pick.change(show, job_pick, [card, status])
+    job_pick.change(show, job_pick, [card, status, merge_status])
     push.click(do_push, [job_pick, repo, private], status)
-    merge.click(do_merge, job_pick, status)
-    timer.tick(poll, job_pick, status, show_progress="hidden")
+    merge.click(do_merge, job_pick, merge_status)
+    timer.tick(poll, job_pick, merge_status, show_progress="hidden")
     return {"select": lambda: gr.update(choices=choices()), "select_outputs": [job_pick]}

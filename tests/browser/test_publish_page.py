@@ -33,6 +33,9 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
     page.locator("#pub-repo textarea, #pub-repo input").first.fill("me/bank-dpo")
     page.locator("#pub-push").click()
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
+    page.wait_for_timeout(10_000)  # the merge state is polled every 3 s: the refusal must outlive it
+    expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
     page.locator("#pub-merge").click()
-    expect(page.locator("#pub-status")).to_contain_text("Merged model:", timeout=120_000)
+    expect(page.locator("#pub-merge-status")).to_contain_text("Merged model:", timeout=120_000)
+    expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
     assert (Path(jobs.get(store, job_id)["folder"]) / "merged" / "config.json").is_file()
