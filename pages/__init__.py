@@ -100,8 +100,8 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
         demo.load(rank["load"], None, rank["load_outputs"])
         demo.load(lambda: set_choices(ctx.store), None, data["prompt_set"])
         # Sets added on another tab (or by another visitor) show up when a tab is opened; the choice is kept.
-        for tab, pages in [(rank_tab, rank), (data_tab, data)]:
-            tab.select(lambda selected: set_choices(ctx.store, selected), pages["prompt_set"], pages["prompt_set"])
+        rank_tab.select(lambda selected: set_choices(ctx.store, selected), rank["prompt_set"], rank["prompt_set"])
+        data_tab.select(data["select"], data["select_inputs"], data["select_outputs"])
         train_tab.select(train["select"], train["select_inputs"], train["select_outputs"])
         demo.load(train["select"], train["select_inputs"], train["select_outputs"])
         compare_tab.select(compare["select"], compare["model"], compare["model"])

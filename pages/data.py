@@ -151,4 +151,10 @@ def build_data_tab(ctx: Ctx) -> dict:
     gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status])
     gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
     gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
-    return {"prompt_set": prompt_set}
+    def on_select(selected, pair_mode):
+        # Rankings made on the Rank tab (or by others) since change the count even when the set stays the same.
+        sets = set_choices(ctx.store, selected)
+        return sets, describe(sets.get("value"), pair_mode)
+
+    return {"prompt_set": prompt_set, "select": on_select, "select_inputs": [prompt_set, mode],
+            "select_outputs": [prompt_set, summary]}

@@ -24,6 +24,10 @@ def test_generate_rank_train_compare_vote(app_server, page):
     page.locator("#gen-start").click()
     expect(page.locator("#gen-status")).to_contain_text("Saved 8 candidates for 4 of 4 prompts", timeout=180_000)
 
+    # The Data tab before any ranking: no pairs yet.
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-summary")).to_contain_text("0 pairs from 0 rankings")
+
     # Rank: pairwise, keyboard only.
     page.get_by_role("tab", name="Rank").click()
     expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
@@ -34,6 +38,10 @@ def test_generate_rank_train_compare_vote(app_server, page):
         page.locator("#rank-order textarea").fill("a")
         page.locator("#rank-order textarea").press("Enter")
         expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 4")
+
+    # Back on the Data tab, the count follows the rankings just made.
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-summary")).to_contain_text("4 pairs from 4 rankings")
 
     # Train: DPO, 3 steps.
     page.get_by_role("tab", name="Train").click()
