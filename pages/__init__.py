@@ -57,6 +57,24 @@ def plain(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", html.escape(str(text), quote=False))
 
 
+def counting(progress, unit: str):
+    """An on_progress(done, total) callback for gr.Progress: "3 of 45 prompts, about 2 min left" (done may be a
+    fraction while a batch runs; the estimate comes from the pace so far)."""
+    import time
+
+    started = time.monotonic()
+
+    def update(done, total):
+        note = f"{done:.0f} of {total} {unit}" if float(done).is_integer() else f"{done:.1f} of {total} {unit}"
+        elapsed = time.monotonic() - started
+        if 0 < done < total and elapsed > 5:
+            left = elapsed / done * (total - done)
+            note += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        progress(min(done / total, 1.0) if total else 0.0, desc=note)
+
+    return update
+
+
 def message(text: str, error: bool = False) -> str:
     """Markdown for a status line, the text shown as written (see plain)."""
     return f"**Error:** {plain(text)}" if error else plain(text)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from pages import Ctx, message, set_choices
+from pages import Ctx, counting, message, set_choices
 from studio import models
 from studio.generate import GenerationParams, candidates_table, generate_candidates
 from studio.prompts import (
@@ -124,7 +124,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
             progress(0, desc=f"Loading {model_ref} (the first use of 'embedded' converts it, about half a minute)")
             result = generate_candidates(
                 ctx.store, model_ref, prompts, params, quantize_4bit=four_bit, cancel=event,
-                on_progress=lambda done, total: progress((done, total), desc="prompts", unit="prompts"),
+                on_progress=counting(progress, "prompts"),
             )
         except (PromptError, models.ModelError, ValueError) as error:
             return message(str(error), error=True), gr.skip()

@@ -228,13 +228,17 @@ def _only(model, name: str):
 
 
 def sample(loaded: models.Loaded, prompts: list[dict], params: GenerationParams, cancel=None,
-           adapters: list[str] | None = None) -> list[list[str]] | None:
+           adapters: list[str] | None = None, on_step: Callable[[float], None] | None = None
+           ) -> list[list[str]] | None:
     """k sampled answers for each prompt, in one batch; None if `cancel` was set before it finished.
-    `adapters`: one name per prompt from models.with_adapters (None: the plain base for every prompt)."""
+    `adapters`: one name per prompt from models.with_adapters (None: the plain base for every prompt).
+    `on_step(fraction)`: called as the batch goes (the longest answer's share of max_new_tokens, at most every 16
+    tokens); the batch may end before 1.0, when every answer has finished."""
     rows = None
     with models.in_use("generating"):
-        for rows in decode(loaded, prompts, params, adapters, cancel):
-            pass
+        for step, rows in enumerate(decode(loaded, prompts, params, adapters, cancel), start=1):
+            if on_step is not None and step % 16 == 0 and step < params.max_new_tokens:
+                on_step(step / params.max_new_tokens)
     if cancel is not None and cancel.is_set():
         return None
     rows = rows or [[] for _ in range(len(prompts) * params.k)]
@@ -280,9 +284,10 @@ def generate_candidates(
     adapter: str | None = None,
     quantize_4bit: bool = False,
     cancel: threading.Event | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[float, int], None] | None = None,
 ) -> GenerationResult:
     """Generate params.k candidates for every prompt (rows from prompts.get_prompts) and save them batch by batch.
+    `on_progress(done, total)` counts prompts, with fractions while a batch is under way (see sample).
     With `adapter` (a LoRA folder on `model_reference`) the answers come from the aligned model and are saved with
     the adapter, next to the plain model's."""
     loaded = models.load(model_reference, quantize_4bit=quantize_4bit)
@@ -301,7 +306,9 @@ def generate_candidates(
         if cancel is not None and cancel.is_set():
             break
         chunk = [prompts[i] for i in order[start:start + params.batch_size]]
-        answers = sample(loaded, chunk, params, cancel, names and names * len(chunk))
+        within = (lambda share, before=done, size=len(chunk): on_progress(before + share * size, len(prompts))) \
+            if on_progress else None
+        answers = sample(loaded, chunk, params, cancel, names and names * len(chunk), on_step=within)
         if answers is None:
             break
         rows = [

@@ -139,3 +139,13 @@ def test_the_decode_loop_follows_the_model_token_by_token(bank):
         assert (logits[:len(answer)].max(-1).values - chosen).max() < 1e-3
         if len(answer) < params.max_new_tokens:
             assert logits[len(answer)].argmax().item() in (tokenizer.eos_token_id, model.generation_config.eos_token_id)
+
+
+def test_progress_moves_within_a_batch(store, bank):
+    """All prompts in one batch: the progress still moves while it runs, not only when it ends."""
+    seen = []
+    generate_candidates(store, "embedded", bank[:2], GenerationParams(k=2, max_new_tokens=48, seed=1, batch_size=8),
+                        on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 2) and seen[-1] == (2, 2)
+    within = [done for done, _ in seen[1:-1]]
+    assert within and all(0 < done < 2 for done in within) and within == sorted(within)
