@@ -24,6 +24,24 @@ def reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def in_cache(repo_id: str) -> bool:
+    """Whether a model repository is in the local Hugging Face cache (its config.json is), so it loads offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed id
+        return False
+
+
+def check_available(repo_id: str, what: str) -> None:
+    """Raise ValueError at once when the Hub model `repo_id` can be neither downloaded (the Hub is out of reach)
+    nor loaded from the local cache, instead of letting the load fail after a minute of retries."""
+    if not reachable() and not in_cache(repo_id):
+        raise ValueError(f"The Hugging Face Hub is out of reach (no network?) and {what} {repo_id!r} is not in the "
+                         "local cache. Use 'embedded' or a local folder, or connect and try again.")
+
+
 def get_token(token: str | None = None) -> str | None:
     """The Hub token: given (the Space login), HF_TOKEN, or the user's own `hf auth login`. Never stored by us."""
     import os

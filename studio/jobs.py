@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from studio import methods, recipes, rubric
+from studio import hub, methods, models, recipes, rubric
 from studio.paths import studio_home
 from studio.preferences import PreferenceError, training_snapshot
 from studio.prompts import PromptError, get_prompts, messages_key, prompt_messages, read_records
@@ -80,6 +80,13 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
         groups = int(settings.get("num_generations", 4))
         batch = int(settings.get("per_device_train_batch_size", groups))
         settings["per_device_train_batch_size"] = -(-batch // groups) * groups
+    model = settings["model"] = str(settings.get("model") or "embedded").strip()
+    if model != models.EMBEDDED and not Path(model).expanduser().is_dir():
+        try:  # a Hub id: refused now when it cannot load, not a minute into the job
+            models.resolve(model)
+            hub.check_available(model, "the base model")
+        except (ValueError, models.ModelError) as error:
+            raise JobError(str(error)) from None
     if (data or "").strip():
         rows, info, label = None, {}, data.strip()
         settings["data"] = label

@@ -71,6 +71,10 @@ def hub_toxicity(model_id: str):
     from transformers import pipeline
 
     try:
+        hub.check_available(model_id, "the classifier")
+    except ValueError as error:
+        raise ScorerError(f"{error} Or use the offline scorer 'toxicity'.") from None
+    try:
         classify = pipeline("text-classification", model=model_id, top_k=None, truncation=True,
                             model_kwargs={"local_files_only": not hub.reachable()})
     except Exception as error:

@@ -146,3 +146,27 @@ def test_the_log_view_leaves_library_warnings_out_and_the_file_keeps_them(tmp_pa
                                   "Traceback (most recent call last):", "  File \"train.py\", line 3, in <module>",
                                   "ValueError: bad"]
     assert "FutureWarning" in log.read_text()
+
+
+def test_a_hub_model_that_cannot_load_is_refused_at_launch_not_a_minute_later(store, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from studio import hub, scorers
+
+    clear_cut_set(store)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    before = len(jobs.list_jobs(store))
+    with pytest.raises(JobError, match="out of reach .* the base model 'nobody/no-such-model' is not in the local cache"):
+        jobs.launch(store, "dpo", {**SETTINGS, "model": "nobody/no-such-model"}, prompt_set="polite")
+    with pytest.raises(scorers.ScorerError, match="the classifier 'unitary/toxic-bert' is not in the local cache"):
+        scorers.hub_toxicity("unitary/toxic-bert")
+    assert len(jobs.list_jobs(store)) == before
+    # In the local cache (laid out as the Hub client writes it), the same id is accepted offline.
+    snapshot = tmp_path / "hub" / "models--nobody--cached-model" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    job = jobs.get(store, jobs.launch(store, "dpo", {**SETTINGS, "model": "nobody/cached-model"}, prompt_set="polite"))
+    assert job["base_model"] == "nobody/cached-model"
