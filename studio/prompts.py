@@ -17,6 +17,7 @@ from studio.paths import check_name
 from studio.store import Store
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+GUIDELINES = ASSETS.parent / "guidelines"
 BUILTIN_SETS = {"bank": "bank.jsonl", "helpful_harmless": "helpful_harmless.jsonl", "provocative": "provocative.jsonl"}
 PROMPT_COLUMNS = ("prompt", "question", "instruction")
 SYSTEM_COLUMN = "system"
@@ -193,8 +194,8 @@ def add_prompt_set(store: Store, name: str, parsed: ParsedPrompts, source: str) 
 
 
 def install_builtin_sets(store: Store) -> None:
-    """Add the built-in sets that are not in the database yet, each with its rubric (idempotent). A rubric the
-    user removed stays removed (its row holds empty text)."""
+    """Add the built-in sets that are not in the database yet, each with its rubric and guidelines (idempotent).
+    A rubric the user removed stays removed (its row holds empty text); edited guidelines stay as edited."""
     present = {row["name"] for row in store.query("SELECT name FROM prompt_sets")}
     for name, file_name in BUILTIN_SETS.items():
         if name not in present:
@@ -206,6 +207,12 @@ def install_builtin_sets(store: Store) -> None:
                 db.execute("INSERT OR IGNORE INTO rubrics (prompt_set_id, text, updated_by) "
                            "SELECT id, ?, 'builtin' FROM prompt_sets WHERE name = ? AND source = 'builtin'",
                            (text, name))
+            # Guidelines written from the set's system prompt; edited ones are kept.
+            guidelines = GUIDELINES / f"{name}.md"
+            if guidelines.is_file():
+                db.execute("INSERT OR IGNORE INTO guidelines (prompt_set_id, text, updated_by) "
+                           "SELECT id, ?, 'builtin' FROM prompt_sets WHERE name = ? AND source = 'builtin'",
+                           (guidelines.read_text(encoding="utf-8"), name))
 
 
 def list_prompt_sets(store: Store) -> list[dict]:

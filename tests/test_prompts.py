@@ -26,6 +26,14 @@ def test_builtin_sets_have_forty_prompts_or_more_and_install_once(store):
     assert any("PIN" in p["text"] for p in bank)  # the must-decline part is there
     assert len(get_prompts(store, "bank", limit=3)) == 3
     assert all("Nova" in p["system"] for p in get_prompts(store, "provocative"))  # one assistant, one system prompt
+    # Each comes with guidelines for annotators, written from its system prompt; an edit survives a restart.
+    from studio.ranking import get_guidelines, save_guidelines
+
+    assert "freeze the card" in get_guidelines(store, "bank")
+    assert all(get_guidelines(store, name).strip() for name in sets)
+    save_guidelines(store, "bank", "Our own rules.", "lead")
+    install_builtin_sets(store)
+    assert get_guidelines(store, "bank") == "Our own rules."
 
 
 def test_jsonl_with_system_prompts_and_duplicates(store, tmp_path):
