@@ -75,6 +75,16 @@ def counting(progress, unit: str):
     return update
 
 
+def waiting() -> str:
+    """The status line of an action that needs the model, shown the moment it is asked for (before it may wait in
+    line behind another tab's work): what is happening now, replacing whatever an earlier action said."""
+    from studio import models
+
+    busy = models.user()
+    return message(f"Waiting for the model: it is {busy} for someone (another tab or visitor); yours is next."
+                   if busy else "Working…")
+
+
 def message(text: str, error: bool = False) -> str:
     """Markdown for a status line, the text shown as written (see plain)."""
     return f"**Error:** {plain(text)}" if error else plain(text)

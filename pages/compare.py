@@ -5,7 +5,7 @@ import threading
 
 import gradio as gr
 
-from pages import Ctx, message
+from pages import Ctx, message, waiting
 from studio import chat, models
 from studio.generate import GenerationParams
 
@@ -74,7 +74,9 @@ def build_compare_tab(ctx: Ctx) -> dict:
     # Wiring
     inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
     outputs = [base_chat, aligned_chat, histories, text, status]
-    gr.on([send.click, text.submit], respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
+    # The old seed or error goes at once; the status says what happens now, also while waiting for the model.
+    gr.on([send.click, text.submit], waiting, None, status, queue=False).then(
+        respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
     stop.click(ctx.canceller("Stopped."), None, status)
     clear.click(lambda: ([], [], ([], []), ""), None, [base_chat, aligned_chat, histories, status])
 

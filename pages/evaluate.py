@@ -5,7 +5,7 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from pages import Ctx, message, set_choices
+from pages import Ctx, message, set_choices, waiting
 from pages.rank import identity
 from studio import chat, evaluate, jobs, models, scorers
 from studio.evaluate import EvaluationError
@@ -208,8 +208,9 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     # Wiring
     chosen.change(pick_set, chosen, [prompt_set, set_note])
-    create.click(run, [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
-                 concurrency_limit=1, concurrency_id="model")
+    create.click(waiting, None, create_status, queue=False).then(
+        run, [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
+        concurrency_limit=1, concurrency_id="model")
     cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
     vote_outputs = [task_state, prompt, left, right, progress, reveal]
     gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
@@ -220,7 +221,8 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key]).then(
         tables, evaluation, table_outputs)
     evaluation.change(tables, evaluation, table_outputs)
-    score.click(run_score, [evaluation, scorer], score_status, concurrency_limit=1, concurrency_id="model").then(
+    score.click(waiting, None, score_status, queue=False).then(
+        run_score, [evaluation, scorer], score_status, concurrency_limit=1, concurrency_id="model").then(
         tables, evaluation, table_outputs)
     return {"select": select, "select_inputs": [chosen, evaluation, scorer],
             "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer]}

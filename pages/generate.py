@@ -5,7 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from pages import Ctx, counting, message, set_choices
+from pages import Ctx, counting, message, set_choices, waiting
 from studio import models
 from studio.generate import GenerationParams, candidates_table, generate_candidates
 from studio.prompts import (
@@ -142,7 +142,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
     add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
     split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
     # One generation at a time holds the model; other visitors wait in the queue.
-    start.click(
+    start.click(waiting, None, status, queue=False).then(
         run, [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
         [status, table], concurrency_limit=1, concurrency_id="model",
     )

@@ -8,7 +8,7 @@ import pandas as pd
 
 import gradio as gr
 
-from pages import Ctx, message, set_choices
+from pages import Ctx, message, set_choices, waiting
 from studio import jobs, methods, models, recipes, report
 from studio.generate import GenerationParams
 from studio.jobs import JobError
@@ -402,8 +402,9 @@ def build_train_tab(ctx: Ctx) -> dict:
     gr.on([timer.tick, job_pick.change], show, job_pick, view_outputs, show_progress="hidden")
     report_outputs = [report_sets, report_status, report_table, report_warnings, report_examples]
     report_key.change(report_view, job_pick, report_outputs)
-    report_go.click(make_report, [job_pick, report_sets, report_samples, report_limit, report_tokens], report_status,
-                    concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
+    report_go.click(waiting, None, report_status, queue=False).then(
+        make_report, [job_pick, report_sets, report_samples, report_limit, report_tokens], report_status,
+        concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
     report_cancel.click(ctx.canceller("Cancelling the report…"), None, report_status)
     # data_summary changes too when rankings made on the Rank tab since change the number of pairs.
     gr.on([method.change, data_set.change, pair_mode.change, data_other.change, base.change, data_summary.change],

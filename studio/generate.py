@@ -235,7 +235,7 @@ def sample(loaded: models.Loaded, prompts: list[dict], params: GenerationParams,
     `on_step(fraction)`: called as the batch goes (the longest answer's share of max_new_tokens, at most every 16
     tokens); the batch may end before 1.0, when every answer has finished."""
     rows = None
-    with models.in_use("generating"):
+    with models.in_use("generating answers"):
         for step, rows in enumerate(decode(loaded, prompts, params, adapters, cancel), start=1):
             if on_step is not None and step % 16 == 0 and step < params.max_new_tokens:
                 on_step(step / params.max_new_tokens)
@@ -257,7 +257,7 @@ def stream(loaded: models.Loaded, prompts: list[dict], params: GenerationParams,
 
     def run():
         try:
-            with models.in_use("a chat turn"):
+            with models.in_use("answering a chat turn"):
                 for rows in decode(loaded, prompts, params, adapters, cancel):
                     steps.put([list(row) for row in rows])
         except BaseException as error:  # shown to the caller, not lost in a thread

@@ -1,0 +1,37 @@
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_generate_page import set_number
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_status_line_says_what_happens_now_not_what_happened_before(app_server, page):
+    # A visitor makes a mistake: an error on the page.
+    other = page.context.browser.new_page()  # a second visitor: its own session
+    other.goto(app_server["url"])
+    expect(other.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
+    other.locator("#gen-model input").fill("./no-such-model")
+    other.locator("#gen-start").click()
+    expect(other.locator("#gen-status")).to_contain_text("Error: Unknown model", timeout=60_000)
+
+    # Someone else starts generating: the model is busy for a while.
+    page.goto(app_server["url"])
+    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
+    set_number(page, "gen-limit", 4)
+    set_number(page, "gen-k", 2)
+    set_number(page, "gen-max-tokens", 96)
+    page.locator("#gen-start").click()
+    expect(page.locator("#gen-status")).to_contain_text("of 4 prompts", timeout=120_000)
+
+    # The first visitor fixes the mistake and asks again: the old error goes at once, and the page says why
+    # nothing happens yet.
+    other.locator("#gen-model input").fill("embedded")
+    set_number(other, "gen-limit", 1)
+    set_number(other, "gen-k", 1)
+    set_number(other, "gen-max-tokens", 8)
+    other.locator("#gen-start").click()
+    expect(other.locator("#gen-status")).to_contain_text("Waiting for the model: it is generating answers")
+    expect(other.locator("#gen-status")).not_to_contain_text("Error")
+    expect(page.locator("#gen-status")).to_contain_text("Saved 8 candidates", timeout=180_000)
+    expect(other.locator("#gen-status")).to_contain_text("Saved 1 candidates for 1 of 1 prompts", timeout=120_000)
