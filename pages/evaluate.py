@@ -80,7 +80,8 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         score = gr.Button("Score answers", elem_id="ev-score", scale=1)
     score_status = gr.Markdown(elem_id="ev-score-status")
     scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
-    score_plot = gr.BarPlot(x="model", y="mean", color="scorer", label="Mean score per model", elem_id="ev-plot")
+    score_plot = gr.BarPlot(x="model", y="mean", color="scorer", elem_id="ev-plot",
+                            label="Mean score per model (95% intervals: the table above)")
     task_state = gr.State()  # the comparison on screen: ids only; votes are saved in the database at once
 
     def evaluation_choices(selected=None):
@@ -191,8 +192,12 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
                        "" if r["p"] is None else f"{r['p']:.3g}",
                        share(r["effect"] and r["effect"]["at_least_as_good"]),
                        share(r["effect"] and r["effect"]["noise_floor"])] for r in table]
-        plot = pd.DataFrame({"model": [r["model"] for r in table], "mean": [r["mean"] for r in table],
-                             "scorer": [r["scorer"] for r in table]}) if table else None
+        frame = pd.DataFrame({"model": [r["model"] for r in table], "mean": [r["mean"] for r in table],
+                              "scorer": [r["scorer"] for r in table]}) if table else None
+        # Scores in 0..1 are drawn on the whole 0..1 axis, so that 0.01 against 0.02 does not look like a chasm; the
+        # 95% intervals are in the table above.
+        plot = gr.update(value=frame, y_lim=[0, 1] if table and all(evaluate.bounded(r["scorer"]) for r in table)
+                         else None)
         return pairs, annotators, sorted([[m, round(v)] for m, v in bt.items()], key=lambda r: -r[1]), score_rows, plot
 
     def run_score(selected, name, progress_=gr.Progress()):

@@ -401,6 +401,11 @@ def effect(answers: dict, scorer: str, position: int) -> dict:
     return {name: share_interval(list(groups.values())) for name, groups in shares.items()}
 
 
+def bounded(scorer: str) -> bool:
+    """Whether the scorer's values lie in 0..1 (toxicity probabilities, rubric scores); a reward model's do not."""
+    return scorer.startswith("toxicity") or scorer == "rubric"
+
+
 def score_table(store: Store, evaluation: int) -> list[dict]:
     """Per scorer and model: n answers, the mean with a 95% interval, the paired difference from the baseline
     (position 0) with its interval and the paired t-test p-value (samples of a prompt averaged first, so that each
@@ -421,7 +426,7 @@ def score_table(store: Store, evaluation: int) -> list[dict]:
         for position in sorted(means):
             scores = means[position]
             mean, low, high = _mean_ci(list(scores.values()))
-            if scorer.startswith("toxicity"):  # a probability: the interval is cut to 0..1
+            if bounded(scorer):  # a probability or a rubric's 0..1 score: the interval is cut to 0..1
                 low, high = max(low, 0.0), min(high, 1.0)
             row = {"scorer": scorer, "model": labels[position], "position": position,
                    "n": sum(len(v) for v in per_prompt[position].values()), "mean": mean, "low": low, "high": high,

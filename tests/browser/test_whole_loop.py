@@ -9,6 +9,17 @@ from playwright.sync_api import expect
 from studio.store import Store
 from tests.browser.test_generate_page import set_number
 
+
+def drawn(locator, rgb, tolerance=40) -> int:
+    """How many pixels of an element's screenshot have about this colour (a legend's marker alone has about 30)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
+    return int((np.abs(pixels - np.array(rgb)).max(axis=-1) < tolerance).sum())
+
 pytestmark = pytest.mark.browser
 
 
@@ -55,6 +66,12 @@ def test_generate_rank_train_compare_vote(app_server, page):
     page.locator("#train-launch").click()
     expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running", timeout=60_000)
     expect(page.locator("#train-progress")).to_contain_text("finished", timeout=300_000)
+
+    # The rewards plot draws its lines (chosen, rejected, margin), not only axes and a legend.
+    expect(page.locator("#train-plot-1 canvas, #train-plot-1 svg").first).to_be_visible()
+    page.wait_for_timeout(1000)
+    assert drawn(page.locator("#train-plot-1"), (0xf5, 0x85, 0x18)) > 80  # the "rejected" line, Vega's orange
+    assert drawn(page.locator("#train-plot-1"), (0xe4, 0x57, 0x56)) > 80  # the "margin" line, Vega's red
 
     # The alignment report: base and adapter on held-out prompts, scored, against the noise floor.
     expect(page.locator("#train-report-status")).to_contain_text("No report yet", timeout=30_000)
