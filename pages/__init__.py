@@ -134,6 +134,6 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
         demo.load(train["select"], train["select_inputs"], train["select_outputs"])
         compare_tab.select(compare["select"], compare["model"], compare["model"])
         evaluate_tab.select(evaluation["select"], evaluation["select_inputs"], evaluation["select_outputs"])
-        publish_tab.select(publish["select"], None, publish["select_outputs"])
+        publish_tab.select(publish["select"], publish["select_inputs"], publish["select_outputs"])
         demo.unload(ctx.forget_session)
     return demo

@@ -67,4 +67,10 @@ def build_publish_tab(ctx: Ctx) -> dict:
     push.click(do_push, [job_pick, repo, private], status)
     merge.click(do_merge, job_pick, merge_status)
     timer.tick(poll, job_pick, merge_status, show_progress="hidden")
-    return {"select": lambda: gr.update(choices=choices()), "select_outputs": [job_pick]}
+    def select(current):
+        """The finished jobs, keeping the chosen one; the newest when none is chosen yet."""
+        found = choices()
+        keys = [key for _, key in found]
+        return gr.update(choices=found, value=current if current in keys else (keys[0] if keys else None))
+
+    return {"select": select, "select_inputs": [job_pick], "select_outputs": [job_pick]}

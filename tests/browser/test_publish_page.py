@@ -24,8 +24,8 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
         time.sleep(1)
     page.goto(app_server["url"])
     page.get_by_role("tab", name="Publish").click()
-    page.locator("#pub-job input").click()
-    page.get_by_role("option", name="1: dpo on polite (best vs worst)").click()
+    # The newest finished job is chosen when the tab opens.
+    expect(page.locator("#pub-job input")).to_have_value("1: dpo on polite (best vs worst)")
     card = page.locator("#pub-card textarea")
     # The card reads the recipe, which imports TRL into the app process: seconds on a cold, busy machine.
     expect(card).to_have_value(re.compile("LoRA adapter: DPO on embedded"), timeout=60_000)
