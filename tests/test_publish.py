@@ -67,7 +67,13 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     env.update(HF_HOME=str(tmp_path / "elsewhere"), HF_HUB_OFFLINE="1")
     subprocess.run([sys.executable, "-c", script, str(pushed), str(tmp_path / "theirs.pt")], env=env,
                    cwd=tmp_path, check=True, timeout=300)
-    assert torch.allclose(torch.load(tmp_path / "theirs.pt"), torch.load(tmp_path / "ours.pt"), atol=1e-4)
+    theirs, ours = torch.load(tmp_path / "theirs.pt"), torch.load(tmp_path / "ours.pt")
+    with torch.inference_mode(), peft_model.disable_adapter():
+        plain = peft_model(**inputs).logits
+    # Float noise from another process's matrix kernels stays far below what the adapter changes.
+    noise, effect = (theirs - ours).abs().max().item(), (plain - ours).abs().max().item()
+    print(f"other process vs ours: {noise:.2e}; adapter effect: {effect:.2e}")
+    assert noise < 1e-2 and effect > 10 * noise
 
     card = (folder / "README.md").read_text()
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card and "library_name: peft" in card

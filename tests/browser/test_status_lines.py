@@ -18,11 +18,11 @@ def test_a_status_line_says_what_happens_now_not_what_happened_before(app_server
     # Someone else starts generating: the model is busy for a while.
     page.goto(app_server["url"])
     expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
-    set_number(page, "gen-limit", 4)
+    set_number(page, "gen-limit", 3)
     set_number(page, "gen-k", 2)
-    set_number(page, "gen-max-tokens", 96)
+    set_number(page, "gen-max-tokens", 64)
     page.locator("#gen-start").click()
-    expect(page.locator("#gen-status")).to_contain_text("of 4 prompts", timeout=120_000)
+    expect(page.locator("#gen-status")).to_contain_text("of 3 prompts", timeout=120_000)
 
     # The first visitor fixes the mistake and asks again: the old error goes at once, and the page says why
     # nothing happens yet.
@@ -33,5 +33,5 @@ def test_a_status_line_says_what_happens_now_not_what_happened_before(app_server
     other.locator("#gen-start").click()
     expect(other.locator("#gen-status")).to_contain_text("Waiting for the model: it is generating answers")
     expect(other.locator("#gen-status")).not_to_contain_text("Error")
-    expect(page.locator("#gen-status")).to_contain_text("Saved 8 candidates", timeout=180_000)
+    expect(page.locator("#gen-status")).to_contain_text("Saved 6 candidates", timeout=180_000)
     expect(other.locator("#gen-status")).to_contain_text("Saved 1 candidates for 1 of 1 prompts", timeout=120_000)
