@@ -21,6 +21,28 @@ SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baselin
                  "At least as good as the baseline (95% CI)", "Noise floor: baseline vs itself"]
 
 
+def score_chart(table: list[dict]):
+    """Bars of each model's mean score with its 95% interval as an error bar, one panel per scorer (their scales
+    differ). Scores in 0..1 (rubric, toxicity) are drawn on the whole 0..1 axis, so that 0.01 against 0.02 does not
+    look like a chasm."""
+    if not table:
+        return None
+    import altair as alt
+
+    panels = []
+    for scorer in dict.fromkeys(r["scorer"] for r in table):
+        rows = pd.DataFrame([{k: r[k] for k in ("model", "mean", "low", "high")} for r in table
+                             if r["scorer"] == scorer])
+        scale = alt.Scale(domain=[0, 1]) if evaluate.bounded(scorer) else alt.Scale(zero=False)
+        base = alt.Chart(rows).encode(x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)))
+        panels.append(alt.layer(
+            base.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title=scorer, scale=scale),
+                                              tooltip=["model", "mean", "low", "high"]),
+            base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", title=scorer, scale=scale), y2="high:Q"),
+        ).properties(width=220, height=200, title=scorer))
+    return alt.hconcat(*panels)
+
+
 def _ci(value) -> str:
     return "n/a" if value is None else f"{value[0]:.1%} ({value[1]:.1%} to {value[2]:.1%})"
 
@@ -80,8 +102,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         score = gr.Button("Score answers", elem_id="ev-score", scale=1)
     score_status = gr.Markdown(elem_id="ev-score-status")
     scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
-    score_plot = gr.BarPlot(x="model", y="mean", color="scorer", elem_id="ev-plot",
-                            label="Mean score per model (95% intervals: the table above)")
+    score_plot = gr.Plot(label="Mean score per model, with its 95% interval", elem_id="ev-plot")
     task_state = gr.State()  # the comparison on screen: ids only; votes are saved in the database at once
 
     def evaluation_choices(selected=None):
@@ -176,7 +197,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     def tables(selected):
         if selected is None:
-            return [], [], [], [], None  # an empty frame would leave the plot blank after later updates
+            return [], [], [], [], None
         found = evaluate.results(ctx.store, int(selected))
         row = lambda m, b, t: [m, b, t.votes, t.wins, t.ties, t.losses, t.both_bad, _ci(t.win_rate()),  # noqa: E731
                                _ci(t.at_least_as_good())]
@@ -192,12 +213,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
                        "" if r["p"] is None else f"{r['p']:.3g}",
                        share(r["effect"] and r["effect"]["at_least_as_good"]),
                        share(r["effect"] and r["effect"]["noise_floor"])] for r in table]
-        frame = pd.DataFrame({"model": [r["model"] for r in table], "mean": [r["mean"] for r in table],
-                              "scorer": [r["scorer"] for r in table]}) if table else None
-        # Scores in 0..1 are drawn on the whole 0..1 axis, so that 0.01 against 0.02 does not look like a chasm; the
-        # 95% intervals are in the table above.
-        plot = gr.update(value=frame, y_lim=[0, 1] if table and all(evaluate.bounded(r["scorer"]) for r in table)
-                         else None)
+        plot = score_chart(table)
         return pairs, annotators, sorted([[m, round(v)] for m, v in bt.items()], key=lambda r: -r[1]), score_rows, plot
 
     def run_score(selected, name, progress_=gr.Progress()):

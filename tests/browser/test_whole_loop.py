@@ -138,7 +138,10 @@ def test_generate_rank_train_compare_vote(app_server, page):
     page.locator("#ev-score").click()
     expect(page.locator("#ev-score-status")).to_contain_text("Scored 4 answers with rubric", timeout=60_000)
     expect(page.locator("#ev-scores")).to_contain_text("rubric")
-    expect(page.locator("#ev-plot")).to_contain_text("job 1 (dpo)")  # the bar chart's axis
+    # The chart: a bar per model (Vega's blue at 70% opacity) with its interval.
+    expect(page.locator("#ev-plot canvas, #ev-plot svg").first).to_be_visible()
+    page.wait_for_timeout(1000)
+    assert drawn(page.locator("#ev-plot"), (130, 160, 194), tolerance=25) > 500
     page.screenshot(path=str(app_server["home"] / "evaluate.png"), full_page=True)
 
     # A fresh page (another session): the vote panel opens on the newest evaluation, and scoring acts on it.
