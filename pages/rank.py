@@ -176,15 +176,18 @@ def build_rank_tab(ctx: Ctx) -> dict:
             return "", "", ""
         return ranking.get_guidelines(ctx.store, set_name), rubric.get_text(ctx.store, set_name), ""
 
+    def editor(typed, request, profile) -> str | None:
+        """Who edits the guidelines or the rubric (recorded with the text); None before a name is given."""
+        try:
+            return identity(typed, request, profile)[0]
+        except RankingError:
+            return None
+
     def store_rubric(set_name, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not set_name:
             return message("Choose a prompt set.", error=True)
         try:
-            who = identity(typed, request, profile)[0]
-        except RankingError:
-            who = None
-        try:
-            checks = rubric.save(ctx.store, set_name, text, who)
+            checks = rubric.save(ctx.store, set_name, text, editor(typed, request, profile))
         except rubric.RubricError as error:
             return message(f"{error} Nothing was saved.", error=True)
         if checks is None:
@@ -194,11 +197,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
     def store_guidelines(set_name, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not set_name:
             return message("Choose a prompt set.", error=True)
-        try:
-            who = identity(typed, request, profile)[0]
-        except RankingError:
-            who = None
-        ranking.save_guidelines(ctx.store, set_name, text, who)
+        ranking.save_guidelines(ctx.store, set_name, text, editor(typed, request, profile))
         return message("Guidelines saved for this prompt set.")
 
     # Wiring

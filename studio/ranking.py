@@ -289,13 +289,8 @@ def get_guidelines(store: Store, set_name: str) -> str:
 
 
 def save_guidelines(store: Store, set_name: str, text: str, updated_by: str | None = None) -> None:
-    with store.tx() as db:
-        row = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()
-        if row is None:
-            raise RankingError(f"No prompt set named {set_name!r}.")
-        db.execute("INSERT INTO guidelines (prompt_set_id, text, updated_by) VALUES (?, ?, ?) "
-                   "ON CONFLICT (prompt_set_id) DO UPDATE SET text = excluded.text, updated_by = excluded.updated_by, "
-                   "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", (row["id"], text, updated_by))
+    if not store.set_text("guidelines", set_name, text, updated_by):
+        raise RankingError(f"No prompt set named {set_name!r}.")
 
 
 def current_rankings(store: Store, set_name: str, include_imports: bool = True) -> list[dict]:

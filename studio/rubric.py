@@ -301,13 +301,7 @@ def for_set(store, set_name: str) -> Rubric | None:
 def save(store, set_name: str, text: str, updated_by: str | None = None) -> Rubric | None:
     """Check and store the rubric of a prompt set; empty text removes it."""
     rubric = parse(text, "the rubric") if (text or "").strip() else None
-    with store.tx() as db:
-        row = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()
-        if row is None:
-            raise RubricError(f"No prompt set named {set_name!r}.")
-        # Empty text is kept as "no rubric", so a built-in rubric the user removed does not come back.
-        db.execute("INSERT INTO rubrics (prompt_set_id, text, updated_by) VALUES (?, ?, ?) "
-                   "ON CONFLICT (prompt_set_id) DO UPDATE SET text = excluded.text, updated_by = "
-                   "excluded.updated_by, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-                   (row["id"], text or "", updated_by))
+    # Empty text is kept as "no rubric", so a built-in rubric the user removed does not come back.
+    if not store.set_text("rubrics", set_name, text or "", updated_by):
+        raise RubricError(f"No prompt set named {set_name!r}.")
     return rubric

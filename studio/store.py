@@ -241,6 +241,20 @@ class Store:
     def query(self, sql: str, params=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 
+    def set_text(self, table: str, set_name: str, text: str, updated_by: str | None) -> bool:
+        """Write the text a prompt set has one of (`guidelines`, `rubrics`), replacing the old one; False when there
+        is no set of that name."""
+        assert table in ("guidelines", "rubrics")
+        with self.tx() as db:
+            row = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()
+            if row is None:
+                return False
+            db.execute(f"INSERT INTO {table} (prompt_set_id, text, updated_by) VALUES (?, ?, ?) "
+                       "ON CONFLICT (prompt_set_id) DO UPDATE SET text = excluded.text, updated_by = "
+                       "excluded.updated_by, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                       (row["id"], text, updated_by))
+        return True
+
     def schema_version(self) -> int:
         return self.connection().execute("PRAGMA user_version").fetchone()[0]
 
