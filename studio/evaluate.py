@@ -92,7 +92,9 @@ def held_out_set(store: Store, choices: list, set_names: list[str]) -> tuple[str
     prompts, not the set names), and a note naming the overlap when every set shares some."""
     job_ids = [c.job_id for c in choices if c.job_id is not None]
     if not job_ids:
-        return (set_names[0] if set_names else None), ""
+        note = ("None of the chosen models was trained here, so the studio cannot tell whether a set was held out; "
+                "make sure the set was not in their training data." if choices else "Choose the models first.")
+        return (set_names[0] if set_names else None), note
     counts = {name: overlap(store, job_ids, name) for name in set_names}
     for name in set_names:
         if counts[name][0] == 0 and counts[name][1]:

@@ -91,6 +91,8 @@ def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(tra
     base, aligned = chat.pick(store, "base:embedded"), chat.pick(store, f"job:{job_id}")
     assert evaluate.held_out_set(store, [base, aligned], ["polite", "held"])[0] == "held"
     assert "shares 8 of its 8" in evaluate.held_out_set(store, [aligned], ["polite"])[1]
+    assert "None of the chosen models was trained here" in evaluate.held_out_set(store, [base], ["polite"])[1]
+    assert evaluate.held_out_set(store, [], ["polite"]) == ("polite", "Choose the models first.")
     assert evaluate.overlap(store, [job_id], "polite") == (8, 8)
     with pytest.raises(EvaluationError, match="at least two models"):
         evaluate.create_evaluation(store, "held", [aligned], GenerationParams())
