@@ -40,12 +40,17 @@ class Ctx:
             event.set()  # a closed tab stops the work it started
 
 
+def keep_choice(choices: list[tuple], selected=None):
+    """A dropdown update to (label, key) `choices` that keeps `selected` if it is still among them, else picks the
+    first (the newest, where choices are newest first), else none."""
+    keys = [key for _, key in choices]
+    return gr.update(choices=choices, value=selected if selected in keys else (keys[0] if keys else None))
+
+
 def set_choices(store: Store, selected: str | None = None):
     """A prompt-set dropdown update: every set with its size, keeping `selected` if it still exists."""
-    sets = list_prompt_sets(store)
-    names = [s["name"] for s in sets]
-    return gr.update(choices=[(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in sets],
-                     value=selected if selected in names else (names[0] if names else None))
+    return keep_choice([(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in list_prompt_sets(store)],
+                       selected)
 
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:])")

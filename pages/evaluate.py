@@ -5,7 +5,7 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from pages import Ctx, message, set_choices, waiting
+from pages import Ctx, keep_choice, message, set_choices, waiting
 from pages.rank import identity
 from studio import chat, evaluate, jobs, models, scorers
 from studio.evaluate import EvaluationError
@@ -107,10 +107,8 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     def evaluation_choices(selected=None):
         rows = evaluate.list_evaluations(ctx.store)
-        keys = [r["id"] for r in rows]
-        return gr.update(choices=[(f"{r['id']}: {r['models']} on {r['prompt_set']} ({r['prompts']} prompts, "
-                                   f"{r['votes']} votes, {r['status']})", r["id"]) for r in rows],
-                         value=selected if selected in keys else (keys[0] if keys else None))
+        return keep_choice([(f"{r['id']}: {r['models']} on {r['prompt_set']} ({r['prompts']} prompts, "
+                             f"{r['votes']} votes, {r['status']})", r["id"]) for r in rows], selected)
 
     def scorer_choices(current):
         reward_jobs = [f"reward:job {j['id']}" for j in jobs.list_jobs(ctx.store)

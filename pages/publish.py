@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from pages import Ctx, message
+from pages import Ctx, keep_choice, message
 from studio import jobs, publish
 from studio.publish import PublishError
 
@@ -69,8 +69,6 @@ def build_publish_tab(ctx: Ctx) -> dict:
     timer.tick(poll, job_pick, merge_status, show_progress="hidden")
     def select(current):
         """The finished jobs, keeping the chosen one; the newest when none is chosen yet."""
-        found = choices()
-        keys = [key for _, key in found]
-        return gr.update(choices=found, value=current if current in keys else (keys[0] if keys else None))
+        return keep_choice(choices(), current)
 
     return {"select": select, "select_inputs": [job_pick], "select_outputs": [job_pick]}

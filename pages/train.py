@@ -227,12 +227,13 @@ def build_train_tab(ctx: Ctx) -> dict:
         return (message(f"Job {job_id} is {jobs.get(ctx.store, job_id)['status']}."),
                 gr.update(choices=job_choices(), value=job_id), gr.update(choices=base_choices()))
 
-    def job_choices():
-        return [(f"{j['id']}: {j['method']} on {j['data']} ({j['status']})", j["id"]) for j in jobs.list_jobs(ctx.store)]
+    def job_choices(listed=None):
+        return [(f"{j['id']}: {j['method']} on {j['data']} ({j['status']})", j["id"])
+                for j in (jobs.list_jobs(ctx.store) if listed is None else listed)]
 
-    def table():
+    def table(listed):
         rows = []
-        for job in jobs.list_jobs(ctx.store):
+        for job in listed:
             last = {}
             for row in jobs.metrics(job):
                 last.update(row)
@@ -249,7 +250,7 @@ def build_train_tab(ctx: Ctx) -> dict:
         listed = jobs.list_jobs(ctx.store)
         if job_id is None and listed:
             job_id = next((j["id"] for j in listed if j["status"] == "running"), listed[0]["id"])
-        outputs = [table(), gr.update(choices=job_choices(), value=job_id)]
+        outputs = [table(listed), gr.update(choices=job_choices(listed), value=job_id)]
         nothing = ["", gr.update(visible=False)]
         buttons = [gr.update(interactive=False), gr.update(interactive=False)]
         if job_id is None:
@@ -406,9 +407,9 @@ def build_train_tab(ctx: Ctx) -> dict:
         make_report, [job_pick, report_sets, report_samples, report_limit, report_tokens], report_status,
         concurrency_limit=1, concurrency_id="model").then(report_view, job_pick, report_outputs)
     report_cancel.click(ctx.canceller("Cancelling the report…"), None, report_status)
-    # data_summary changes too when rankings made on the Rank tab since change the number of pairs.
-    gr.on([method.change, data_set.change, pair_mode.change, data_other.change, base.change, data_summary.change],
-          follow_data,
+    # The data enters through its summary, which changes with the set, the pair rule, the file and with rankings made
+    # on the Rank tab since (describe is wired to those changes above): one run per change, not two.
+    gr.on([method.change, base.change, data_summary.change], follow_data,
           [method, data_set, pair_mode, data_other, base],
           [learning_rate, epochs, batch_size, accumulation, beta, loss_type, max_length, checkpointing, settings_note])
     stop.click(on_job(ctx.jobs.stop), job_pick, launch_status)

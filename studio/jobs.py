@@ -7,8 +7,8 @@ marked failed with the end of its log. One job runs at a time (one device); the 
 """
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -83,9 +83,8 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
     model = settings["model"] = str(settings.get("model") or "embedded").strip()
     if model != models.EMBEDDED and not Path(model).expanduser().is_dir():
         try:  # a Hub id: refused now when it cannot load, not a minute into the job
-            models.resolve(model)
-            hub.check_available(model, "the base model")
-        except (ValueError, models.ModelError) as error:
+            hub.check_available(models.resolve(model), "the base model")
+        except ValueError as error:  # models.ModelError is one
             raise JobError(str(error)) from None
     if (data or "").strip():
         rows, info, label = None, {}, data.strip()
@@ -212,9 +211,9 @@ def metrics(job: dict) -> list[dict]:
     return rows
 
 
-# Lines of library warnings (a "...Warning: ..." line and the `warnings.warn(` source line that follows it), left in
-# train.log but not shown in the log view: they drown what the job itself says.
-_LIBRARY_WARNING = re.compile(r"^\S+:\d+: \w*Warning: |^\s+warnings\.warn\(|^\s+super\(\).__init__\(")
+# A library warning ("<file>:<line>: FutureWarning: ..."); it and its indented source line(s) are left in train.log
+# but not shown in the log view: they drown what the job itself says.
+_LIBRARY_WARNING = re.compile(r"^\S+:\d+: \w*Warning: ")
 
 
 def log_tail(job: dict, lines: int = 30) -> str:
@@ -230,7 +229,7 @@ def log_tail(job: dict, lines: int = 30) -> str:
     shown, skip = [], False
     for line in (line.rsplit("\r", 1)[-1] for line in text.split("\n")):
         if _LIBRARY_WARNING.search(line):
-            skip = "Warning: " in line  # a warning's message may go on over the next lines
+            skip = True  # the warning's source line(s) follow, indented
             continue
         if skip and line.startswith((" ", "\t")) and not line.strip().startswith(("File ", "Traceback")):
             continue
