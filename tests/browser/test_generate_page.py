@@ -12,14 +12,19 @@ def set_number(page, elem_id, value):
     box.press("Enter")
 
 
+def start_generation(page, limit: int, k: int, max_new_tokens: int):
+    """On the Generate tab of a loaded page (the default `bank` set): the first `limit` prompts, k candidates each."""
+    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
+    set_number(page, "gen-limit", limit)
+    set_number(page, "gen-k", k)
+    set_number(page, "gen-max-tokens", max_new_tokens)
+    page.locator("#gen-start").click()
+
+
 def test_generate_two_prompts_two_candidates(app_server, page):
     page.goto(app_server["url"])
     expect(page.locator("#gen-start")).to_be_visible()
-    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
-    set_number(page, "gen-limit", 2)
-    set_number(page, "gen-k", 2)
-    set_number(page, "gen-max-tokens", 16)
-    page.locator("#gen-start").click()
+    start_generation(page, limit=2, k=2, max_new_tokens=16)
     expect(page.locator("#gen-status")).to_contain_text("Saved 4 candidates for 2 of 2 prompts", timeout=180_000)
     table = page.locator("#gen-table")
     expect(table).to_contain_text("How do I open a savings account with Lumen Bank?")

@@ -1,7 +1,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_generate_page import set_number
+from tests.browser.test_generate_page import start_generation
 
 pytestmark = pytest.mark.browser
 
@@ -17,20 +17,13 @@ def test_a_status_line_says_what_happens_now_not_what_happened_before(app_server
 
     # Someone else starts generating: the model is busy for a while.
     page.goto(app_server["url"])
-    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
-    set_number(page, "gen-limit", 3)
-    set_number(page, "gen-k", 2)
-    set_number(page, "gen-max-tokens", 64)
-    page.locator("#gen-start").click()
+    start_generation(page, limit=3, k=2, max_new_tokens=64)
     expect(page.locator("#gen-status")).to_contain_text("of 3 prompts", timeout=120_000)
 
     # The first visitor fixes the mistake and asks again: the old error goes at once, and the page says why
     # nothing happens yet.
     other.locator("#gen-model input").fill("embedded")
-    set_number(other, "gen-limit", 1)
-    set_number(other, "gen-k", 1)
-    set_number(other, "gen-max-tokens", 8)
-    other.locator("#gen-start").click()
+    start_generation(other, limit=1, k=1, max_new_tokens=8)
     expect(other.locator("#gen-status")).to_contain_text("Waiting for the model: it is generating answers")
     expect(other.locator("#gen-status")).not_to_contain_text("Error")
     expect(page.locator("#gen-status")).to_contain_text("Saved 6 candidates", timeout=180_000)

@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.store import Store
-from tests.browser.test_generate_page import set_number
+from tests.browser.test_generate_page import set_number, start_generation
 
 
 def drawn(locator, rgb, tolerance=40) -> int:
@@ -20,6 +20,7 @@ def drawn(locator, rgb, tolerance=40) -> int:
     pixels = np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
     return int((np.abs(pixels - np.array(rgb)).max(axis=-1) < tolerance).sum())
 
+
 pytestmark = pytest.mark.browser
 
 
@@ -28,11 +29,7 @@ def test_generate_rank_train_compare_vote(app_server, page):
     page.goto(app_server["url"])
 
     # Generate: the first 4 bank prompts, 2 candidates each.
-    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
-    set_number(page, "gen-limit", 4)
-    set_number(page, "gen-k", 2)
-    set_number(page, "gen-max-tokens", 24)
-    page.locator("#gen-start").click()
+    start_generation(page, limit=4, k=2, max_new_tokens=24)
     expect(page.locator("#gen-status")).to_contain_text("Saved 8 candidates for 4 of 4 prompts", timeout=180_000)
 
     # The Data tab before any ranking: no pairs yet.
