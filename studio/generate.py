@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
-from studio import models
-from studio.prompts import get_prompts, prompt_messages
+from studio import jobs, models
+from studio.paths import db_path
+from studio.prompts import PromptError, get_prompts, install_builtin_sets, prompt_messages
 from studio.store import Store
 
 
@@ -343,10 +344,16 @@ def candidates_table(store: Store, set_name: str, limit: int | None = None) -> l
     return table
 
 
-def main(argv=None) -> int:
-    from studio.paths import db_path
-    from studio.prompts import PromptError, install_builtin_sets
+def next_round_candidates(store: Store, job_id: int, set_name: str, params: GenerationParams, limit: int = 0,
+                          cancel=None, on_progress=None) -> GenerationResult:
+    """Fresh candidates for a prompt set from a finished job's aligned adapter, saved next to the earlier models'
+    (with the adapter as their model), so that people rank them in the next round."""
+    folder = jobs.finished_folder(store, job_id, "chat")
+    return generate_candidates(store, jobs.get(store, job_id)["base_model"], get_prompts(store, set_name, limit),
+                               params, adapter=str(folder), cancel=cancel, on_progress=on_progress)
 
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=models.EMBEDDED, help="embedded, a Hub id or a local folder")
     parser.add_argument("--prompts", default="bank", help="name of a prompt set in the studio database")

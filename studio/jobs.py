@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 from studio import hub, methods, models, recipes, rubric
@@ -26,6 +27,7 @@ from studio.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("running", "stopping")
 STOP_GRACE_S = 60
+CLAIM_S = 60  # a claimed job gets its pid within this; after it, the claiming app is taken to have died
 
 
 class JobError(ValueError):
@@ -48,14 +50,15 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
     its prompts. RL rewards: a finished reward-model job, `module:function`s, and/or the prompt set's rubric.
     `report`: settings of the alignment report to make when the job finishes (None: none)."""
     spec = methods.get(method)
-    settings = {**recipes.studio_defaults(method), **settings}
+    # The form sends every method's fields: the method keeps its own (methods.Method.options).
+    settings = {**recipes.studio_defaults(method),
+                **{k: v for k, v in settings.items() if k not in methods.OPTIONS or k in spec.options}}
+    if isinstance(settings.get("loss_type"), str):  # TRL takes a list of losses (their weighted sum)
+        settings["loss_type"] = [settings["loss_type"] or "sigmoid"]
     parent = None
     model = str(settings.get("model") or "embedded")
-    if model.startswith("job:"):
-        try:
-            parent = get(store, int(model.removeprefix("job:")))
-        except ValueError:
-            raise JobError(f"{model!r} is not a job; write job:N.") from None
+    if model.startswith(JOB_KEY):
+        parent = referenced(store, model)
         if not adapter_folder(parent) or not methods.get(parent["method"]).chats:
             raise JobError(f"Job {parent['id']} has no finished chat adapter to continue from.")
         settings["model"], settings["continue_from"] = parent["base_model"], str(adapter_folder(parent))
@@ -64,10 +67,7 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
         settings.pop("max_length", None)  # RL bounds the sampled answer instead
         functions = list(reward_functions)
         if reward_job is not None:
-            reward = get(store, int(reward_job))
-            if methods.get(reward["method"]).output != "reward" or not adapter_folder(reward):
-                raise JobError(f"Job {reward['id']} is not a finished reward-model job.")
-            settings["reward_model"] = str(adapter_folder(reward))
+            settings["reward_model"] = str(finished_folder(store, int(reward_job), "reward"))
         settings["reward_functions"] = ",".join(functions)
         if rubric_reward:
             if not prompt_set or not rubric.get_text(store, prompt_set).strip():
@@ -187,6 +187,40 @@ def training_prompt_keys(store: Store, job_id: int) -> set[tuple]:
     return keys
 
 
+JOB_KEY = "job:"  # how a job's adapter is named where a model is chosen: job:N
+
+
+def referenced(store: Store, key: str) -> dict:
+    """The job named by `job:N` (as the model lists name jobs)."""
+    try:
+        return get(store, int(key.removeprefix(JOB_KEY)))
+    except ValueError:
+        raise JobError(f"{key!r} is not a job; write job:N.") from None
+
+
+def base_model(store: Store, model: str) -> str:
+    """The base model behind a model choice: a job's base for `job:N`, else the choice itself."""
+    try:
+        return referenced(store, model)["base_model"] if model.startswith(JOB_KEY) else model
+    except JobError:
+        return model
+
+
+def finished(store: Store, output: str) -> list[dict]:
+    """Finished jobs (newest first) whose adapter is of this kind: "chat" (answers) or "reward" (scores)."""
+    return [j for j in list_jobs(store) if methods.get(j["method"]).output == output and adapter_folder(j)]
+
+
+def finished_folder(store: Store, job_id: int, output: str) -> Path:
+    """The adapter folder of finished job `job_id`, which must be of this kind ("chat" or "reward")."""
+    job = get(store, job_id)
+    folder = adapter_folder(job)
+    if folder is None or methods.get(job["method"]).output != output:
+        what = "reward-model job" if output == "reward" else "DPO, SFT or RL job"
+        raise JobError(f"Job {job_id} ({job['method']}, {job['status']}) is not a finished {what}.")
+    return folder
+
+
 def get(store: Store, job_id: int) -> dict:
     rows = store.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
     if not rows:
@@ -254,6 +288,13 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _seconds_since(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    started = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (datetime.now(timezone.utc) - started).total_seconds()
+
+
 def _alive(pid: int | None, folder: str) -> bool:
     """Whether pid is still our training process for this folder (after an app restart we only have the pid)."""
     if not pid:
@@ -278,12 +319,23 @@ class Manager:
     def refresh(self) -> None:
         with self._lock:
             self._reconcile()
-            if not self.store.query("SELECT 1 FROM jobs WHERE status IN ('running', 'stopping')"):
-                queued = self.store.query("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1")
-                if queued:
-                    self._launch(dict(queued[0]))
+            job = self._claim()
+            if job is not None:
+                self._launch(job)
+
+    def _claim(self) -> dict | None:
+        """The oldest queued job, claimed by one conditional UPDATE while no job runs: with two app processes on
+        one database, only one of them gets it (the process lock alone covers one app)."""
+        with self.store.tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET status = 'running', pid = NULL, error = NULL, finished_at = NULL, "
+                "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs WHERE status IN ('running', 'stopping')) RETURNING *").fetchone()
+        return dict(row) if row else None
 
     def _launch(self, job: dict) -> None:
+        """Start the claimed job's training process and record its pid."""
         folder = Path(job["folder"])
         argv = ["-m", "studio.train", str(folder / "recipe.yaml")] + (["--resume"] if job["resume"] else [])
         gpus = _gpu_count()
@@ -291,21 +343,28 @@ class Manager:
             argv = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "assets/accelerate/multi_gpu.yaml"),
                     "--num_processes", str(gpus)] + argv
         argv = [sys.executable] + argv
-        with open(folder / "train.log", "ab") as log:
-            process = subprocess.Popen(
-                argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group: stop reaches the whole tree
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        try:
+            with open(folder / "train.log", "ab") as log:
+                process = subprocess.Popen(
+                    argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: stop reaches the whole tree
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+        except OSError as error:
+            with self.store.tx() as db:
+                db.execute("UPDATE jobs SET status = 'failed', error = ? WHERE id = ?",
+                           (f"could not start the training process: {error}", job["id"]))
+            return
         self._processes[job["id"]] = process
         with self.store.tx() as db:
-            db.execute("UPDATE jobs SET status = 'running', pid = ?, error = NULL, finished_at = NULL, "
-                       "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?", (process.pid, job["id"]))
+            db.execute("UPDATE jobs SET pid = ? WHERE id = ?", (process.pid, job["id"]))
 
     def _reconcile(self) -> None:
         for job in self.store.query("SELECT * FROM jobs WHERE status IN ('running', 'stopping')"):
             job = dict(job)
             process = self._processes.get(job["id"])
+            if process is None and job["pid"] is None and _seconds_since(job["started_at"]) < CLAIM_S:
+                continue  # claimed by an app process that is starting it right now
             running = process.poll() is None if process else _alive(job["pid"], job["folder"])
             if running:
                 continue
@@ -334,9 +393,11 @@ class Manager:
             return "Removed from the queue."
         if job["status"] != "running":
             raise JobError(f"Job {job_id} is {job['status']}; only a queued or running job can be stopped.")
+        pid = job["pid"]
+        if pid is None:
+            raise JobError(f"Job {job_id} is starting; stop it in a moment.")
         with self.store.tx() as db:
             db.execute("UPDATE jobs SET status = 'stopping' WHERE id = ?", (job_id,))
-        pid = job["pid"]
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -380,18 +441,3 @@ class Manager:
         thread.start()
         return thread
 
-
-def generate_next_round(store: Store, job_id: int, set_name: str, params, limit: int = 0, cancel=None,
-                        on_progress=None):
-    """Fresh candidates for a prompt set from a finished job's aligned adapter, saved next to the earlier models'
-    (with the adapter as their model), so that people rank them in the next round."""
-    from studio.generate import generate_candidates
-    from studio.prompts import get_prompts
-
-    job = get(store, job_id)
-    folder = adapter_folder(job)
-    if folder is None or job["method"] == "reward":
-        raise JobError(f"Job {job_id} ({job['method']}, {job['status']}) has no chat adapter to generate with; "
-                       "choose a finished DPO, SFT or RL job.")
-    return generate_candidates(store, job["base_model"], get_prompts(store, set_name, limit), params,
-                               adapter=str(folder), cancel=cancel, on_progress=on_progress)

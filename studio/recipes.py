@@ -12,8 +12,7 @@ from pathlib import Path
 
 import yaml
 
-METHODS = {"dpo": "DPO on preference pairs", "sft": "SFT on chosen answers or demonstrations",
-           "reward": "Reward model on preference pairs", "rloo": "Online RL (RLOO) on prompts, against a reward model or reward functions"}
+from studio import methods
 
 
 class RecipeError(ValueError):
@@ -81,11 +80,12 @@ class StudioArgs:
 def recipe_class(method: str):
     """The recipe dataclass for `method`: TRL's config plus StudioArgs. TRL (and torch) load only when needed,
     so the app starts fast."""
-    from trl import DPOConfig, RewardConfig, RLOOConfig, SFTConfig
+    import trl
 
-    base = {"dpo": DPOConfig, "sft": SFTConfig, "reward": RewardConfig, "rloo": RLOOConfig}.get(method)
-    if base is None:
-        raise RecipeError(f"method: {method!r} is not one of {', '.join(METHODS)}.")
+    try:
+        base = getattr(trl, methods.get(method).config)
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
 
     @dataclass
     class Recipe(StudioArgs, base):
@@ -101,7 +101,7 @@ def recipe_class(method: str):
 
 def __getattr__(name: str):
     """DPORecipe, SFTRecipe, RewardRecipe, RLOORecipe on demand (for unpickling in a fresh process)."""
-    for method in METHODS:
+    for method in methods.METHODS:
         if name == f"{method.upper()}Recipe":
             return recipe_class(method)
     raise AttributeError(name)
@@ -134,17 +134,9 @@ LOSS_TYPES = {
 
 
 def studio_defaults(method: str) -> dict:
-    """Settings the studio chooses over TRL's defaults: a log line per step for the live plots, and for DPO the
-    reference log-probabilities computed once before training instead of in every step (1.4x faster alone on CPU)."""
-    settings = {"logging_steps": 1, "report_to": "none"}
-    if method == "dpo":
-        settings["precompute_ref_log_probs"] = True
-    if method == "rloo":
-        # Short answers and four samples per prompt: a step in seconds on a laptop CPU; TRL's KL penalty (beta)
-        # against the starting model (the adapter switched off) keeps the policy close.
-        settings.update(num_generations=4, per_device_train_batch_size=4, max_completion_length=48, beta=0.05,
-                        temperature=1.0)
-    return settings
+    """Settings the studio chooses over TRL's defaults: a log line per step for the live plots, and the method's
+    own (methods.Method.defaults)."""
+    return {"logging_steps": 1, "report_to": "none", **methods.get(method).defaults}
 
 
 PAIR_MODE = "one_per_prompt"
@@ -248,7 +240,7 @@ def load(path):
     except yaml.YAMLError as error:
         raise RecipeError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict) or "method" not in raw:
-        raise RecipeError(f"{path}: a recipe is a mapping with a 'method:' key ({', '.join(METHODS)}).")
+        raise RecipeError(f"{path}: a recipe is a mapping with a 'method:' key ({', '.join(methods.METHODS)}).")
     method = raw.pop("method")
     raw.setdefault("output_dir", str(path.resolve().parent))  # not TRL's ./trainer_output in whatever folder
     check_output_dir(raw["output_dir"], path.resolve().parent)

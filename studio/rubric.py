@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from studio.toxicity import toxicity as offline_toxicity
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "rubrics"
 TOP_KEYS = {"description", "categories", "checks"}
 CHECK_KEYS = {"name", "when", "weight", "must", "must_not", "any", "min_words", "max_words", "max_toxicity",
@@ -107,8 +109,6 @@ class Rubric:
     def details(self, prompt: str, answer: str, toxicity: float | None = None) -> tuple[float, dict[str, float]]:
         """(score, {check name: 0-1}) for one answer; toxicity is computed here when a check needs it."""
         if toxicity is None and self.needs_toxicity:
-            from studio.scorers import toxicity as offline_toxicity
-
             toxicity = offline_toxicity([answer])[0]
         parts = {c.name: c.score(prompt, answer, toxicity) for c in self.checks if self.applies(c, prompt)}
         weights = {c.name: c.weight for c in self.checks if c.name in parts}
@@ -117,8 +117,6 @@ class Rubric:
 
     def score_many(self, prompts: list[str], answers: list[str]) -> list[float]:
         """Scores for (prompt, answer) pairs; toxicity is computed in one batch."""
-        from studio.scorers import toxicity as offline_toxicity
-
         toxic = offline_toxicity(answers) if self.needs_toxicity else [None] * len(answers)
         return [self.score(p, a, t) for p, a, t in zip(prompts, answers, toxic)]
 

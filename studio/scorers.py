@@ -14,6 +14,7 @@ from typing import Callable
 from studio import hub, jobs, methods, rubric
 from studio.prompts import prompt_messages
 from studio.store import Store
+from studio.toxicity import toxicity
 
 OFFLINE_TOXICITY = "toxicity"  # alt-profanity-check; "toxicity:<hub id>" for a Hugging Face classifier
 RUBRIC = "rubric"
@@ -22,13 +23,6 @@ TOXIC_LABELS = ("toxic", "offensive", "hate", "abusive", "insult", "obscene")
 
 class ScorerError(ValueError):
     """A scorer that cannot be used; the message says what to fix."""
-
-
-def toxicity(texts: list[str]) -> list[float]:
-    """Offline toxicity, 0 (clean) to 1 (abusive), from alt-profanity-check's linear model (it ships in the wheel)."""
-    from profanity_check import predict_prob
-
-    return [float(p) for p in predict_prob(list(texts))] if texts else []
 
 
 class RewardScorer:

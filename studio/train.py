@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from studio import recipes
+from studio import methods, models, recipes, rewards
 
 STOP = threading.Event()
 ADAPTER = "adapter"
@@ -51,8 +51,6 @@ def _metrics_callback(path: Path):
                 f.write(json.dumps(row) + "\n")
 
         def on_step_begin(self, args, state, control, **kwargs):
-            from studio import rewards
-
             rewards.step_began = time.time()
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -82,11 +80,10 @@ def _load_data(recipe, method: str):
     except Exception as error:  # datasets' many error types: the user needs the reason
         raise recipes.RecipeError(f"data: could not load {source!r}: {error}") from None
     columns = set(dataset.column_names)
-    if method == "rloo" and "prompt" not in columns:
-        raise recipes.RecipeError(f"data: rloo needs a prompt column; {source} has {', '.join(sorted(columns))}.")
-    if method in ("dpo", "reward") and not {"chosen", "rejected"} <= columns:
-        raise recipes.RecipeError(f"data: {method} needs chosen and rejected columns; {source} has "
-                                  f"{', '.join(sorted(columns))}.")
+    needed = methods.get(method).columns
+    if not set(needed) <= columns:
+        raise recipes.RecipeError(f"data: {method} needs {' and '.join(needed)} column{'s' * (len(needed) > 1)}; "
+                                  f"{source} has {', '.join(sorted(columns))}.")
     if method == "sft" and {"prompt", "chosen"} <= columns and "messages" not in columns:
         dataset = dataset.map(lambda row: {"messages": row["prompt"] + row["chosen"]},
                               remove_columns=dataset.column_names)
@@ -117,8 +114,6 @@ def _model(recipe, method: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
-    from studio import models
-
     path = models.resolve(recipe.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
@@ -130,7 +125,7 @@ def _model(recipe, method: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True)
-    if method == "reward":
+    if methods.get(method).output == "reward":
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
@@ -154,7 +149,7 @@ def _peft(recipe, method: str, model):
     targets = recipe.lora_target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
     config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                        target_modules=targets, task_type="SEQ_CLS" if method == "reward" else "CAUSAL_LM")
+                        target_modules=targets, task_type="CAUSAL_LM" if methods.get(method).chats else "SEQ_CLS")
     return model, config
 
 
@@ -226,13 +221,13 @@ def _dpo_trainer(**kwargs):
 def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import RewardTrainer, RLOOTrainer, SFTTrainer
+    import trl
 
     method, recipe = recipes.load(recipe_path)
     job_dir = Path(recipe.output_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     dataset = _load_data(recipe, method)
-    if recipe.group_by_length and method != "rloo":  # RLOO samples its own groups of prompts
+    if recipe.group_by_length and methods.get(method).data == "pairs":  # RL samples its own groups of prompts
         dataset = group_by_length(dataset, recipe.per_device_train_batch_size, recipe.seed)
         recipe.train_sampling_strategy = "sequential"  # the order above is the grouping
     model, tokenizer, base_path = _model(recipe, method)
@@ -241,16 +236,14 @@ def run(recipe_path, resume: bool = False) -> dict:
     # With a LoRA adapter and no reference model, DPO and RLOO use the base with the adapter disabled as the
     # reference: one copy of the weights.
     if method == "rloo":
-        from studio import rewards
-
         try:
             reward_funcs = rewards.build(recipe, job_dir)
         except ValueError as error:
             raise recipes.RecipeError(str(error)) from None
-        trainer = RLOOTrainer(model=model, reward_funcs=reward_funcs, args=recipe, train_dataset=dataset,
+        trainer = trl.RLOOTrainer(model=model, reward_funcs=reward_funcs, args=recipe, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     else:
-        trainer_class = {"dpo": _dpo_trainer, "sft": SFTTrainer, "reward": RewardTrainer}[method]
+        trainer_class = _dpo_trainer if method == "dpo" else getattr(trl, methods.get(method).trainer)
         trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
                                 peft_config=peft_config, callbacks=callbacks)
     checkpoint = get_last_checkpoint(recipe.output_dir) if resume and Path(recipe.output_dir).is_dir() else None

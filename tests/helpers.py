@@ -1,5 +1,11 @@
-"""Small builders shared by the tests: prompt sets with hand-written candidates, no model needed."""
+"""Small builders shared by the tests: prompt sets with hand-written candidates (no model needed), training jobs,
+and the Wilson interval written out."""
 
+import math
+import time
+
+from studio import jobs, recipes
+from studio.preferences import training_snapshot
 from studio.prompts import ParsedPrompts, add_prompt_set, get_prompts
 
 
@@ -57,3 +63,35 @@ def polite_reward(prompts, completions, **kwargs):
 def mentions_app(prompt, answer):
     """A rubric function check used by the tests: does the answer point to the app?"""
     return "app" in answer.lower()
+
+
+SETTINGS = {"per_device_train_batch_size": 2, "learning_rate": 5e-4, "max_length": 128, "save_steps": 1000,
+            "gradient_checkpointing": False, **recipes.studio_defaults("dpo")}
+
+
+def wait_for(predicate, manager, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        manager.refresh()
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def new_job(store, steps, **extra):
+    rows, info = training_snapshot(store, "polite")
+    return jobs.create(store, "dpo", {**SETTINGS, "max_steps": steps, **extra}, data_label="polite (best vs worst)",
+                       data_rows=rows, data_info=info)
+
+
+def steps_logged(job):
+    return [m["step"] for m in jobs.metrics(job) if "loss" in m]
+
+
+def wilson(k, n, z=1.959963984540054):
+    """The Wilson score interval written out, to check scipy's against."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half

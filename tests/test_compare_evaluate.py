@@ -2,7 +2,6 @@
 
 import json
 
-
 import pytest
 
 from studio import chat, evaluate, jobs, models, publish, report, rubric
@@ -10,16 +9,13 @@ from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.jobs import Manager
 from studio.prompts import ParsedPrompts, add_prompt_set
-from tests.helpers import QUESTIONS, clear_cut_set
-from tests.test_evaluate import wilson
-from tests.test_jobs import new_job, wait_for
+from studio.store import Store
+from tests.helpers import QUESTIONS, clear_cut_set, new_job, wait_for, wilson
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A store with a finished 3-step DPO job and a held-out set of 4 prompts."""
-    from studio.store import Store
-
     store = Store(tmp_path_factory.mktemp("compare") / "studio.db")
     clear_cut_set(store)
     add_prompt_set(store, "held", ParsedPrompts(rows=[(q, "") for q in ("Is my money safe?", "Hi!", "Who are you?",
@@ -52,12 +48,15 @@ def test_side_by_side_streams_both_models_from_one_copy_of_the_weights(trained):
 
     # One copy of the base: the loaded model is the PeftModel, and its base row computes what the plain model does.
     loaded = models.load("embedded")
-    assert isinstance(loaded.model, PeftModel) and len(loaded.adapters) == 1
+    # This job's adapter, whatever other tests loaded onto the shared copy before this one ran.
+    adapter = str(jobs.adapter_folder(jobs.get(store, job_id)).resolve())
+    names = [name for (folder, _), name in loaded.adapters.items() if folder == adapter]
+    assert isinstance(loaded.model, PeftModel) and len(names) == 1
     plain = AutoModelForCausalLM.from_pretrained(models.embedded_folder()).eval()
     ids = loaded.tokenizer(["Hello there"], return_tensors="pt")
     with torch.inference_mode():
         base_logits = loaded.model(**ids, adapter_names=[models.BASE]).logits
-        adapter_logits = loaded.model(**ids, adapter_names=["adapter1"]).logits
+        adapter_logits = loaded.model(**ids, adapter_names=names).logits
         assert torch.allclose(base_logits, plain(**ids).logits, atol=1e-4)
         assert not torch.allclose(adapter_logits, base_logits, atol=1e-4)
     # The plain base (Generate tab) still answers after an adapter was loaded, through the base row.

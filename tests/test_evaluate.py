@@ -4,14 +4,7 @@ import pytest
 
 from studio.evaluate import WinRate, bradley_terry
 from studio.scorers import toxicity
-
-
-def wilson(k, n, z=1.959963984540054):
-    """The Wilson score interval written out, to check scipy's against."""
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+from tests.helpers import wilson
 
 
 def test_win_rates_and_intervals_match_hand_computed_values():

@@ -1,38 +1,16 @@
+import dataclasses
 import json
 import os
 import signal
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
-from studio import jobs, recipes
+from studio import jobs, methods, recipes
 from studio.jobs import JobError, Manager
-from studio.preferences import training_snapshot
-from tests.helpers import clear_cut_set
-
-SETTINGS = {"per_device_train_batch_size": 2, "learning_rate": 5e-4, "max_length": 128, "save_steps": 1000,
-            "gradient_checkpointing": False, **recipes.studio_defaults("dpo")}
-
-
-def wait_for(predicate, manager, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        manager.refresh()
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError("timed out")
-
-
-def new_job(store, steps, **extra):
-    rows, info = training_snapshot(store, "polite")
-    return jobs.create(store, "dpo", {**SETTINGS, "max_steps": steps, **extra}, data_label="polite (best vs worst)",
-                       data_rows=rows, data_info=info)
-
-
-def steps_logged(job):
-    return [m["step"] for m in jobs.metrics(job) if "loss" in m]
+from studio.store import Store
+from tests.helpers import SETTINGS, clear_cut_set, new_job, steps_logged, wait_for
 
 
 def test_a_job_from_rankings_trains_to_an_adapter(store):
@@ -130,6 +108,47 @@ def test_launch_holds_the_rules_the_train_tab_relies_on(store):
     assert recipe.rubric == str(Path(rl["folder"]) / "rubric.yaml") and "Kind" in Path(recipe.rubric).read_text()
     assert recipe.per_device_train_batch_size == 8  # rounded up to whole groups of 4 answers
     assert json.loads(rl["report_settings"]) == {"samples": 2}
+
+
+def test_the_form_sends_every_field_and_each_method_keeps_its_own(store):
+    clear_cut_set(store)
+    form = {"beta": 0.3, "loss_type": "ipo", "num_generations": 2, "max_completion_length": 16, "max_steps": 1,
+            "learning_rate": 1e-4}
+    made = {m: recipes.load(Path(jobs.get(store, jobs.launch(
+        store, m, form, prompt_set="polite", reward_functions=["tests.helpers:polite_reward"]))["folder"])
+        / "recipe.yaml")[1] for m in methods.METHODS}
+    assert made["dpo"].beta == 0.3 and made["dpo"].loss_type == ["ipo"]
+    assert made["rloo"].beta == 0.3 and made["rloo"].num_generations == 2 and made["rloo"].max_completion_length == 16
+    assert made["sft"].learning_rate == 1e-4 and made["reward"].max_steps == 1
+    for method, recipe in made.items():  # TRL's defaults where the method does not offer the field
+        defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                    for f in dataclasses.fields(recipes.recipe_class(method))
+                    if (f.default, f.default_factory) != (dataclasses.MISSING, dataclasses.MISSING)}
+        for key in set(methods.OPTIONS) - set(methods.get(method).options):
+            if key in defaults:
+                assert getattr(recipe, key) == defaults[key], (method, key)
+
+
+def test_two_managers_on_one_database_start_a_queued_job_once(store, tmp_path):
+    clear_cut_set(store)
+    job_id = new_job(store, 1)
+    claims = []
+
+    def claim(manager):
+        claims.append(manager._claim())
+
+    threads = [threading.Thread(target=claim, args=(Manager(Store(store.path)),)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [c["id"] for c in claims if c] == [job_id]
+    job = jobs.get(store, job_id)
+    assert job["status"] == "running" and job["pid"] is None  # claimed, its process not started yet
+    Manager(store).refresh()  # another app's refresh leaves a job being started alone
+    assert jobs.get(store, job_id)["status"] == "running"
+    with pytest.raises(JobError, match="is starting"):
+        Manager(store).stop(job_id)
 
 
 def test_the_log_view_leaves_library_warnings_out_and_the_file_keeps_them(tmp_path):

@@ -10,7 +10,7 @@ from studio import jobs, publish
 from studio.jobs import Manager
 from studio.publish import PublishError
 from tests.helpers import clear_cut_set
-from tests.test_jobs import new_job, wait_for
+from tests.helpers import new_job, wait_for
 
 
 def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkeypatch):

@@ -4,13 +4,12 @@ import json
 import math
 from pathlib import Path
 
-from studio import jobs, ranking, recipes
+from studio import generate, jobs, ranking, recipes
 from studio.generate import GenerationParams
 from studio.jobs import Manager
 from studio.prompts import get_prompts, prompt_messages
 from studio.train import run
-from tests.helpers import QUESTIONS, clear_cut_rows, clear_cut_set
-from tests.test_jobs import SETTINGS, new_job, wait_for
+from tests.helpers import QUESTIONS, SETTINGS, clear_cut_rows, clear_cut_set, new_job, wait_for
 
 PLAIN = {k: v for k, v in SETTINGS.items() if k != "precompute_ref_log_probs"}  # settings every method has
 
@@ -74,7 +73,7 @@ def test_rounds_next_candidates_from_the_adapter_reach_the_rank_queue(store):
     assert jobs.get(store, first)["round"] == 1
     adapter = str(jobs.adapter_folder(jobs.get(store, first)))
 
-    result = jobs.generate_next_round(store, first, "polite", GenerationParams(k=1, max_new_tokens=12), limit=3)
+    result = generate.next_round_candidates(store, first, "polite", GenerationParams(k=1, max_new_tokens=12), limit=3)
     assert result.responses_added == 3
     new = store.query("SELECT prompt_id, model, adapter FROM responses WHERE adapter IS NOT NULL")
     assert [(r["model"], r["adapter"]) for r in new] == [("embedded", adapter)] * 3

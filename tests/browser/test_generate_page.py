@@ -3,34 +3,9 @@ import sqlite3
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.helpers import start_generation
+
 pytestmark = pytest.mark.browser
-
-
-def set_number(page, elem_id, value):
-    """Type a number and see it stay. A box inside an accordion opened a moment ago can take its initial value from
-    the page just after Playwright's fill (measured: 3 of 8 tries at once, none with a 10 ms pause; a person is never
-    that quick), so the value is typed again until it holds."""
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    for _ in range(3):
-        box.fill(str(value))
-        box.press("Enter")
-        try:
-            expect(box).to_have_value(str(value), timeout=1_000)
-            page.wait_for_timeout(200)
-            if box.input_value() == str(value):
-                return
-        except AssertionError:
-            pass
-    expect(box).to_have_value(str(value))
-
-
-def start_generation(page, limit: int, k: int, max_new_tokens: int):
-    """On the Generate tab of a loaded page (the default `bank` set): the first `limit` prompts, k candidates each."""
-    expect(page.locator("#gen-prompt-set input")).to_have_value("bank (45 prompts)")
-    set_number(page, "gen-limit", limit)
-    set_number(page, "gen-k", k)
-    set_number(page, "gen-max-tokens", max_new_tokens)
-    page.locator("#gen-start").click()
 
 
 def test_generate_two_prompts_two_candidates(app_server, page):

@@ -2,7 +2,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.store import Store
-from tests.browser.test_generate_page import set_number
+from tests.browser.helpers import set_number
 
 pytestmark = pytest.mark.browser
 

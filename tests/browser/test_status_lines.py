@@ -1,7 +1,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_generate_page import start_generation
+from tests.browser.helpers import start_generation
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.store import Store
-from tests.browser.test_generate_page import set_number, start_generation
+from tests.browser.helpers import set_number, start_generation
 
 
 def drawn(locator, rgb, tolerance=40) -> int:
