@@ -3,14 +3,15 @@
 import html
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 
 import gradio as gr
 
+from studio import models, report
+from studio.jobs import Manager
 from studio.paths import db_path, persistence_warning
 from studio.prompts import install_builtin_sets, list_prompt_sets
-from studio import report
-from studio.jobs import Manager
 from studio.store import Store
 
 
@@ -65,8 +66,6 @@ def plain(text: str) -> str:
 def counting(progress, unit: str):
     """An on_progress(done, total) callback for gr.Progress: "3 of 45 prompts, about 2 min left" (done may be a
     fraction while a batch runs; the estimate comes from the pace so far)."""
-    import time
-
     started = time.monotonic()
 
     def update(done, total):
@@ -83,8 +82,6 @@ def counting(progress, unit: str):
 def waiting() -> str:
     """The status line of an action that needs the model, shown the moment it is asked for (before it may wait in
     line behind another tab's work): what is happening now, replacing whatever an earlier action said."""
-    from studio import models
-
     busy = models.user()
     return message(f"Waiting for the model: it is {busy} for someone (another tab or visitor); yours is next."
                    if busy else "Working…")

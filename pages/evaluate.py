@@ -7,14 +7,13 @@ import pandas as pd
 
 from pages import Ctx, keep_choice, message, set_choices, waiting
 from pages.rank import identity
-from studio import chat, evaluate, jobs, models, scorers
+from studio import chat, evaluate, models, scorers
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.prompts import PromptError, list_prompt_sets
 from studio.ranking import RankingError
 
 KEYS = "**Keyboard:** in the vote box type `a` (A better), `b` (B better), `=` (tie) or `x` (both bad), then Enter."
-VOTE_KEYS = {"a": "left", "b": "right", "=": "tie", "x": "both_bad"}
 RESULT_HEADERS = ["Model", "vs", "Votes", "Wins", "Ties", "Losses", "Both bad", "Win rate (95% CI)",
                   "At least as good (95% CI)"]
 SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baseline (95% CI)", "p (paired t)",
@@ -85,36 +84,13 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             key = gr.Textbox(label="Vote key, then Enter", elem_id="ev-key", max_lines=1)
             gr.Markdown(KEYS)
             reveal = gr.Markdown(elem_id="ev-reveal")
-    gr.Markdown("### Results\n\"At least as good\" counts ties, so a model against itself scores well above 50% "
-                "(about 55-65%): read each share against the noise floor in the scores table below, not against "
-                "50%.")
-    results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="ev-results",
-                           label="Blind A/B: each model against each earlier one")
-    with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
-        per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
-                                     elem_id="ev-annotators")
-        strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)"], interactive=False,
-                                 elem_id="ev-bt", label="Shown when more than two models have been compared")
-    with gr.Row():
-        scorer = gr.Dropdown([], allow_custom_value=True, label="Automatic score", elem_id="ev-scorer", scale=3,
-                             info="rubric (the prompt set's), toxicity (offline), reward:job N, or "
-                                  "toxicity:<Hub classifier id>")
-        score = gr.Button("Score answers", elem_id="ev-score", scale=1)
-    score_status = gr.Markdown(elem_id="ev-score-status")
-    scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
-    score_plot = gr.Plot(label="Mean score per model, with its 95% interval", elem_id="ev-plot")
+    tables, table_outputs, scorer = _results_section(ctx, evaluation)
     task_state = gr.State()  # the comparison on screen: ids only; votes are saved in the database at once
 
     def evaluation_choices(selected=None):
         rows = evaluate.list_evaluations(ctx.store)
         return keep_choice([(f"{r['id']}: {r['models']} on {r['prompt_set']} ({r['prompts']} prompts, "
                              f"{r['votes']} votes, {r['status']})", r["id"]) for r in rows], selected)
-
-    def scorer_choices(current):
-        reward_jobs = [f"reward:job {j['id']}" for j in jobs.list_jobs(ctx.store)
-                       if j["method"] == "reward" and jobs.adapter_folder(j)]
-        choices = [scorers.RUBRIC, scorers.OFFLINE_TOXICITY] + reward_jobs
-        return gr.update(choices=choices, value=current or choices[0])
 
     def pick_set(keys):
         try:
@@ -126,13 +102,10 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     def select(current_models, current_eval, current_scorer):
         options = chat.options(ctx.store)
-        keys = [k for _, k in options]
-        kept = [k for k in current_models or [] if k in keys or not k.startswith(("base:", "job:"))]
-        if not kept:
-            jobs_ = [k for k in keys if k.startswith("job:")]
-            kept = [keys[0]] + jobs_[:1] if jobs_ else []
+        kept = chat.default_keys(options, current_models)
+        choices = scorers.choices(ctx.store)
         return (gr.update(choices=options, value=kept), *pick_set(kept), evaluation_choices(current_eval),
-                scorer_choices(current_scorer))
+                gr.update(choices=choices, value=current_scorer or choices[0]))
 
     def run(keys, set_name, first_n, max_new, seed_, samples_, request: gr.Request, progress_=gr.Progress()):
         try:
@@ -187,11 +160,50 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             return (*show(task, message(str(error), error=True)), gr.skip())
 
     def by_key(text, typed, selected, task, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        choice = VOTE_KEYS.get((text or "").strip().lower())
-        if choice is None:
-            return (*show(task, message(f"{(text or '').strip()!r} is not a vote key: use a, b, = or x.", error=True)),
-                    "")
+        try:
+            choice = evaluate.vote_for_key(text)
+        except EvaluationError as error:
+            return (*show(task, message(str(error), error=True)), "")
         return cast(choice, typed, selected, task, request, profile)
+
+    # Wiring
+    chosen.change(pick_set, chosen, [prompt_set, set_note])
+    create.click(waiting, None, create_status, queue=False).then(
+        run, [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
+        concurrency_limit=1, concurrency_id="model")
+    cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
+    vote_outputs = [task_state, prompt, left, right, progress, reveal]
+    gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
+    for choice, button in buttons.items():
+        button.click(cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key]).then(
+            tables, evaluation, table_outputs)
+    key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key]).then(
+        tables, evaluation, table_outputs)
+    return {"select": select, "select_inputs": [chosen, evaluation, scorer],
+            "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer]}
+
+
+def _results_section(ctx: Ctx, evaluation):
+    """Win rates, per annotator, Bradley-Terry and the automatic scores of the chosen evaluation; returns the
+    function that refreshes them, its outputs, and the scorer dropdown."""
+    gr.Markdown("### Results\n\"At least as good\" counts ties, so a model against itself scores well above 50% "
+                "(about 55-65%): read each share against the noise floor in the scores table below, not against "
+                "50%.")
+    results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="ev-results",
+                           label="Blind A/B: each model against each earlier one")
+    with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
+        per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
+                                     elem_id="ev-annotators")
+        strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)"], interactive=False,
+                                 elem_id="ev-bt", label="Shown when more than two models have been compared")
+    with gr.Row():
+        scorer = gr.Dropdown([], allow_custom_value=True, label="Automatic score", elem_id="ev-scorer", scale=3,
+                             info="rubric (the prompt set's), toxicity (offline), reward:job N, or "
+                                  "toxicity:<Hub classifier id>")
+        score = gr.Button("Score answers", elem_id="ev-score", scale=1)
+    score_status = gr.Markdown(elem_id="ev-score-status")
+    scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
+    score_plot = gr.Plot(label="Mean score per model, with its 95% interval", elem_id="ev-plot")
 
     def tables(selected):
         if selected is None:
@@ -225,23 +237,9 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             return message(str(error), error=True)
         return message(f"Scored {count} answers with {name}." if count else f"Every answer already has {name}.")
 
-    # Wiring
-    chosen.change(pick_set, chosen, [prompt_set, set_note])
-    create.click(waiting, None, create_status, queue=False).then(
-        run, [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
-        concurrency_limit=1, concurrency_id="model")
-    cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
-    vote_outputs = [task_state, prompt, left, right, progress, reveal]
-    gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
     table_outputs = [results, per_annotator, strengths, scores, score_plot]
-    for choice, button in buttons.items():
-        button.click(cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key]).then(
-            tables, evaluation, table_outputs)
-    key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key]).then(
-        tables, evaluation, table_outputs)
     evaluation.change(tables, evaluation, table_outputs)
     score.click(waiting, None, score_status, queue=False).then(
         run_score, [evaluation, scorer], score_status, concurrency_limit=1, concurrency_id="model").then(
         tables, evaluation, table_outputs)
-    return {"select": select, "select_inputs": [chosen, evaluation, scorer],
-            "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer]}
+    return tables, table_outputs, scorer

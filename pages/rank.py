@@ -18,16 +18,13 @@ FOCUS_ORDER = "() => { setTimeout(() => document.querySelector('#rank-order text
 
 
 def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | None) -> tuple[str, str]:
-    """(annotator name, kind): the Space login or the --auth user when there is one, else the typed name."""
-    if profile is not None:
-        return f"hf:{profile.username}", "hf"
-    if request is not None and getattr(request, "username", None):
-        return request.username, "auth"
-    return ranking.check_annotator(typed, "local"), "local"
+    """(annotator name, kind) of whoever is at this page (ranking.identity holds the rule)."""
+    return ranking.identity(typed, getattr(request, "username", None), profile.username if profile else None)
 
 
 def build_rank_tab(ctx: Ctx) -> dict:
     on_space = bool(os.environ.get("SPACE_ID"))
+    agreement = gr.Markdown(elem_id="rank-agreement", render=False)  # placed in the right column
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
@@ -59,18 +56,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
             status = gr.Markdown(elem_id="rank-status")
             with gr.Accordion("Change an earlier ranking", open=False):
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
-        with gr.Column(scale=2):
-            guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
-                                    elem_id="rank-guidelines")
-            save_guidelines = gr.Button("Save guidelines")
-            with gr.Accordion("Rubric: the guidelines as checks (YAML)", open=False):
-                rubric_text = gr.Code(language="yaml", lines=14, elem_id="rank-rubric",
-                                      label="Scores answers on the Evaluate tab and in reports, suggests an order "
-                                            "here, and can reward online RL. Empty: no rubric.")
-                save_rubric = gr.Button("Check and save the rubric", elem_id="rank-rubric-save")
-                rubric_status = gr.Markdown(elem_id="rank-rubric-status")
-            gr.Markdown(KEYS)
-            agreement = gr.Markdown(elem_id="rank-agreement")
+        _guidelines_column(ctx, prompt_set, annotator, status, agreement)
     current = gr.State(None)  # the prompt id on screen
 
     view_outputs = [current, system, prompt, *candidates, pairwise, suggested, order, progress, earlier, agreement,
@@ -85,11 +71,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
         history = ranking.history(ctx.store, set_name, who) if set_name and who else []
         earlier_update = gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
         if task is None:
-            done = ""
-            if who and set_name:
-                # No prompt with two candidates yet: nothing was generated, rather than everything ranked.
-                done = "Nothing left to rank in this set for you." if stats["total"] else \
-                    "Generate candidates for this set first (Generate tab: 2 or more per prompt)."
+            done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
             return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
                     gr.update(visible=False), gr.update(visible=False), "", message(progress_text), earlier_update,
                     agreement_text(set_name), note]
@@ -129,37 +111,10 @@ def build_rank_tab(ctx: Ctx) -> dict:
         """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous."""
         try:
             who, kind = identity(typed, request, profile)
-            if not set_name:
-                raise RankingError("Choose a prompt set.")
-            command = (text or "").strip().lower()
-            if command == "u":
-                undone = ranking.undo_last(ctx.store, who)
-                if undone is None:
-                    return view(_task(prompt_id, who, set_name), who, set_name, message("Nothing to undo."))
-                return view(ranking.load_task(ctx.store, undone, who), who, set_name,
-                            message("Undone: rank it again, or skip it."))
-            if command == "p":
-                history = ranking.history(ctx.store, set_name, who)
-                ids = [h["prompt_id"] for h in history]
-                position = ids.index(prompt_id) + 1 if prompt_id in ids else 0
-                if position >= len(ids):
-                    return view(_task(prompt_id, who, set_name), who, set_name, message("No earlier ranking."))
-                return view(ranking.load_task(ctx.store, ids[position], who), who, set_name,
-                            message("Your earlier ranking: change it and press Enter, or press Enter to keep it."))
-            if prompt_id is None:
-                return view(ranking.next_task(ctx.store, set_name, who), who, set_name)
-            if command == "s":
-                ranking.skip(ctx.store, who, prompt_id)
-                return view(ranking.next_task(ctx.store, set_name, who), who, set_name, message("Skipped."))
-            ranking.submit_order(ctx.store, who, ranking.load_task(ctx.store, prompt_id, who), text, kind)
+            task, note = ranking.act(ctx.store, who, kind, set_name, prompt_id, text)
         except RankingError as error:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
-        return view(ranking.next_task(ctx.store, set_name, who), who, set_name, message("Saved."))
-
-    def _task(prompt_id, who, set_name):
-        if prompt_id is not None:
-            return ranking.load_task(ctx.store, prompt_id, who)
-        return ranking.next_task(ctx.store, set_name, who)
+        return view(task, who, set_name, message(note) if note else "")
 
     def open_earlier(typed, set_name, prompt_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if prompt_id is None:
@@ -170,6 +125,42 @@ def build_rank_tab(ctx: Ctx) -> dict:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
         return view(ranking.load_task(ctx.store, prompt_id, who), who, set_name,
                     message("Your earlier ranking: change it and press Enter."))
+
+    # Wiring
+    identity_inputs = [annotator, prompt_set]
+    # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
+    gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
+          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    act_inputs = [annotator, prompt_set, current]
+    gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
+          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (skip, "s"), (undo, "u"),
+                        (previous, "p"), (accept, "r")]:
+        button.click(act, [*act_inputs, gr.State(key)], view_outputs).then(None, js=FOCUS_ORDER)
+    earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs).then(None, js=FOCUS_ORDER)
+
+    def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """Fill the prompt sets; with a login (--auth or the Space's), the annotator is that user."""
+        who = identity("", request, profile)[0] if profile is not None or getattr(request, "username", None) else None
+        return set_choices(ctx.store), gr.update(value=who, interactive=False) if who else gr.skip()
+
+    return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator]}
+
+
+def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, agreement) -> None:
+    """The prompt set's guidelines and rubric (edited here, with who edited them), the keys, the agreement."""
+    with gr.Column(scale=2):
+        guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
+                                elem_id="rank-guidelines")
+        save_guidelines = gr.Button("Save guidelines")
+        with gr.Accordion("Rubric: the guidelines as checks (YAML)", open=False):
+            rubric_text = gr.Code(language="yaml", lines=14, elem_id="rank-rubric",
+                                  label="Scores answers on the Evaluate tab and in reports, suggests an order "
+                                        "here, and can reward online RL. Empty: no rubric.")
+            save_rubric = gr.Button("Check and save the rubric", elem_id="rank-rubric-save")
+            rubric_status = gr.Markdown(elem_id="rank-rubric-status")
+        gr.Markdown(KEYS)
+        agreement.render()
 
     def show_guidelines(set_name):
         if not set_name:
@@ -200,24 +191,6 @@ def build_rank_tab(ctx: Ctx) -> dict:
         ranking.save_guidelines(ctx.store, set_name, text, editor(typed, request, profile))
         return message("Guidelines saved for this prompt set.")
 
-    # Wiring
-    identity_inputs = [annotator, prompt_set]
-    # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
-    gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
     prompt_set.change(show_guidelines, prompt_set, [guidelines, rubric_text, rubric_status])
-    act_inputs = [annotator, prompt_set, current]
-    gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
-    for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (skip, "s"), (undo, "u"),
-                        (previous, "p"), (accept, "r")]:
-        button.click(act, [*act_inputs, gr.State(key)], view_outputs).then(None, js=FOCUS_ORDER)
-    earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs).then(None, js=FOCUS_ORDER)
     save_guidelines.click(store_guidelines, [prompt_set, guidelines, annotator], status)
     save_rubric.click(store_rubric, [prompt_set, rubric_text, annotator], rubric_status)
-    def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
-        """Fill the prompt sets; with a login (--auth or the Space's), the annotator is that user."""
-        who = f"hf:{profile.username}" if profile is not None else getattr(request, "username", None)
-        return set_choices(ctx.store), gr.update(value=who, interactive=False) if who else gr.skip()
-
-    return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator]}

@@ -4,12 +4,9 @@ for the other) and the `chat` API endpoint."""
 
 from dataclasses import dataclass
 
-from studio import jobs, methods, models
+from studio import jobs, models
 from studio.generate import GenerationParams, stream
 from studio.store import Store
-
-CHAT_METHODS = methods.chat_methods()  # jobs whose adapter answers (a reward model scores, it does not chat)
-
 
 @dataclass(frozen=True)
 class Choice:
@@ -23,10 +20,21 @@ class Choice:
 
 def options(store: Store) -> list[tuple[str, str]]:
     """(label, key) for the dropdowns: each base model in use, then every finished job that has a chat adapter."""
-    finished = [j for j in jobs.list_jobs(store) if j["method"] in CHAT_METHODS and jobs.adapter_folder(j)]
+    finished = jobs.finished(store, "chat")
     bases = [models.EMBEDDED] + sorted({j["base_model"] for j in finished} - {models.EMBEDDED})
     return ([(f"base: {b}", f"base:{b}") for b in bases]
-            + [(f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"job:{j['id']}") for j in finished])
+            + [(f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"{jobs.JOB_KEY}{j['id']}") for j in finished])
+
+
+def default_keys(options_: list[tuple[str, str]], current: list[str] | None = None) -> list[str]:
+    """The models an evaluation starts with: the current choice where it still exists (typed adapters kept), else
+    the first base and the newest job, else nothing (with no job there is nothing to compare yet)."""
+    keys = [k for _, k in options_]
+    kept = [k for k in current or [] if k in keys or not k.startswith(("base:", jobs.JOB_KEY))]
+    if kept:
+        return kept
+    trained = [k for k in keys if k.startswith(jobs.JOB_KEY)]
+    return [keys[0], trained[0]] if trained else []
 
 
 def pick(store: Store, key: str) -> Choice:
@@ -36,15 +44,15 @@ def pick(store: Store, key: str) -> Choice:
         model = key.removeprefix("base:")
         models.resolve(model)  # refuses an unknown reference with its message
         return Choice(f"base ({model})", model)
-    if key.startswith("job:"):
+    if key.startswith(jobs.JOB_KEY):
         try:
-            job = jobs.get(store, int(key.removeprefix("job:")))
-        except (ValueError, jobs.JobError):
-            raise models.ModelError(f"There is no job {key.removeprefix('job:')!r}.") from None
-        folder = jobs.adapter_folder(job)
-        if folder is None or job["method"] not in CHAT_METHODS:
-            raise models.ModelError(f"Job {job['id']} ({job['method']}, {job['status']}) has no chat adapter; "
-                                    "choose a finished DPO, SFT or RL job.")
+            job = jobs.referenced(store, key)
+        except jobs.JobError:
+            raise models.ModelError(f"There is no job {key.removeprefix(jobs.JOB_KEY)!r}.") from None
+        try:
+            folder = jobs.finished_folder(store, job["id"], "chat")
+        except jobs.JobError as error:
+            raise models.ModelError(str(error)) from None
         return Choice(f"job {job['id']} ({job['method']})", job["base_model"], str(folder), job["id"])
     if not key:
         raise models.ModelError("Choose a model, or type an adapter folder or a Hub adapter id.")

@@ -50,7 +50,6 @@ def _proportion(k: int, n: int):
 def bradley_terry(results: list[tuple[str, str, float]]) -> dict[str, float]:
     """Bradley-Terry strengths from (model a, model b, score of a: 1 win, 0.5 tie, 0 loss), as Elo-like points
     (400 * log10 odds, mean 0). Maximum likelihood with a tiny ridge so a model that never lost stays finite."""
-    import numpy as np
     from scipy.optimize import minimize
 
     models = sorted({m for a, b, _ in results for m in (a, b)})
@@ -235,6 +234,15 @@ def next_vote(store: Store, evaluation: int, annotator: str) -> VoteTask | None:
 
 
 VOTES = ("left", "right", "tie", "both_bad")
+VOTE_KEYS = {"a": "left", "b": "right", "=": "tie", "x": "both_bad"}  # as typed in the vote box
+
+
+def vote_for_key(typed: str) -> str:
+    """The vote a key stands for: a (A better), b (B better), = (tie), x (both bad)."""
+    choice = VOTE_KEYS.get((typed or "").strip().lower())
+    if choice is None:
+        raise EvaluationError(f"{(typed or '').strip()!r} is not a vote key: use a, b, = or x.")
+    return choice
 
 
 def vote(store: Store, task: VoteTask, annotator: str, choice: str, kind: str = "local") -> str:

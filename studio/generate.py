@@ -9,6 +9,7 @@ every prompt that was done.
 
 import argparse
 import json
+import queue
 import random
 import sys
 import threading
@@ -251,8 +252,6 @@ def stream(loaded: models.Loaded, prompts: list[dict], params: GenerationParams,
            cancel: threading.Event | None = None):
     """One answer per prompt, all in one batch, yielding the texts so far after every new token. The batch runs in
     a thread of its own (which holds the model), so a page can stream it."""
-    import queue
-
     params = replace(params, k=1)
     steps, failure = queue.Queue(), []
 

@@ -1,5 +1,6 @@
 """The Hugging Face Hub: is it reachable, which token, is a repository id well formed."""
 
+import os
 import re
 import socket
 from urllib.parse import urlparse
@@ -44,8 +45,6 @@ def check_available(repo_id: str, what: str) -> None:
 
 def get_token(token: str | None = None) -> str | None:
     """The Hub token: given (the Space login), HF_TOKEN, or the user's own `hf auth login`. Never stored by us."""
-    import os
-
     from huggingface_hub import get_token as saved_login
 
     return token or os.environ.get("HF_TOKEN") or saved_login()

@@ -102,6 +102,43 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
                   parent_job_id=parent["id"] if parent else None, files=files, report=report)
 
 
+def describe_data(store: Store, method: str, prompt_set: str | None, pair_mode: str = recipes.PAIR_MODE,
+                  data: str = "") -> str:
+    """What a job of `method` would train on, in a line for the Train tab (an empty state is said in neutral words,
+    not as a mistake)."""
+    spec = methods.get(method)
+    if (data or "").strip():
+        return f"Trains on {data.strip()} (checked when the job starts)."
+    if not prompt_set:
+        return "Choose a prompt set, or give a file or a Hub data set id."
+    if spec.data == "prompts":
+        return (f"{len(get_prompts(store, prompt_set))} prompts of {prompt_set}: the policy samples its own answers, "
+                "the reward scores them.")
+    try:
+        _, info = training_snapshot(store, prompt_set, pair_mode)
+    except PreferenceError as error:  # nothing ranked yet
+        return str(error)
+    return (f"{info['pairs']} {spec.rows} from {info['rankings']} rankings by {len(info['annotators'])} "
+            f"annotator(s) on {info['prompts']} prompts ({info['conflicts']} conflicting, {info['unresolved']} "
+            "dropped).")
+
+
+def recommended(store: Store, method: str, prompt_set: str | None, pair_mode: str = recipes.PAIR_MODE,
+                data: str = "", model: str = "embedded") -> dict:
+    """recipes.recommended for this method, the base behind `model` (job:N: that job's base) and the number of rows
+    the data gives (0 for a file or Hub data, which is read only when the job starts)."""
+    rows = 0
+    if prompt_set and not (data or "").strip():
+        if methods.get(method).data == "prompts":
+            rows = len(get_prompts(store, prompt_set))
+        else:
+            try:
+                rows = training_snapshot(store, prompt_set, pair_mode)[1]["pairs"]
+            except PreferenceError:
+                pass
+    return recipes.recommended(method, base_model(store, model or "embedded"), rows)
+
+
 def create(store: Store, method: str, settings: dict, *, data_label: str, data_rows: list[dict] | None = None,
            data_info: dict | None = None, parent_job_id: int | None = None, files: dict | None = None,
            report: dict | None = None) -> int:
@@ -273,6 +310,49 @@ def log_tail(job: dict, lines: int = 30) -> str:
     return "\n".join(shown[-lines:])
 
 
+def last_metrics(job: dict) -> dict:
+    """The newest value of every metric the job has logged (step, max_steps, loss, eta_s, ...)."""
+    last = {}
+    for row in metrics(job):
+        last.update(row)
+    return last
+
+
+def progress_line(job: dict, last: dict | None = None) -> str:
+    """`Job 3 (dpo): running · step 4 / 15 · ETA 40 s · 812 tokens/s · adapter: ...` for the Train tab."""
+    last = last_metrics(job) if last is None else last
+    parts = [f"Job {job['id']} ({job['method']}): {job['status']}",
+             f"step {int(last.get('step', 0))} / {int(last.get('max_steps', 0) or 1)}"]
+    if job["status"] == "running" and "eta_s" in last:
+        parts.append(f"ETA {int(last['eta_s'])} s")
+    if "tokens_per_s" in last:
+        parts.append(f"{last['tokens_per_s']:.0f} tokens/s")
+    if adapter_folder(job):
+        parts.append(f"adapter: {adapter_folder(job)}")
+    return " · ".join(parts)
+
+
+def rl_samples(job: dict, count: int = 12) -> list[dict] | None:
+    """The newest `count` sampled answers with their rewards (newest first) of an online-RL job; None for a job that
+    does not sample."""
+    path = Path(job["folder"]) / "samples.jsonl"
+    if methods.get(job["method"]).data != "prompts" or not path.is_file():
+        return None
+    rows = []
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()[-count:]):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # being written
+            continue
+    return rows
+
+
+def lineage_line(store: Store, job_id: int) -> str:
+    chain = lineage(store, job_id)
+    steps = [f"job {j['id']} ({j['method']}, round {j['round']}, data: {j['data']})" for j in chain]
+    return "Lineage: " + " ← ".join(steps + [f"base {chain[-1]['base_model']}"])
+
+
 def adapter_folder(job: dict) -> Path | None:
     folder = Path(job["folder"]) / "adapter"
     return folder if job["status"] == "finished" and (folder / "adapter_config.json").is_file() else None
@@ -295,15 +375,16 @@ def _seconds_since(stamp: str | None) -> float:
     return (datetime.now(timezone.utc) - started).total_seconds()
 
 
-def _alive(pid: int | None, folder: str) -> bool:
-    """Whether pid is still our training process for this folder (after an app restart we only have the pid)."""
+def alive(pid: int | None, *words: str) -> bool:
+    """Whether pid is still a process of ours whose command line holds `words` (a module and a folder): after an
+    app restart only the pid is known, and the pid may have been reused by another program."""
     if not pid:
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
-    return "studio.train" in cmdline and folder in cmdline
+    return all(word in cmdline for word in words)
 
 
 class Manager:
@@ -365,7 +446,7 @@ class Manager:
             process = self._processes.get(job["id"])
             if process is None and job["pid"] is None and _seconds_since(job["started_at"]) < CLAIM_S:
                 continue  # claimed by an app process that is starting it right now
-            running = process.poll() is None if process else _alive(job["pid"], job["folder"])
+            running = process.poll() is None if process else alive(job["pid"], "studio.train", job["folder"])
             if running:
                 continue
             self._processes.pop(job["id"], None)
@@ -404,7 +485,7 @@ class Manager:
             return "The process had already ended."
 
         def kill_if_alive():
-            if _alive(pid, job["folder"]):
+            if alive(pid, "studio.train", job["folder"]):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from studio import hub
 from studio.paths import models_dir
 
@@ -166,8 +168,6 @@ def memory_free(device: str) -> int:
         import torch
 
         return torch.cuda.mem_get_info()[0]
-    import psutil
-
     return psutil.virtual_memory().available
 
 

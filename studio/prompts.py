@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio import hub, rubric
-from studio.paths import check_name
+from studio.paths import check_name, db_path
 from studio.store import Store
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "prompts"
@@ -301,8 +301,6 @@ def split_set(store: Store, set_name: str, held_out: float = 0.3, seed: int = 0)
 
 
 def main(argv=None) -> int:
-    from studio.paths import db_path
-
     parser = argparse.ArgumentParser(prog="python -m studio.prompts", description="Prompt sets in the studio.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the prompt sets and their sizes")

@@ -6,11 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from studio import evaluate, hub, jobs, models, recipes, report
+from studio import evaluate, hub, jobs, methods, models, recipes, report
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -69,7 +70,7 @@ def model_card(store: Store, job_id: int) -> str:
                           f"{info['rankings']} rankings of {info['prompts']} prompts by {len(info['annotators'])} "
                           f"annotator(s); {info['conflicts']} conflicting pairs, {info['unresolved']} dropped.")
     shown = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if k != "step")
-    settings = {k: getattr(recipe, k) for k in RECIPE_FIELDS + (("beta",) if job["method"] == "dpo" else ())}
+    settings = {k: getattr(recipe, k) for k in RECIPE_FIELDS + methods.get(job["method"]).options}
     recipe_text = yaml.safe_dump(settings, sort_keys=False)
     evaluation = "\n".join(evaluate.summary_lines(store, job_id)) or \
         "No blind A/B evaluation or automatic scores have been recorded for this adapter yet."
@@ -140,8 +141,6 @@ def publish_folder(store: Store, job_id: int, out) -> Path:
 
 def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, token: str | None = None) -> str:
     """Create the repo (private by default) and upload the adapter folder; returns its URL."""
-    import tempfile
-
     from huggingface_hub import HfApi
 
     try:
@@ -167,15 +166,13 @@ def merge(job_folder, out) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.models import device_and_dtype
-
     job_folder = Path(job_folder)
     adapter = job_folder / "adapter" if (job_folder / "adapter").is_dir() else job_folder
     if not (adapter / "adapter_config.json").is_file():
         raise PublishError(f"{adapter} has no adapter_config.json: not a finished job or adapter folder.")
     # The base as the job loaded it (for `embedded`, the converted folder), as PEFT recorded it.
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    _, dtype = device_and_dtype()
+    _, dtype = models.device_and_dtype()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), str(adapter))
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -187,33 +184,46 @@ def merge(job_folder, out) -> Path:
     return out
 
 
-_merges: dict[str, subprocess.Popen] = {}  # merge processes started by this app, by output folder
-
-
 def start_merge(store: Store, job_id: int) -> Path:
-    """Merge in a background process (it loads a second copy of the model); returns the output folder."""
-    job, _ = finished_job(store, job_id)
+    """Merge in a background process (it loads a second copy of the model); returns the output folder. The merge is
+    recorded on the job (merge_status, merge_pid), so its state survives an app restart and a second app on the same
+    database does not start it twice (the process starts inside the transaction that records it)."""
+    finished_job(store, job_id)
+    job = _settle_merge(store, job_id)
     out = Path(job["folder"]) / "merged"
-    running = _merges.get(str(out))
-    if running is not None and running.poll() is None:
-        raise PublishError(f"Job {job_id} is being merged already.")
-    with open(Path(job["folder"]) / "merge.log", "wb") as log:
-        _merges[str(out)] = subprocess.Popen(
-            [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out)], cwd=jobs.ROOT,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with store.tx() as db:
+        row = db.execute("SELECT merge_status, merge_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row["merge_status"] == "merging" and jobs.alive(row["merge_pid"], "studio.publish", job["folder"]):
+            raise PublishError(f"Job {job_id} is being merged already.")
+        with open(Path(job["folder"]) / "merge.log", "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out)], cwd=jobs.ROOT,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        db.execute("UPDATE jobs SET merge_status = 'merging', merge_pid = ? WHERE id = ?", (process.pid, job_id))
     return out
 
 
-def merge_status(store: Store, job_id: int) -> str:
+def _settle_merge(store: Store, job_id: int) -> dict:
+    """The job, with a merge whose process has ended recorded as merged (the model folder is there) or failed."""
     job = jobs.get(store, job_id)
+    if job["merge_status"] == "merging" and not jobs.alive(job["merge_pid"], "studio.publish", job["folder"]):
+        done = (Path(job["folder"]) / "merged" / "config.json").is_file()
+        with store.tx() as db:
+            db.execute("UPDATE jobs SET merge_status = ?, merge_pid = NULL WHERE id = ? AND merge_status = 'merging'",
+                       ("merged" if done else "failed", job_id))
+        job = jobs.get(store, job_id)
+    return job
+
+
+def merge_status(store: Store, job_id: int) -> str:
+    job = _settle_merge(store, job_id)
     out = Path(job["folder"]) / "merged"
-    process = _merges.get(str(out))
-    if process is not None and process.poll() is None:
+    if job["merge_status"] == "merging":
         return f"Merging into {out}…"
+    if job["merge_status"] == "failed":
+        return f"The merge failed; see {Path(job['folder']) / 'merge.log'}."
     if (out / "config.json").is_file():
         return f"Merged model: {out} (loads with AutoModelForCausalLM.from_pretrained)."
-    if process is not None and process.returncode:
-        return f"The merge failed; see {Path(job['folder']) / 'merge.log'}."
     return ""
 
 

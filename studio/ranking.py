@@ -10,6 +10,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
+from studio import rubric
 from studio.store import Store
 
 LETTERS = "ABCDEFGH"
@@ -61,6 +62,53 @@ def check_annotator(name: str, kind: str = "local") -> str:
         if name.startswith(prefix) and kind != owner:
             raise RankingError(f"Names starting with {', '.join(RESERVED_PREFIXES)} are reserved; choose another.")
     return name
+
+
+def identity(typed: str, username: str | None = None, hub_user: str | None = None) -> tuple[str, str]:
+    """(annotator name, kind) of whoever is at the page: the Hugging Face login (a Space) as `hf:<user>`, else the
+    --auth user, else the typed name (checked: reserved prefixes are refused)."""
+    if hub_user:
+        return f"hf:{hub_user}", "hf"
+    if username:
+        return username, "auth"
+    return check_annotator(typed, "local"), "local"
+
+
+def act(store: Store, annotator: str, kind: str, set_name: str | None, prompt_id: int | None,
+        typed: str) -> tuple["Task | None", str]:
+    """What the Rank tab's order box (and each of its buttons) does with `typed` while `prompt_id` is on screen:
+    `u` undo the last submission, `p` the previous ranking, `s` skip, else an order (or `r`, a, b, =, x) to save.
+    Returns the task to show next and a note for the status line; RankingError says what is wrong."""
+    if not set_name:
+        raise RankingError("Choose a prompt set.")
+    command = (typed or "").strip().lower()
+    on_screen = load_task(store, prompt_id, annotator) if prompt_id is not None else None
+    if command == "u":
+        undone = undo_last(store, annotator)
+        if undone is None:
+            return on_screen or next_task(store, set_name, annotator), "Nothing to undo."
+        return load_task(store, undone, annotator), "Undone: rank it again, or skip it."
+    if command == "p":
+        ids = [h["prompt_id"] for h in history(store, set_name, annotator)]
+        position = ids.index(prompt_id) + 1 if prompt_id in ids else 0
+        if position >= len(ids):
+            return on_screen or next_task(store, set_name, annotator), "No earlier ranking."
+        return (load_task(store, ids[position], annotator),
+                "Your earlier ranking: change it and press Enter, or press Enter to keep it.")
+    if on_screen is None:
+        return next_task(store, set_name, annotator), ""
+    if command == "s":
+        skip(store, annotator, prompt_id)
+        return next_task(store, set_name, annotator), "Skipped."
+    submit_order(store, annotator, on_screen, typed, kind)
+    return next_task(store, set_name, annotator), "Saved."
+
+
+def empty_queue_note(store: Store, set_name: str) -> str:
+    """Why there is nothing to rank: everything is ranked, or no prompt has two candidates yet."""
+    if progress(store, set_name, None)["total"]:
+        return "Nothing left to rank in this set for you."
+    return "Generate candidates for this set first (Generate tab: 2 or more per prompt)."
 
 
 def annotator_id(db, name: str, kind: str = "local") -> int:
@@ -213,8 +261,6 @@ def submit_order(store: Store, annotator: str, task: Task, typed: str, kind: str
 def suggestion(store: Store, task: Task) -> tuple[list[list[int]], str, str] | None:
     """The rubric's order of the candidates on screen: (tiers of display indices, e.g. 'B > A = C (B 0.95, ...)',
     the judge's name 'rubric:<set>'), or None when the set has no rubric."""
-    from studio import rubric
-
     try:
         checks = rubric.for_set(store, task.set_name)
     except rubric.RubricError:

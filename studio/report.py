@@ -79,10 +79,9 @@ def default_sets(store: Store, job_id: int) -> list[str]:
 
 def reward_scorer_for(store: Store, base_model: str) -> str | None:
     """`reward:job N` for the newest finished reward model on the same base, if any."""
-    for job in jobs.list_jobs(store):
-        if methods.get(job["method"]).output == "reward" and jobs.adapter_folder(job) and \
-                models.same_model(job["base_model"], base_model):
-            return f"reward:job {job['id']}"
+    for job in jobs.finished(store, "reward"):
+        if models.same_model(job["base_model"], base_model):
+            return scorers.reward_key(job["id"])
     return None
 
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from studio import hub, jobs, methods, rubric
+from studio import hub, jobs, rubric
 from studio.prompts import prompt_messages
 from studio.store import Store
 from studio.toxicity import toxicity
 
 OFFLINE_TOXICITY = "toxicity"  # alt-profanity-check; "toxicity:<hub id>" for a Hugging Face classifier
 RUBRIC = "rubric"
+REWARD_KEY = "reward:job "  # `reward:job N`: the reward model of finished job N
 TOXIC_LABELS = ("toxic", "offensive", "hate", "abusive", "insult", "obscene")
 
 
@@ -92,17 +93,23 @@ class Scorer:
     higher_is_better: bool
 
 
+def reward_key(job_id: int) -> str:
+    return f"{REWARD_KEY}{job_id}"
+
+
 def reward_job_folder(store: Store, key: str) -> Path:
     """The adapter of the finished reward-model job named by 'reward:job N' (or 'N')."""
-    number = key.removeprefix("reward:job ").strip()
+    number = key.removeprefix(REWARD_KEY).strip()
     try:
-        job = jobs.get(store, int(number))
-    except (ValueError, jobs.JobError):
-        raise ScorerError(f"No reward-model job {number!r}.") from None
-    folder = jobs.adapter_folder(job)
-    if methods.get(job["method"]).output != "reward" or folder is None:
-        raise ScorerError(f"Job {job['id']} is not a finished reward-model job.")
-    return folder
+        return jobs.finished_folder(store, int(number), "reward")
+    except ValueError as error:  # JobError is one
+        raise ScorerError(str(error) if isinstance(error, jobs.JobError) else f"No reward-model job {number!r}.") \
+            from None
+
+
+def choices(store: Store) -> list[str]:
+    """The scorers to offer: the rubric, offline toxicity, then each finished reward model (newest first)."""
+    return [RUBRIC, OFFLINE_TOXICITY] + [reward_key(j["id"]) for j in jobs.finished(store, "reward")]
 
 
 def get(store: Store, name: str, set_name: str | None = None) -> Scorer:
@@ -113,7 +120,7 @@ def get(store: Store, name: str, set_name: str | None = None) -> Scorer:
     if name.startswith("toxicity:"):
         classify = hub_toxicity(name.removeprefix("toxicity:"))
         return Scorer(name, lambda prompts, answers: classify(answers) if answers else [], False)
-    if name.startswith("reward:job "):
+    if name.startswith(REWARD_KEY):
         model = RewardScorer(reward_job_folder(store, name))
         return Scorer(name, lambda prompts, answers: [model.score(p, [a])[0] for p, a in zip(prompts, answers)],
                       True)

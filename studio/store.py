@@ -199,6 +199,11 @@ MIGRATIONS = [
         "DROP TABLE eval_votes",
         "ALTER TABLE eval_votes_new RENAME TO eval_votes",
     ),
+    # Merges of a job's adapter into a full model, recorded where job state lives (they outlive an app restart).
+    (
+        "ALTER TABLE jobs ADD COLUMN merge_status TEXT",  # merging | merged | failed; NULL: never merged
+        "ALTER TABLE jobs ADD COLUMN merge_pid INTEGER",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

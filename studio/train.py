@@ -9,12 +9,15 @@ step and saves a checkpoint, which --resume continues from.
 
 import argparse
 import json
+import random
 import signal
 import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
+from unittest import mock
 
 from studio import methods, models, recipes, rewards
 
@@ -96,8 +99,6 @@ def group_by_length(dataset, batch_size: int, seed: int, block: int = 16):
     """Rows reordered so each batch holds rows of similar length: shuffle, sort within blocks of `block` batches,
     shuffle the batches. transformers' LengthGroupedSampler does the same but needs input_ids, which TRL's
     preference rows do not have before tokenizing."""
-    import random
-
     rng = random.Random(seed)
     order = list(range(len(dataset)))
     rng.shuffle(order)
@@ -162,8 +163,6 @@ def compact_lm_head(model) -> None:
     on such devices, only the positions whose label counts go through the head, and the statistics TRL logs
     (entropy, mean logit, top-1) are taken from the same logits without gradient. On CUDA, TRL's compact Triton
     kernel runs as before. Call it right after TRL's add_fused_lm_head, on the same model."""
-    import types
-
     import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
@@ -205,8 +204,6 @@ def compact_lm_head(model) -> None:
 def _dpo_trainer(**kwargs):
     """TRL's DPOTrainer, with compact_lm_head added wherever TRL adds its fused head (the reference log-probs are
     computed inside the constructor, so it must be in place by then)."""
-    from unittest import mock
-
     import trl.trainer.dpo_trainer as dpo_module
 
     def add_heads(model, *args, **head_kwargs):

@@ -3,14 +3,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from studio import jobs, publish
 from studio.jobs import Manager
 from studio.publish import PublishError
-from tests.helpers import clear_cut_set
-from tests.helpers import new_job, wait_for
+from studio.store import Store
+from tests.helpers import clear_cut_set, new_job, wait_for
 
 
 def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkeypatch):
@@ -95,3 +96,25 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     with pytest.raises(PublishError, match="is not a Hub repository id"):
         publish.push_adapter(store, job_id, "no slash")
     assert publish.main(["merge", str(tmp_path), str(tmp_path / "m2")]) == 2
+
+    # A merge started from the app is recorded on the job: another app process (its own Store) sees it running,
+    # does not start it twice, and after it ends finds it merged, or failed, without the process that started it.
+    out = publish.start_merge(store, job_id)
+    other = Store(store.path)
+    assert publish.merge_status(other, job_id) == f"Merging into {out}…"
+    with pytest.raises(PublishError, match="being merged already"):
+        publish.start_merge(other, job_id)
+    deadline = time.monotonic() + 240
+    while publish.merge_status(other, job_id).startswith("Merging") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs.get(other, job_id)["merge_status"] == "merged" and (out / "config.json").is_file()
+    assert publish.merge_status(Store(store.path), job_id).startswith(f"Merged model: {out}")
+    shutil.rmtree(out)
+    config = jobs.adapter_folder(jobs.get(store, job_id)) / "adapter_config.json"
+    config.write_text(config.read_text().replace("base_model_name_or_path", "no_base"))  # the merge cannot load it
+    publish.start_merge(store, job_id)
+    deadline = time.monotonic() + 240
+    while publish.merge_status(other, job_id).startswith("Merging") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert publish.merge_status(Store(store.path), job_id).startswith("The merge failed; see ")
+    assert jobs.get(store, job_id)["merge_status"] == "failed"
