@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from studio.evaluate import WinRate, bradley_terry
+from studio import chat, evaluate, scorers
+from studio.evaluate import EvaluationError, WinRate, bradley_terry
 from studio.scorers import toxicity
 from tests.helpers import wilson
 
@@ -59,3 +60,14 @@ def test_shares_are_bootstrapped_over_prompts_and_the_noise_floor_counts_ties_on
     assert result["length_matched"]["n"] == 2 and result["length_matched"]["value"] == 1.0  # prompt 1 only
     # The floor compares base sample 1 with sample 0 once per prompt: equal scores, so 'at least as good' both times.
     assert result["noise_floor"]["n"] == 2 and result["noise_floor"]["value"] == 1.0
+
+
+def test_vote_keys_default_models_and_scorer_choices_are_engine_rules(store):
+    assert [evaluate.vote_for_key(k) for k in ("a", " B ", "=", "x")] == ["left", "right", "tie", "both_bad"]
+    with pytest.raises(EvaluationError, match="'q' is not a vote key: use a, b, = or x."):
+        evaluate.vote_for_key("q")
+    options = [("base: embedded", "base:embedded"), ("job 3", "job:3"), ("job 2", "job:2")]
+    assert chat.default_keys(options) == ["base:embedded", "job:3"]  # the base and the newest job
+    assert chat.default_keys(options[:1]) == []  # nothing trained yet: nothing to compare
+    assert chat.default_keys(options, ["job:2", "job:9", "me/adapter"]) == ["job:2", "me/adapter"]
+    assert scorers.choices(store) == [scorers.RUBRIC, scorers.OFFLINE_TOXICITY]  # no reward model trained here

@@ -189,3 +189,25 @@ def test_a_hub_model_that_cannot_load_is_refused_at_launch_not_a_minute_later(st
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     job = jobs.get(store, jobs.launch(store, "dpo", {**SETTINGS, "model": "nobody/cached-model"}, prompt_set="polite"))
     assert job["base_model"] == "nobody/cached-model"
+
+
+def test_the_train_tabs_summary_and_recommended_settings_come_from_the_engine(store, tmp_path):
+    assert jobs.describe_data(store, "dpo", None) == "Choose a prompt set, or give a file or a Hub data set id."
+    assert jobs.describe_data(store, "dpo", "x", data=" a.jsonl ") == "Trains on a.jsonl (checked when the job starts)."
+    clear_cut_set(store)
+    assert jobs.describe_data(store, "dpo", "polite", "best_worst") == \
+        "8 pairs from 8 rankings by 1 annotator(s) on 8 prompts (0 conflicting, 0 dropped)."
+    assert jobs.describe_data(store, "sft", "polite", "best_worst").startswith("8 chosen answers from 8 rankings")
+    assert jobs.describe_data(store, "rloo", "polite").startswith("8 prompts of polite: the policy samples")
+    assert jobs.recommended(store, "dpo", "polite", "best_worst")["learning_rate"] == 5e-4  # few pairs, small model
+    assert "8 pairs on a small model" in jobs.recommended(store, "dpo", "polite", "best_worst")["why"]
+    assert jobs.recommended(store, "dpo", "polite", model="meta-llama/Meta-Llama-3-8B-Instruct")["learning_rate"] == 5e-6
+    job = {"id": 7, "method": "rloo", "status": "running", "folder": str(tmp_path)}
+    (tmp_path / "metrics.jsonl").write_text('{"step": 2, "max_steps": 5, "eta_s": 12.5}\n{"step": 3, "loss": 0.5}\n')
+    assert jobs.progress_line(job) == "Job 7 (rloo): running · step 3 / 5 · ETA 12 s"
+    assert jobs.rl_samples(job) is None  # nothing sampled yet
+    (tmp_path / "samples.jsonl").write_text("".join(
+        json.dumps({"step": i, "reward_function": "f", "reward": 0.1 * i, "prompt": "p", "completion": "c"}) + "\n"
+        for i in range(20)) + '{"step": 20, "rew')  # the last line is being written
+    assert [r["step"] for r in jobs.rl_samples(job)] == list(range(19, 8, -1))  # newest first, the partial left out
+    assert jobs.rl_samples({**job, "method": "dpo"}) is None

@@ -139,3 +139,41 @@ def test_guidelines_are_stored_per_set(store):
     ranking.save_guidelines(store, "s1", "Prefer short, polite answers.", "bob")
     assert ranking.get_guidelines(store, "s1") == "Prefer short, polite answers."
     assert ranking.get_guidelines(store, "s2") == ""
+
+
+def test_the_order_box_commands_are_engine_rules(store):
+    """What the Rank tab's order box does (ranking.act), callable without a page."""
+    (p1, r1), (p2, r2) = make_set(store, prompts=2)
+    with pytest.raises(RankingError, match="Choose a prompt set"):
+        ranking.act(store, "anna", "local", None, None, "a b c")
+    task, note = ranking.act(store, "anna", "local", "s", None, "")  # nothing on screen: the first task
+    assert task.prompt_id == p1 and note == ""
+    assert ranking.act(store, "anna", "local", "s", p1, "u") == (load_task(store, p1, "anna"), "Nothing to undo.")
+    assert ranking.act(store, "anna", "local", "s", p1, "p")[1] == "No earlier ranking."
+    task, note = ranking.act(store, "anna", "local", "s", p1, "s")
+    assert (task.prompt_id, note) == (p2, "Skipped.")
+    task, note = ranking.act(store, "anna", "local", "s", p2, "c b a")
+    assert (task.prompt_id, note) == (p1, "Saved.")  # the skipped one comes back last
+    shown = load_task(store, p2, "anna")
+    assert shown.current == [[shown.response_ids[2]], [shown.response_ids[1]], [shown.response_ids[0]]]
+    task, note = ranking.act(store, "anna", "local", "s", p1, "p")  # back to the ranking just made
+    assert task.prompt_id == p2 and note.startswith("Your earlier ranking")
+    task, note = ranking.act(store, "anna", "local", "s", p2, "u")
+    assert (task.prompt_id, note) == (p2, "Undone: rank it again, or skip it.")
+    with pytest.raises(RankingError, match="C is missing"):
+        ranking.act(store, "anna", "local", "s", p2, "a b")
+    assert ranking.empty_queue_note(store, "s") == "Nothing left to rank in this set for you."
+    make_set(store, name="empty", prompts=1, candidates=1)
+    assert ranking.empty_queue_note(store, "empty").startswith("Generate candidates for this set first")
+
+
+def test_who_ranks_is_decided_by_the_engine(store):
+    assert ranking.identity(" anna ") == ("anna", "local")
+    assert ranking.identity("anna", username="bob") == ("bob", "auth")
+    assert ranking.identity("anna", username="bob", hub_user="carol") == ("hf:carol", "hf")
+    for reserved in ("gt:worker", "import:x", "hf:carol"):
+        with pytest.raises(RankingError, match="reserved"):
+            ranking.identity(reserved)
+        (prompt, ids), = make_set(store, name=f"r{len(reserved)}{reserved[:2]}", prompts=1)
+        with pytest.raises(RankingError, match="reserved"):  # nor can a script or the API save under such a name
+            submit(store, reserved, prompt, [[ids[0]], [ids[1]]])
