@@ -6,7 +6,7 @@ import threading
 import gradio as gr
 
 from pages import Ctx, message, waiting
-from studio import chat, models
+from studio import chat, jobs, models
 from studio.generate import GenerationParams
 
 HELP = ("One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
@@ -99,9 +99,9 @@ def build_compare_tab(ctx: Ctx) -> dict:
     gr.api(models_api, api_name="models")
 
     def select(current):
-        choices = [(label, key) for label, key in chat.options(ctx.store) if key.startswith("job:")]
+        choices = [(label, key) for label, key in chat.options(ctx.store) if key.startswith(jobs.JOB_KEY)]
         keys = [key for _, key in choices]
-        value = current if current and (current in keys or not current.startswith("job:")) else \
+        value = current if current and (current in keys or not current.startswith(jobs.JOB_KEY)) else \
             (keys[0] if keys else None)
         return gr.update(choices=choices, value=value)
 

@@ -1,7 +1,5 @@
 """Data tab: rankings as preference pairs (export, push), imports of existing preference data, Ground Truth."""
 
-from pathlib import Path
-
 import gradio as gr
 
 from pages import Ctx, message, set_choices
@@ -85,23 +83,21 @@ def build_data_tab(ctx: Ctx) -> dict:
             return message(f"The Hub refused the push: {error}", error=True)
         return message(f"Pushed to {url}.")
 
-    def imported(result, set_name):
-        return set_choices(ctx.store, set_name), message(
-            f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{set_name}'.")
+    def imported(result):
+        return set_choices(ctx.store, result["prompt_set"]), message(
+            f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{result['prompt_set']}'.")
 
     def do_import_file(path, set_name):
         if not path:
             return gr.skip(), message("Choose a file first.", error=True)
-        set_name = (set_name or "").strip() or Path(path).stem
         try:
-            return imported(preferences.import_file(ctx.store, path, set_name), set_name)
+            return imported(preferences.import_file(ctx.store, path, set_name))
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
     def do_import_hub(dataset_id, data_split, set_name):
-        set_name = (set_name or "").strip() or (dataset_id or "").strip().rstrip("/").split("/")[-1]
         try:
-            return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name), set_name)
+            return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name))
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
@@ -151,6 +147,7 @@ def build_data_tab(ctx: Ctx) -> dict:
     gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status])
     gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
     gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
+
     def on_select(selected, pair_mode):
         # Rankings made on the Rank tab (or by others) since change the count even when the set stays the same.
         sets = set_choices(ctx.store, selected)

@@ -190,7 +190,7 @@ def import_pairs(store: Store, set_name: str, pairs: list[ImportedPair], source:
                               (prompt_ids[key], who_name, text)).lastrowid for text in (pair.chosen, pair.rejected)]
             db.execute("INSERT INTO rankings (prompt_id, annotator_id, tiers, source) VALUES (?, ?, ?, 'import')",
                        (prompt_ids[key], who, json.dumps([[ids[0]], [ids[1]]])))
-    return {"pairs": len(pairs), "prompts": len(prompt_ids)}
+    return {"pairs": len(pairs), "prompts": len(prompt_ids), "prompt_set": set_name}
 
 
 def import_file(store: Store, path, set_name: str | None = None) -> dict:
@@ -199,7 +199,8 @@ def import_file(store: Store, path, set_name: str | None = None) -> dict:
         records = read_records(path, MAX_IMPORT_BYTES, (".jsonl", ".csv", ".parquet"))
     except PromptError as error:
         raise PreferenceError(str(error)) from None
-    return import_pairs(store, set_name or path.stem, parse_pairs(records, path.name), f"import:{path.name}")
+    return import_pairs(store, (set_name or "").strip() or path.stem, parse_pairs(records, path.name),
+                        f"import:{path.name}")
 
 
 def import_hub(store: Store, dataset_id: str, split: str = "train", set_name: str | None = None) -> dict:
@@ -207,7 +208,7 @@ def import_hub(store: Store, dataset_id: str, split: str = "train", set_name: st
         records = hub_records(dataset_id, split, MAX_IMPORT_ROWS)
     except PromptError as error:
         raise PreferenceError(str(error)) from None
-    name = set_name or dataset_id.strip().rstrip("/").split("/")[-1]
+    name = (set_name or "").strip() or (dataset_id or "").strip().rstrip("/").split("/")[-1]
     return import_pairs(store, name, parse_pairs(records, dataset_id), f"import:hub:{dataset_id.strip()}:{split}")
 
 

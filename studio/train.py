@@ -230,19 +230,19 @@ def run(recipe_path, resume: bool = False) -> dict:
     model, tokenizer, base_path = _model(recipe, method)
     model, peft_config = _peft(recipe, method, model)
     callbacks = [_metrics_callback(job_dir / "metrics.jsonl")]
-    # With a LoRA adapter and no reference model, DPO and RLOO use the base with the adapter disabled as the
-    # reference: one copy of the weights.
-    if method == "rloo":
+    # With a LoRA adapter and no reference model, DPO and online RL use the base with the adapter disabled as the
+    # reference: one copy of the weights. The trainer is TRL's, named by the method's record (DPO: with our compact
+    # LM head on CPU); online RL gets its reward functions.
+    spec = methods.get(method)
+    trainer_class = _dpo_trainer if method == "dpo" else getattr(trl, spec.trainer)
+    extra = {}
+    if spec.data == "prompts":
         try:
-            reward_funcs = rewards.build(recipe, job_dir)
+            extra["reward_funcs"] = rewards.build(recipe, job_dir)
         except ValueError as error:
             raise recipes.RecipeError(str(error)) from None
-        trainer = trl.RLOOTrainer(model=model, reward_funcs=reward_funcs, args=recipe, train_dataset=dataset,
-                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    else:
-        trainer_class = _dpo_trainer if method == "dpo" else getattr(trl, methods.get(method).trainer)
-        trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
-                                peft_config=peft_config, callbacks=callbacks)
+    trainer = trainer_class(model=model, args=recipe, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config, callbacks=callbacks, **extra)
     checkpoint = get_last_checkpoint(recipe.output_dir) if resume and Path(recipe.output_dir).is_dir() else None
     if resume and checkpoint is None:
         raise recipes.RecipeError(f"--resume: no checkpoint in {recipe.output_dir} to resume from.")

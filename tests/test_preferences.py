@@ -93,7 +93,7 @@ def test_import_keeps_pairs_as_import_rankings_and_exports_them(store, tmp_path)
         {"prompt": "Q?", "chosen": "good", "rejected": "bad"},
         {"prompt": "Q?", "chosen": "better", "rejected": "bad"},  # a second pair for the same prompt
     ])
-    assert import_file(store, path) == {"pairs": 3, "prompts": 2}
+    assert import_file(store, path) == {"pairs": 3, "prompts": 2, "prompt_set": "hh"}  # named after the file
     sources = store.query("SELECT DISTINCT r.source, a.name FROM rankings r JOIN annotators a ON a.id = r.annotator_id")
     assert [tuple(r) for r in sources] == [("import", "import:hh")]
     rows, pair_set = preference_rows(store, "hh")
