@@ -1,7 +1,6 @@
 """Generate tab: pick a model and a prompt set, produce k candidates per prompt, see them in a table."""
 
 import threading
-from pathlib import Path
 
 import gradio as gr
 
@@ -10,11 +9,10 @@ from studio import models
 from studio.generate import GenerationParams, candidates_table, generate_candidates
 from studio.prompts import (
     PromptError,
-    add_prompt_set,
     get_prompts,
+    import_hub_prompts,
+    import_prompt_file,
     list_prompt_sets,
-    load_hub_prompts,
-    parse_prompt_file,
     split_set,
 )
 
@@ -79,11 +77,9 @@ def build_generate_tab(ctx: Ctx) -> dict:
     def show_table(selected, first_n):
         return candidates_table(ctx.store, selected, int(first_n or 0)) if selected else []
 
-    def add_set(parse, name, default_name, source):
+    def add_set(add):
         try:
-            parsed = parse()
-            name = (name or "").strip() or default_name
-            add_prompt_set(ctx.store, name, parsed, source)
+            name, parsed = add()
         except (PromptError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
         return set_choices(ctx.store, name), message(f"Added prompt set '{name}': {parsed.summary()}.")
@@ -91,13 +87,10 @@ def build_generate_tab(ctx: Ctx) -> dict:
     def add_from_file(file_path, name):
         if not file_path:
             return gr.skip(), message("Choose a .jsonl or .csv file first.", error=True)
-        path = Path(file_path)
-        return add_set(lambda: parse_prompt_file(path), name, path.stem, f"upload:{path.name}")
+        return add_set(lambda: import_prompt_file(ctx.store, file_path, name))
 
     def add_from_hub(dataset_id, split, column, name):
-        default = (dataset_id or "").strip().split("/")[-1]
-        source = f"hub:{(dataset_id or '').strip()}:{split}:{column or ''}"
-        return add_set(lambda: load_hub_prompts(dataset_id, split, column), name, default, source)
+        return add_set(lambda: import_hub_prompts(ctx.store, dataset_id, split, column, name))
 
     def do_split(selected, share, seed_):
         if not selected:

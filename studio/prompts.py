@@ -193,6 +193,25 @@ def add_prompt_set(store: Store, name: str, parsed: ParsedPrompts, source: str) 
     return set_id
 
 
+def import_prompt_file(store: Store, path, name: str | None = None) -> tuple[str, ParsedPrompts]:
+    """A prompt set from an uploaded .jsonl/.csv file, named `name` or after the file; returns (name, parsed)."""
+    path = Path(path)
+    parsed = parse_prompt_file(path)
+    name = (name or "").strip() or path.stem
+    add_prompt_set(store, name, parsed, f"upload:{path.name}")
+    return name, parsed
+
+
+def import_hub_prompts(store: Store, dataset_id: str, split: str = "train", column: str | None = None,
+                       name: str | None = None) -> tuple[str, ParsedPrompts]:
+    """A prompt set from a Hub data set (or a local data set folder), named `name` or after the data set."""
+    dataset_id = (dataset_id or "").strip()
+    parsed = load_hub_prompts(dataset_id, split, column)
+    name = (name or "").strip() or dataset_id.rstrip("/").split("/")[-1]
+    add_prompt_set(store, name, parsed, f"hub:{dataset_id}:{split}:{column or ''}")
+    return name, parsed
+
+
 def install_builtin_sets(store: Store) -> None:
     """Add the built-in sets that are not in the database yet, each with its rubric and guidelines (idempotent).
     A rubric the user removed stays removed (its row holds empty text); edited guidelines stay as edited."""

@@ -123,3 +123,20 @@ def test_data_set_loader_reads_the_named_column_and_split(store, tmp_path):
         load_hub_prompts(str(folder), "test", "question")
     with pytest.raises(PromptError, match="split 'train'"):
         load_hub_prompts(str(folder), "train", "instruction")
+
+
+def test_an_uploaded_file_or_a_data_set_becomes_a_set_named_after_it(store, tmp_path):
+    path = tmp_path / "faq.csv"
+    path.write_text("prompt\nWhere is my card?\nWhat is my IBAN?\n", encoding="utf-8")
+    name, parsed = prompts.import_prompt_file(store, path)
+    assert name == "faq" and len(parsed.rows) == 2
+    assert prompts.import_prompt_file(store, path, " faq-2 ")[0] == "faq-2"
+    with pytest.raises(prompts.PromptError, match="already exists"):
+        prompts.import_prompt_file(store, path)
+    (tmp_path / "local-questions").mkdir()  # a data set folder as load_dataset reads one (a local Hub repo)
+    (tmp_path / "local-questions" / "train.jsonl").write_text('{"question": "Hi?"}\n{"question": "Bye?"}\n')
+    name, parsed = prompts.import_hub_prompts(store, str(tmp_path / "local-questions") + "/", column="question")
+    assert name == "local-questions" and [t for t, _ in parsed.rows] == ["Hi?", "Bye?"]
+    sources = {r["name"]: r["source"] for r in prompts.list_prompt_sets(store)}
+    assert sources["faq"] == "upload:faq.csv"
+    assert sources["local-questions"] == f"hub:{tmp_path / 'local-questions'}/:train:question"
