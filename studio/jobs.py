@@ -17,6 +17,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 from studio import hub, methods, models, recipes, rubric
 from studio.paths import studio_home
 from studio.preferences import PreferenceError, training_snapshot
@@ -381,10 +383,16 @@ def alive(pid: int | None, *words: str) -> bool:
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped
+            return False
+        cmdline = " ".join(process.cmdline())
+        if all(word in cmdline for word in words):
+            return True
+        # Started by this process a moment ago and not yet exec'd: it still shows our own command line.
+        return process.ppid() == os.getpid() and process.cmdline() == psutil.Process().cmdline()
+    except psutil.Error:
         return False
-    return all(word in cmdline for word in words)
 
 
 class Manager:
