@@ -24,7 +24,6 @@ def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | 
 
 def build_rank_tab(ctx: Ctx) -> dict:
     on_space = bool(os.environ.get("SPACE_ID"))
-    agreement = gr.Markdown(elem_id="rank-agreement", render=False)  # placed in the right column
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
@@ -56,11 +55,10 @@ def build_rank_tab(ctx: Ctx) -> dict:
             status = gr.Markdown(elem_id="rank-status")
             with gr.Accordion("Change an earlier ranking", open=False):
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
-        _guidelines_column(ctx, prompt_set, annotator, status, agreement)
+        _guidelines_column(ctx, prompt_set, annotator, status)
     current = gr.State(None)  # the prompt id on screen
 
-    view_outputs = [current, system, prompt, *candidates, pairwise, suggested, order, progress, earlier, agreement,
-                    status]
+    view_outputs = [current, system, prompt, *candidates, pairwise, suggested, order, progress, earlier, status]
 
     def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "") -> list:
         """Every output of a page update for `task` (None: the queue is empty)."""
@@ -73,8 +71,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
         if task is None:
             done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
             return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
-                    gr.update(visible=False), gr.update(visible=False), "", message(progress_text), earlier_update,
-                    agreement_text(set_name), note]
+                    gr.update(visible=False), gr.update(visible=False), "", message(progress_text), earlier_update, note]
         shown = [gr.update(value=text, visible=True, label=f"Candidate {LETTERS[i]}")
                  for i, text in enumerate(task.responses)]
         shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - len(shown))
@@ -84,17 +81,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
         return [task.prompt_id, gr.update(value=task.system, visible=bool(task.system)), task.text, *shown,
                 gr.update(visible=len(task.responses) == 2),
                 gr.update(value=hint[1] if hint else "", visible=hint is not None), task.order_text(),
-                message(progress_text), earlier_update, agreement_text(set_name), note]
-
-    def agreement_text(set_name):
-        if not set_name:
-            return ""
-        result = ranking.agreement(ctx.store, set_name)
-        if result["pairwise"] is None:
-            return "**Agreement:** no prompt has been ranked by two annotators yet."
-        tau = "n/a" if result["kendall_tau"] is None else f"{result['kendall_tau']:.2f}"
-        return (f"**Agreement** ({result['annotators']} annotators, {result['judgements']} pairwise judgements): "
-                f"pairwise {result['pairwise']:.2f}, Kendall's tau-b {tau}")
+                message(progress_text), earlier_update, note]
 
     def start(typed, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not (typed or "").strip() and profile is None and not getattr(request, "username", None):
@@ -129,15 +116,18 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # Wiring
     identity_inputs = [annotator, prompt_set]
     # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
+    # Ranking only reads and writes SQLite: every annotator's event runs at once, outside Gradio's queue (no wait
+    # behind one another or behind model work); SQLite's write lock orders the submissions.
+    team = {"queue": False}
     gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+          trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+          trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)
     for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (skip, "s"), (undo, "u"),
                         (previous, "p"), (accept, "r")]:
-        button.click(act, [*act_inputs, gr.State(key)], view_outputs).then(None, js=FOCUS_ORDER)
-    earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs).then(None, js=FOCUS_ORDER)
+        button.click(act, [*act_inputs, gr.State(key)], view_outputs, **team).then(None, js=FOCUS_ORDER)
+    earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs, **team).then(None, js=FOCUS_ORDER)
 
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
         """Fill the prompt sets; with a login (--auth or the Space's), the annotator is that user."""
@@ -147,8 +137,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
     return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator]}
 
 
-def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, agreement) -> None:
-    """The prompt set's guidelines and rubric (edited here, with who edited them), the keys, the agreement."""
+def _guidelines_column(ctx: Ctx, prompt_set, annotator, status) -> None:
+    """The prompt set's guidelines and rubric (edited here, with who edited them), the keys."""
     with gr.Column(scale=2):
         guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
                                 elem_id="rank-guidelines")
@@ -160,7 +150,6 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, agreement) -> No
             save_rubric = gr.Button("Check and save the rubric", elem_id="rank-rubric-save")
             rubric_status = gr.Markdown(elem_id="rank-rubric-status")
         gr.Markdown(KEYS)
-        agreement.render()
 
     def show_guidelines(set_name):
         if not set_name:
