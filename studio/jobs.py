@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from studio import hub, methods, models, recipes, rubric
+from studio import hub, methods, models, recipes, rubric, team
 from studio.paths import studio_home
 from studio.preferences import PreferenceError, training_snapshot
 from studio.prompts import PromptError, get_prompts, messages_key, prompt_messages, read_records
@@ -44,13 +44,16 @@ def jobs_dir() -> Path:
 
 def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None = None,
            pair_mode: str = recipes.PAIR_MODE, data: str = "", reward_job: int | None = None,
-           reward_functions: list[str] = (), rubric_reward: bool = False, report: dict | None = None) -> int:
+           reward_functions: list[str] = (), rubric_reward: bool = False, report: dict | None = None,
+           weighted: bool = False, by: str | None = None) -> int:
     """Queue a training job the way the Train tab, the API and tests do; returns its id.
 
     `settings` are recipe fields; `model` may be `job:N` to continue from job N's adapter. The data is `data` (a
     file or Hub data set id) or a snapshot of the prompt set: its preference pairs (`pair_mode`), or for online RL
     its prompts. RL rewards: a finished reward-model job, `module:function`s, and/or the prompt set's rubric.
-    `report`: settings of the alignment report to make when the job finishes (None: none)."""
+    `report`: settings of the alignment report to make when the job finishes (None: none). `weighted`: pairs by a
+    majority weighted by annotator quality (team.quality). `by`: who launches (a lead, where leads are named)."""
+    team.check_lead(by, "launch training")
     spec = methods.get(method)
     # The form sends every method's fields: the method keeps its own (methods.Method.options).
     settings = {**recipes.studio_defaults(method),
@@ -98,8 +101,8 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
         rows = [{"prompt": prompt_messages(p)} for p in prompts]
         info, label = {"prompt_set": prompt_set, "prompts": len(prompts)}, f"{prompt_set} (prompts)"
     else:
-        rows, info = training_snapshot(store, prompt_set, pair_mode)
-        label = f"{prompt_set} ({PAIR_MODES[pair_mode]})"
+        rows, info = training_snapshot(store, prompt_set, pair_mode, weighted)
+        label = f"{prompt_set} ({PAIR_MODES[pair_mode]}{', weighted by quality' if weighted else ''})"
     return create(store, method, settings, data_label=label, data_rows=rows, data_info=info,
                   parent_job_id=parent["id"] if parent else None, files=files, report=report)
 

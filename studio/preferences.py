@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio import hub
+from studio import hub, team
 from studio.paths import check_name, studio_home
 from studio.prompts import PromptError, hub_records, prompt_messages, read_records
 from studio.ranking import PAIR_MODES, PairSet, agreement, annotator_id, current_rankings, pairs_from_rankings
@@ -39,9 +39,12 @@ class ImportedPair:
     rejected: str
 
 
-def preference_rows(store: Store, set_name: str, mode: str = "best_worst") -> tuple[list[dict], PairSet]:
-    """The set's rankings as TRL conversational preference rows, with the pair statistics."""
-    pair_set = pairs_from_rankings(current_rankings(store, set_name), mode)
+def preference_rows(store: Store, set_name: str, mode: str = "best_worst",
+                    weighted: bool = False) -> tuple[list[dict], PairSet]:
+    """The set's rankings as TRL conversational preference rows, with the pair statistics. `weighted`: each
+    annotator's votes count by their quality (team.quality), so a careless annotator sways fewer pairs."""
+    weights = {who: q["weight"] for who, q in team.quality(store, set_name).items()} if weighted else None
+    pair_set = pairs_from_rankings(current_rankings(store, set_name), mode, weights)
     if not pair_set.pairs:
         return [], pair_set
     prompt_ids = sorted({p.prompt_id for p in pair_set.pairs})
@@ -56,16 +59,17 @@ def preference_rows(store: Store, set_name: str, mode: str = "best_worst") -> tu
     return rows, pair_set
 
 
-def training_snapshot(store: Store, set_name: str, mode: str = "best_worst") -> tuple[list[dict], dict]:
+def training_snapshot(store: Store, set_name: str, mode: str = "best_worst",
+                      weighted: bool = False) -> tuple[list[dict], dict]:
     """The rows a training job gets, and what the model card will say about them (which rankings, by whom)."""
     rankings = current_rankings(store, set_name)
-    rows, pair_set = preference_rows(store, set_name, mode)
+    rows, pair_set = preference_rows(store, set_name, mode, weighted)
     if not rows:
         raise PreferenceError(f"No preference pairs in {set_name!r} yet: rank some prompts first (ties give no pair).")
     info = {"prompt_set": set_name, "pair_mode": mode, "pairs": len(rows), "prompts": len({p.prompt_id for p in
             pair_set.pairs}), "rankings": len(rankings), "annotators": sorted({r["annotator"] for r in rankings}),
             "conflicts": pair_set.conflicts, "unresolved": pair_set.unresolved,
-            "ranking_ids": [r["id"] for r in rankings]}
+            "ranking_ids": [r["id"] for r in rankings], **({"weighted_by_quality": True} if weighted else {})}
     return rows, info
 
 

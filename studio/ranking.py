@@ -8,6 +8,7 @@ history (status 'replaced'); undo marks the newest 'undone' and brings back the 
 import itertools
 import json
 import random
+import zlib
 from dataclasses import dataclass, field
 
 from studio import rubric
@@ -48,7 +49,8 @@ class Task:
 
 # Names that only a kind of annotator may carry: a typed name cannot pass for a Space login, a Ground Truth worker
 # or an import.
-RESERVED_FOR = {"gt:": "groundtruth", "import:": "import", "hf:": "hf"}
+JUDGE_PREFIX = "judge:"  # a judge's own rankings (judge:rubric:<set>, judge:llm:<model>), never a person's
+RESERVED_FOR = {"gt:": "groundtruth", "import:": "import", "hf:": "hf", JUDGE_PREFIX: "judge"}
 RESERVED_PREFIXES = tuple(RESERVED_FOR)
 
 
@@ -185,17 +187,26 @@ _RANKED_BY = """EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.
                                                               WHERE n.prompt_id = p.id))"""
 
 
+# People's current rankings of prompt p (imports and judges left out).
+_VOTES = """(SELECT COUNT(*) FROM rankings r JOIN annotators x ON x.id = r.annotator_id WHERE r.prompt_id = p.id
+             AND r.status = 'current' AND r.source != 'import' AND x.kind != 'judge')"""
+
+
 def queue(store: Store, set_name: str, annotator: str) -> list[int]:
     """Prompt ids of the set with 2+ candidates that this annotator has not ranked since their newest candidate
-    arrived; skipped ones last."""
+    arrived; skipped ones last. With an overlap target, prompts below it come first, those with the fewest votes
+    first (in an order of the annotator's own, so a team starting together spreads out); else the set's order."""
     rows = store.query(
         f"""SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
            LEFT JOIN annotators a ON a.name = ?
            LEFT JOIN skips k ON k.prompt_id = p.id AND k.annotator_id = a.id
            WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2
              AND NOT {_RANKED_BY}
-           ORDER BY k.created_at IS NOT NULL, k.created_at, p.position""",
-        (annotator, set_name))
+           ORDER BY k.created_at IS NOT NULL, k.created_at,
+                    CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} >= s.target END,
+                    CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} END,
+                    CASE WHEN s.target IS NULL THEN p.position ELSE (p.id * ?) % 2147483647 END, p.position""",
+        (annotator, set_name, zlib.crc32(annotator.encode()) or 1))
     return [r["id"] for r in rows]
 
 
@@ -315,17 +326,19 @@ def history(store: Store, set_name: str, annotator: str) -> list[dict]:
 
 
 def progress(store: Store, set_name: str, annotator: str | None) -> dict:
-    """Rankable prompts (2+ candidates), how many this annotator ranked, how many anyone ranked."""
+    """Rankable prompts (2+ candidates), how many this annotator ranked, how many people ranked, and with an overlap
+    target, how many prompts reached it."""
     rows = store.query(
-        f"""SELECT p.id,
+        f"""SELECT p.id, s.target,
                   COALESCE((SELECT {_RANKED_BY} FROM annotators a WHERE a.name = ?), 0) AS mine,
-                  (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.id AND r.status = 'current'
-                   AND r.source != 'import') AS rankings
+                  {_VOTES} AS rankings
            FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
            WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2""",
         (annotator or "", set_name))
+    target = rows[0]["target"] if rows else None
     return {"total": len(rows), "mine": sum(r["mine"] for r in rows),
-            "ranked_by_anyone": sum(1 for r in rows if r["rankings"]), "rankings": sum(r["rankings"] for r in rows)}
+            "ranked_by_anyone": sum(1 for r in rows if r["rankings"]), "rankings": sum(r["rankings"] for r in rows),
+            "target": target, "reached_target": sum(1 for r in rows if r["rankings"] >= target) if target else None}
 
 
 def get_guidelines(store: Store, set_name: str) -> str:
@@ -363,8 +376,8 @@ class Pair:
     prompt_id: int
     chosen_id: int
     rejected_id: int
-    votes_for: int
-    votes_against: int
+    votes_for: float  # votes (or their weights) for chosen over rejected
+    votes_against: float
 
 
 @dataclass
@@ -375,13 +388,16 @@ class PairSet:
     rankings: int = 0
 
 
-def pairs_from_rankings(rankings: list[dict], mode: str = "best_worst") -> PairSet:
-    """Majority over every annotator's vote on each pair of responses of a prompt."""
-    votes: dict[tuple[int, int, int], list[int]] = {}  # (prompt, low id, high id) -> [low better, high better]
+def pairs_from_rankings(rankings: list[dict], mode: str = "best_worst",
+                        weights: dict[str, float] | None = None) -> PairSet:
+    """Majority over every annotator's vote on each pair of responses of a prompt; with `weights` (annotator ->
+    weight, 1 where missing: team.quality's), a weighted majority."""
+    votes: dict[tuple[int, int, int], list[float]] = {}  # (prompt, low id, high id) -> [low better, high better]
     for ranking in rankings:
+        weight = 1.0 if weights is None else weights.get(ranking["annotator"], 1.0)
         for better, worse in ordered_pairs(ranking["tiers"], mode):
             low, high = sorted((better, worse))
-            votes.setdefault((ranking["prompt_id"], low, high), [0, 0])[better != low] += 1
+            votes.setdefault((ranking["prompt_id"], low, high), [0, 0])[better != low] += weight
     result = PairSet(rankings=len(rankings))
     for (prompt_id, low, high), (low_wins, high_wins) in sorted(votes.items()):
         if low_wins and high_wins:
@@ -417,6 +433,8 @@ def agreement(store: Store, set_name: str) -> dict:
 
     by_prompt: dict[int, list[dict]] = {}
     for ranking in current_rankings(store, set_name, include_imports=False):
+        if ranking["annotator"].startswith(JUDGE_PREFIX):
+            continue  # people's agreement: a judge's agreement with people is reported apart
         by_prompt.setdefault(ranking["prompt_id"], []).append(ranking)
     same = judged = 0
     taus = []

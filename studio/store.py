@@ -204,6 +204,17 @@ MIGRATIONS = [
         "ALTER TABLE jobs ADD COLUMN merge_status TEXT",  # merging | merged | failed; NULL: never merged
         "ALTER TABLE jobs ADD COLUMN merge_pid INTEGER",
     ),
+    # A team: how many annotators should rank each prompt of a set (NULL: no target), and gold prompts (the lead's
+    # known best answer, used to estimate each annotator's quality; annotators are not told which prompts are gold).
+    (
+        "ALTER TABLE prompt_sets ADD COLUMN target INTEGER",
+        """CREATE TABLE gold (
+        prompt_id INTEGER PRIMARY KEY REFERENCES prompts(id) ON DELETE CASCADE,
+        response_id INTEGER NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+        marked_by TEXT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,7 +43,8 @@ def test_queue_skip_submit_change_and_undo(store):
     assert queue(store, "s", "anna") == [p3]
     assert queue(store, "s", "bob") == [p1, p2, p3]
     assert [h["prompt_id"] for h in history(store, "s", "anna")] == [p1, p2]
-    assert progress(store, "s", "anna") == {"total": 3, "mine": 2, "ranked_by_anyone": 2, "rankings": 2}
+    assert progress(store, "s", "anna") == {"total": 3, "mine": 2, "ranked_by_anyone": 2, "rankings": 2,
+                                            "target": None, "reached_target": None}
 
     # Going back and changing an earlier ranking replaces it and keeps the old one as history.
     submit(store, "anna", p2, [[r2[2]], [r2[1]], [r2[0]]])

@@ -1,0 +1,90 @@
+"""A team on one prompt set: overlap targets, agreement (Krippendorff's alpha), gold and quality, roles."""
+
+import pytest
+
+from studio import jobs, ranking, team
+from studio.preferences import preference_rows
+from studio.ranking import load_task, next_task, progress, queue, submit
+from studio.team import TeamError
+from tests.helpers import make_set
+
+
+def test_an_overlap_target_serves_prompts_that_still_need_votes_first(store):
+    made = make_set(store, prompts=6)
+    ids = [p for p, _ in made]
+    assert queue(store, "s", "carol") == ids  # no target: the set's order
+    team.set_target(store, "s", 2)
+    for who in ("anna", "bob"):  # the first three prompts reach the target
+        for prompt, responses in made[:3]:
+            submit(store, who, prompt, [[responses[0]], responses[1:]])
+    submit(store, "dan", made[3][0], [[made[3][1][0]], made[3][1][1:]])  # one vote on the fourth
+    carol = queue(store, "s", "carol")
+    assert set(carol[:2]) == {ids[4], ids[5]} and carol[2] == ids[3] and set(carol[3:]) == set(ids[:3])
+    assert progress(store, "s", "carol")["reached_target"] == 3
+    # Two annotators starting together on prompts that need votes equally do not all get the same one first.
+    firsts = {queue(store, "s", f"new{i}")[0] for i in range(8)}
+    assert firsts == {ids[4], ids[5]}
+    with pytest.raises(TeamError, match="from 1 to 50"):
+        team.set_target(store, "s", 99)
+    team.set_target(store, "s", 0)
+    assert team.get_target(store, "s") is None and queue(store, "s", "carol") == ids  # the set's order again
+
+
+def test_krippendorffs_alpha_on_a_hand_worked_example(store):
+    # One prompt, three candidates; anna: x > y > z, bob: y > x > z. Values (tier index) x: 0,1; y: 1,0; z: 2,2.
+    # Coincidences: o(0,1) = o(1,0) = 2, o(2,2) = 2; n = 6, n_0 = n_1 = n_2 = 2. Ordinal distances:
+    # d(0,1) = d(1,2) = (4 - 2)^2 = 4, d(0,2) = (6 - 2)^2 = 16. D_o = (2*4 + 2*4) / 6 = 8/3;
+    # D_e = 2 (4*4 + 4*16 + 4*4) / (6*5) = 6.4; alpha = 1 - (8/3) / 6.4 = 7/12.
+    (prompt, (x, y, z)), = make_set(store, prompts=1)
+    submit(store, "anna", prompt, [[x], [y], [z]])
+    submit(store, "bob", prompt, [[y], [x], [z]])
+    assert team.alpha(team.human_rankings(store, "s")) == pytest.approx(7 / 12)
+    submit(store, "bob", prompt, [[x], [y], [z]])
+    assert team.alpha(team.human_rankings(store, "s")) == pytest.approx(1.0)
+    report = team.report(store, "s")
+    assert report["alpha"] == pytest.approx(1.0) and [p["annotator"] for p in report["people"]] == ["anna", "bob"]
+    assert report["people"][0]["with_majority"] == 1.0
+
+
+def test_gold_prompts_and_quality_weights_change_the_pair_majority(store):
+    made = make_set(store, prompts=7, candidates=2)
+    (open_prompt, (a, b)), golds = made[0], made[1:]
+    for prompt, (good, bad) in golds:
+        team.mark_gold(store, prompt, good)
+        submit(store, "careful", prompt, [[good], [bad]])
+        for careless in ("quick1", "quick2"):
+            submit(store, careless, prompt, [[bad], [good]])
+    # On the prompt nobody knows the answer to, the careful annotator disagrees with the two careless ones.
+    submit(store, "careful", open_prompt, [[a], [b]])
+    for careless in ("quick1", "quick2"):
+        submit(store, careless, open_prompt, [[b], [a]])
+    plain = {p.prompt_id: p.chosen_id for p in preference_rows(store, "s")[1].pairs}
+    weighted = {p.prompt_id: p.chosen_id for p in preference_rows(store, "s", weighted=True)[1].pairs}
+    assert plain[open_prompt] == b and weighted[open_prompt] == a
+    quality = team.quality(store, "s")
+    assert quality["careful"]["gold"] == (6, 6) and quality["quick1"]["gold"] == (0, 6)
+    assert quality["careful"]["weight"] > 0.7 and quality["quick1"]["weight"] < 0.1
+    assert quality["quick1"]["flagged"] and not quality["careful"]["flagged"]
+    team.mark_gold(store, golds[0][0], None)
+    assert len(team.gold(store, "s")) == 5
+    with pytest.raises(TeamError, match="not a candidate"):
+        team.mark_gold(store, golds[0][0], a)
+
+
+def test_only_leads_lead_once_leads_are_named(store, monkeypatch):
+    made = make_set(store, prompts=1)
+    team.set_target(store, "s", 3, by="anyone")  # no leads named: no roles
+    monkeypatch.setenv(team.LEADS_ENV, "anna, hf-lead")
+    assert team.is_lead("anna") and team.is_lead("hf:hf-lead") and not team.is_lead("bob")
+    with pytest.raises(TeamError, match="Only a lead may launch training; bob ranks and votes"):
+        jobs.launch(store, "dpo", {}, prompt_set="s", by="bob")
+    with pytest.raises(TeamError, match="Log in to set the overlap target"):
+        team.set_target(store, "s", 2)
+    with pytest.raises(TeamError, match="Only a lead may mark gold"):
+        team.mark_gold(store, made[0][0], made[0][1][0], by="bob")
+    team.set_target(store, "s", 2, by="anna")
+    assert team.get_target(store, "s") == 2
+    # Annotators still rank.
+    task = next_task(store, "s", "bob")
+    ranking.submit_order(store, "bob", task, "a b c")
+    assert load_task(store, task.prompt_id, "bob").current
