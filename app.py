@@ -11,6 +11,7 @@ from studio.paths import use_space_storage_for_hub_cache  # noqa: E402
 use_space_storage_for_hub_cache()  # before huggingface_hub reads HF_HOME
 
 from pages import build_demo  # noqa: E402  (after the analytics setting, which gradio reads on import)
+from studio import team  # noqa: E402
 
 demo = build_demo()
 
@@ -20,8 +21,15 @@ if __name__ == "__main__":
                                                      "a g5 box). Default: GRADIO_SERVER_NAME, else 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--auth", nargs="*", metavar="USER:PASSWORD", help="require a login (user:password pairs)")
+    parser.add_argument("--leads", nargs="*", metavar="USER", help="with --auth (or on a Space, hf usernames): only these "
+                        "users edit guidelines and rubrics, set targets, mark gold, train and push; the others rank "
+                        "and vote. Default: STUDIO_LEADS, else no roles")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     args = parser.parse_args()
+    if args.leads:
+        if not args.auth and not os.environ.get("SPACE_ID"):
+            parser.error("--leads needs a login to tell people apart: add --auth user:password ... (or run on a Space)")
+        os.environ[team.LEADS_ENV] = ",".join(args.leads)
     auth = [tuple(pair.split(":", 1)) for pair in args.auth] if args.auth else None
     if auth and any(len(pair) != 2 or not all(pair) for pair in auth):
         parser.error("--auth takes user:password pairs, e.g. --auth anna:secret bob:secret2")

@@ -87,6 +87,14 @@ def waiting() -> str:
                    if busy else "Working…")
 
 
+def login(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> str | None:
+    """The logged-in user (--auth name, or hf:<user> on a Space), None without a login: whom team.check_lead asks
+    about."""
+    if profile is not None:
+        return f"hf:{profile.username}"
+    return getattr(request, "username", None) or None
+
+
 def message(text: str, error: bool = False) -> str:
     """Markdown for a status line, the text shown as written (see plain)."""
     return f"**Error:** {plain(text)}" if error else plain(text)

@@ -2,8 +2,8 @@
 
 import gradio as gr
 
-from pages import Ctx, message, set_choices
-from studio import groundtruth, preferences
+from pages import Ctx, login, message, set_choices
+from studio import groundtruth, preferences, team
 from studio.recipes import PAIR_MODE
 from studio.groundtruth import GroundTruthError
 from studio.preferences import PreferenceError
@@ -73,8 +73,10 @@ def build_data_tab(ctx: Ctx) -> dict:
         return [str(out["jsonl"]), str(out["parquet"])], message(
             f"Exported {len(out['pairs'].pairs)} pairs to {out['folder']}.")
 
-    def do_push(set_name, pair_mode, repo_id, is_private, oauth_token: gr.OAuthToken | None = None):
+    def do_push(set_name, pair_mode, repo_id, is_private, request: gr.Request,
+                profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None):
         try:
+            team.check_lead(login(request, profile), "push to the Hub")
             url = preferences.push_preferences(ctx.store, set_name, repo_id, pair_mode, is_private,
                                                token=oauth_token.token if oauth_token else None)
         except (PreferenceError, ValueError) as error:

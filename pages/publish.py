@@ -2,8 +2,8 @@
 
 import gradio as gr
 
-from pages import Ctx, keep_choice, message
-from studio import jobs, publish
+from pages import Ctx, keep_choice, login, message
+from studio import jobs, publish, team
 from studio.publish import PublishError
 
 
@@ -38,24 +38,27 @@ def build_publish_tab(ctx: Ctx) -> dict:
         except (PublishError, jobs.JobError) as error:
             return "", message(str(error), error=True), ""
 
-    def do_push(job_id, repo_id, is_private, oauth_token: gr.OAuthToken | None = None):
+    def do_push(job_id, repo_id, is_private, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                oauth_token: gr.OAuthToken | None = None):
         if job_id is None:
             return message("Choose a finished job.", error=True)
         try:
+            team.check_lead(login(request, profile), "push to the Hub")
             url = publish.push_adapter(ctx.store, int(job_id), repo_id, is_private,
                                        token=oauth_token.token if oauth_token else None)
-        except PublishError as error:
+        except (PublishError, team.TeamError) as error:
             return message(str(error), error=True)
         except Exception as error:  # the Hub's own refusals (permissions, names) reach the user as they are
             return message(f"The Hub refused the push: {error}", error=True)
         return message(f"Pushed to {url}.")
 
-    def do_merge(job_id):
+    def do_merge(job_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if job_id is None:
             return message("Choose a finished job.", error=True)
         try:
+            team.check_lead(login(request, profile), "merge a model")
             out = publish.start_merge(ctx.store, int(job_id))
-        except PublishError as error:
+        except (PublishError, team.TeamError) as error:
             return message(str(error), error=True)
         return message(f"Merging into {out}…")
 

@@ -1,11 +1,12 @@
 """Rank tab: an annotator orders the candidates of one prompt after another (ties, skip, undo, keyboard)."""
 
 import os
+import threading
 
 import gradio as gr
 
-from pages import Ctx, message, set_choices
-from studio import ranking, rubric
+from pages import Ctx, counting, login, message, set_choices, waiting
+from studio import judges, models, ranking, rubric, team
 from studio.ranking import LETTERS, MAX_SHOWN, RankingError
 
 KEYS = """**Keyboard** (the order box keeps the focus):
@@ -24,6 +25,7 @@ def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | 
 
 def build_rank_tab(ctx: Ctx) -> dict:
     on_space = bool(os.environ.get("SPACE_ID"))
+    current = gr.State(None)  # the prompt id on screen
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
@@ -55,8 +57,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
             status = gr.Markdown(elem_id="rank-status")
             with gr.Accordion("Change an earlier ranking", open=False):
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
-        _guidelines_column(ctx, prompt_set, annotator, status)
-    current = gr.State(None)  # the prompt id on screen
+        _guidelines_column(ctx, prompt_set, annotator, status, current)
 
     view_outputs = [current, system, prompt, *candidates, pairwise, suggested, order, progress, earlier, status]
 
@@ -66,6 +67,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
         progress_text = (f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
                          f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
                          if stats else "")
+        if stats and stats["target"]:
+            progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
         history = ranking.history(ctx.store, set_name, who) if set_name and who else []
         earlier_update = gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
         if task is None:
@@ -137,8 +140,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
     return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator]}
 
 
-def _guidelines_column(ctx: Ctx, prompt_set, annotator, status) -> None:
-    """The prompt set's guidelines and rubric (edited here, with who edited them), the keys."""
+def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, current) -> None:
+    """The prompt set's guidelines and rubric (edited here, with who edited them), the keys, the team panel."""
     with gr.Column(scale=2):
         guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
                                 elem_id="rank-guidelines")
@@ -150,6 +153,7 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status) -> None:
             save_rubric = gr.Button("Check and save the rubric", elem_id="rank-rubric-save")
             rubric_status = gr.Markdown(elem_id="rank-rubric-status")
         gr.Markdown(KEYS)
+        _team_panel(ctx, prompt_set, annotator, current)
 
     def show_guidelines(set_name):
         if not set_name:
@@ -167,8 +171,9 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status) -> None:
         if not set_name:
             return message("Choose a prompt set.", error=True)
         try:
+            team.check_lead(login(request, profile), "edit the rubric")
             checks = rubric.save(ctx.store, set_name, text, editor(typed, request, profile))
-        except rubric.RubricError as error:
+        except (rubric.RubricError, team.TeamError) as error:
             return message(f"{error} Nothing was saved.", error=True)
         if checks is None:
             return message(f"The rubric of {set_name} is removed.")
@@ -177,9 +182,128 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status) -> None:
     def store_guidelines(set_name, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not set_name:
             return message("Choose a prompt set.", error=True)
+        try:
+            team.check_lead(login(request, profile), "edit the guidelines")
+        except team.TeamError as error:
+            return message(f"{error} Nothing was saved.", error=True)
         ranking.save_guidelines(ctx.store, set_name, text, editor(typed, request, profile))
         return message("Guidelines saved for this prompt set.")
 
     prompt_set.change(show_guidelines, prompt_set, [guidelines, rubric_text, rubric_status])
     save_guidelines.click(store_guidelines, [prompt_set, guidelines, annotator], status)
     save_rubric.click(store_rubric, [prompt_set, rubric_text, annotator], rubric_status)
+
+
+TEAM_HEADERS = ["Annotator", "Rankings", "Agrees with the others' majority", "Gold right", "Quality (weight)",
+                "Flag"]
+
+
+def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
+    """For the lead: the overlap target, gold answers, agreement and each annotator's quality (computed when asked
+    for, never on an annotator's submit)."""
+    with gr.Accordion("Team: target, gold, agreement, quality", open=False, elem_id="rank-team"):
+        with gr.Row():
+            target = gr.Number(0, precision=0, minimum=0, maximum=50, label="Annotators per prompt (0: no target)",
+                               elem_id="rank-target", scale=2)
+            save_target = gr.Button("Set the target", elem_id="rank-target-save", scale=1)
+        with gr.Row():
+            gold_letter = gr.Textbox(label="Gold: the known best candidate of the prompt on screen (letter; empty "
+                                           "clears)", max_lines=1, elem_id="rank-gold", scale=2)
+            save_gold = gr.Button("Mark gold", elem_id="rank-gold-save", scale=1)
+        with gr.Row():
+            judge_kind = gr.Radio([("the set's rubric", "rubric"), ("an LLM judge", "llm")], value="rubric",
+                                  label="Judge that pre-ranks the candidates (people see its order as a suggestion)",
+                                  elem_id="rank-judge-kind", scale=2)
+            judge_model = gr.Dropdown(["embedded"], value="embedded", allow_custom_value=True, scale=1,
+                                      label="LLM judge model (Hub id or folder)", elem_id="rank-judge-model")
+        judge_prompt = gr.Textbox(judges.LLM_PROMPT, lines=6, label="LLM judge prompt ({question}, {answer_a}, "
+                                  "{answer_b}; asked for every pair in both orders)", elem_id="rank-judge-prompt")
+        with gr.Row():
+            prerank = gr.Button("Pre-rank the set with the judge", elem_id="rank-judge-go")
+            prerank_cancel = gr.Button("Cancel", variant="stop")
+        show = gr.Button("Show agreement and annotators", elem_id="rank-team-show")
+        team_status = gr.Markdown(elem_id="rank-team-status")
+        people = gr.Dataframe(headers=TEAM_HEADERS, interactive=False, wrap=True, elem_id="rank-team-table")
+
+    def show_target(set_name):
+        return team.get_target(ctx.store, set_name) or 0 if set_name else 0
+
+    def do_target(set_name, value, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        try:
+            team.set_target(ctx.store, set_name, int(value or 0), by=login(request, profile))
+        except (team.TeamError, ValueError) as error:
+            return message(str(error), error=True)
+        return message(f"Each prompt of {set_name} now wants {int(value)} annotators: the queue serves prompts below "
+                       "that first." if value else f"{set_name} has no overlap target: the queue follows the set.")
+
+    def do_gold(typed, set_name, prompt_id, letter, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if prompt_id is None:
+            return message("Open a prompt to rank first (its candidates are lettered as you see them).", error=True)
+        try:
+            who, _ = identity(typed, request, profile)
+            response = ranking.response_for_letter(ctx.store, prompt_id, who, letter)
+            team.mark_gold(ctx.store, prompt_id, response, by=login(request, profile))
+        except (team.TeamError, ranking.RankingError) as error:
+            return message(str(error), error=True)
+        return message(f"Candidate {letter.strip().upper()} is this prompt's gold answer." if response else
+                       "This prompt is no longer gold.")
+
+    def do_prerank(set_name, kind, model, prompt_text, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                   progress=gr.Progress()):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        event = ctx.cancel_events[request.session_hash] = threading.Event()
+        try:
+            team.check_lead(login(request, profile), "run a judge")
+            progress(0, desc="Loading the judge" if kind == "llm" else "Scoring with the rubric")
+            name, done = judges.prerank(ctx.store, set_name, kind, (model or "embedded").strip(), prompt_text,
+                                        cancel=event, on_progress=counting(progress, "prompts"))
+        except (judges.JudgeError, team.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
+            return message(str(error), error=True)
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+        return message(f"{name} ranked {done} prompts of {set_name}: annotators see its order as a suggestion "
+                       "(r accepts it).")
+
+    def show_team(set_name):
+        if not set_name:
+            return message("Choose a prompt set.", error=True), []
+        found = team.report(ctx.store, set_name)
+        lines = [f"{found['annotators']} annotators, {found['judgements']} pairwise judgements on shared prompts."]
+        if found["pairwise"] is not None:
+            alpha = "n/a" if found["alpha"] is None else f"{found['alpha']:.2f}"
+            tau = "n/a" if found["kendall_tau"] is None else f"{found['kendall_tau']:.2f}"
+            lines.append(f"Krippendorff's alpha (ordinal) {alpha} · pairwise agreement {found['pairwise']:.2f} · "
+                         f"Kendall's tau-b {tau}.")
+        else:
+            lines.append("No prompt has been ranked by two annotators yet.")
+        if found["target"]:
+            lines.append(f"Target {found['target']} annotators per prompt: {found['reached']} prompts reached it.")
+        flagged = [p["annotator"] for p in found["people"] if p["flagged"]]
+        if flagged:
+            lines.append(f"Low quality (check their rankings, or weigh votes by quality when training): "
+                         f"{', '.join(flagged)}.")
+        for j in judges.agreement(ctx.store, set_name):
+            if j["compared"]:
+                lines.append(f"{j['judge']}: people's rankings identical to it {j['identical']:.0%}, pairwise "
+                             f"agreement {j['pairwise']:.0%} over {j['compared']} rankings; accepted unchanged "
+                             f"{j['accepted']} times.")
+            else:
+                lines.append(f"{j['judge']} ranked {j['prompts']} prompts; nobody has ranked them yet.")
+        rows = [[p["annotator"], p["rankings"],
+                 "" if p["with_majority"] is None else f"{p['with_majority']:.0%} of {p['compared']}",
+                 f"{p['gold'][0]} / {p['gold'][1]}" if p["gold"][1] else "",
+                 "" if p["accuracy"] is None else f"{p['accuracy']:.2f} ({p['weight']:.2f})",
+                 "low" if p["flagged"] else ""] for p in found["people"]]
+        return message(" ".join(lines)), rows
+
+    prompt_set.change(show_target, prompt_set, target)
+    save_target.click(do_target, [prompt_set, target], team_status, queue=False)
+    save_gold.click(do_gold, [annotator, prompt_set, current, gold_letter], team_status, queue=False)
+    show.click(show_team, prompt_set, [team_status, people])
+    prerank.click(waiting, None, team_status, queue=False).then(
+        do_prerank, [prompt_set, judge_kind, judge_model, judge_prompt], team_status, concurrency_limit=1,
+        concurrency_id="model")
+    prerank_cancel.click(ctx.canceller("Cancelling: judged prompts are kept…"), None, team_status)

@@ -7,8 +7,8 @@ import pandas as pd
 
 import gradio as gr
 
-from pages import Ctx, message, set_choices, waiting
-from studio import generate, jobs, methods, models, recipes, report
+from pages import Ctx, login, message, set_choices, waiting
+from studio import generate, jobs, methods, models, recipes, report, team
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.jobs import JobError
@@ -53,8 +53,9 @@ def build_train_tab(ctx: Ctx) -> dict:
         return BASE_CHOICES + [(f"continue job {j['id']} ({j['method']}, {j['base_model']})", f"{jobs.JOB_KEY}{j['id']}")
                                for j in jobs.finished(ctx.store, "chat")]
 
-    def do_launch(values: dict):
-        """The form (a dict keyed by component) -> jobs.launch, which holds every rule."""
+    def do_launch(values: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """The form (a dict keyed by component) -> jobs.launch, which holds every rule (a lead's, where leads are
+        named)."""
         f = form
         settings = {name: values[component] for name, component in f.settings.items()}
         settings.update(model=values[f.base] or "embedded", lora_target_modules=(values[f.targets] or "all-linear").strip())
@@ -66,7 +67,8 @@ def build_train_tab(ctx: Ctx) -> dict:
                 ctx.store, method_, settings, prompt_set=values[f.data_set], pair_mode=values[f.pair_mode],
                 data=values[f.data_other] or "", reward_job=values[f.reward_job], reward_functions=functions,
                 rubric_reward=bool(values[f.rubric_reward]),
-                report=report.AUTO if values[f.auto_report] and methods.get(method_).chats else None)
+                report=report.AUTO if values[f.auto_report] and methods.get(method_).chats else None,
+                weighted=bool(values[f.weighted]), judges=bool(values[f.judges]), by=login(request, profile))
         except (PreferenceError, PromptError, recipes.RecipeError, JobError, ValueError) as error:
             return message(str(error), error=True), gr.skip(), gr.skip()
         ctx.jobs.refresh()
@@ -84,10 +86,10 @@ def build_train_tab(ctx: Ctx) -> dict:
 
     form.launch.click(do_launch, {form.method, form.data_set, form.pair_mode, form.data_other, form.base, form.targets,
                                   form.reward_job, form.toxicity_penalty, form.rubric_reward, form.reward_functions,
-                                  form.auto_report, *form.settings.values()},
+                                  form.auto_report, form.weighted, form.judges, *form.settings.values()},
                       [form.launch_status, view.job_pick, form.base])
-    view.stop.click(_on_job(ctx.jobs.stop), view.job_pick, form.launch_status)
-    view.resume.click(_on_job(ctx.jobs.resume), view.job_pick, form.launch_status)
+    view.stop.click(_on_job(ctx.jobs.stop, "stop a job"), view.job_pick, form.launch_status)
+    view.resume.click(_on_job(ctx.jobs.resume, "resume a job"), view.job_pick, form.launch_status)
     return {"prompt_set": form.data_set, "select": on_select,
             "select_inputs": [form.data_set, form.method, form.pair_mode, form.data_other],
             "select_outputs": [form.data_set, form.base, form.data_summary, form.reward_job, round_set]}
@@ -104,6 +106,10 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     f.data_set = gr.Dropdown([], label="Data: the rankings of a prompt set", elem_id="train-set")
     f.pair_mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value=recipes.PAIR_MODE,
                            label="Pairs from each ranking")
+    with gr.Row():
+        f.weighted = gr.Checkbox(False, label="Weigh each annotator's votes by their quality (Rank tab, Team)",
+                                 elem_id="train-weighted")
+        f.judges = gr.Checkbox(False, label="Count the judges' rankings as votes", elem_id="train-judges")
     f.data_other = gr.Textbox(label="or a file / Hub data set id (used instead of the set when filled)",
                               placeholder="/data/prefs.jsonl or Anthropic/hh-rlhf")
     f.data_summary = gr.Markdown(elem_id="train-data-summary")
@@ -380,15 +386,16 @@ def _next_round_panel(ctx: Ctx, job_pick):
     return round_set
 
 
-def _on_job(action):
+def _on_job(action, what: str):
     """A handler for Stop or Resume: the manager's answer, or what is wrong."""
 
-    def handler(job_id):
+    def handler(job_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if job_id is None:
             return message("Choose a job.", error=True)
         try:
+            team.check_lead(login(request, profile), what)
             return message(action(int(job_id)))
-        except JobError as error:
+        except (JobError, team.TeamError) as error:
             return message(str(error), error=True)
 
     return handler

@@ -45,14 +45,15 @@ def jobs_dir() -> Path:
 def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None = None,
            pair_mode: str = recipes.PAIR_MODE, data: str = "", reward_job: int | None = None,
            reward_functions: list[str] = (), rubric_reward: bool = False, report: dict | None = None,
-           weighted: bool = False, by: str | None = None) -> int:
+           weighted: bool = False, judges: bool = False, by: str | None = None) -> int:
     """Queue a training job the way the Train tab, the API and tests do; returns its id.
 
     `settings` are recipe fields; `model` may be `job:N` to continue from job N's adapter. The data is `data` (a
     file or Hub data set id) or a snapshot of the prompt set: its preference pairs (`pair_mode`), or for online RL
     its prompts. RL rewards: a finished reward-model job, `module:function`s, and/or the prompt set's rubric.
     `report`: settings of the alignment report to make when the job finishes (None: none). `weighted`: pairs by a
-    majority weighted by annotator quality (team.quality). `by`: who launches (a lead, where leads are named)."""
+    majority weighted by annotator quality (team.quality); `judges`: judges' rankings count as votes. `by`: who
+    launches (a lead, where leads are named)."""
     team.check_lead(by, "launch training")
     spec = methods.get(method)
     # The form sends every method's fields: the method keeps its own (methods.Method.options).
@@ -101,8 +102,9 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
         rows = [{"prompt": prompt_messages(p)} for p in prompts]
         info, label = {"prompt_set": prompt_set, "prompts": len(prompts)}, f"{prompt_set} (prompts)"
     else:
-        rows, info = training_snapshot(store, prompt_set, pair_mode, weighted)
-        label = f"{prompt_set} ({PAIR_MODES[pair_mode]}{', weighted by quality' if weighted else ''})"
+        rows, info = training_snapshot(store, prompt_set, pair_mode, weighted, judges)
+        label = f"{prompt_set} ({PAIR_MODES[pair_mode]}{', weighted by quality' if weighted else ''}" \
+                f"{', with judges' if judges else ''})"
     return create(store, method, settings, data_label=label, data_rows=rows, data_info=info,
                   parent_job_id=parent["id"] if parent else None, files=files, report=report)
 

@@ -39,12 +39,13 @@ class ImportedPair:
     rejected: str
 
 
-def preference_rows(store: Store, set_name: str, mode: str = "best_worst",
-                    weighted: bool = False) -> tuple[list[dict], PairSet]:
+def preference_rows(store: Store, set_name: str, mode: str = "best_worst", weighted: bool = False,
+                    judges: bool = False) -> tuple[list[dict], PairSet]:
     """The set's rankings as TRL conversational preference rows, with the pair statistics. `weighted`: each
-    annotator's votes count by their quality (team.quality), so a careless annotator sways fewer pairs."""
+    annotator's votes count by their quality (team.quality), so a careless annotator sways fewer pairs. `judges`:
+    the judges' own rankings (judges.prerank) count as votes too."""
     weights = {who: q["weight"] for who, q in team.quality(store, set_name).items()} if weighted else None
-    pair_set = pairs_from_rankings(current_rankings(store, set_name), mode, weights)
+    pair_set = pairs_from_rankings(current_rankings(store, set_name, include_judges=judges), mode, weights)
     if not pair_set.pairs:
         return [], pair_set
     prompt_ids = sorted({p.prompt_id for p in pair_set.pairs})
@@ -59,11 +60,11 @@ def preference_rows(store: Store, set_name: str, mode: str = "best_worst",
     return rows, pair_set
 
 
-def training_snapshot(store: Store, set_name: str, mode: str = "best_worst",
-                      weighted: bool = False) -> tuple[list[dict], dict]:
+def training_snapshot(store: Store, set_name: str, mode: str = "best_worst", weighted: bool = False,
+                      judges: bool = False) -> tuple[list[dict], dict]:
     """The rows a training job gets, and what the model card will say about them (which rankings, by whom)."""
-    rankings = current_rankings(store, set_name)
-    rows, pair_set = preference_rows(store, set_name, mode, weighted)
+    rankings = current_rankings(store, set_name, include_judges=judges)
+    rows, pair_set = preference_rows(store, set_name, mode, weighted, judges)
     if not rows:
         raise PreferenceError(f"No preference pairs in {set_name!r} yet: rank some prompts first (ties give no pair).")
     info = {"prompt_set": set_name, "pair_mode": mode, "pairs": len(rows), "prompts": len({p.prompt_id for p in

@@ -154,6 +154,17 @@ def parse_order(order: str, count: int) -> list[list[int]]:
     return tiers
 
 
+def response_for_letter(store: Store, prompt_id: int, annotator: str, letter: str) -> int | None:
+    """The response shown to `annotator` as candidate `letter` of the prompt (None for an empty letter)."""
+    letter = (letter or "").strip().upper()
+    if not letter:
+        return None
+    ids = load_task(store, prompt_id, annotator).response_ids
+    if len(letter) != 1 or letter not in LETTERS[:len(ids)]:
+        raise RankingError(f"{letter!r} is not a candidate here; use {', '.join(LETTERS[:len(ids)])}.")
+    return ids[LETTERS.index(letter)]
+
+
 def _shown_responses(store: Store, prompt_id: int) -> tuple[list[tuple[int, str]], int]:
     rows = store.query("SELECT id, text FROM responses WHERE prompt_id = ? ORDER BY id DESC", (prompt_id,))
     return [(r["id"], r["text"]) for r in rows[:MAX_SHOWN]], len(rows)
@@ -270,8 +281,19 @@ def submit_order(store: Store, annotator: str, task: Task, typed: str, kind: str
 
 
 def suggestion(store: Store, task: Task) -> tuple[list[list[int]], str, str] | None:
-    """The rubric's order of the candidates on screen: (tiers of display indices, e.g. 'B > A = C (B 0.95, ...)',
-    the judge's name 'rubric:<set>'), or None when the set has no rubric."""
+    """A judge's order of the candidates on screen: (tiers of display indices, the text shown, e.g. 'B > A = C
+    (B 0.95, ...)', the judge's name). The newest stored judge ranking of the prompt (judges.prerank) when there is
+    one covering these candidates, else the set's rubric scored now ('rubric:<set>'); None without either."""
+    rows = store.query(
+        "SELECT a.name, r.tiers FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE r.prompt_id = ? "
+        "AND r.status = 'current' AND a.kind = 'judge' ORDER BY r.id DESC LIMIT 1", (task.prompt_id,))
+    if rows:
+        shown = {rid: i for i, rid in enumerate(task.response_ids)}
+        tiers = [[shown[rid] for rid in tier if rid in shown] for tier in json.loads(rows[0]["tiers"])]
+        tiers = [tier for tier in tiers if tier]
+        if sum(map(len, tiers)) == len(task.response_ids):
+            order = " > ".join(" = ".join(LETTERS[i] for i in tier) for tier in tiers)
+            return tiers, f"{order} (by {rows[0]['name'].removeprefix(JUDGE_PREFIX)})", rows[0]["name"]
     try:
         checks = rubric.for_set(store, task.set_name)
     except rubric.RubricError:
@@ -352,13 +374,16 @@ def save_guidelines(store: Store, set_name: str, text: str, updated_by: str | No
         raise RankingError(f"No prompt set named {set_name!r}.")
 
 
-def current_rankings(store: Store, set_name: str, include_imports: bool = True) -> list[dict]:
+def current_rankings(store: Store, set_name: str, include_imports: bool = True,
+                     include_judges: bool = False) -> list[dict]:
+    """The set's current rankings; judges' (judges.prerank) only when asked for: they are not people's votes."""
     rows = store.query(
         """SELECT r.id, r.prompt_id, a.name AS annotator, r.tiers, r.label, r.source FROM rankings r
            JOIN annotators a ON a.id = r.annotator_id JOIN prompts p ON p.id = r.prompt_id
            JOIN prompt_sets s ON s.id = p.prompt_set_id
-           WHERE s.name = ? AND r.status = 'current' AND (? OR r.source != 'import') ORDER BY r.id""",
-        (set_name, include_imports))
+           WHERE s.name = ? AND r.status = 'current' AND (? OR r.source != 'import') AND (? OR a.kind != 'judge')
+           ORDER BY r.id""",
+        (set_name, include_imports, include_judges))
     return [dict(r, tiers=json.loads(r["tiers"])) for r in rows]
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from studio import jobs, ranking, team
+from studio import jobs, judges, models, ranking, rubric, team
 from studio.preferences import preference_rows
 from studio.ranking import load_task, next_task, progress, queue, submit
 from studio.team import TeamError
@@ -88,3 +88,49 @@ def test_only_leads_lead_once_leads_are_named(store, monkeypatch):
     task = next_task(store, "s", "bob")
     ranking.submit_order(store, "bob", task, "a b c")
     assert load_task(store, task.prompt_id, "bob").current
+
+
+def test_a_judges_ranking_is_its_own_and_people_accept_it_as_theirs(store):
+    (prompt_id, ids), (other, _) = make_set(store, prompts=2, candidates=3)
+    rubric.save(store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n"
+                            "    must_not: ['answer 1']\n")
+    name, done = judges.prerank(store, "s", "rubric")
+    assert (name, done) == ("judge:rubric:s", 2)
+    judged = store.query("SELECT a.kind, r.tiers, r.source FROM rankings r JOIN annotators a ON "
+                         "a.id = r.annotator_id WHERE r.prompt_id = ?", (prompt_id,))
+    assert [tuple(r) for r in judged] == [("judge", f"[[{ids[2]}], [{ids[0]}], [{ids[1]}]]", "judge")]
+    assert ranking.current_rankings(store, "s") == []  # not a person's vote
+    assert progress(store, "s", "anna")["rankings"] == 0 and queue(store, "s", "anna")  # people still rank it
+    task = load_task(store, prompt_id, "anna")
+    tiers, text, judge = ranking.suggestion(store, task)
+    assert judge == "judge:rubric:s" and task.response_ids[tiers[0][0]] == ids[2] and "(by rubric:s)" in text
+    ranking.submit_order(store, "anna", task, "r")  # accepted: saved as anna's, naming the judge
+    ranking.submit_order(store, "bob", load_task(store, prompt_id, "bob"), "c b a")  # bob's own order
+    rows = {r["annotator"]: r for r in ranking.current_rankings(store, "s")}
+    assert set(rows) == {"anna", "bob"} and rows["anna"]["tiers"] == [[ids[2]], [ids[0]], [ids[1]]]
+    assert store.query("SELECT suggested_by FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+                       "WHERE a.name = 'anna'")[0]["suggested_by"] == "judge:rubric:s"
+    (found,) = judges.agreement(store, "s")
+    assert found["judge"] == "judge:rubric:s" and found["compared"] == 2 and found["accepted"] == 1
+    assert found["identical"] == (1.0 if rows["bob"]["tiers"] == rows["anna"]["tiers"] else 0.5)
+    # Training pairs leave the judge out unless asked.
+    assert {p.prompt_id for p in preference_rows(store, "s")[1].pairs} == {prompt_id}
+    assert {p.prompt_id for p in preference_rows(store, "s", judges=True)[1].pairs} == {prompt_id, other}
+    with pytest.raises(ranking.RankingError, match="reserved"):
+        ranking.check_annotator("judge:me")
+
+
+def test_the_llm_judge_asks_both_orders_on_the_embedded_model(store):
+    loaded = models.load(models.EMBEDDED)
+    answers = ["You can freeze your card in the app under Cards, then Freeze.", "No idea, go away.",
+               "Call us and we will help you freeze it."]
+    scores = judges.llm_preferences(loaded, "How do I freeze my card?", answers)
+    assert sum(scores) == pytest.approx(3.0)  # each of the 3 pairs shares one unit between its two answers
+    # Both orders are asked, so where an answer stands in the list does not change its score.
+    moved = judges.llm_preferences(loaded, "How do I freeze my card?", [answers[2], answers[0], answers[1]])
+    assert [moved[1], moved[2], moved[0]] == pytest.approx(scores, abs=1e-3)
+    (prompt_id, ids), = make_set(store, prompts=1, candidates=2)
+    assert judges.prerank(store, "s", "llm") == ("judge:llm:embedded", 1)
+    assert ranking.suggestion(store, load_task(store, prompt_id, "anna"))[2] == "judge:llm:embedded"
+    with pytest.raises(judges.JudgeError, match="needs {question}"):
+        judges.llm_preferences(loaded, "q", answers, "Which is better?")
