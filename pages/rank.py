@@ -6,13 +6,13 @@ import threading
 import gradio as gr
 
 from pages import Ctx, counting, login, message, set_choices, waiting
-from studio import judges, models, ranking, rubric, team
+from studio import active, jobs, judges, models, ranking, rubric, scorers, team
 from studio.ranking import LETTERS, MAX_SHOWN, RankingError
 
 KEYS = """**Keyboard** (the order box keeps the focus):
 - type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
 - two candidates: `a` or `b` (that one is better), `=` tie, `x` both bad, then **Enter**
-- `r` **Enter** accept the rubric's suggested order (when the set has a rubric)
+- `r` **Enter** accept the judge's suggested order (when a judge or the set's rubric has one)
 - `s` **Enter** skip · `u` **Enter** undo your last submission · `p` **Enter** previous (change it)
 """
 FOCUS_ORDER = "() => { setTimeout(() => document.querySelector('#rank-order textarea')?.focus(), 50); }"
@@ -44,7 +44,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 b_better = gr.Button("B better (b)")
                 tie = gr.Button("Tie (=)")
                 both_bad = gr.Button("Both bad (x)")
-            suggested = gr.Textbox(label="Suggested by the rubric (press r then Enter, or the button, to accept it)",
+            suggested = gr.Textbox(label="Suggested by a judge (press r then Enter, or the button, to accept it)",
                                    interactive=False, visible=False, elem_id="rank-suggestion")
             order = gr.Textbox(label="Order, best to worst (e.g. B > A = C); Enter submits", autofocus=True,
                                elem_id="rank-order")
@@ -69,6 +69,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
                          if stats else "")
         if stats and stats["target"]:
             progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
+        if set_name:
+            progress_text += " · " + active.describe(ctx.store, set_name)
         history = ranking.history(ctx.store, set_name, who) if set_name and who else []
         earlier_update = gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
         if task is None:
@@ -120,10 +122,11 @@ def build_rank_tab(ctx: Ctx) -> dict:
     identity_inputs = [annotator, prompt_set]
     # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
     # Ranking only reads and writes SQLite: every annotator's event runs at once, outside Gradio's queue (no wait
-    # behind one another or behind model work); SQLite's write lock orders the submissions.
+    # behind one another or behind model work); SQLite's write lock orders the submissions. Opening the queue (once
+    # per page) stays in Gradio's queue, so that the page load's start and the typed name's start come in order.
     team = {"queue": False}
     gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
-          trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)
+          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
           trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)
@@ -194,8 +197,8 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, current) -> None
     save_rubric.click(store_rubric, [prompt_set, rubric_text, annotator], rubric_status)
 
 
-TEAM_HEADERS = ["Annotator", "Rankings", "Agrees with the others' majority", "Gold right", "Quality (weight)",
-                "Flag"]
+TEAM_HEADERS = ["Annotator", "Ranked", "With majority", "Gold", "Quality (weight)", "Flag"]
+TEAM_WIDTHS = ["21%", "14%", "20%", "11%", "21%", "13%"]
 
 
 def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
@@ -216,17 +219,45 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
                                   elem_id="rank-judge-kind", scale=2)
             judge_model = gr.Dropdown(["embedded"], value="embedded", allow_custom_value=True, scale=1,
                                       label="LLM judge model (Hub id or folder)", elem_id="rank-judge-model")
-        judge_prompt = gr.Textbox(judges.LLM_PROMPT, lines=6, label="LLM judge prompt ({question}, {answer_a}, "
-                                  "{answer_b}; asked for every pair in both orders)", elem_id="rank-judge-prompt")
+        with gr.Accordion("LLM judge prompt", open=False):
+            judge_prompt = gr.Textbox(judges.LLM_PROMPT, lines=6, label="{question}, {answer_a} and {answer_b} are "
+                                      "filled in; every pair is asked in both orders", elem_id="rank-judge-prompt")
         with gr.Row():
             prerank = gr.Button("Pre-rank the set with the judge", elem_id="rank-judge-go")
             prerank_cancel = gr.Button("Cancel", variant="stop")
+        with gr.Row():
+            order_source = gr.Dropdown([], label="Queue order: most informative prompts first, by", scale=2,
+                                       info="a finished job's adapter (smallest implicit-reward margin), a reward "
+                                            "model (smallest margin), or disagreement", elem_id="rank-order-source")
+            order_go = gr.Button("Order the queue", elem_id="rank-order-go", scale=1)
+            order_off = gr.Button("The set's own order", scale=1)
         show = gr.Button("Show agreement and annotators", elem_id="rank-team-show")
         team_status = gr.Markdown(elem_id="rank-team-status")
-        people = gr.Dataframe(headers=TEAM_HEADERS, interactive=False, wrap=True, elem_id="rank-team-table")
+        people = gr.Dataframe(headers=TEAM_HEADERS, interactive=False, wrap=True, column_widths=TEAM_WIDTHS,
+                              elem_id="rank-team-table")
 
     def show_target(set_name):
-        return team.get_target(ctx.store, set_name) or 0 if set_name else 0
+        sources = [("disagreement (people and judges)", active.DISAGREEMENT)] + [
+            (f"job {j['id']} ({j['method']}): implicit reward margin", f"{jobs.JOB_KEY}{j['id']}")
+            for j in jobs.finished(ctx.store, "chat")] + [
+            (f"job {j['id']} (reward model): reward margin", scorers.reward_key(j["id"]))
+            for j in jobs.finished(ctx.store, "reward")]
+        current = active.active_order(ctx.store, set_name) if set_name else None
+        return (team.get_target(ctx.store, set_name) or 0 if set_name else 0,
+                gr.update(choices=sources, value=current or active.DISAGREEMENT))
+
+    def do_order(set_name, source, request: gr.Request, profile: gr.OAuthProfile | None = None,
+                 progress=gr.Progress()):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        try:
+            progress(0, desc=f"Scoring the candidates with {source}")
+            count = active.set_active_order(ctx.store, set_name, source or None, by=login(request, profile),
+                                            on_progress=counting(progress, "prompts"))
+        except (active.ActiveError, team.TeamError, scorers.ScorerError, models.ModelError) as error:
+            return message(str(error), error=True)
+        return message(f"{active.describe(ctx.store, set_name)} ({count} prompts scored; annotators get it with "
+                       "their next prompt)." if source else active.describe(ctx.store, set_name))
 
     def do_target(set_name, value, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not set_name:
@@ -271,7 +302,7 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
         if not set_name:
             return message("Choose a prompt set.", error=True), []
         found = team.report(ctx.store, set_name)
-        lines = [f"{found['annotators']} annotators, {found['judgements']} pairwise judgements on shared prompts."]
+        lines = [f"{found['annotators']} annotators, {found['judgements']} pairwise judgements on prompts they share."]
         if found["pairwise"] is not None:
             alpha = "n/a" if found["alpha"] is None else f"{found['alpha']:.2f}"
             tau = "n/a" if found["kendall_tau"] is None else f"{found['kendall_tau']:.2f}"
@@ -288,8 +319,8 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
         for j in judges.agreement(ctx.store, set_name):
             if j["compared"]:
                 lines.append(f"{j['judge']}: people's rankings identical to it {j['identical']:.0%}, pairwise "
-                             f"agreement {j['pairwise']:.0%} over {j['compared']} rankings; accepted unchanged "
-                             f"{j['accepted']} times.")
+                             f"agreement {j['pairwise']:.0%} over {j['compared']} rankings; its suggestion accepted "
+                             f"unchanged: {j['accepted']}.")
             else:
                 lines.append(f"{j['judge']} ranked {j['prompts']} prompts; nobody has ranked them yet.")
         rows = [[p["annotator"], p["rankings"],
@@ -297,9 +328,12 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
                  f"{p['gold'][0]} / {p['gold'][1]}" if p["gold"][1] else "",
                  "" if p["accuracy"] is None else f"{p['accuracy']:.2f} ({p['weight']:.2f})",
                  "low" if p["flagged"] else ""] for p in found["people"]]
-        return message(" ".join(lines)), rows
+        return "\n".join(f"- {message(line)}" for line in lines), rows
 
-    prompt_set.change(show_target, prompt_set, target)
+    prompt_set.change(show_target, prompt_set, [target, order_source])
+    order_go.click(waiting, None, team_status, queue=False).then(
+        do_order, [prompt_set, order_source], team_status, concurrency_limit=1, concurrency_id="model")
+    order_off.click(do_order, [prompt_set, gr.State(None)], team_status)
     save_target.click(do_target, [prompt_set, target], team_status, queue=False)
     save_gold.click(do_gold, [annotator, prompt_set, current, gold_letter], team_status, queue=False)
     show.click(show_team, prompt_set, [team_status, people])

@@ -72,7 +72,7 @@ def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = mode
     """Rank every prompt of the set that has 2+ candidates with the judge (`rubric` or `llm`); returns the judge's
     name and how many prompts it ranked. Run again after new candidates: its rankings are replaced."""
     name = judge_name(kind, set_name, model)
-    prompts = [p for p in get_prompts(store, set_name, limit)]
+    prompts = get_prompts(store, set_name, limit)
     candidates = {}
     for prompt in prompts:
         rows = store.query("SELECT id, text FROM responses WHERE prompt_id = ? ORDER BY id", (prompt["id"],))

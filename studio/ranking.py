@@ -205,16 +205,19 @@ _VOTES = """(SELECT COUNT(*) FROM rankings r JOIN annotators x ON x.id = r.annot
 
 def queue(store: Store, set_name: str, annotator: str) -> list[int]:
     """Prompt ids of the set with 2+ candidates that this annotator has not ranked since their newest candidate
-    arrived; skipped ones last. With an overlap target, prompts below it come first, those with the fewest votes
-    first (in an order of the annotator's own, so a team starting together spreads out); else the set's order."""
+    arrived; skipped ones last. With an overlap target, prompts below it come first; with an active order
+    (team.set_active_order), the most informative first; then, with a target, those with the fewest votes (in an
+    order of the annotator's own, so a team starting together spreads out); else the set's order."""
     rows = store.query(
         f"""SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
            LEFT JOIN annotators a ON a.name = ?
            LEFT JOIN skips k ON k.prompt_id = p.id AND k.annotator_id = a.id
+           LEFT JOIN priorities pr ON pr.prompt_id = p.id
            WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2
              AND NOT {_RANKED_BY}
            ORDER BY k.created_at IS NOT NULL, k.created_at,
                     CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} >= s.target END,
+                    CASE WHEN s.queue_order IS NULL THEN 0 ELSE COALESCE(pr.score, 1e300) END,
                     CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} END,
                     CASE WHEN s.target IS NULL THEN p.position ELSE (p.id * ?) % 2147483647 END, p.position""",
         (annotator, set_name, zlib.crc32(annotator.encode()) or 1))

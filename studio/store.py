@@ -208,6 +208,12 @@ MIGRATIONS = [
     # known best answer, used to estimate each annotator's quality; annotators are not told which prompts are gold).
     (
         "ALTER TABLE prompt_sets ADD COLUMN target INTEGER",
+        # Active selection: the queue puts first the prompts with the lowest priority (team.set_active_order).
+        "ALTER TABLE prompt_sets ADD COLUMN queue_order TEXT",  # NULL: the set's order | how priorities were made
+        """CREATE TABLE priorities (
+        prompt_id INTEGER PRIMARY KEY REFERENCES prompts(id) ON DELETE CASCADE,
+        score REAL NOT NULL                -- lower first: a reward model's margin, or minus the disagreement
+    )""",
         """CREATE TABLE gold (
         prompt_id INTEGER PRIMARY KEY REFERENCES prompts(id) ON DELETE CASCADE,
         response_id INTEGER NOT NULL REFERENCES responses(id) ON DELETE CASCADE,

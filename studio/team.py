@@ -153,12 +153,14 @@ def quality(store: Store, set_name: str) -> dict[str, dict]:
             seen[0] += label == truth[task]
             seen[1] += 1
     accuracy = _dawid_skene(found, truth)
+    # Two people who disagree look alike to the model: a flag needs gold answers or a third annotator to side with.
+    evidence = len(counts) >= 3
     result = {}
     for who, n in counts.items():
         shrunk = (n * accuracy.get(who, PRIOR_ACCURACY) + PRIOR_WEIGHT * PRIOR_ACCURACY) / (n + PRIOR_WEIGHT)
-        result[who] = {"judgements": n, "accuracy": shrunk, "weight": max(0.0, 2 * shrunk - 1),
-                       "gold": tuple(gold_seen.get(who, (0, 0))),
-                       "flagged": n >= FLAG_MIN_JUDGEMENTS and shrunk < FLAG_BELOW}
+        seen = tuple(gold_seen.get(who, (0, 0)))
+        result[who] = {"judgements": n, "accuracy": shrunk, "weight": max(0.0, 2 * shrunk - 1), "gold": seen,
+                       "flagged": n >= FLAG_MIN_JUDGEMENTS and shrunk < FLAG_BELOW and (evidence or seen[1] >= 3)}
     return result
 
 

@@ -1,8 +1,10 @@
 """A team on one prompt set: overlap targets, agreement (Krippendorff's alpha), gold and quality, roles."""
 
 import pytest
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
 
-from studio import jobs, judges, models, ranking, rubric, team
+from studio import active, chat, jobs, judges, models, ranking, rubric, team
 from studio.preferences import preference_rows
 from studio.ranking import load_task, next_task, progress, queue, submit
 from studio.team import TeamError
@@ -134,3 +136,37 @@ def test_the_llm_judge_asks_both_orders_on_the_embedded_model(store):
     assert ranking.suggestion(store, load_task(store, prompt_id, "anna"))[2] == "judge:llm:embedded"
     with pytest.raises(judges.JudgeError, match="needs {question}"):
         judges.llm_preferences(loaded, "q", answers, "Which is better?")
+
+
+def test_active_order_puts_the_least_certain_prompt_first(store, tmp_path):
+    made = make_set(store, prompts=3, candidates=2)
+    ids = [p for p, _ in made]
+    # Disagreement: people agree on the first two prompts and split on the third.
+    for who, flip in (("anna", False), ("bob", False), ("carol", True)):
+        for prompt, (x, y) in made:
+            submit(store, who, prompt, [[y], [x]] if flip and prompt == ids[2] else [[x], [y]])
+    assert active.set_active_order(store, "s", active.DISAGREEMENT) == 3
+    assert queue(store, "s", "dan") == [ids[2], ids[0], ids[1]]
+    assert active.describe(store, "s").startswith("Queue order: where annotators and judges disagree most")
+
+    # An aligned model's implicit reward: a prompt whose two best candidates are the same text has margin 0, so it
+    # comes first. The adapter is a random LoRA (PEFT, not zero-initialised) on the embedded model.
+    folder = tmp_path / "job" / "adapter"
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(models.embedded_folder()),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(folder)
+    with store.tx() as db:
+        job = db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES "
+                         "('dpo', 'finished', ?, 'embedded', 'test')", (str(folder.parent),)).lastrowid
+        same = made[1][1]
+        db.execute("UPDATE responses SET text = 'The same answer.' WHERE id IN (?, ?)", same)
+    loaded, (name,) = chat.load_together([chat.pick(store, f"job:{job}")])
+    rewards = active.implicit_rewards(loaded, name, {"text": "Hi", "system": "", "context": ""},
+                                      ["Hello! How can I help?", "Go away."])
+    assert len(rewards) == 2 and rewards[0] != rewards[1]
+    assert active.set_active_order(store, "s", f"job:{job}") == 3
+    assert queue(store, "s", "dan")[0] == ids[1]
+    priorities = {r["prompt_id"]: r["score"] for r in store.query("SELECT * FROM priorities")}
+    assert priorities[ids[1]] == pytest.approx(0, abs=1e-6) and min(priorities[i] for i in (ids[0], ids[2])) > 0
+    active.set_active_order(store, "s", None)
+    assert queue(store, "s", "dan") == ids and active.describe(store, "s") == "Queue order: the set's own order."
