@@ -81,3 +81,11 @@ def test_on_a_space_the_studio_keeps_its_data_on_persistent_storage_or_says_it_w
     monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "elsewhere"))
     assert paths.studio_home() == tmp_path / "elsewhere"
     assert "lost when the Space restarts" in paths.persistence_warning()
+
+
+def test_leads_need_a_login_to_tell_people_apart(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SPACE_ID"}
+    env["STUDIO_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "app.py", "--no-browser", "--leads", "anna"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--leads needs a login to tell people apart: add --auth" in out.stderr
