@@ -174,10 +174,12 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
     vote_outputs = [task_state, prompt, left, right, progress, reveal]
     gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
+    # A vote only writes SQLite: outside Gradio's queue, as the Rank tab's submissions (a team votes at once); the
+    # tables follow in the queue.
     for choice, button in buttons.items():
-        button.click(cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key]).then(
-            tables, evaluation, table_outputs)
-    key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key]).then(
+        button.click(cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key],
+                     queue=False).then(tables, evaluation, table_outputs)
+    key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key], queue=False).then(
         tables, evaluation, table_outputs)
     return {"select": select, "select_inputs": [chosen, evaluation, scorer],
             "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer]}
