@@ -196,7 +196,8 @@ def _results_section(ctx: Ctx, evaluation):
     with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
         per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
                                      elem_id="ev-annotators")
-        strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)"], interactive=False,
+        strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)",
+                                          "Weighted by voters' quality (Rank tab, Team)"], interactive=False,
                                  elem_id="ev-bt", label="Shown when more than two models have been compared")
     with gr.Row():
         scorer = gr.Dropdown([], allow_custom_value=True, label="Automatic score", elem_id="ev-scorer", scale=3,
@@ -216,7 +217,9 @@ def _results_section(ctx: Ctx, evaluation):
         pairs = [row(m, b, t) for m, b, t in found["pairs"]]
         annotators = [[who, *row(m, b, t)] for who, m, b, t in found["annotators"]]
         bt = evaluate.strengths(ctx.store) or {}
+        weighted = evaluate.strengths(ctx.store, weighted=True) or {} if bt else {}
         table = evaluate.score_table(ctx.store, int(selected))
+
         def share(entry):
             return "" if not entry else f"{entry['value']:.0%} ({entry['low']:.0%} to {entry['high']:.0%})"
 
@@ -226,7 +229,8 @@ def _results_section(ctx: Ctx, evaluation):
                        share(r["effect"] and r["effect"]["at_least_as_good"]),
                        share(r["effect"] and r["effect"]["noise_floor"])] for r in table]
         plot = score_chart(table)
-        return pairs, annotators, sorted([[m, round(v)] for m, v in bt.items()], key=lambda r: -r[1]), score_rows, plot
+        points = sorted([[m, round(v), round(weighted[m])] for m, v in bt.items()], key=lambda r: -r[1])
+        return pairs, annotators, points, score_rows, plot
 
     def run_score(selected, name, progress_=gr.Progress()):
         if selected is None:

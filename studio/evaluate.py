@@ -7,7 +7,7 @@ from itertools import combinations
 
 import numpy as np
 
-from studio import jobs, scorers
+from studio import jobs, scorers, team
 from studio.chat import load_together
 from studio.generate import sample
 from studio.prompts import get_prompts, prompt_key
@@ -47,9 +47,10 @@ def _proportion(k: int, n: int):
     return k / n, float(interval.low), float(interval.high)
 
 
-def bradley_terry(results: list[tuple[str, str, float]]) -> dict[str, float]:
+def bradley_terry(results: list[tuple[str, str, float]], weights: list[float] | None = None) -> dict[str, float]:
     """Bradley-Terry strengths from (model a, model b, score of a: 1 win, 0.5 tie, 0 loss), as Elo-like points
-    (400 * log10 odds, mean 0). Maximum likelihood with a tiny ridge so a model that never lost stays finite."""
+    (400 * log10 odds, mean 0). Maximum likelihood with a tiny ridge so a model that never lost stays finite;
+    `weights` (one per result: the voter's quality) make it a weighted likelihood."""
     from scipy.optimize import minimize
 
     models = sorted({m for a, b, _ in results for m in (a, b)})
@@ -57,11 +58,13 @@ def bradley_terry(results: list[tuple[str, str, float]]) -> dict[str, float]:
     a = np.array([index[r[0]] for r in results])
     b = np.array([index[r[1]] for r in results])
     score = np.array([r[2] for r in results], dtype=float)
+    weight = np.ones(len(results)) if weights is None else np.asarray(weights, dtype=float)
 
     def loss(theta):
         diff = theta[a] - theta[b]
         # -log likelihood of the observed scores under P(a beats b) = sigmoid(diff), ties as half a win each way.
-        return np.sum(np.logaddexp(0, -diff) * score + np.logaddexp(0, diff) * (1 - score)) + 1e-3 * theta @ theta
+        return np.sum(weight * (np.logaddexp(0, -diff) * score + np.logaddexp(0, diff) * (1 - score))) + \
+            1e-3 * theta @ theta
 
     theta = minimize(loss, np.zeros(len(models)), method="BFGS").x
     theta -= theta.mean()
@@ -289,16 +292,22 @@ def results(store: Store, evaluation: int) -> dict:
     return {"pairs": pairs, "annotators": per_annotator}
 
 
-def strengths(store: Store) -> dict[str, float] | None:
+def strengths(store: Store, weighted: bool = False) -> dict[str, float] | None:
     """Bradley-Terry points over every blind vote in every evaluation, when more than two models have been
-    compared (with two, the win rate says it all); ties and both-bad count half a win each way."""
-    rows = store.query("""SELECT f.label AS first, s.label AS second, v.outcome FROM eval_votes v
+    compared (with two, the win rate says it all); ties and both-bad count half a win each way. `weighted`: each vote
+    counts by its voter's quality as a ranker of the evaluation's prompt set (team.quality; 1 where unknown)."""
+    rows = store.query("""SELECT f.label AS first, s.label AS second, v.outcome, a.name AS voter, ps.name AS prompt_set
+        FROM eval_votes v JOIN annotators a ON a.id = v.annotator_id
+        JOIN evaluations e ON e.id = v.evaluation_id JOIN prompt_sets ps ON ps.id = e.prompt_set_id
         JOIN eval_models f ON f.evaluation_id = v.evaluation_id AND f.position = v.first
         JOIN eval_models s ON s.evaluation_id = v.evaluation_id AND s.position = v.second""")
     games = [(r["first"], r["second"], {"first": 1.0, "second": 0.0}.get(r["outcome"], 0.5)) for r in rows]
     if len({m for a, b, _ in games for m in (a, b)}) <= 2:
         return None
-    return bradley_terry(games)
+    if not weighted:
+        return bradley_terry(games)
+    quality = {name: team.quality(store, name) for name in {r["prompt_set"] for r in rows}}
+    return bradley_terry(games, [quality[r["prompt_set"]].get(r["voter"], {}).get("weight", 1.0) for r in rows])
 
 
 def score_evaluation(store: Store, evaluation: int, scorer: str, on_progress=None) -> int:

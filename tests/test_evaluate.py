@@ -71,3 +71,11 @@ def test_vote_keys_default_models_and_scorer_choices_are_engine_rules(store):
     assert chat.default_keys(options[:1]) == []  # nothing trained yet: nothing to compare
     assert chat.default_keys(options, ["job:2", "job:9", "me/adapter"]) == ["job:2", "me/adapter"]
     assert scorers.choices(store) == [scorers.RUBRIC, scorers.OFFLINE_TOXICITY]  # no reward model trained here
+
+
+def test_bradley_terry_weighs_votes_by_the_voters_quality():
+    games = [("x", "y", 1.0)] * 3 + [("y", "x", 1.0)] * 5 + [("x", "z", 0.5), ("y", "z", 0.5)]
+    plain = bradley_terry(games)
+    assert plain["y"] > plain["x"]
+    careless = bradley_terry(games, [1.0] * 3 + [0.0] * 5 + [1.0, 1.0])  # the five y votes came from a careless voter
+    assert careless["x"] > careless["y"]
