@@ -42,6 +42,15 @@ def score_chart(table: list[dict]):
     return alt.hconcat(*panels)
 
 
+LENGTH_HEADERS = ["Win rate at equal length (95% CI)", "Mean words: model / vs"]
+
+
+def _length_cells(entry: dict | None) -> list[str]:
+    if not entry:
+        return ["", ""]
+    return [_ci(entry["lc"]), f"{entry['words'][0]:.0f} / {entry['words'][1]:.0f}"]
+
+
 def _ci(value) -> str:
     return "n/a" if value is None else f"{value[0]:.1%} ({value[1]:.1%} to {value[2]:.1%})"
 
@@ -190,8 +199,11 @@ def _results_section(ctx: Ctx, evaluation):
     function that refreshes them, its outputs, and the scorer dropdown."""
     gr.Markdown("### Results\n\"At least as good\" counts ties, so a model against itself scores well above 50% "
                 "(about 55-65%): read each share against the noise floor in the scores table below, not against "
-                "50%.")
-    results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, elem_id="ev-results",
+                "50%. \"Win rate at equal length\" is what the votes say once the length difference is accounted "
+                "for (a logistic regression on it, as arena leaderboards do): a model that wins by writing more "
+                "drops towards 50% there.")
+    results = gr.Dataframe(headers=RESULT_HEADERS + LENGTH_HEADERS, interactive=False, wrap=True,
+                           elem_id="ev-results",
                            label="Blind A/B: each model against each earlier one")
     with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
         per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
@@ -214,7 +226,8 @@ def _results_section(ctx: Ctx, evaluation):
         found = evaluate.results(ctx.store, int(selected))
         row = lambda m, b, t: [m, b, t.votes, t.wins, t.ties, t.losses, t.both_bad, _ci(t.win_rate()),  # noqa: E731
                                _ci(t.at_least_as_good())]
-        pairs = [row(m, b, t) for m, b, t in found["pairs"]]
+        lengths = evaluate.length_table(ctx.store, int(selected))
+        pairs = [row(m, b, t) + _length_cells(lengths.get((m, b))) for m, b, t in found["pairs"]]
         annotators = [[who, *row(m, b, t)] for who, m, b, t in found["annotators"]]
         bt = evaluate.strengths(ctx.store) or {}
         weighted = evaluate.strengths(ctx.store, weighted=True) or {} if bt else {}

@@ -1,5 +1,6 @@
 """Train tab: launch DPO, SFT, reward-model or online-RL jobs; watch, stop and resume them; follow the rounds."""
 
+import json
 import threading
 from types import SimpleNamespace
 
@@ -8,7 +9,7 @@ import pandas as pd
 import gradio as gr
 
 from pages import Ctx, login, message, set_choices, waiting
-from studio import generate, jobs, methods, models, recipes, report, team
+from studio import diagnostics, generate, jobs, methods, models, recipes, report, team
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.jobs import JobError
@@ -79,7 +80,8 @@ def build_train_tab(ctx: Ctx) -> dict:
     def on_select(selected, method_, mode, other):
         # Rankings made on the Rank tab since the last visit change the summary even when the set stays the same.
         sets = set_choices(ctx.store, selected)
-        reward_jobs = [(f"job {j['id']}: reward model on {j['data']}", j["id"]) for j in jobs.finished(ctx.store, "reward")]
+        reward_jobs = [(f"job {j['id']}: reward model on {j['data']}", j["id"])
+                       for j in jobs.finished(ctx.store, "reward")]
         return (sets, gr.update(choices=base_choices()),
                 message(jobs.describe_data(ctx.store, method_, sets.get("value"), mode, other)),
                 gr.update(choices=reward_jobs), set_choices(ctx.store, selected))
@@ -187,7 +189,7 @@ def _job_choices(listed: list[dict]) -> list[tuple]:
 def _job_rows(listed: list[dict]) -> list[list]:
     rows = []
     for job in listed:
-        last = jobs.last_metrics(job)
+        last = jobs.last_metrics(jobs.metrics(job))
         method_ = job["method"] + (f", round {job['round']}" if job["round"] and job["round"] > 1 else "") + (
             f" from job {job['parent_job_id']}" if job["parent_job_id"] else "")
         rows.append([job["id"], method_, job["status"], job["data"], job["base_model"], last.get("step", 0),
@@ -217,6 +219,7 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
     progress = gr.Slider(0, 1, value=0, step=1, label="Progress (steps)", interactive=False,
                          elem_id="train-progress-bar")
     progress_text = gr.Markdown(elem_id="train-progress")
+    findings = gr.Markdown(elem_id="train-diagnostics")
     with gr.Row():
         plots = [gr.LinePlot(x="step", y="value", color="metric", title=title, height=240, elem_id=f"train-plot-{i}")
                  for i, title in enumerate(PLOTS)]
@@ -241,20 +244,23 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
         outputs = [_job_rows(listed), gr.update(choices=_job_choices(listed), value=job_id)]
         off = gr.update(interactive=False)
         if job_id is None:
-            return outputs + [gr.update(value=0), "", *[None] * len(PLOTS), gr.update(visible=False), "", "",
+            return outputs + [gr.update(value=0), "", "", *[None] * len(PLOTS), gr.update(visible=False), "", "",
                               gr.update(visible=False), "", off, off]
         try:
             job = jobs.get(ctx.store, int(job_id))
         except JobError as error:
-            return outputs + [gr.update(value=0), message(str(error), error=True), *[None] * len(PLOTS),
+            return outputs + [gr.update(value=0), message(str(error), error=True), "", *[None] * len(PLOTS),
                               gr.update(visible=False), "", "", gr.update(visible=False), "", off, off]
-        last = jobs.last_metrics(job)
+        rows = jobs.metrics(job)
+        last = jobs.last_metrics(rows)
         step, total = int(last.get("step", 0)), int(last.get("max_steps", 0) or 1)
         found = report.latest(ctx.store, job["id"])
         sampled = jobs.rl_samples(job)
+        said = diagnostics.diagnose(job["method"], rows, json.loads(job["data_info"] or "{}").get("pairs"))
         return outputs + [
             gr.update(value=min(step, total), maximum=total), message(jobs.progress_line(job, last)),
-            *_plot_frames(jobs.metrics(job)), gr.update(value=job["error"] or "", visible=bool(job["error"])),
+            "\n".join(f"- {message(line)}" for line in said), *_plot_frames(rows),
+            gr.update(value=job["error"] or "", visible=bool(job["error"])),
             jobs.log_tail(job), message(jobs.lineage_line(ctx.store, job["id"])),
             gr.update(visible=False) if sampled is None else gr.update(visible=True, value=[
                 [r["step"], r["reward_function"], _fmt(r["reward"]), r["prompt"], r["completion"]] for r in sampled]),
@@ -264,7 +270,7 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
             gr.update(interactive=job["status"] in ("stopped", "failed"))]
 
     gr.on([timer.tick, v.job_pick.change], show, v.job_pick,
-          [v.table, v.job_pick, progress, progress_text, *plots, v.job_error, v.log, lineage, v.samples,
+          [v.table, v.job_pick, progress, progress_text, findings, *plots, v.job_error, v.log, lineage, v.samples,
            v.report_key, v.stop, v.resume], show_progress="hidden")
     return v
 

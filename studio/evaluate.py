@@ -292,6 +292,56 @@ def results(store: Store, evaluation: int) -> dict:
     return {"pairs": pairs, "annotators": per_annotator}
 
 
+def length_controlled(games: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """The win rate at equal length, from (outcome for the model: 1 win, 0.5 tie or both bad, 0 loss; its length
+    difference to the other answer, (words - other) / (words + other)). A logistic regression of the outcome on the
+    length difference (in standard deviations), as arena leaderboards control for length: P(win) = sigmoid(theta +
+    gamma * difference); the length-controlled win rate is sigmoid(theta), with a 95% Wald interval. None without
+    votes."""
+    from scipy.optimize import minimize
+
+    if not games:
+        return None
+    y = np.array([g[0] for g in games], dtype=float)
+    d = np.array([g[1] for g in games], dtype=float)
+    d = d / (d.std() or 1.0)  # in standard deviations, so the slope's ridge means the same at any length scale
+
+    def loss(params):
+        z = params[0] + params[1] * d
+        # Fractional outcomes: a tie is half a win. Weak priors, log-odds at equal length ~ N(0, 1) and slope
+        # ~ N(0, 32^2): where the longer answer always wins (a perfect separation, where the likelihood alone cannot
+        # say what happens at equal length), the estimate stays near 50% instead of wherever the optimiser stops.
+        return np.sum(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)) + 0.5 * params[0] ** 2 + \
+            0.0005 * params[1] ** 2
+
+    fit = minimize(loss, np.zeros(2), method="BFGS")
+    theta, se = fit.x[0], float(np.sqrt(max(fit.hess_inv[0, 0], 0.0)))
+    sigmoid = lambda z: float(1 / (1 + np.exp(-z)))  # noqa: E731
+    return sigmoid(theta), sigmoid(theta - 1.96 * se), sigmoid(theta + 1.96 * se)
+
+
+def length_table(store: Store, evaluation: int) -> dict[tuple[str, str], dict]:
+    """For each later model against each earlier one: the length-controlled win rate and each side's mean words
+    over the voted comparisons. Keyed like results()' pairs: (model label, baseline label)."""
+    labels = {m["position"]: m["label"] for m in eval_models(store, evaluation)}
+    words = {(r["position"], r["prompt_id"], r["sample"]): word_count(r["text"]) for r in store.query(
+        "SELECT position, prompt_id, sample, text FROM eval_answers WHERE evaluation_id = ?", (evaluation,))}
+    games: dict[tuple[int, int], list] = {}
+    for v in store.query("SELECT first, second, outcome, prompt_id, sample FROM eval_votes WHERE evaluation_id = ?",
+                         (evaluation,)):
+        later, earlier = words.get((v["second"], v["prompt_id"], v["sample"])), \
+            words.get((v["first"], v["prompt_id"], v["sample"]))
+        if later is None or earlier is None:
+            continue
+        outcome = {"second": 1.0, "first": 0.0}.get(v["outcome"], 0.5)
+        games.setdefault((v["first"], v["second"]), []).append(
+            (outcome, (later - earlier) / max(later + earlier, 1), later, earlier))
+    return {(labels[b], labels[a]): {"lc": length_controlled([(g[0], g[1]) for g in found]),
+                                     "words": (float(np.mean([g[2] for g in found])),
+                                               float(np.mean([g[3] for g in found])))}
+            for (a, b), found in games.items()}
+
+
 def strengths(store: Store, weighted: bool = False) -> dict[str, float] | None:
     """Bradley-Terry points over every blind vote in every evaluation, when more than two models have been
     compared (with two, the win rate says it all); ties and both-bad count half a win each way. `weighted`: each vote

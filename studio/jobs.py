@@ -317,17 +317,17 @@ def log_tail(job: dict, lines: int = 30) -> str:
     return "\n".join(shown[-lines:])
 
 
-def last_metrics(job: dict) -> dict:
-    """The newest value of every metric the job has logged (step, max_steps, loss, eta_s, ...)."""
+def last_metrics(rows: list[dict]) -> dict:
+    """The newest value of every metric in a job's metrics rows (step, max_steps, loss, eta_s, ...)."""
     last = {}
-    for row in metrics(job):
+    for row in rows:
         last.update(row)
     return last
 
 
 def progress_line(job: dict, last: dict | None = None) -> str:
     """`Job 3 (dpo): running · step 4 / 15 · ETA 40 s · 812 tokens/s · adapter: ...` for the Train tab."""
-    last = last_metrics(job) if last is None else last
+    last = last_metrics(metrics(job)) if last is None else last
     parts = [f"Job {job['id']} ({job['method']}): {job['status']}",
              f"step {int(last.get('step', 0))} / {int(last.get('max_steps', 0) or 1)}"]
     if job["status"] == "running" and "eta_s" in last:

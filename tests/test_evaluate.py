@@ -79,3 +79,19 @@ def test_bradley_terry_weighs_votes_by_the_voters_quality():
     assert plain["y"] > plain["x"]
     careless = bradley_terry(games, [1.0] * 3 + [0.0] * 5 + [1.0, 1.0])  # the five y votes came from a careless voter
     assert careless["x"] > careless["y"]
+
+
+def test_the_length_controlled_win_rate_sees_through_a_longer_answer():
+    rng = __import__("random").Random(0)
+    games = []
+    for _ in range(200):  # the model's answer is longer 80% of the time, and the longer answer always wins
+        longer = rng.random() < 0.8
+        difference = rng.uniform(0.1, 0.5) * (1 if longer else -1)
+        games.append((1.0 if longer else 0.0, difference))
+    raw = sum(g[0] for g in games) / len(games)
+    rate, low, high = evaluate.length_controlled(games)
+    assert raw > 0.75 and abs(rate - 0.5) < 0.1 and low < 0.5 < high
+    # Without a length effect it is the plain win rate.
+    even = [(1.0 if i % 4 else 0.0, ((i * 7) % 11 - 5) / 10) for i in range(200)]
+    assert evaluate.length_controlled(even)[0] == pytest.approx(0.75, abs=0.05)
+    assert evaluate.length_controlled([]) is None
