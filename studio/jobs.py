@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from studio import hub, methods, models, recipes, rubric, team
+from studio import feedback, hub, methods, models, recipes, rubric, team
 from studio.paths import studio_home
 from studio.preferences import PreferenceError, training_snapshot
 from studio.prompts import PromptError, get_prompts, messages_key, prompt_messages, read_records
@@ -95,6 +95,11 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
     if (data or "").strip():
         rows, info, label = None, {}, data.strip()
         settings["data"] = label
+    elif spec.data == "feedback":
+        rows = feedback.kto_rows(store)
+        if not rows:
+            raise JobError("No feedback yet: give thumbs up or down, or edit answers, on the Compare tab.")
+        info, label = {**feedback.counts(store), "rows": len(rows)}, "chat feedback (thumbs and edits)"
     elif not prompt_set:
         raise PreferenceError("Choose a prompt set, or give a file or a Hub data set id.")
     elif spec.data == "prompts":
@@ -116,6 +121,11 @@ def describe_data(store: Store, method: str, prompt_set: str | None, pair_mode: 
     spec = methods.get(method)
     if (data or "").strip():
         return f"Trains on {data.strip()} (checked when the job starts)."
+    if spec.data == "feedback":
+        found = feedback.counts(store)
+        return (f"{len(feedback.kto_rows(store))} {spec.rows} from the Compare tab's feedback: {found['up']} thumbs up, "
+                f"{found['down']} down, {found['edit']} edits (each edit counts twice) by {found['annotators']} "
+                "people. The prompt set is not used.")
     if not prompt_set:
         return "Choose a prompt set, or give a file or a Hub data set id."
     if spec.data == "prompts":
@@ -135,7 +145,9 @@ def recommended(store: Store, method: str, prompt_set: str | None, pair_mode: st
     """recipes.recommended for this method, the base behind `model` (job:N: that job's base) and the number of rows
     the data gives (0 for a file or Hub data, which is read only when the job starts)."""
     rows = 0
-    if prompt_set and not (data or "").strip():
+    if methods.get(method).data == "feedback":
+        rows = len(feedback.kto_rows(store))
+    elif prompt_set and not (data or "").strip():
         if methods.get(method).data == "prompts":
             rows = len(get_prompts(store, prompt_set))
         else:

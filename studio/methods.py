@@ -17,7 +17,8 @@ class Method:
     description: str
     config: str  # TRL's config class the recipe extends
     trainer: str  # TRL's trainer class
-    data: str  # "pairs" (prompt/chosen/rejected), "prompts" (the policy samples its own answers)
+    data: str  # "pairs" (prompt/chosen/rejected), "prompts" (the policy samples its own answers), "feedback"
+    #           (thumbs and edits given in chat: unpaired prompt/completion/label rows)
     output: str  # "chat": a LoRA adapter that answers; "reward": a reward model that scores answers
     rows: str  # what one training row is, as the Train tab counts them ("pairs", "chosen answers", "prompts")
     columns: tuple[str, ...] = ()  # data columns the trainer needs (SFT takes several shapes: checked by TRL)
@@ -37,6 +38,10 @@ METHODS = {m.key: m for m in (
            defaults={"precompute_ref_log_probs": True}),
     Method("sft", "SFT", "SFT on chosen answers or demonstrations", "SFTConfig", "SFTTrainer", "pairs", "chat",
            "chosen answers"),
+    # KTO: learns from single answers marked good or bad (thumbs and edits in chat), no pairs needed.
+    Method("kto", "KTO", "KTO on thumbs up / down and edits given in chat", "KTOConfig", "KTOTrainer", "feedback",
+           "chat", "rated answers", columns=("prompt", "completion", "label"), options=("beta",),
+           defaults={"per_device_train_batch_size": 4}),
     Method("reward", "Reward model", "Reward model on preference pairs", "RewardConfig", "RewardTrainer", "pairs",
            "reward", "pairs", columns=("chosen", "rejected")),
     # RLOO: short answers and four samples per prompt, a step in seconds on a laptop CPU; TRL's KL penalty (beta)

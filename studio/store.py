@@ -221,6 +221,20 @@ MIGRATIONS = [
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     )""",
     ),
+    # Reactions to single answers where people chat: thumbs up or down, or a better answer written by hand.
+    (
+        """CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        model TEXT NOT NULL,               -- the base model reference
+        adapter TEXT,                      -- the adapter folder (or Hub id) that answered; NULL: the base itself
+        messages TEXT NOT NULL,            -- JSON: the conversation up to the user's message the answer replies to
+        answer TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('up', 'down', 'edit')),
+        edited TEXT,                       -- kind edit: the better answer
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
