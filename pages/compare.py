@@ -6,12 +6,35 @@ import threading
 import gradio as gr
 
 from pages import Ctx, message, waiting
-from studio import chat, jobs, models
+from studio import chat, feedback, jobs, models, ranking
 from studio.generate import GenerationParams
 
 HELP = ("One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
         "for the right-hand row of the batch, off for the left), with the same sampling settings and seed. Type a "
         "job, or an adapter folder or Hub id, in the model box.")
+
+
+SIDES = ("base model's", "aligned model's")
+
+
+def _who(typed: str, request, profile) -> tuple[str, str]:
+    """(name, kind) of whoever gives feedback: the login, else the typed name (the Rank tab's rule)."""
+    try:
+        return ranking.identity(typed, getattr(request, "username", None), profile.username if profile else None)
+    except ranking.RankingError:
+        raise feedback.FeedbackError("Type your name first (next to the thumbs): feedback records who gave it.") \
+            from None
+
+
+def _answered_by(ctx: Ctx, key: str, side: int) -> tuple[str, str | None]:
+    """(base model, adapter or None) behind one side of the chat."""
+    choice = chat.pick(ctx.store, key)
+    return choice.model, choice.adapter if side == 1 else None
+
+
+def _before(history: list[dict], index: int, system: str) -> list[dict]:
+    """The conversation an answer replied to: the system prompt, then every turn before it."""
+    return ([{"role": "system", "content": system}] if (system or "").strip() else []) + history[:index]
 
 
 def build_compare_tab(ctx: Ctx) -> dict:
@@ -31,14 +54,20 @@ def build_compare_tab(ctx: Ctx) -> dict:
     gr.Markdown(HELP)
     with gr.Row():
         # Model text is shown as text: no Markdown, no HTML.
-        base_chat = gr.Chatbot(label="Base model", height=420, render_markdown=False, elem_id="cmp-base")
-        aligned_chat = gr.Chatbot(label="Aligned model", height=420, render_markdown=False, elem_id="cmp-aligned")
+        base_chat = gr.Chatbot(label="Base model", height=420, render_markdown=False, editable="all",
+                               elem_id="cmp-base")
+        aligned_chat = gr.Chatbot(label="Aligned model", height=420, render_markdown=False, editable="all",
+                                  elem_id="cmp-aligned")
     with gr.Row():
         text = gr.Textbox(label="Message", placeholder="Type, then Enter", scale=5, elem_id="cmp-message")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="cmp-send")
     with gr.Row():
         stop = gr.Button("Stop", elem_id="cmp-stop")
         clear = gr.Button("New conversation", elem_id="cmp-clear")
+    with gr.Row():
+        who = gr.Textbox(label="Your name, saved with your feedback", scale=1, elem_id="cmp-who",
+                         placeholder="then use the thumbs under an answer, or edit it (the pencil) to write a better one")
+        feedback_status = gr.Markdown(elem_id="cmp-feedback-status")
     status = gr.Markdown(elem_id="cmp-status")
     # The conversations as the models see them; the chat boxes show them escaped, since gr.Chatbot renders HTML.
     histories = gr.State(([], []))
@@ -71,7 +100,55 @@ def build_compare_tab(ctx: Ctx) -> dict:
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
 
+    def reacting(side: int):
+        """Thumbs on one side's answer -> feedback.record (the conversation before it, which model answered)."""
+
+        def react(key, system_text, typed, both, data: gr.LikeData, request: gr.Request,
+                  profile: gr.OAuthProfile | None = None):
+            history = list(both[side])
+            try:
+                who_, kind = _who(typed, request, profile)
+                index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+                model, adapter = _answered_by(ctx, key, side)
+                feedback.record(ctx.store, who_, "up" if data.liked else "down",
+                                _before(history, index, system_text), history[index]["content"], model, adapter,
+                                annotator_kind=kind)
+            except (feedback.FeedbackError, models.ModelError, IndexError) as error:
+                return message(str(error), error=True)
+            return message(f"Saved: thumbs {'up' if data.liked else 'down'} on the {SIDES[side]} answer, by {who_}.")
+
+        return react
+
+    def editing(side: int):
+        """An edited answer -> an edit in the feedback (the better answer), and the conversation goes on with it."""
+
+        def edit(key, system_text, typed, both, data: gr.EditData, request: gr.Request,
+                 profile: gr.OAuthProfile | None = None):
+            histories_ = [list(both[0]), list(both[1])]
+            history = histories_[side]
+            index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+            if not 0 <= index < len(history) or history[index]["role"] != "assistant":
+                return (gr.update(value=shown(history)), gr.skip(),
+                        message("Only an answer can be edited here; write a new message below instead.", error=True))
+            better = html.unescape(str(data.value))
+            try:
+                who_, kind = _who(typed, request, profile)
+                model, adapter = _answered_by(ctx, key, side)
+                feedback.record(ctx.store, who_, "edit", _before(history, index, system_text),
+                                history[index]["content"], model, adapter, edited=better, annotator_kind=kind)
+            except (feedback.FeedbackError, models.ModelError) as error:
+                return gr.update(value=shown(history)), gr.skip(), message(str(error), error=True)
+            history[index] = {"role": "assistant", "content": better}
+            return (gr.update(value=shown(history)), tuple(histories_),
+                    message(f"Saved: your better {SIDES[side]} answer, by {who_}; the conversation goes on with it."))
+
+        return edit
+
     # Wiring
+    feedback_inputs = [aligned, system, who, histories]
+    for side, box in enumerate((base_chat, aligned_chat)):
+        box.like(reacting(side), feedback_inputs, feedback_status, queue=False)
+        box.edit(editing(side), feedback_inputs, [box, histories, feedback_status], queue=False)
     inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
     outputs = [base_chat, aligned_chat, histories, text, status]
     # The old seed or error goes at once; the status says what happens now, also while waiting for the model.

@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pages import Ctx, login, message, set_choices
-from studio import groundtruth, preferences, team
+from studio import feedback, groundtruth, preferences, team
 from studio.recipes import PAIR_MODE
 from studio.groundtruth import GroundTruthError
 from studio.preferences import PreferenceError
@@ -25,6 +25,12 @@ def build_data_tab(ctx: Ctx) -> dict:
                 private = gr.Checkbox(True, label="Private", scale=1)
             push = gr.Button("Push to the Hub")
             pairs_status = gr.Markdown(elem_id="data-status")
+            gr.Markdown("### Feedback from chat\nThumbs and edits given on the Compare tab: KTO learns from them "
+                        "(Train tab), and edits are preference pairs.")
+            feedback_summary = gr.Markdown(elem_id="data-feedback")
+            feedback_export = gr.Button("Export feedback (TRL's formats)", elem_id="data-feedback-export")
+            feedback_files = gr.File(label="kto.jsonl (prompt / completion / label), edits.jsonl (prompt / chosen / "
+                                           "rejected)", file_count="multiple", interactive=False)
         with gr.Column():
             gr.Markdown("### Import preference data\nTRL standard or conversational (explicit or implicit prompt), "
                         "Anthropic HH transcripts, or prompt / chosen / rejected columns.")
@@ -38,32 +44,10 @@ def build_data_tab(ctx: Ctx) -> dict:
                 import_file = gr.Button("Import file")
                 import_hub = gr.Button("Import from Hub")
             import_status = gr.Markdown(elem_id="data-import-status")
-            gr.Markdown("### Amazon SageMaker Ground Truth")
-            with gr.Row():
-                bucket = gr.Textbox("my-bucket", label="S3 bucket for the job")
-                workers = gr.Number(3, precision=0, minimum=1, maximum=9, label="Workers per prompt")
-            with gr.Row():
-                gt_name = gr.Textbox(label="Job name", placeholder="made from the set's name if empty",
-                                     info="letters, digits and hyphens (AWS's rule)", elem_id="gt-name")
-                workforce = gr.Dropdown([("private team", "private"), ("Mechanical Turk (public)", "public")],
-                                        value="private", label="Workforce", elem_id="gt-workforce")
-            gt_export = gr.Button("Export a Ground Truth job", elem_id="gt-export")
-            gt_files = gr.File(label="Job (zip)", interactive=False, elem_id="gt-files")
-            gt_upload = gr.File(label="Ground Truth results (zip of the output folder)", file_types=[".zip"],
-                                elem_id="gt-upload")
-            with gr.Row():
-                gt_check = gr.Button("Check: show each worker's ranking", elem_id="gt-check")
-                gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
-            gt_preview = gr.Textbox(label="What the import would save (compare with the worker UI)", lines=8,
-                                    max_lines=30, interactive=False, visible=False, elem_id="gt-preview")
-            gt_status = gr.Markdown(elem_id="gt-status")
+            _groundtruth_section(ctx, prompt_set, mode, summary)
 
     def describe(set_name, pair_mode):
-        if not set_name:
-            return ""
-        rows, pair_set = preferences.preference_rows(ctx.store, set_name, pair_mode)
-        return message(f"{len(rows)} pairs from {pair_set.rankings} rankings · {pair_set.conflicts} conflicting "
-                       f"response pairs, {pair_set.unresolved} without a majority (dropped)")
+        return _pairs_summary(ctx, set_name, pair_mode)
 
     def do_export(set_name, pair_mode):
         try:
@@ -85,6 +69,21 @@ def build_data_tab(ctx: Ctx) -> dict:
             return message(f"The Hub refused the push: {error}", error=True)
         return message(f"Pushed to {url}.")
 
+    def describe_feedback():
+        found = feedback.counts(ctx.store)
+        if not any(found[k] for k in feedback.KINDS):
+            return message("No feedback yet: on the Compare tab, use the thumbs under an answer or edit it.")
+        return message(f"{found['up']} thumbs up, {found['down']} thumbs down, {found['edit']} edits, by "
+                       f"{found['annotators']} people on {found['models']} models.")
+
+    def do_feedback_export():
+        try:
+            out = feedback.export(ctx.store)
+        except feedback.FeedbackError as error:
+            return gr.skip(), message(str(error), error=True)
+        return [str(p) for p in out["files"].values()], message(
+            f"Exported {out['kto']} KTO rows and {out['pairs']} pairs to {out['folder']}.")
+
     def imported(result):
         return set_choices(ctx.store, result["prompt_set"]), message(
             f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{result['prompt_set']}'.")
@@ -102,6 +101,45 @@ def build_data_tab(ctx: Ctx) -> dict:
             return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name))
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
+
+    # Wiring
+    gr.on([prompt_set.change, mode.change], describe, [prompt_set, mode], summary)
+    export.click(do_export, [prompt_set, mode], [files, pairs_status])
+    push.click(do_push, [prompt_set, mode, repo, private], pairs_status)
+    import_file.click(do_import_file, [upload, name], [prompt_set, import_status])
+    import_hub.click(do_import_hub, [hub_id, split, name], [prompt_set, import_status])
+    feedback_export.click(do_feedback_export, None, [feedback_files, feedback_summary])
+
+    def on_select(selected, pair_mode):
+        # Rankings made on the Rank tab (or by others) since change the count even when the set stays the same.
+        sets = set_choices(ctx.store, selected)
+        return sets, describe(sets.get("value"), pair_mode), describe_feedback()
+
+    return {"prompt_set": prompt_set, "select": on_select, "select_inputs": [prompt_set, mode],
+            "select_outputs": [prompt_set, summary, feedback_summary]}
+
+
+def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
+    """Export a prompt set as an Amazon SageMaker Ground Truth job; check and import its results."""
+    gr.Markdown("### Amazon SageMaker Ground Truth")
+    with gr.Row():
+        bucket = gr.Textbox("my-bucket", label="S3 bucket for the job")
+        workers = gr.Number(3, precision=0, minimum=1, maximum=9, label="Workers per prompt")
+    with gr.Row():
+        gt_name = gr.Textbox(label="Job name", placeholder="made from the set's name if empty",
+                             info="letters, digits and hyphens (AWS's rule)", elem_id="gt-name")
+        workforce = gr.Dropdown([("private team", "private"), ("Mechanical Turk (public)", "public")],
+                                value="private", label="Workforce", elem_id="gt-workforce")
+    gt_export = gr.Button("Export a Ground Truth job", elem_id="gt-export")
+    gt_files = gr.File(label="Job (zip)", interactive=False, elem_id="gt-files")
+    gt_upload = gr.File(label="Ground Truth results (zip of the output folder)", file_types=[".zip"],
+                        elem_id="gt-upload")
+    with gr.Row():
+        gt_check = gr.Button("Check: show each worker's ranking", elem_id="gt-check")
+        gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
+    gt_preview = gr.Textbox(label="What the import would save (compare with the worker UI)", lines=8,
+                            max_lines=30, interactive=False, visible=False, elem_id="gt-preview")
+    gt_status = gr.Markdown(elem_id="gt-status")
 
     def do_gt_export(set_name, bucket_name, per_prompt, name, force):
         if not set_name:
@@ -138,22 +176,17 @@ def build_data_tab(ctx: Ctx) -> dict:
             if result["unlabelled"] else ""
         return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
                        f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"), \
-            describe(set_name, pair_mode)
+            _pairs_summary(ctx, set_name, pair_mode)
 
-    # Wiring
-    gr.on([prompt_set.change, mode.change], describe, [prompt_set, mode], summary)
-    export.click(do_export, [prompt_set, mode], [files, pairs_status])
-    push.click(do_push, [prompt_set, mode, repo, private], pairs_status)
-    import_file.click(do_import_file, [upload, name], [prompt_set, import_status])
-    import_hub.click(do_import_hub, [hub_id, split, name], [prompt_set, import_status])
+
     gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status])
     gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
     gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
 
-    def on_select(selected, pair_mode):
-        # Rankings made on the Rank tab (or by others) since change the count even when the set stays the same.
-        sets = set_choices(ctx.store, selected)
-        return sets, describe(sets.get("value"), pair_mode)
 
-    return {"prompt_set": prompt_set, "select": on_select, "select_inputs": [prompt_set, mode],
-            "select_outputs": [prompt_set, summary]}
+def _pairs_summary(ctx: Ctx, set_name, pair_mode) -> str:
+    if not set_name:
+        return ""
+    rows, pair_set = preferences.preference_rows(ctx.store, set_name, pair_mode)
+    return message(f"{len(rows)} pairs from {pair_set.rankings} rankings · {pair_set.conflicts} conflicting "
+                   f"response pairs, {pair_set.unresolved} without a majority (dropped)")
