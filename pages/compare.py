@@ -178,8 +178,9 @@ def build_compare_tab(ctx: Ctx) -> dict:
     def select(current):
         choices = [(label, key) for label, key in chat.options(ctx.store) if key.startswith(jobs.JOB_KEY)]
         keys = [key for _, key in choices]
-        value = current if current and (current in keys or not current.startswith(jobs.JOB_KEY)) else \
-            (keys[0] if keys else None)
-        return gr.update(choices=choices, value=value)
+        if (current and (current in keys or not current.startswith(jobs.JOB_KEY))) or (not current and not keys):
+            # Nothing to change: the value is left alone, so that what someone types while the tab opens stays.
+            return gr.update(choices=choices)
+        return gr.update(choices=choices, value=keys[0] if keys else None)
 
     return {"select": select, "model": aligned}

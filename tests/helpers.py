@@ -95,3 +95,17 @@ def wilson(k, n, z=1.959963984540054):
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+def random_lora(folder):
+    """A LoRA adapter for the embedded model with random, non-zero weights (PEFT's init_lora_weights=False): an
+    "aligned model" that differs from the base, without training one."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from studio.models import embedded_folder
+
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_folder()),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(folder)
+    return folder

@@ -1,14 +1,12 @@
 """A team on one prompt set: overlap targets, agreement (Krippendorff's alpha), gold and quality, roles."""
 
 import pytest
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
 
 from studio import active, chat, jobs, judges, models, ranking, rubric, team
 from studio.preferences import preference_rows
 from studio.ranking import load_task, next_task, progress, queue, submit
 from studio.team import TeamError
-from tests.helpers import make_set
+from tests.helpers import make_set, random_lora
 
 
 def test_an_overlap_target_serves_prompts_that_still_need_votes_first(store):
@@ -151,10 +149,7 @@ def test_active_order_puts_the_least_certain_prompt_first(store, tmp_path):
 
     # An aligned model's implicit reward: a prompt whose two best candidates are the same text has margin 0, so it
     # comes first. The adapter is a random LoRA (PEFT, not zero-initialised) on the embedded model.
-    folder = tmp_path / "job" / "adapter"
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(models.embedded_folder()),
-                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    lora.save_pretrained(folder)
+    folder = random_lora(tmp_path / "job" / "adapter")
     with store.tx() as db:
         job = db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES "
                          "('dpo', 'finished', ?, 'embedded', 'test')", (str(folder.parent),)).lastrowid

@@ -1,0 +1,46 @@
+"""Feedback where people chat: a thumbs down and an edit in the Compare chat, found on the Data tab."""
+
+import pytest
+from playwright.sync_api import expect
+
+from studio import feedback
+from studio.store import Store
+from tests.helpers import random_lora
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_thumbs_down_and_an_edit_in_the_chat_reach_the_data_tab(app_server, page):
+    adapter = random_lora(app_server["home"] / "my-adapter")
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#cmp-model input").fill(str(adapter))
+    page.locator("#cmp-model input").press("Enter")
+    page.get_by_text("Sampling (the same for both sides)").click()
+    box = page.locator("#cmp-max-tokens input[type=number]")
+    box.fill("8")
+    box.press("Enter")
+    page.locator("#cmp-who textarea").fill("erin")
+    page.locator("#cmp-message textarea").fill("How do I freeze my card?")
+    page.locator("#cmp-message textarea").press("Enter")
+    expect(page.locator("#cmp-status")).to_contain_text("Seed", timeout=180_000)
+
+    page.locator("#cmp-base").get_by_label("Dislike").first.click()
+    status = page.locator("#cmp-feedback-status")
+    expect(status).to_contain_text("Saved: thumbs down on the base model's answer, by erin.")
+    page.locator("#cmp-aligned").get_by_label("Edit").nth(1).click()  # the answer (0 is the question)
+    page.locator("#cmp-aligned textarea").first.fill("Open the app, tap Cards, then Freeze. It takes a second.")
+    page.locator("#cmp-aligned").get_by_label("Submit").click()
+    expect(status).to_contain_text("Saved: your better aligned model's answer, by erin")
+    expect(page.locator("#cmp-aligned")).to_contain_text("tap Cards, then Freeze")
+
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-feedback")).to_contain_text("0 thumbs up, 1 thumbs down, 1 edits, by 1 people on 2 "
+                                                           "models.")
+    store = Store(app_server["home"] / "studio.db")
+    down, edit = feedback.listed(store)
+    assert (down["kind"], down["adapter"], down["annotator"]) == ("down", None, "erin")
+    assert (edit["kind"], edit["adapter"]) == ("edit", str(adapter))
+    assert edit["messages"] == [{"role": "user", "content": "How do I freeze my card?"}]
+    assert edit["edited"] == "Open the app, tap Cards, then Freeze. It takes a second."
+    page.screenshot(path=str(app_server["home"] / "feedback.png"), full_page=True)
