@@ -73,8 +73,8 @@ def build_data_tab(ctx: Ctx) -> dict:
         found = feedback.counts(ctx.store)
         if not any(found[k] for k in feedback.KINDS):
             return message("No feedback yet: on the Compare tab, use the thumbs under an answer or edit it.")
-        return message(f"{found['up']} thumbs up, {found['down']} thumbs down, {found['edit']} edits, by "
-                       f"{found['annotators']} people on {found['models']} models.")
+        return message(f"{found['up']} thumbs up, {found['down']} thumbs down, {found['edit']} edited answer(s), by "
+                       f"{found['annotators']} person(s), on {found['models']} model(s).")
 
     def do_feedback_export():
         try:

@@ -124,8 +124,8 @@ def describe_data(store: Store, method: str, prompt_set: str | None, pair_mode: 
     if spec.data == "feedback":
         found = feedback.counts(store)
         return (f"{len(feedback.kto_rows(store))} {spec.rows} from the Compare tab's feedback: {found['up']} thumbs up, "
-                f"{found['down']} down, {found['edit']} edits (each edit counts twice) by {found['annotators']} "
-                "people. The prompt set is not used.")
+                f"{found['down']} down, {found['edit']} edited answer(s) (each gives a good and a bad row) by "
+                f"{found['annotators']} person(s). The prompt set is not used.")
     if not prompt_set:
         return "Choose a prompt set, or give a file or a Hub data set id."
     if spec.data == "prompts":

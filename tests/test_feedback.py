@@ -54,7 +54,7 @@ def test_a_kto_job_trains_on_thumbs_and_edits_and_its_adapter_loads_in_plain_pef
         jobs.launch(store, "kto", {})
     give(store)
     assert jobs.describe_data(store, "kto", None).startswith("18 rated answers from the Compare tab's feedback: 8 "
-                                                             "thumbs up, 8 down, 1 edits")
+                                                             "thumbs up, 8 down, 1 edited answer(s)")
     job = jobs.get(store, jobs.launch(store, "kto", {"max_steps": 3, "learning_rate": 5e-4, "max_length": 128,
                                                      "gradient_checkpointing": False, "save_steps": 1000}))
     assert job["data"] == "chat feedback (thumbs and edits)" and json.loads(job["data_info"])["rows"] == 18

@@ -35,8 +35,8 @@ def test_a_thumbs_down_and_an_edit_in_the_chat_reach_the_data_tab(app_server, pa
     expect(page.locator("#cmp-aligned")).to_contain_text("tap Cards, then Freeze")
 
     page.get_by_role("tab", name="Data").click()
-    expect(page.locator("#data-feedback")).to_contain_text("0 thumbs up, 1 thumbs down, 1 edits, by 1 people on 2 "
-                                                           "models.")
+    expect(page.locator("#data-feedback")).to_contain_text("0 thumbs up, 1 thumbs down, 1 edited answer(s), by 1 "
+                                                           "person(s), on 2 model(s).")
     store = Store(app_server["home"] / "studio.db")
     down, edit = feedback.listed(store)
     assert (down["kind"], down["adapter"], down["annotator"]) == ("down", None, "erin")
