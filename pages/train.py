@@ -190,7 +190,7 @@ def _job_rows(listed: list[dict]) -> list[list]:
     rows = []
     for job in listed:
         last = jobs.last_metrics(jobs.metrics(job))
-        method_ = job["method"] + (f", round {job['round']}" if job["round"] and job["round"] > 1 else "") + (
+        method_ = jobs.method_label(job) + (f", round {job['round']}" if job["round"] and job["round"] > 1 else "") + (
             f" from job {job['parent_job_id']}" if job["parent_job_id"] else "")
         rows.append([job["id"], method_, job["status"], job["data"], job["base_model"], last.get("step", 0),
                      _fmt(last.get("loss")), _fmt(last.get("rewards/margins", last.get("margin", last.get("reward"))))])

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
+import yaml
 
 from studio import feedback, hub, methods, models, recipes, rubric, team
 from studio.paths import studio_home
@@ -366,9 +367,22 @@ def rl_samples(job: dict, count: int = 12) -> list[dict] | None:
     return rows
 
 
+def method_label(job: dict) -> str:
+    """The method as the jobs table, the lineage and the card name it: `dpo`, or `dpo, ipo loss` when DPO trained
+    with another loss than TRL's default sigmoid (read from the job's recipe)."""
+    if job["method"] != "dpo":
+        return job["method"]
+    try:
+        losses = (yaml.safe_load((Path(job["folder"]) / "recipe.yaml").read_text()) or {}).get("loss_type")
+    except (OSError, yaml.YAMLError):
+        return job["method"]
+    losses = [losses] if isinstance(losses, str) else list(losses or [])
+    return job["method"] if losses in ([], ["sigmoid"]) else f"dpo, {'+'.join(losses)} loss"
+
+
 def lineage_line(store: Store, job_id: int) -> str:
     chain = lineage(store, job_id)
-    steps = [f"job {j['id']} ({j['method']}, round {j['round']}, data: {j['data']})" for j in chain]
+    steps = [f"job {j['id']} ({method_label(j)}, round {j['round']}, data: {j['data']})" for j in chain]
     return "Lineage: " + " ← ".join(steps + [f"base {chain[-1]['base_model']}"])
 
 

@@ -97,7 +97,7 @@ Trained with Align Studio (TRL + PEFT) from human rankings. {_base_note(job)}
 {chr(10).join(data_lines)}
 
 ## Training
-Method: {job['method']}, {last.get('step', 0)} steps. Last logged values:
+Method: {jobs.method_label(job)}, {last.get('step', 0)} steps. Last logged values:
 
 | metric | value |
 | --- | --- |

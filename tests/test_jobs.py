@@ -230,3 +230,11 @@ def test_a_new_method_is_one_record(store, monkeypatch):
     assert method == "grpo" and isinstance(recipe, trl.GRPOConfig) and recipe.max_completion_length == 8
     assert recipe.loss_type != "ipo" and recipe.num_generations == 2  # DPO's field left out, the record's defaults in
     assert job["data"] == "polite (prompts)" and jobs.rl_samples(job) is None
+
+
+def test_the_dpo_loss_is_named_in_the_table_lineage_and_card(store):
+    clear_cut_set(store)
+    plain = jobs.get(store, jobs.launch(store, "dpo", {}, prompt_set="polite"))
+    ipo = jobs.get(store, jobs.launch(store, "dpo", {"loss_type": "ipo"}, prompt_set="polite"))
+    assert jobs.method_label(plain) == "dpo" and jobs.method_label(ipo) == "dpo, ipo loss"
+    assert jobs.lineage_line(store, ipo["id"]).startswith(f"Lineage: job {ipo['id']} (dpo, ipo loss, round 1")
