@@ -18,7 +18,8 @@ from studio.store import Store
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "prompts"
 GUIDELINES = ASSETS.parent / "guidelines"
-BUILTIN_SETS = {"bank": "bank.jsonl", "helpful_harmless": "helpful_harmless.jsonl", "provocative": "provocative.jsonl"}
+BUILTIN_SETS = {"bank": "bank.jsonl", "helpful_harmless": "helpful_harmless.jsonl", "provocative": "provocative.jsonl",
+                "capability": "capability.jsonl"}
 PROMPT_COLUMNS = ("prompt", "question", "instruction")
 SYSTEM_COLUMN = "system"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024

@@ -66,7 +66,7 @@ def test_a_function_check_and_the_toxicity_ceiling():
 
 def test_built_in_sets_come_with_rubrics_that_load_and_stay_removed_when_removed(store):
     install_builtin_sets(store)
-    for name in ("bank", "helpful_harmless", "provocative"):
+    for name in ("bank", "helpful_harmless", "provocative", "capability"):
         assert rubric.for_set(store, name) is not None
     assert len(get_prompts(store, "provocative")) >= 40
     rubric.save(store, "bank", "")
@@ -130,3 +130,22 @@ def test_a_rubric_rewards_online_rl_answers(tmp_path):
     path.write_text("checks: []\n")
     with pytest.raises(ValueError, match="rubric: .*checks must be a list of one or more"):
         RubricReward(path)
+
+
+def test_the_capability_set_scores_right_answers_1_and_wrong_ones_0(store):
+    """The alignment-tax check: 60 questions of our own, each with one check (its expected answer as a pattern)."""
+    install_builtin_sets(store)
+    checks = rubric.for_set(store, "capability")
+    prompts = [p["text"] for p in get_prompts(store, "capability")]
+    assert len(prompts) >= 60
+    assert all(sum(checks.applies(c, p) for c in checks.checks) == 1 for p in prompts)
+    right = {"What is 17 plus 25? Reply with the number only.": "42",
+             "How many minutes are in 2 hours? Reply with the number only.": "There are 120 minutes.",
+             "What is the capital of Canada? Answer in a few words.": "Ottawa.",
+             "Write the word 'banana' in capital letters and nothing else.": "BANANA"}
+    wrong = {"What is 17 plus 25? Reply with the number only.": "142",
+             "How many minutes are in 2 hours? Reply with the number only.": "60",
+             "What is the capital of Canada? Answer in a few words.": "Toronto.",
+             "Write the word 'banana' in capital letters and nothing else.": "banana"}
+    assert checks.score_many(list(right), list(right.values())) == [1.0] * 4
+    assert checks.score_many(list(wrong), list(wrong.values())) == [0.0] * 4
