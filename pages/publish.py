@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pages import Ctx, keep_choice, login, message
-from studio import jobs, publish, team
+from studio import gate, jobs, publish, team
 from studio.publish import PublishError
 
 
@@ -15,6 +15,9 @@ def build_publish_tab(ctx: Ctx) -> dict:
                 repo = gr.Textbox(label="Hub model repo", placeholder="my-org/bank-assistant-dpo", scale=3,
                                   elem_id="pub-repo")
                 private = gr.Checkbox(True, label="Private", scale=1)
+            gate_text = gr.Markdown(elem_id="pub-gate")
+            anyway = gr.Checkbox(False, label="Push anyway, although the gate did not pass (the card will say so)",
+                                 elem_id="pub-anyway")
             push = gr.Button("Push adapter + model card", variant="primary", elem_id="pub-push")
             status = gr.Markdown(elem_id="pub-status")  # the push's answer: stays until the next push
             merge = gr.Button("Merge into a full model (background)", elem_id="pub-merge")
@@ -31,21 +34,24 @@ def build_publish_tab(ctx: Ctx) -> dict:
 
     def show(job_id):
         if job_id is None:
-            return "", "", ""
+            return "", "", "", ""
         try:
+            result = gate.verdict(ctx.store, int(job_id))
+            said = "\n".join(f"- {message(line.removeprefix('- '))}" if line.startswith("- ") else line
+                             for line in gate.card_lines(result))
             return (publish.model_card(ctx.store, int(job_id)), "",
-                    message(publish.merge_status(ctx.store, int(job_id))))
+                    message(publish.merge_status(ctx.store, int(job_id))), f"**Publish gate:** {said}")
         except (PublishError, jobs.JobError) as error:
-            return "", message(str(error), error=True), ""
+            return "", message(str(error), error=True), "", ""
 
-    def do_push(job_id, repo_id, is_private, request: gr.Request, profile: gr.OAuthProfile | None = None,
+    def do_push(job_id, repo_id, is_private, confirmed, request: gr.Request, profile: gr.OAuthProfile | None = None,
                 oauth_token: gr.OAuthToken | None = None):
         if job_id is None:
             return message("Choose a finished job.", error=True)
         try:
             team.check_lead(login(request, profile), "push to the Hub")
             url = publish.push_adapter(ctx.store, int(job_id), repo_id, is_private,
-                                       token=oauth_token.token if oauth_token else None)
+                                       token=oauth_token.token if oauth_token else None, confirmed=bool(confirmed))
         except (PublishError, team.TeamError) as error:
             return message(str(error), error=True)
         except Exception as error:  # the Hub's own refusals (permissions, names) reach the user as they are
@@ -66,10 +72,11 @@ def build_publish_tab(ctx: Ctx) -> dict:
         return message(publish.merge_status(ctx.store, int(job_id))) if job_id is not None else gr.skip()
 
     # Wiring
-    job_pick.change(show, job_pick, [card, status, merge_status])
-    push.click(do_push, [job_pick, repo, private], status)
+    job_pick.change(show, job_pick, [card, status, merge_status, gate_text])
+    push.click(do_push, [job_pick, repo, private, anyway], status)
     merge.click(do_merge, job_pick, merge_status)
     timer.tick(poll, job_pick, merge_status, show_progress="hidden")
+
     def select(current):
         """The finished jobs, keeping the chosen one; the newest when none is chosen yet."""
         return keep_choice(choices(), current)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import evaluate, hub, jobs, methods, models, recipes, report
+from studio import evaluate, gate, hub, jobs, methods, models, recipes, report
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -55,8 +55,9 @@ def _base_note(job: dict) -> str:
     return f"The base is {job['base_model']}."
 
 
-def model_card(store: Store, job_id: int) -> str:
-    """A model card from what the studio knows: base, data, recipe, the last training values."""
+def model_card(store: Store, job_id: int, pushed_anyway: bool = False) -> str:
+    """A model card from what the studio knows: base, data, recipe, the last training values, the evidence and the
+    publish gate's verdict (`pushed_anyway`: published by explicit confirmation although it did not pass)."""
     job, _ = finished_job(store, job_id)
     folder = Path(job["folder"])
     info = json.loads(job["data_info"] or "{}")
@@ -114,6 +115,9 @@ Settings (the full recipe.yaml is in the job folder):
 ## Evaluation
 {evaluation}
 
+## Publish gate
+{chr(10).join(gate.card_lines(gate.verdict(store, job_id), pushed_anyway))}
+
 ## Use
 
 ```python
@@ -123,7 +127,7 @@ model = AutoPeftModelForCausalLM.from_pretrained("<this repo>")
 """
 
 
-def publish_folder(store: Store, job_id: int, out) -> Path:
+def publish_folder(store: Store, job_id: int, out, pushed_anyway: bool = False) -> Path:
     """The folder that would be pushed: the adapter with its tokenizer and the model card. Its adapter_config.json
     names the base by its Hub id, not by the local folder the job trained on."""
     job, adapter = finished_job(store, job_id)
@@ -135,12 +139,14 @@ def publish_folder(store: Store, job_id: int, out) -> Path:
         config = json.loads(config_file.read_text())
         config["base_model_name_or_path"] = hub_base(job)
         config_file.write_text(json.dumps(config, indent=2) + "\n")
-    (out / "README.md").write_text(model_card(store, job_id))
+    (out / "README.md").write_text(model_card(store, job_id, pushed_anyway))
     return out
 
 
-def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, token: str | None = None) -> str:
-    """Create the repo (private by default) and upload the adapter folder; returns its URL."""
+def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, token: str | None = None,
+                 confirmed: bool = False) -> str:
+    """Create the repo (private by default) and upload the adapter folder; returns its URL. An adapter that did not
+    pass the publish gate is pushed only when `confirmed`, and its card says so."""
     from huggingface_hub import HfApi
 
     try:
@@ -153,10 +159,16 @@ def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, 
         raise PublishError("No Hugging Face token: set HF_TOKEN, run `hf auth login`, or log in on the Space.")
     if not hub.reachable():
         raise PublishError("The Hugging Face Hub is out of reach (no network?); nothing was pushed.")
+    result = gate.verdict(store, job_id)
+    if result["status"] != "passed" and not confirmed:
+        reasons = "; ".join(f"{name}: {why}" for name, (ok, why) in result["checks"].items() if not ok)
+        raise PublishError(f"The publish gate is {result['status']} ({reasons}). Tick \"Push anyway\" to push it; "
+                           "its card will say it was pushed without passing.")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        api.upload_folder(repo_id=repo_id, folder_path=publish_folder(store, job_id, Path(tmp) / "adapter"),
+        api.upload_folder(repo_id=repo_id, folder_path=publish_folder(store, job_id, Path(tmp) / "adapter",
+                                                                      result["status"] != "passed"),
                           commit_message=f"Align Studio job {job_id}")
     return f"https://huggingface.co/{repo_id}"
 
