@@ -113,3 +113,10 @@ def test_shipped_recipes_keep_in_step_with_the_tabs_recommended_settings(name, m
     assert recipe.loss_type == [wanted["loss_type"]]
     if model == "embedded":  # on this CPU; on a GPU the tab turns checkpointing on
         assert recipe.gradient_checkpointing is False
+
+
+@pytest.mark.slow  # about 30 s each here; `pytest -m slow` runs them (the sigmoid default runs in the DPO test)
+@pytest.mark.parametrize("loss", [k for k in recipes.LOSS_TYPES if k != "sigmoid"])
+def test_each_dpo_loss_offered_on_the_train_tab_runs_a_step(tmp_path, loss):
+    result, metrics = run(tmp_path, "dpo", 1, loss_type=[loss], max_length=64)
+    assert result["status"] == "finished" and len(metrics) == 1 and metrics[0]["loss"] == metrics[0]["loss"]
