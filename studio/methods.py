@@ -38,12 +38,12 @@ METHODS = {m.key: m for m in (
            defaults={"precompute_ref_log_probs": True}),
     Method("sft", "SFT", "SFT on chosen answers or demonstrations", "SFTConfig", "SFTTrainer", "pairs", "chat",
            "chosen answers"),
+    Method("reward", "Reward model", "Reward model on preference pairs", "RewardConfig", "RewardTrainer", "pairs",
+           "reward", "pairs", columns=("chosen", "rejected")),
     # KTO: learns from single answers marked good or bad (thumbs and edits in chat), no pairs needed.
     Method("kto", "KTO", "KTO on thumbs up / down and edits given in chat", "KTOConfig", "KTOTrainer", "feedback",
            "chat", "rated answers", columns=("prompt", "completion", "label"), options=("beta",),
            defaults={"per_device_train_batch_size": 4}),
-    Method("reward", "Reward model", "Reward model on preference pairs", "RewardConfig", "RewardTrainer", "pairs",
-           "reward", "pairs", columns=("chosen", "rejected")),
     # RLOO: short answers and four samples per prompt, a step in seconds on a laptop CPU; TRL's KL penalty (beta)
     # against the starting model (the adapter switched off) keeps the policy close.
     Method("rloo", "Online RL (RLOO)", "Online RL (RLOO) on prompts, against a reward model or reward functions",

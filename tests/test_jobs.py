@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trl
 
-from studio import jobs, methods, recipes
+from studio import feedback, jobs, methods, recipes
 from studio.jobs import JobError, Manager
 from studio.store import Store
 from tests.helpers import SETTINGS, clear_cut_set, new_job, steps_logged, wait_for
@@ -113,6 +113,7 @@ def test_launch_holds_the_rules_the_train_tab_relies_on(store):
 
 def test_the_form_sends_every_field_and_each_method_keeps_its_own(store):
     clear_cut_set(store)
+    feedback.record(store, "anna", "up", [{"role": "user", "content": "Hi"}], "Hello!", "embedded")  # for KTO
     form = {"beta": 0.3, "loss_type": "ipo", "num_generations": 2, "max_completion_length": 16, "max_steps": 1,
             "learning_rate": 1e-4}
     made = {m: recipes.load(Path(jobs.get(store, jobs.launch(

@@ -28,8 +28,15 @@ def test_a_thumbs_down_and_an_edit_in_the_chat_reach_the_data_tab(app_server, pa
     page.locator("#cmp-base").get_by_label("Dislike").first.click()
     status = page.locator("#cmp-feedback-status")
     expect(status).to_contain_text("Saved: thumbs down on the base model's answer, by erin.")
-    page.locator("#cmp-aligned").get_by_label("Edit").nth(1).click()  # the answer (0 is the question)
-    page.locator("#cmp-aligned textarea").first.fill("Open the app, tap Cards, then Freeze. It takes a second.")
+    editor = page.locator("#cmp-aligned textarea").first
+    for _ in range(3):  # a click that lands while the chat box redraws (after the thumbs) opens no editor: again
+        page.locator("#cmp-aligned").get_by_label("Edit").last.click()  # the answer's (the question has one too)
+        try:
+            expect(editor).to_be_visible(timeout=5_000)
+            break
+        except AssertionError:
+            pass
+    editor.fill("Open the app, tap Cards, then Freeze. It takes a second.")
     page.locator("#cmp-aligned").get_by_label("Submit").click()
     expect(status).to_contain_text("Saved: your better aligned model's answer, by erin")
     expect(page.locator("#cmp-aligned")).to_contain_text("tap Cards, then Freeze")
