@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio import ranking
+from tests.browser.helpers import set_number
 from tests.browser.test_rank_page import seed_candidates
 
 pytestmark = pytest.mark.browser
@@ -27,8 +28,7 @@ def test_two_annotators_a_target_a_judge_and_the_lead_sees_the_team(app_server, 
     store, prompts = seed_candidates(app_server["home"], prompts=3, candidates=3)
     anna = open_rank(browser, app_server["url"], "anna")  # no leads named: anna may lead
     anna.get_by_text("Team: target, gold, agreement, quality").click()
-    target = anna.locator("#rank-target input[type=number]")
-    target.fill("2")
+    set_number(anna, "rank-target", 2)  # typed again if the just-opened panel puts its initial value back
     anna.locator("#rank-target-save").click()
     expect(anna.locator("#rank-team-status")).to_contain_text("now wants 2 annotators")
     anna.locator("#rank-judge-go").click()  # the bank set's rubric judges
@@ -39,9 +39,15 @@ def test_two_annotators_a_target_a_judge_and_the_lead_sees_the_team(app_server, 
     expect(bob.locator("#rank-suggestion textarea")).to_have_value(re.compile(r"\(by rubric:bank\)$"))
     for page, orders in ((bob, ["r", "c b a", "a b c"]), (anna, ["a b c", "b a c", "c a b"])):  # bob accepts first
         for done, order in enumerate(orders, 1):
+            shown = page.locator("#rank-prompt textarea").input_value()
             page.locator("#rank-order textarea").fill(order)
             page.locator("#rank-order textarea").press("Enter")
-            expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 3")
+            try:  # a loaded CI machine can take seconds; say what the page showed if it never came
+                expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 3", timeout=20_000)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\nstatus: {page.locator('#rank-status').inner_text()!r}, order box: "
+                                     f"{page.locator('#rank-order textarea').input_value()!r}, prompt before: "
+                                     f"{shown!r}, now: {page.locator('#rank-prompt textarea').input_value()!r}")
     expect(anna.locator("#rank-progress")).to_contain_text("3 / 3 reached 2 annotators")
 
     anna.locator("#rank-team-show").click()
