@@ -8,6 +8,7 @@ own ranking with `suggested_by` naming the judge. Training pairs leave judges ou
 `agreement` says how often people agree with each judge, so the team knows when to trust it.
 """
 
+import contextlib
 import itertools
 import threading
 
@@ -92,7 +93,7 @@ def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = mode
         raise JudgeError(f"Unknown judge {kind!r}: rubric or llm.")
     done = 0
     work = [p for p in prompts if p["id"] in candidates]
-    with models.in_use(f"judging {set_name}") if loaded else _nothing():
+    with models.in_use(f"judging {set_name}") if loaded else contextlib.nullcontext():
         for prompt in work:
             if cancel is not None and cancel.is_set():
                 break
@@ -106,14 +107,6 @@ def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = mode
             if on_progress:
                 on_progress(done, len(work))
     return name, done
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def agreement(store: Store, set_name: str) -> list[dict]:

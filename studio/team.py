@@ -59,7 +59,7 @@ def set_target(store: Store, set_name: str, target: int | None, by: str | None =
         raise TeamError("The overlap target is a number of annotators per prompt, from 1 to 50 (0: none).")
     with store.tx() as db:
         changed = db.execute("UPDATE prompt_sets SET target = ? WHERE name = ?",
-                             (int(target) or None if target is not None else None, set_name)).rowcount
+                             (int(target or 0) or None, set_name)).rowcount
     if not changed:
         raise TeamError(f"No prompt set named {set_name!r}.")
 
