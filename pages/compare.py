@@ -155,7 +155,9 @@ def build_compare_tab(ctx: Ctx) -> dict:
     gr.on([send.click, text.submit], waiting, None, status, queue=False).then(
         respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
     stop.click(ctx.canceller("Stopped."), None, status)
-    clear.click(lambda: ([], [], ([], []), ""), None, [base_chat, aligned_chat, histories, status])
+    # The chat boxes' own clear button (their header) starts over too: the conversations the models see go with it.
+    gr.on([clear.click, base_chat.clear, aligned_chat.clear], lambda: ([], [], ([], []), ""), None,
+          [base_chat, aligned_chat, histories, status])
 
     def chat_api(message_text: str, model: str, system_prompt: str = "", history: list[dict] | None = None,
                  max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.9, seed: int = -1) -> str:
