@@ -6,7 +6,9 @@ import threading
 import gradio as gr
 
 from pages import Ctx, message, waiting
-from studio import chat, feedback, jobs, models, ranking
+from pages.rank import identity
+from studio import chat, feedback, jobs, models
+from studio.ranking import RankingError
 from studio.generate import GenerationParams
 
 HELP = ("One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
@@ -20,8 +22,8 @@ SIDES = ("base model's", "aligned model's")
 def _who(typed: str, request, profile) -> tuple[str, str]:
     """(name, kind) of whoever gives feedback: the login, else the typed name (the Rank tab's rule)."""
     try:
-        return ranking.identity(typed, getattr(request, "username", None), profile.username if profile else None)
-    except ranking.RankingError:
+        return identity(typed, request, profile)
+    except RankingError:
         raise feedback.FeedbackError("Type your name first (next to the thumbs): feedback records who gave it.") \
             from None
 
