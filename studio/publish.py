@@ -196,6 +196,18 @@ def merge(job_folder, out) -> Path:
     return out
 
 
+_children: dict[int, subprocess.Popen] = {}  # merges this process started, by job: it knows best whether they run
+
+
+def _merging(job: dict) -> bool:
+    """Whether the job's recorded merge process still runs: asked of our own child when we started it (its command
+    line is not yet the merge's for a moment after the start), else found by pid and command line."""
+    child = _children.get(job["id"])
+    if child is not None:
+        return child.poll() is None
+    return jobs.alive(job["merge_pid"], "studio.publish", job["folder"])
+
+
 def start_merge(store: Store, job_id: int) -> Path:
     """Merge in a background process (it loads a second copy of the model); returns the output folder. The merge is
     recorded on the job (merge_status, merge_pid), so its state survives an app restart and a second app on the same
@@ -205,20 +217,21 @@ def start_merge(store: Store, job_id: int) -> Path:
     out = Path(job["folder"]) / "merged"
     with store.tx() as db:
         row = db.execute("SELECT merge_status, merge_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row["merge_status"] == "merging" and jobs.alive(row["merge_pid"], "studio.publish", job["folder"]):
+        if row["merge_status"] == "merging" and _merging({**job, "merge_pid": row["merge_pid"]}):
             raise PublishError(f"Job {job_id} is being merged already.")
         with open(Path(job["folder"]) / "merge.log", "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out)], cwd=jobs.ROOT,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         db.execute("UPDATE jobs SET merge_status = 'merging', merge_pid = ? WHERE id = ?", (process.pid, job_id))
+    _children[job_id] = process
     return out
 
 
 def _settle_merge(store: Store, job_id: int) -> dict:
     """The job, with a merge whose process has ended recorded as merged (the model folder is there) or failed."""
     job = jobs.get(store, job_id)
-    if job["merge_status"] == "merging" and not jobs.alive(job["merge_pid"], "studio.publish", job["folder"]):
+    if job["merge_status"] == "merging" and not _merging(job):
         done = (Path(job["folder"]) / "merged" / "config.json").is_file()
         with store.tx() as db:
             db.execute("UPDATE jobs SET merge_status = ?, merge_pid = NULL WHERE id = ? AND merge_status = 'merging'",
