@@ -88,7 +88,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 gr.update(value=hint[1] if hint else "", visible=hint is not None), task.order_text(),
                 message(progress_text), earlier_update, note]
 
-    def start(typed, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def start(typed, set_name, shown_prompt, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not (typed or "").strip() and profile is None and not getattr(request, "username", None):
             return view(None, None, set_name, message("Type your name above and press Enter to start ranking."))
         try:
@@ -97,7 +97,13 @@ def build_rank_tab(ctx: Ctx) -> dict:
             return view(None, None, set_name, message(str(error), error=True))
         if not set_name:
             return view(None, who, None, message("Choose a prompt set.", error=True))
-        return view(ranking.next_task(ctx.store, set_name, who), who, set_name)
+        task = ranking.next_task(ctx.store, set_name, who)
+        update = view(task, who, set_name)
+        if task is not None and task.prompt_id == shown_prompt:
+            # The same prompt again (the page's load refilling the set list after the name was typed): keep what
+            # the annotator has typed in the order box meanwhile.
+            update[view_outputs.index(order)] = gr.skip()
+        return update
 
     def act(typed, set_name, prompt_id, text, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous."""
@@ -125,7 +131,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # behind one another or behind model work); SQLite's write lock orders the submissions. Opening the queue (once
     # per page) stays in Gradio's queue, so that the page load's start and the typed name's start come in order.
     team = {"queue": False}
-    gr.on([annotator.submit, prompt_set.change], start, identity_inputs, view_outputs,
+    gr.on([annotator.submit, prompt_set.change], start, [*identity_inputs, current], view_outputs,
           trigger_mode="always_last").then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
