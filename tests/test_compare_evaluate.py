@@ -200,3 +200,32 @@ def test_an_alignment_report_is_computed_stored_and_in_the_card(trained):
     card = publish.model_card(store, job_id)
     assert "## Alignment report" in card and "Held-out set `held`: 4 prompts x 2 samples" in card
     assert "rubric: at least as good as the base in" in card
+
+
+def test_the_capability_set_scores_base_and_adapter_and_feeds_the_gate(trained):
+    """The alignment-tax check run for real: both models answer capability questions, the set's rubric scores each
+    answer 1 (right) or 0, the Evaluate table pairs the adapter against the base, and the gate reads it."""
+    from studio import gate
+    from studio.prompts import install_builtin_sets
+
+    store, job_id = trained
+    install_builtin_sets(store)
+    base, aligned = chat.pick(store, "base:embedded"), chat.pick(store, f"job:{job_id}")
+    assert "skills kept" in gate.verdict(store, job_id)["checks"]
+    assert gate.verdict(store, job_id)["checks"]["skills kept"][0] is None  # no capability evaluation yet
+    evaluation = evaluate.create_evaluation(store, "capability", [base, aligned],
+                                            GenerationParams(max_new_tokens=12, temperature=0.1), limit=6)
+    assert evaluate.score_evaluation(store, evaluation, "rubric") == 12
+    checks = rubric.for_set(store, "capability")
+    rows = store.query("""SELECT p.text AS prompt, a.text AS answer, s.value FROM eval_scores s
+                          JOIN eval_answers a ON a.id = s.answer_id JOIN prompts p ON p.id = a.prompt_id
+                          WHERE a.evaluation_id = ? AND s.scorer = 'rubric'""", (evaluation,))
+    assert {r["value"] for r in rows} <= {0.0, 1.0}
+    assert [r["value"] for r in rows] == checks.score_many([r["prompt"] for r in rows], [r["answer"] for r in rows])
+    table = {r["model"]: r for r in evaluate.score_table(store, evaluation) if r["scorer"] == "rubric"}
+    assert [table[m]["n"] for m in ("base (embedded)", f"job {job_id} (dpo)")] == [6, 6]
+    paired = table[f"job {job_id} (dpo)"]
+    assert paired["diff"] == pytest.approx(paired["mean"] - table["base (embedded)"]["mean"])
+    assert paired["diff_low"] <= paired["diff"] <= paired["diff_high"]
+    ok, why = gate.verdict(store, job_id)["checks"]["skills kept"]
+    assert ok == (paired["diff_high"] >= 0) and why.startswith(f"capability in evaluation {evaluation}")
