@@ -25,8 +25,9 @@ def build_data_tab(ctx: Ctx) -> dict:
                 private = gr.Checkbox(True, label="Private", scale=1)
             push = gr.Button("Push to the Hub")
             pairs_status = gr.Markdown(elem_id="data-status")
-            gr.Markdown("### Feedback from chat\nThumbs and edits given on the Compare tab: KTO learns from them "
-                        "(Train tab), and edits are preference pairs.")
+            gr.Markdown("### Feedback: thumbs and edits\nThumbs and edits given in the Compare chat, and single "
+                        "answers rated on the Rank tab: KTO learns from them (Train tab), and edits are preference "
+                        "pairs.")
             feedback_summary = gr.Markdown(elem_id="data-feedback")
             feedback_export = gr.Button("Export feedback (TRL's formats)", elem_id="data-feedback-export")
             feedback_files = gr.File(label="kto.jsonl (prompt / completion / label), edits.jsonl (prompt / chosen / "
@@ -72,7 +73,8 @@ def build_data_tab(ctx: Ctx) -> dict:
     def describe_feedback():
         found = feedback.counts(ctx.store)
         if not any(found[k] for k in feedback.KINDS):
-            return message("No feedback yet: on the Compare tab, use the thumbs under an answer or edit it.")
+            return message("No feedback yet: on the Compare tab, use the thumbs under an answer or edit it; on the "
+                           "Rank tab, rate a single answer with + or -.")
         return message(f"{found['up']} thumbs up, {found['down']} thumbs down, {found['edit']} edited answer(s), by "
                        f"{found['annotators']} person(s), on {found['models']} model(s).")
 

@@ -12,9 +12,12 @@ from studio.ranking import LETTERS, MAX_SHOWN, RankingError
 KEYS = """**Keyboard** (the order box keeps the focus):
 - type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
 - two candidates: `a` or `b` (that one is better), `=` tie, `x` both bad, then **Enter**
+- one candidate: `+` good or `-` bad, then **Enter** (a rating, which KTO learns from)
 - `r` **Enter** accept the judge's suggested order (when a judge or the set's rubric has one)
 - `s` **Enter** skip · `u` **Enter** undo your last submission · `p` **Enter** previous (change it)
 """
+ORDER_LABEL = "Order, best to worst (e.g. B > A = C); Enter submits"
+RATE_LABEL = "One answer: + if it is good, - if it is bad; Enter submits"
 FOCUS_ORDER = "() => { setTimeout(() => document.querySelector('#rank-order textarea')?.focus(), 50); }"
 
 
@@ -44,9 +47,12 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 b_better = gr.Button("B better (b)")
                 tie = gr.Button("Tie (=)")
                 both_bad = gr.Button("Both bad (x)")
+            with gr.Row(visible=False) as rating:
+                good = gr.Button("Good (+)", elem_id="rank-good")
+                bad = gr.Button("Bad (-)", elem_id="rank-bad")
             suggested = gr.Textbox(label="Suggested by a judge (press r then Enter, or the button, to accept it)",
                                    interactive=False, visible=False, elem_id="rank-suggestion")
-            order = gr.Textbox(label="Order, best to worst (e.g. B > A = C); Enter submits", autofocus=True,
+            order = gr.Textbox(label=ORDER_LABEL, autofocus=True,
                                elem_id="rank-order")
             with gr.Row():
                 submit = gr.Button("Submit", variant="primary", elem_id="rank-submit")
@@ -59,7 +65,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
         _guidelines_column(ctx, prompt_set, annotator, status, current)
 
-    view_outputs = [current, system, prompt, *candidates, pairwise, suggested, order, progress, earlier, status]
+    view_outputs = [current, system, prompt, *candidates, pairwise, rating, suggested, order, progress, earlier,
+                    status]
 
     def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "") -> list:
         """Every output of a page update for `task` (None: the queue is empty)."""
@@ -76,7 +83,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
         if task is None:
             done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
             return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
-                    gr.update(visible=False), gr.update(visible=False), "", message(progress_text), earlier_update, note]
+                    gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "",
+                    message(progress_text), earlier_update, note]
         shown = [gr.update(value=text, visible=True, label=f"Candidate {LETTERS[i]}")
                  for i, text in enumerate(task.responses)]
         shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - len(shown))
@@ -84,8 +92,9 @@ def build_rank_tab(ctx: Ctx) -> dict:
             note = (note + " " if note else "") + f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
         hint = ranking.suggestion(ctx.store, task)
         return [task.prompt_id, gr.update(value=task.system, visible=bool(task.system)), task.text, *shown,
-                gr.update(visible=len(task.responses) == 2),
-                gr.update(value=hint[1] if hint else "", visible=hint is not None), task.order_text(),
+                gr.update(visible=len(task.responses) == 2), gr.update(visible=len(task.responses) == 1),
+                gr.update(value=hint[1] if hint else "", visible=hint is not None),
+                gr.update(value=task.order_text(), label=RATE_LABEL if len(task.responses) == 1 else ORDER_LABEL),
                 message(progress_text), earlier_update, note]
 
     def start(typed, set_name, shown_prompt, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -136,8 +145,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
     act_inputs = [annotator, prompt_set, current]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
           trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)
-    for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (skip, "s"), (undo, "u"),
-                        (previous, "p"), (accept, "r")]:
+    for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (good, "+"), (bad, "-"),
+                        (skip, "s"), (undo, "u"), (previous, "p"), (accept, "r")]:
         button.click(act, [*act_inputs, gr.State(key)], view_outputs, **team).then(None, js=FOCUS_ORDER)
     earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs, **team).then(None, js=FOCUS_ORDER)
 

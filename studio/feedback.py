@@ -85,7 +85,8 @@ def export(store: Store, out_dir=None) -> dict:
 
     kto, pairs = kto_rows(store), edit_pairs(store)
     if not kto:
-        raise FeedbackError("No feedback yet: give thumbs or edit answers on the Compare tab.")
+        raise FeedbackError("No feedback yet: give thumbs or edit answers on the Compare tab, or rate single answers "
+                            "on the Rank tab.")
     out_dir = Path(out_dir or studio_home() / "exports" / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"kto": out_dir / "kto.jsonl"}

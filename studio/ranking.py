@@ -12,11 +12,14 @@ import zlib
 from dataclasses import dataclass, field
 
 from studio import rubric
+from studio.prompts import prompt_messages
 from studio.store import Store
 
 LETTERS = "ABCDEFGH"
 # With two candidates one key decides: a or b better, = tie, x both bad -> (better tier, worse tier, label).
 PAIRWISE = {"a": ([0], [1], None), "b": ([1], [0], None), "=": ([0, 1], None, None), "x": ([0, 1], None, "both_bad")}
+# With one candidate there is nothing to order: the annotator rates it good or bad (stored as feedback, for KTO).
+THUMBS = {"+": "up", "-": "down"}
 MAX_SHOWN = len(LETTERS)  # candidates shown per prompt: the newest ones when a prompt has more
 PAIR_MODES = {"best_worst": "best vs worst", "all": "all ordered pairs",
               "one_per_prompt": "one pair per prompt, best vs worst"}
@@ -38,9 +41,15 @@ class Task:
     total_responses: int
     current: list[list[int]] | None = None  # this annotator's current ranking, if any
     current_label: str | None = None
+    current_thumb: str | None = None  # one candidate: this annotator's rating of it, up or down
+
+    def messages(self) -> list[dict]:
+        return prompt_messages({"text": self.text, "system": self.system, "context": self.context})
 
     def order_text(self) -> str:
-        """The current ranking written the way it is typed, e.g. 'B > A = C > D'."""
+        """The current ranking written the way it is typed, e.g. 'B > A = C > D' (a rating: '+' or '-')."""
+        if self.current_thumb:
+            return {kind: key for key, kind in THUMBS.items()}[self.current_thumb]
         if not self.current:
             return ""
         index = {rid: LETTERS[i] for i, rid in enumerate(self.response_ids)}
@@ -107,10 +116,11 @@ def act(store: Store, annotator: str, kind: str, set_name: str | None, prompt_id
 
 
 def empty_queue_note(store: Store, set_name: str) -> str:
-    """Why there is nothing to rank: everything is ranked, or no prompt has two candidates yet."""
+    """Why there is nothing to rank: everything is ranked, or no prompt has candidates yet."""
     if progress(store, set_name, None)["total"]:
         return "Nothing left to rank in this set for you."
-    return "Generate candidates for this set first (Generate tab: 2 or more per prompt)."
+    return ("Generate candidates for this set first (Generate tab: 2 or more per prompt to rank them, or 1 to rate "
+            "each answer good or bad).")
 
 
 def annotator_id(db, name: str, kind: str = "local") -> int:
@@ -188,23 +198,32 @@ def load_task(store: Store, prompt_id: int, annotator: str) -> Task:
         (prompt_id, annotator))
     if current:
         task.current, task.current_label = json.loads(current[0]["tiers"]), current[0]["label"]
+    if len(shown) == 1:
+        rated = store.query("SELECT f.kind FROM feedback f JOIN annotators a ON a.id = f.annotator_id "
+                            "WHERE f.response_id = ? AND a.name = ?", (shown[0][0], annotator))
+        task.current_thumb = rated[0]["kind"] if rated else None
     return task
 
 
 # A prompt counts as ranked by an annotator while their current ranking is newer than its newest candidate: new
 # candidates (the next round's, from an aligned model) put it back in the queue, to be ranked with the earlier ones.
-_RANKED_BY = """EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.annotator_id = a.id
-                AND r.status = 'current' AND r.created_at >= (SELECT MAX(created_at) FROM responses n
-                                                              WHERE n.prompt_id = p.id))"""
+# A single candidate rated good or bad counts the same way.
+_RANKED_BY = """(EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.annotator_id = a.id
+                 AND r.status = 'current' AND r.created_at >= (SELECT MAX(created_at) FROM responses n
+                                                               WHERE n.prompt_id = p.id))
+                OR EXISTS (SELECT 1 FROM feedback f JOIN responses c ON c.id = f.response_id
+                           WHERE c.prompt_id = p.id AND f.annotator_id = a.id
+                           AND f.created_at >= (SELECT MAX(created_at) FROM responses n WHERE n.prompt_id = p.id)))"""
 
 
-# People's current rankings of prompt p (imports and judges left out).
-_VOTES = """(SELECT COUNT(*) FROM rankings r JOIN annotators x ON x.id = r.annotator_id WHERE r.prompt_id = p.id
-             AND r.status = 'current' AND r.source != 'import' AND x.kind != 'judge')"""
+# People's current rankings of prompt p (imports and judges left out), and ratings of its single candidate.
+_VOTES = """((SELECT COUNT(*) FROM rankings r JOIN annotators x ON x.id = r.annotator_id WHERE r.prompt_id = p.id
+              AND r.status = 'current' AND r.source != 'import' AND x.kind != 'judge')
+             + (SELECT COUNT(*) FROM feedback f JOIN responses c ON c.id = f.response_id WHERE c.prompt_id = p.id))"""
 
 
 def queue(store: Store, set_name: str, annotator: str) -> list[int]:
-    """Prompt ids of the set with 2+ candidates that this annotator has not ranked since their newest candidate
+    """Prompt ids of the set with candidates that this annotator has not ranked since their newest candidate
     arrived; skipped ones last. With an overlap target, prompts below it come first; with an active order
     (team.set_active_order), the most informative first; then, with a target, those with the fewest votes (in an
     order of the annotator's own, so a team starting together spreads out); else the set's order."""
@@ -213,7 +232,7 @@ def queue(store: Store, set_name: str, annotator: str) -> list[int]:
            LEFT JOIN annotators a ON a.name = ?
            LEFT JOIN skips k ON k.prompt_id = p.id AND k.annotator_id = a.id
            LEFT JOIN priorities pr ON pr.prompt_id = p.id
-           WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2
+           WHERE s.name = ? AND EXISTS (SELECT 1 FROM responses r WHERE r.prompt_id = p.id)
              AND NOT {_RANKED_BY}
            ORDER BY k.created_at IS NOT NULL, k.created_at,
                     CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} >= s.target END,
@@ -266,9 +285,13 @@ def submit(store: Store, annotator: str, prompt_id: int, tiers: list[list[int]],
 
 def submit_order(store: Store, annotator: str, task: Task, typed: str, kind: str = "local") -> int | None:
     """Save what the annotator typed for `task` (a prompt on screen): an order like 'b a=c d', with two candidates
-    a / b / = / x (both bad), or 'r' to accept the rubric's suggestion."""
+    a / b / = / x (both bad), with one + (good) or - (bad), or 'r' to accept the rubric's suggestion."""
     command = (typed or "").strip().lower()
     label, suggested_by = None, None
+    if len(task.response_ids) == 1:
+        if command not in THUMBS:
+            raise RankingError("There is one answer here: type + if it is good, - if it is bad (s skips it).")
+        return rate(store, annotator, task, THUMBS[command], kind)
     if command == "r":
         found = suggestion(store, task)
         if found is None:
@@ -283,10 +306,35 @@ def submit_order(store: Store, annotator: str, task: Task, typed: str, kind: str
                   label=label, kind=kind, suggested_by=suggested_by)
 
 
+def rate(store: Store, annotator: str, task: Task, thumb: str, kind: str = "local") -> int:
+    """Thumbs up or down on the single candidate of `task`, stored as feedback on that response (with the model and
+    adapter that wrote it; studio.feedback turns it into a KTO row). A new rating replaces the annotator's earlier
+    one of the same answer. Returns the feedback id."""
+    annotator = check_annotator(annotator, kind)
+    if len(task.response_ids) != 1 or thumb not in THUMBS.values():
+        raise RankingError("Only a prompt with a single answer is rated up or down; rank several answers instead.")
+    (response_id,) = task.response_ids
+    with store.tx() as db:
+        written = db.execute("SELECT model, adapter FROM responses WHERE id = ?", (response_id,)).fetchone()
+        if written is None:
+            raise RankingError(f"Response {response_id} does not exist any more.")
+        who = annotator_id(db, annotator, kind)
+        db.execute("DELETE FROM feedback WHERE response_id = ? AND annotator_id = ?", (response_id, who))
+        db.execute("DELETE FROM skips WHERE prompt_id = ? AND annotator_id = ?", (task.prompt_id, who))
+        return db.execute(
+            "INSERT INTO feedback (annotator_id, model, adapter, messages, answer, kind, response_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (who, written["model"], written["adapter"],
+                                            json.dumps(task.messages(), ensure_ascii=False), task.responses[0],
+                                            thumb, response_id)).lastrowid
+
+
 def suggestion(store: Store, task: Task) -> tuple[list[list[int]], str, str] | None:
     """A judge's order of the candidates on screen: (tiers of display indices, the text shown, e.g. 'B > A = C
     (B 0.95, ...)', the judge's name). The newest stored judge ranking of the prompt (judges.prerank) when there is
-    one covering these candidates, else the set's rubric scored now ('rubric:<set>'); None without either."""
+    one covering these candidates, else the set's rubric scored now ('rubric:<set>'); None without either, and
+    for a single candidate (nothing to order)."""
+    if len(task.response_ids) < 2:
+        return None
     rows = store.query(
         "SELECT a.name, r.tiers FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE r.prompt_id = ? "
         "AND r.status = 'current' AND a.kind = 'judge' ORDER BY r.id DESC LIMIT 1", (task.prompt_id,))
@@ -319,16 +367,25 @@ def skip(store: Store, annotator: str, prompt_id: int) -> None:
 
 
 def undo_last(store: Store, annotator: str) -> int | None:
-    """Withdraw the annotator's newest submission; the ranking it replaced, if any, is current again.
+    """Withdraw the annotator's newest submission; the ranking it replaced, if any, is current again (a rating of a
+    single answer is withdrawn).
 
     Returns the prompt id, or None if there is nothing to undo.
     """
     annotator = check_annotator(annotator)
     with store.tx() as db:
         last = db.execute(
-            "SELECT r.id, r.prompt_id, r.annotator_id FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+            "SELECT r.id, r.prompt_id, r.annotator_id, r.created_at FROM rankings r "
+            "JOIN annotators a ON a.id = r.annotator_id "
             "WHERE a.name = ? AND r.status = 'current' AND r.source = 'local' ORDER BY r.id DESC LIMIT 1",
             (annotator,)).fetchone()
+        rated = db.execute(
+            "SELECT f.id, c.prompt_id, f.created_at FROM feedback f JOIN annotators a ON a.id = f.annotator_id "
+            "JOIN responses c ON c.id = f.response_id WHERE a.name = ? ORDER BY f.id DESC LIMIT 1",
+            (annotator,)).fetchone()
+        if rated is not None and (last is None or rated["created_at"] > last["created_at"]):
+            db.execute("DELETE FROM feedback WHERE id = ?", (rated["id"],))
+            return rated["prompt_id"]
         if last is None:
             return None
         db.execute("UPDATE rankings SET status = 'undone' WHERE id = ?", (last["id"],))
@@ -340,25 +397,29 @@ def undo_last(store: Store, annotator: str) -> int | None:
 
 
 def history(store: Store, set_name: str, annotator: str) -> list[dict]:
-    """The prompts this annotator has ranked in the set, newest submission first."""
+    """The prompts this annotator has ranked (or whose single answer they rated) in the set, newest first."""
     rows = store.query(
-        """SELECT p.id AS prompt_id, p.text, MAX(r.id) AS last FROM rankings r
-           JOIN annotators a ON a.id = r.annotator_id JOIN prompts p ON p.id = r.prompt_id
-           JOIN prompt_sets s ON s.id = p.prompt_set_id
-           WHERE a.name = ? AND s.name = ? AND r.status = 'current' AND r.source != 'import'
-           GROUP BY p.id ORDER BY last DESC""", (annotator, set_name))
+        """SELECT p.id AS prompt_id, p.text, MAX(done.at) AS last, MAX(done.seq) AS seq FROM (
+               SELECT r.prompt_id, r.created_at AS at, r.id AS seq FROM rankings r
+               JOIN annotators a ON a.id = r.annotator_id
+               WHERE a.name = ? AND r.status = 'current' AND r.source != 'import'
+               UNION ALL
+               SELECT c.prompt_id, f.created_at, f.id FROM feedback f JOIN annotators a ON a.id = f.annotator_id
+               JOIN responses c ON c.id = f.response_id WHERE a.name = ?) AS done
+           JOIN prompts p ON p.id = done.prompt_id JOIN prompt_sets s ON s.id = p.prompt_set_id
+           WHERE s.name = ? GROUP BY p.id ORDER BY last DESC, seq DESC""", (annotator, annotator, set_name))
     return [dict(r) for r in rows]
 
 
 def progress(store: Store, set_name: str, annotator: str | None) -> dict:
-    """Rankable prompts (2+ candidates), how many this annotator ranked, how many people ranked, and with an overlap
+    """Rankable prompts (any candidate: one alone is rated good or bad), how many this annotator ranked, how many people ranked, and with an overlap
     target, how many prompts reached it."""
     rows = store.query(
         f"""SELECT p.id, s.target,
                   COALESCE((SELECT {_RANKED_BY} FROM annotators a WHERE a.name = ?), 0) AS mine,
                   {_VOTES} AS rankings
            FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
-           WHERE s.name = ? AND (SELECT COUNT(*) FROM responses r WHERE r.prompt_id = p.id) >= 2""",
+           WHERE s.name = ? AND EXISTS (SELECT 1 FROM responses r WHERE r.prompt_id = p.id)""",
         (annotator or "", set_name))
     target = rows[0]["target"] if rows else None
     return {"total": len(rows), "mine": sum(r["mine"] for r in rows),

@@ -235,6 +235,11 @@ MIGRATIONS = [
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     )""",
     ),
+    # Thumbs on the Rank tab: a prompt with a single candidate is judged good or bad there; the candidate is kept.
+    (
+        "ALTER TABLE feedback ADD COLUMN response_id INTEGER REFERENCES responses(id) ON DELETE SET NULL",
+        "CREATE INDEX feedback_response ON feedback(response_id)",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -164,8 +164,48 @@ def test_the_order_box_commands_are_engine_rules(store):
     with pytest.raises(RankingError, match="C is missing"):
         ranking.act(store, "anna", "local", "s", p2, "a b")
     assert ranking.empty_queue_note(store, "s") == "Nothing left to rank in this set for you."
-    make_set(store, name="empty", prompts=1, candidates=1)
+    make_set(store, name="empty", prompts=1, candidates=0)
     assert ranking.empty_queue_note(store, "empty").startswith("Generate candidates for this set first")
+
+
+def test_a_single_answer_is_rated_up_or_down_and_becomes_a_kto_row(store):
+    """A prompt with one candidate (k=1) has nothing to order: the Rank tab rates it good (+) or bad (-), stored as
+    feedback on that response, which KTO learns from."""
+    from studio import feedback
+
+    (p1, (r1,)), (p2, (r2,)) = make_set(store, prompts=2, candidates=1)
+    with store.tx() as db:
+        db.execute("UPDATE responses SET adapter = '/jobs/3/adapter' WHERE id = ?", (r2,))
+    assert queue(store, "s", "anna") == [p1, p2]
+    assert progress(store, "s", "anna")["total"] == 2
+    task = next_task(store, "s", "anna")
+    assert ranking.suggestion(store, task) is None  # nothing to order
+    with pytest.raises(RankingError, match=r"one answer here: type \+ if it is good, - if it is bad"):
+        ranking.act(store, "anna", "local", "s", p1, "a")
+    task, note = ranking.act(store, "anna", "local", "s", p1, "+")
+    assert (task.prompt_id, note) == (p2, "Saved.")
+    task, note = ranking.act(store, "anna", "local", "s", p2, " - ")
+    assert task is None and note == "Saved."
+    assert progress(store, "s", "anna")["mine"] == 2 and queue(store, "s", "bob") == [p1, p2]
+    assert [h["prompt_id"] for h in history(store, "s", "anna")] == [p2, p1]
+    assert load_task(store, p2, "anna").order_text() == "-"
+
+    up, down = feedback.listed(store)
+    assert (up["kind"], up["annotator"], up["response_id"], up["model"], up["adapter"]) == ("up", "anna", r1, "m", None)
+    assert (down["kind"], down["adapter"], down["answer"]) == ("down", "/jobs/3/adapter", "question 1 answer 0")
+    assert up["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "question 0"}]
+    assert [row["label"] for row in feedback.kto_rows(store)] == [True, False]
+
+    # Changing one's mind replaces the rating; undo withdraws the newest one and the prompt is back in the queue.
+    ranking.act(store, "anna", "local", "s", p1, "-")
+    assert [f["kind"] for f in feedback.listed(store)] == ["down", "down"]
+    assert ranking.act(store, "anna", "local", "s", None, "u")[0].prompt_id == p1
+    assert [f["response_id"] for f in feedback.listed(store)] == [r2] and queue(store, "s", "anna") == [p1]
+    # A second candidate arriving later makes it a prompt to rank again.
+    with store.tx() as db:
+        db.execute("INSERT INTO responses (prompt_id, model, text, params, created_at) "
+                   "VALUES (?, 'm', 'later', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+1 second'))", (p2,))
+    assert queue(store, "s", "anna") == [p1, p2] and len(load_task(store, p2, "anna").response_ids) == 2
 
 
 def test_who_ranks_is_decided_by_the_engine(store):

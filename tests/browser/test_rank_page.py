@@ -143,3 +143,32 @@ def test_tabs_open_on_what_to_do_next_not_on_errors(app_server, page):
         page.get_by_role("tab", name=tab).click()
         page.wait_for_timeout(300)
         assert "Error" not in page.locator("body").inner_text(), f"{tab} opens on an error"
+
+
+def test_a_single_answer_is_rated_with_a_key_or_a_button_and_reaches_the_data_tab(app_server, page):
+    store, (p1, p2) = seed_candidates(app_server["home"], prompts=2, candidates=1)
+    page.goto(app_server["url"])
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
+    page.locator("#rank-annotator textarea").fill("fay")
+    page.locator("#rank-annotator textarea").press("Enter")
+    expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?")
+    expect(page.get_by_role("button", name="Good (+)")).to_be_visible()
+    expect(page.get_by_role("button", name="A better (a)")).to_be_hidden()
+    expect(page.get_by_label("One answer: + if it is good, - if it is bad; Enter submits")).to_be_visible()
+    order = page.locator("#rank-order textarea")
+    order.fill("b")
+    order.press("Enter")
+    expect(page.locator("#rank-status")).to_contain_text("There is one answer here: type + if it is good")
+    order.fill("+")
+    order.press("Enter")
+    expect(page.locator("#rank-status")).to_contain_text("Saved.")
+    expect(page.locator("#rank-prompt textarea")).to_have_value(
+        "What is the daily limit for card payments and how can I change it?")
+    page.get_by_role("button", name="Bad (-)").click()
+    expect(page.locator("#rank-prompt textarea")).to_have_value("Nothing left to rank in this set for you.")
+    assert [(r["kind"], r["response_id"] is not None) for r in store.query(
+        "SELECT kind, response_id FROM feedback ORDER BY id")] == [("up", True), ("down", True)]
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-feedback")).to_contain_text("1 thumbs up, 1 thumbs down, 0 edited answer(s), by 1 "
+                                                           "person(s), on 1 model(s).")
