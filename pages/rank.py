@@ -61,14 +61,19 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 undo = gr.Button("Undo last (u)")
                 previous = gr.Button("Previous (p)")
             status = gr.Markdown(elem_id="rank-status")
-            with gr.Accordion("Change an earlier ranking", open=False):
+            with gr.Accordion("Change an earlier ranking", open=False) as earlier_box:
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
         _guidelines_column(ctx, prompt_set, annotator, status, current)
 
-    view_outputs = [current, system, prompt, *candidates, pairwise, rating, suggested, order, progress, earlier,
-                    status]
+    # What the page shows now: (candidates, system prompt shown, suggestion shown); None before the first task. When
+    # the next task has the same layout, the update sends plain values: a Gradio update that changes a component's
+    # properties (visible, label) costs the server a copy of that component per session, and that cost is most of a
+    # submission's time when a team ranks at once (bench/annotators.py).
+    layout = gr.State(None)
+    view_outputs = [current, layout, system, prompt, *candidates, pairwise, rating, suggested, order, progress, status]
 
-    def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "") -> list:
+    def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "",
+             shown_layout: tuple | None = None) -> list:
         """Every output of a page update for `task` (None: the queue is empty)."""
         stats = ranking.progress(ctx.store, set_name, who) if set_name else None
         progress_text = (f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
@@ -78,26 +83,34 @@ def build_rank_tab(ctx: Ctx) -> dict:
             progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
         if set_name:
             progress_text += " · " + active.describe(ctx.store, set_name)
-        history = ranking.history(ctx.store, set_name, who) if set_name and who else []
-        earlier_update = gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
         if task is None:
             done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
-            return [None, gr.update(visible=False), gr.update(value=done), *[gr.update(visible=False)] * MAX_SHOWN,
-                    gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "",
-                    message(progress_text), earlier_update, note]
-        shown = [gr.update(value=text, visible=True, label=f"Candidate {LETTERS[i]}")
-                 for i, text in enumerate(task.responses)]
-        shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - len(shown))
+            return [None, None, gr.update(visible=False), gr.update(value=done),
+                    *[gr.update(visible=False)] * MAX_SHOWN, gr.update(visible=False), gr.update(visible=False),
+                    gr.update(visible=False), "", message(progress_text), note]
         if task.total_responses > MAX_SHOWN:
             note = (note + " " if note else "") + f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
         hint = ranking.suggestion(ctx.store, task)
-        return [task.prompt_id, gr.update(value=task.system, visible=bool(task.system)), task.text, *shown,
-                gr.update(visible=len(task.responses) == 2), gr.update(visible=len(task.responses) == 1),
-                gr.update(value=hint[1] if hint else "", visible=hint is not None),
-                gr.update(value=task.order_text(), label=RATE_LABEL if len(task.responses) == 1 else ORDER_LABEL),
-                message(progress_text), earlier_update, note]
+        count = len(task.responses)
+        now = (count, bool(task.system), hint is not None)
+        same = shown_layout is not None and tuple(shown_layout) == now
+        if same:  # plain values: nothing but the text changes
+            shown = [*task.responses, *[gr.skip()] * (MAX_SHOWN - count)]
+            rows = [gr.skip(), gr.skip()]
+        else:
+            shown = [gr.update(value=text, visible=True) for text in task.responses]
+            shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - count)
+            rows = [gr.update(visible=count == 2), gr.update(visible=count == 1)]
+        system_update = task.system if same else gr.update(value=task.system, visible=bool(task.system))
+        hint_text = hint[1] if hint else ""
+        hint_update = hint_text if same else gr.update(value=hint_text, visible=hint is not None)
+        order_update = task.order_text() if same else gr.update(value=task.order_text(),
+                                                                label=RATE_LABEL if count == 1 else ORDER_LABEL)
+        return [task.prompt_id, now, system_update, task.text, *shown, *rows, hint_update, order_update,
+                message(progress_text), note]
 
-    def start(typed, set_name, shown_prompt, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def start(typed, set_name, shown_prompt, shown_layout, request: gr.Request,
+              profile: gr.OAuthProfile | None = None):
         if not (typed or "").strip() and profile is None and not getattr(request, "username", None):
             return view(None, None, set_name, message("Type your name above and press Enter to start ranking."))
         try:
@@ -107,23 +120,25 @@ def build_rank_tab(ctx: Ctx) -> dict:
         if not set_name:
             return view(None, who, None, message("Choose a prompt set.", error=True))
         task = ranking.next_task(ctx.store, set_name, who)
-        update = view(task, who, set_name)
+        update = view(task, who, set_name, shown_layout=shown_layout)
         if task is not None and task.prompt_id == shown_prompt:
             # The same prompt again (the page's load refilling the set list after the name was typed): keep what
             # the annotator has typed in the order box meanwhile.
             update[view_outputs.index(order)] = gr.skip()
         return update
 
-    def act(typed, set_name, prompt_id, text, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def act(typed, set_name, prompt_id, shown_layout, text, request: gr.Request,
+            profile: gr.OAuthProfile | None = None):
         """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous."""
         try:
             who, kind = identity(typed, request, profile)
             task, note = ranking.act(ctx.store, who, kind, set_name, prompt_id, text)
         except RankingError as error:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
-        return view(task, who, set_name, message(note) if note else "")
+        return view(task, who, set_name, message(note) if note else "", shown_layout)
 
-    def open_earlier(typed, set_name, prompt_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def open_earlier(typed, set_name, shown_layout, prompt_id, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None):
         if prompt_id is None:
             return [gr.skip()] * len(view_outputs)
         try:
@@ -131,7 +146,17 @@ def build_rank_tab(ctx: Ctx) -> dict:
         except RankingError as error:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
         return view(ranking.load_task(ctx.store, prompt_id, who), who, set_name,
-                    message("Your earlier ranking: change it and press Enter."))
+                    message("Your earlier ranking: change it and press Enter."), shown_layout)
+
+    def list_earlier(typed, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """The prompts this annotator ranked, newest first: listed when the panel opens or the list is clicked,
+        not on every submission."""
+        try:
+            who, _ = identity(typed, request, profile)
+        except RankingError:
+            return gr.update(choices=[], value=None)
+        history = ranking.history(ctx.store, set_name, who) if set_name else []
+        return gr.update(choices=[(h["text"][:90], h["prompt_id"]) for h in history], value=None)
 
     # Wiring
     identity_inputs = [annotator, prompt_set]
@@ -140,15 +165,17 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # behind one another or behind model work); SQLite's write lock orders the submissions. Opening the queue (once
     # per page) stays in Gradio's queue, so that the page load's start and the typed name's start come in order.
     team = {"queue": False}
-    gr.on([annotator.submit, prompt_set.change], start, [*identity_inputs, current], view_outputs,
+    gr.on([annotator.submit, prompt_set.change], start, [*identity_inputs, current, layout], view_outputs,
           trigger_mode="always_last").then(None, js=FOCUS_ORDER)
-    act_inputs = [annotator, prompt_set, current]
+    act_inputs = [annotator, prompt_set, current, layout]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
           trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)
     for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (good, "+"), (bad, "-"),
                         (skip, "s"), (undo, "u"), (previous, "p"), (accept, "r")]:
         button.click(act, [*act_inputs, gr.State(key)], view_outputs, **team).then(None, js=FOCUS_ORDER)
-    earlier.input(open_earlier, [annotator, prompt_set, earlier], view_outputs, **team).then(None, js=FOCUS_ORDER)
+    earlier.input(open_earlier, [annotator, prompt_set, layout, earlier], view_outputs, **team).then(
+        None, js=FOCUS_ORDER)
+    gr.on([earlier_box.expand, earlier.focus], list_earlier, identity_inputs, earlier, **team)
 
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
         """Fill the prompt sets; with a login (--auth or the Space's), the annotator is that user."""

@@ -4,6 +4,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from studio import generate, jobs, ranking, recipes
 from studio.generate import GenerationParams
 from studio.jobs import Manager
@@ -101,6 +103,7 @@ def test_rounds_next_candidates_from_the_adapter_reach_the_rank_queue(store):
     assert prompt_messages(polite[0])[-1]["content"] == QUESTIONS[0]
 
 
+@pytest.mark.slow  # 30 s here; stop and resume go through the same Manager and checkpoints as DPO's (test_jobs)
 def test_an_rloo_job_stops_with_a_checkpoint_and_resumes(store):
     job_id = jobs.create(store, "rloo", {**RL, "max_steps": 5, "max_completion_length": 12,
                                          "reward_functions": "tests.helpers:polite_reward"},

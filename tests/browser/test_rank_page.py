@@ -42,6 +42,8 @@ def test_rank_two_prompts_with_the_keyboard_and_undo_one(app_server, page):
     page.keyboard.press("Enter")
     expect(prompt).to_have_value("What is the daily limit for card payments and how can I change it?")
     expect(page.locator("#rank-progress")).to_contain_text("Ranked by you: 1 / 3")
+    for letter in "abc":  # the same layout: only the texts change, every one of them
+        expect(page.locator(f"#rank-cand-{letter} textarea")).to_have_value(re.compile(rf"^answer \d <b>to</b> {p2}$"))
     expect(page.locator("#rank-order textarea")).to_be_focused()
     page.keyboard.type("c > b > a")
     page.keyboard.press("Enter")
@@ -60,6 +62,13 @@ def test_rank_two_prompts_with_the_keyboard_and_undo_one(app_server, page):
     assert [(r["prompt_id"], r["status"], r["source"], r["name"]) for r in rows] == [
         (p1, "current", "local", "anna"), (p2, "undone", "local", "anna")]
     assert json.loads(rows[0]["tiers"]) == [[shown[1]], [shown[0], shown[2]]]
+
+    # The earlier ranking, found in the list (filled when the panel opens) and shown to be changed.
+    page.get_by_text("Change an earlier ranking").click()
+    page.locator("#rank-earlier input").click()
+    page.get_by_role("option", name="How do I open a savings account with Lumen Bank?").click()
+    expect(prompt).to_have_value("How do I open a savings account with Lumen Bank?")
+    expect(page.locator("#rank-order textarea")).to_have_value("B > A = C")
 
 
 def test_pairwise_keys_and_errors(app_server, page):
@@ -134,7 +143,8 @@ def test_tabs_open_on_what_to_do_next_not_on_errors(app_server, page):
     page.locator("#rank-annotator textarea").fill("dora")
     page.locator("#rank-annotator textarea").press("Enter")
     expect(page.locator("#rank-prompt textarea")).to_have_value(
-        "Generate candidates for this set first (Generate tab: 2 or more per prompt).")
+        "Generate candidates for this set first (Generate tab: 2 or more per prompt to rank them, or 1 to rate each "
+        "answer good or bad).")
     page.get_by_role("tab", name="Train").click()
     expect(page.locator("#train-data-summary")).to_contain_text("No preference pairs in 'bank' yet")
     page.get_by_role("tab", name="Evaluate").click()
