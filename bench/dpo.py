@@ -7,6 +7,14 @@ rate and number of steps, each in its own process so that peak memory is its own
 `python -m studio.train`'s code path with the studio's defaults (reference log-probabilities computed once,
 batches grouped by length); the TRL side is DPOTrainer with DPOConfig's defaults. Prints the ratio of tokens per
 second and of peak memory (RSS on CPU, torch's peak allocation on CUDA), measured in this run.
+
+Timed fairly: each side's clock runs from loading the model to the saved adapter, so whatever a side does before
+training (tokenising, the studio's reference pass) counts; the Trainer's own train_runtime ratio is printed beside it.
+The fraction of the FLOP bound: useful FLOPs = tokens x 6N, N = the weights of every linear layer (LM head
+included): 2N for the policy's forward, 2N for its backward to the activations (the base is frozen; LoRA's own
+gradients are under 1% here), 2N for the reference model's forward; attention's own products (about 1% at these
+lengths) and the gradient-checkpointing recompute are not counted as useful. Divided by this run's fp32 matmul
+FLOP/s (bench/limits.py).
 """
 
 import argparse
@@ -16,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +68,9 @@ def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
 
         recipes.save(out / "recipe.yaml", "dpo", {"data": str(data), "model": "embedded", **LORA, **common,
                                                  **recipes.studio_defaults("dpo")})
-        train.run(out / "recipe.yaml")
+        started = time.perf_counter()
+        train.run(out / "recipe.yaml")  # loads the model, builds the trainer, trains, saves the adapter
+        wall = time.perf_counter() - started
         logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     else:
         from datasets import load_dataset
@@ -70,6 +81,7 @@ def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
         from studio.models import resolve
 
         path = resolve("embedded")
+        started = time.perf_counter()
         trainer = DPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if common["bf16"] else None),
             args=DPOConfig(**common), processing_class=AutoTokenizer.from_pretrained(path),
@@ -77,12 +89,24 @@ def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
             peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                                    task_type="CAUSAL_LM"))
         trainer.train()
+        trainer.save_model(str(out / "adapter"))
+        wall = time.perf_counter() - started
         logs = trainer.state.log_history
-    # The Trainer's own clock around train() on both sides: loading the model and the data is left out.
-    seconds = next(row["train_runtime"] for row in logs if "train_runtime" in row)
+    training = next(row["train_runtime"] for row in logs if "train_runtime" in row)  # the Trainer's own clock
     tokens = max(row.get("num_tokens", 0) for row in logs)
-    return {"side": side, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+    return {"side": side, "seconds": wall, "train_runtime": training, "tokens": tokens, "tokens_per_s": tokens / wall,
             "peak_mb": peak_memory_mb()}
+
+
+def linear_weights() -> int:
+    """N: the weights of every linear layer of the embedded model (the LM head included, counted once)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from studio.models import resolve
+
+    model = AutoModelForCausalLM.from_pretrained(resolve("embedded"))
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
 def main():
@@ -113,12 +137,22 @@ def main():
                 sys.exit(f"{side} side failed:\n{child.stderr[-3000:]}")
             results[side] = json.loads(line[7:])
             r = results[side]
-            print(f"{side:6}: {r['tokens']:.0f} tokens in {r['seconds']:6.1f} s = {r['tokens_per_s']:7.1f} tokens/s, "
-                  f"peak memory {r['peak_mb']:.0f} MB")
+            print(f"{side:6}: {r['tokens']:.0f} tokens in {r['seconds']:6.1f} s (train_runtime {r['train_runtime']:.1f} "
+                  f"s) = {r['tokens_per_s']:7.1f} tokens/s, peak memory {r['peak_mb']:.0f} MB")
     trl, studio = results["trl"], results["studio"]
     print(f"{args.rows} pairs, {args.steps} steps of {args.batch_size}, LoRA r=16 all-linear, embedded model")
-    print(f"throughput ratio (studio / TRL defaults): {studio['tokens_per_s'] / trl['tokens_per_s']:.2f}x; "
-          f"peak memory ratio: {studio['peak_mb'] / trl['peak_mb']:.2f}x")
+    print(f"throughput ratio (studio / TRL defaults), model load to saved adapter: "
+          f"{studio['tokens_per_s'] / trl['tokens_per_s']:.2f}x; on the Trainer's train_runtime alone: "
+          f"{trl['train_runtime'] / studio['train_runtime']:.2f}x; peak memory ratio: "
+          f"{studio['peak_mb'] / trl['peak_mb']:.2f}x")
+    from bench.limits import describe
+
+    flops, _, measured = describe()
+    n = linear_weights()
+    print(measured)
+    for name, r in (("trl", trl), ("studio", studio)):
+        print(f"{name:6}: {6 * n * r['tokens'] / r['seconds'] / 1e9:.1f} useful GFLOP/s (6N per token, N = {n / 1e6:.0f}M) "
+              f"= {6 * n * r['tokens'] / r['seconds'] / flops:.0%} of the matmul bound")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@
 
 The naive loop is what a notebook does: plain transformers, one prompt and one sample per generate() call.
 Both sides sample with the same temperature, top_p and token limit, on the same prompts; the studio side also
-saves every candidate in a fresh SQLite database, as the app does. Prints the ratio measured in this run.
+saves every candidate in a fresh SQLite database, as the app does. Prints the ratio measured in this run, and the
+fraction of the decode bound: a decode step must read every weight once, so with B rows in a batch the machine can
+produce at most B x (memory bandwidth / weight bytes) new tokens per second (bandwidth measured in this run,
+bench/limits.py). The studio's time includes reading the prompts and saving, and rows leave the batch as they finish,
+so the fraction is a lower bound of how close the decode steps themselves come.
 """
 
 import argparse
@@ -18,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from bench.limits import describe  # noqa: E402
 from studio import models  # noqa: E402
 from studio.generate import GenerationParams, chat_texts, generate_candidates  # noqa: E402
 from studio.prompts import get_prompts, install_builtin_sets  # noqa: E402
@@ -71,6 +76,17 @@ def main():
         print(f"studio batched : {result.responses_added} candidates in {studio_s:7.1f} s = "
               f"{result.responses_added / studio_s:6.2f} candidates/s (batch of {params.batch_size} prompts x k)")
         print(f"ratio (studio / naive candidates per second): {(result.responses_added / studio_s) / (count / naive_s):.2f}x")
+        texts = [r["text"] for r in store.query("SELECT text FROM responses ORDER BY id DESC LIMIT ?",
+                                                (result.responses_added,))]  # this run's (after the warm-up's)
+        new_tokens = sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
+        weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        rows = min(params.batch_size, len(prompts)) * params.k
+        _, bandwidth, measured = describe(str(loaded.device) if loaded.device.type != "cpu" else "cpu")
+        bound = rows * bandwidth / weight_bytes
+        print(f"{measured}; weights {weight_bytes / 2**20:.0f} MiB")
+        print(f"decode bound at {rows} rows: {bound:.0f} new tokens/s ({bound / params.max_new_tokens:.2f} "
+              f"candidates/s at {params.max_new_tokens} tokens each); studio: {new_tokens / studio_s:.0f} new tokens/s "
+              f"(tokens of the saved answers) = {new_tokens / studio_s / bound:.0%} of the bound")
 
 
 if __name__ == "__main__":

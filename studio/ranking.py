@@ -412,8 +412,8 @@ def history(store: Store, set_name: str, annotator: str) -> list[dict]:
 
 
 def progress(store: Store, set_name: str, annotator: str | None) -> dict:
-    """Rankable prompts (any candidate: one alone is rated good or bad), how many this annotator ranked, how many people ranked, and with an overlap
-    target, how many prompts reached it."""
+    """Rankable prompts (any candidate: one alone is rated good or bad), how many this annotator ranked, how many
+    people ranked, and with an overlap target, how many prompts reached it."""
     rows = store.query(
         f"""SELECT p.id, s.target,
                   COALESCE((SELECT {_RANKED_BY} FROM annotators a WHERE a.name = ?), 0) AS mine,
