@@ -11,7 +11,9 @@ from studio.paths import use_space_storage_for_hub_cache  # noqa: E402
 use_space_storage_for_hub_cache()  # before huggingface_hub reads HF_HOME
 
 from pages import build_demo  # noqa: E402  (after the analytics setting, which gradio reads on import)
-from studio import team  # noqa: E402
+from studio import openai_api, team  # noqa: E402
+from studio.paths import db_path  # noqa: E402
+from studio.store import Store  # noqa: E402
 
 demo = build_demo()
 
@@ -34,4 +36,8 @@ if __name__ == "__main__":
     if auth and any(len(pair) != 2 or not all(pair) for pair in auth):
         parser.error("--auth takes user:password pairs, e.g. --auth anna:secret bob:secret2")
     # None lets Gradio read GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (a Hugging Face Space sets them).
-    demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth, inbrowser=not args.no_browser)
+    server, _, _ = demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth,
+                                       inbrowser=not args.no_browser, prevent_thread_lock=True)
+    # The OpenAI-compatible endpoint (/v1) on the same server; behind a login it asks for a lead's API key.
+    server.include_router(openai_api.router(Store(db_path()), require_key=bool(auth or os.environ.get("SPACE_ID"))))
+    demo.block_thread()

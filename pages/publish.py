@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pages import Ctx, keep_choice, login, message
-from studio import gate, jobs, publish, team
+from studio import gate, jobs, openai_api, publish, team
 from studio.publish import PublishError
 
 
@@ -23,6 +23,18 @@ def build_publish_tab(ctx: Ctx) -> dict:
             merge = gr.Button("Merge into a full model (background)", elem_id="pub-merge")
             merge_status = gr.Markdown(elem_id="pub-merge-status")  # followed while a merge runs
             gr.Markdown("The token comes from HF_TOKEN, your `hf auth login` or the Space login; it is never saved.")
+            with gr.Accordion("Serve it: the OpenAI-compatible endpoint (/v1)", open=False):
+                gr.Markdown("Applications call this app like OpenAI's API: base URL `<this app's address>/v1`, "
+                            "model `base:<model>` or `job:<id>` (README, Serve). Behind a login each call needs an "
+                            "API key; create one per application here (a lead's action). The key is shown once: "
+                            "only its hash is kept.")
+                with gr.Row():
+                    key_name = gr.Textbox(label="Key name (the application)", scale=3, elem_id="pub-key-name")
+                    key_create = gr.Button("Create key", scale=1, elem_id="pub-key-create")
+                    key_revoke = gr.Button("Revoke key", scale=1, elem_id="pub-key-revoke")
+                key_shown = gr.Textbox(label="New key (copy it now)", interactive=False, visible=False,
+                                       buttons=["copy"], elem_id="pub-key-shown")
+                key_status = gr.Markdown(elem_id="pub-key-status")
         with gr.Column(scale=2):
             card = gr.Textbox(label="Model card (README.md of the pushed folder)", lines=24, max_lines=40,
                               interactive=False, elem_id="pub-card")
@@ -71,7 +83,27 @@ def build_publish_tab(ctx: Ctx) -> dict:
     def poll(job_id):
         return message(publish.merge_status(ctx.store, int(job_id))) if job_id is not None else gr.skip()
 
+    def keys_line() -> str:
+        found = openai_api.list_keys(ctx.store)
+        return message("Keys: " + ", ".join(
+            f"{k['name']} ({'by ' + k['created_by'] + ', ' if k['created_by'] else ''}last used "
+            f"{k['last_used_at'] or 'never'})" for k in found) if found else "No API keys yet.")
+
+    def do_key(action, name, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        try:
+            who = login(request, profile)
+            team.check_lead(who, f"{action} API keys")
+            if action == "create":
+                key = openai_api.create_key(ctx.store, name, who)
+                return gr.update(value=key, visible=True), keys_line()
+            openai_api.revoke_key(ctx.store, (name or "").strip())
+            return gr.update(value="", visible=False), keys_line()
+        except (openai_api.ApiKeyError, team.TeamError) as error:
+            return gr.update(value="", visible=False), message(str(error), error=True)
+
     # Wiring
+    key_create.click(do_key, [gr.State("create"), key_name], [key_shown, key_status])
+    key_revoke.click(do_key, [gr.State("revoke"), key_name], [key_shown, key_status])
     job_pick.change(show, job_pick, [card, status, merge_status, gate_text])
     push.click(do_push, [job_pick, repo, private, anyway], status)
     merge.click(do_merge, job_pick, merge_status)

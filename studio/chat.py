@@ -72,11 +72,11 @@ def load_together(choices: list[Choice]) -> tuple[models.Loaded, list[str]]:
 
 
 def _prompt(message: str, system: str, history: list[dict]) -> dict:
-    context = [{"role": m["role"], "content": _text(m["content"])} for m in history if m["role"] in ("user", "assistant")]
+    context = [{"role": m["role"], "content": text_of(m["content"])} for m in history if m["role"] in ("user", "assistant")]
     return {"text": message, "system": system or "", "context": context}
 
 
-def _text(content) -> str:
+def text_of(content) -> str:
     """Gradio may hand a message's content back as a list of parts; the model needs the text."""
     if isinstance(content, list):
         return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)

@@ -240,6 +240,17 @@ MIGRATIONS = [
         "ALTER TABLE feedback ADD COLUMN response_id INTEGER REFERENCES responses(id) ON DELETE SET NULL",
         "CREATE INDEX feedback_response ON feedback(response_id)",
     ),
+    # API keys for the OpenAI-compatible endpoint (studio/openai_api.py): only each key's SHA-256 is kept.
+    (
+        """CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        digest TEXT NOT NULL UNIQUE,       -- sha256 of the key, hex
+        created_by TEXT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        last_used_at TEXT
+    )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from studio import jobs
+from studio import jobs, openai_api
 from studio.store import Store
 from tests.helpers import clear_cut_set
 from tests.helpers import new_job
@@ -39,3 +39,15 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
     expect(page.locator("#pub-merge-status")).to_contain_text("Merged model:", timeout=120_000)
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
     assert (Path(jobs.get(store, job_id)["folder"]) / "merged" / "config.json").is_file()
+
+    # An API key for the /v1 endpoint, made here and shown once; only its hash is in the database.
+    page.get_by_text("Serve it: the OpenAI-compatible endpoint (/v1)").click()
+    page.locator("#pub-key-name textarea").fill("support-bot")
+    page.locator("#pub-key-create").click()
+    shown = page.locator("#pub-key-shown textarea")
+    expect(shown).to_have_value(re.compile(r"^sk-studio-[\w-]{40,}$"))
+    expect(page.locator("#pub-key-status")).to_contain_text("Keys: support-bot (last used never)")
+    assert openai_api.check_key(store, shown.input_value())
+    assert shown.input_value() not in str([dict(r) for r in store.query("SELECT * FROM api_keys")])
+    page.locator("#pub-key-create").click()
+    expect(page.locator("#pub-key-status")).to_contain_text("There is already a key named 'support-bot'")
