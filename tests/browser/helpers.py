@@ -28,3 +28,12 @@ def start_generation(page, limit: int, k: int, max_new_tokens: int):
     set_number(page, "gen-k", k)
     set_number(page, "gen-max-tokens", max_new_tokens)
     page.locator("#gen-start").click()
+
+
+def start_ranking(page, url: str, name: str):
+    """Open the Rank tab on the default `bank` set and start ranking as `name` (typed, then Enter)."""
+    page.goto(url)
+    page.get_by_role("tab", name="Rank").click()
+    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
+    page.locator("#rank-annotator textarea").fill(name)
+    page.locator("#rank-annotator textarea").press("Enter")

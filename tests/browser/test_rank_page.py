@@ -6,6 +6,7 @@ from playwright.sync_api import expect
 
 from studio.ranking import load_task
 from studio.store import Store
+from tests.browser.helpers import start_ranking
 
 pytestmark = pytest.mark.browser
 
@@ -73,11 +74,7 @@ def test_rank_two_prompts_with_the_keyboard_and_undo_one(app_server, page):
 
 def test_pairwise_keys_and_errors(app_server, page):
     store, (p1,) = seed_candidates(app_server["home"], prompts=1, candidates=2)
-    page.goto(app_server["url"])
-    page.get_by_role("tab", name="Rank").click()
-    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
-    page.locator("#rank-annotator textarea").fill("bob")
-    page.locator("#rank-annotator textarea").press("Enter")
+    start_ranking(page, app_server["url"], "bob")
     expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?")
     expect(page.get_by_role("button", name="Both bad (x)")).to_be_visible()
     order = page.locator("#rank-order textarea")
@@ -122,11 +119,7 @@ def test_the_rubric_suggestion_is_saved_only_when_accepted(app_server, page):
         good = "Happy to help! You can open a savings pot in the app under Accounts, then tap Add. It takes a minute."
         ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
                           (prompt_id, text)).lastrowid for text in ("no", good)]
-    page.goto(app_server["url"])
-    page.get_by_role("tab", name="Rank").click()
-    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
-    page.locator("#rank-annotator textarea").fill("erin")
-    page.locator("#rank-annotator textarea").press("Enter")
+    start_ranking(page, app_server["url"], "erin")
     suggestion = page.locator("#rank-suggestion textarea")
     expect(suggestion).to_have_value(re.compile(r"^([AB]) > ([AB]) \(scores \1 1\.00, \2 0\.\d\d\)$"))
     assert store.query("SELECT COUNT(*) AS n FROM rankings")[0]["n"] == 0  # shown, not saved
@@ -157,11 +150,7 @@ def test_tabs_open_on_what_to_do_next_not_on_errors(app_server, page):
 
 def test_a_single_answer_is_rated_with_a_key_or_a_button_and_reaches_the_data_tab(app_server, page):
     store, (p1, p2) = seed_candidates(app_server["home"], prompts=2, candidates=1)
-    page.goto(app_server["url"])
-    page.get_by_role("tab", name="Rank").click()
-    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
-    page.locator("#rank-annotator textarea").fill("fay")
-    page.locator("#rank-annotator textarea").press("Enter")
+    start_ranking(page, app_server["url"], "fay")
     expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?")
     expect(page.get_by_role("button", name="Good (+)")).to_be_visible()
     expect(page.get_by_role("button", name="A better (a)")).to_be_hidden()
