@@ -37,3 +37,6 @@ def start_ranking(page, url: str, name: str):
     expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
     page.locator("#rank-annotator textarea").fill(name)
     page.locator("#rank-annotator textarea").press("Enter")
+    # The first prompt can take seconds on a busy machine: the page's other load events import the training stack
+    # into the app process at the same time (seen under load: over 5 s, once in 5 runs).
+    expect(page.locator("#rank-prompt textarea")).not_to_have_value("", timeout=30_000)
