@@ -71,7 +71,7 @@ def load_together(choices: list[Choice]) -> tuple[models.Loaded, list[str]]:
     return loaded, models.with_adapters(loaded, [c.adapter for c in choices])
 
 
-def _prompt(message: str, system: str, history: list[dict]) -> dict:
+def prompt_from(message: str, system: str, history: list[dict]) -> dict:
     context = [{"role": m["role"], "content": text_of(m["content"])} for m in history if m["role"] in ("user", "assistant")]
     return {"text": message, "system": system or "", "context": context}
 
@@ -94,7 +94,7 @@ def side_by_side(aligned: Choice, message: str, system: str, histories: tuple[li
     base = Choice(f"base ({aligned.model})", aligned.model)
     loaded, names = load_together([base, aligned])
     params = params.seeded()
-    prompts = [_prompt(message, system, histories[0]), _prompt(message, system, histories[1])]
+    prompts = [prompt_from(message, system, histories[0]), prompt_from(message, system, histories[1])]
     for texts in stream(loaded, prompts, params, names, cancel):
         yield texts[0], texts[1], params.seed
 
@@ -108,6 +108,6 @@ def reply(store: Store, key: str, message: str, system: str = "", history: list 
     loaded, names = load_together([choice])
     params = (params or GenerationParams()).seeded()
     text = ""
-    for texts in stream(loaded, [_prompt(message, system, history or [])], params, names):
+    for texts in stream(loaded, [prompt_from(message, system, history or [])], params, names):
         text = texts[0]
     return text

@@ -84,7 +84,7 @@ def conversation(messages: list[dict]) -> dict:
             raise ValueError(f"Messages with role {role!r} are not supported here; use system, user and assistant.")
     if not turns or turns[-1]["role"] != "user":
         raise ValueError("The last message must be the user's: it is what the model answers.")
-    return {"text": turns[-1]["content"], "system": "\n\n".join(system), "context": turns[:-1]}
+    return chat.prompt_from(turns[-1]["content"], "\n\n".join(system), turns[:-1])
 
 
 def params_from(body: dict) -> GenerationParams:
@@ -110,7 +110,8 @@ def model_list(store: Store) -> list[dict]:
 
 
 def answer(store: Store, body: dict):
-    """Check the request, load the model; returns (model name, prompt tokens, a generator of cumulative texts)."""
+    """Check the request, load the model; returns (model name, its params, prompt tokens, the tokenizer, a generator
+    of cumulative texts)."""
     name = body.get("model") or ""
     choice = chat.pick(store, name)  # ModelError: unknown model
     prompt = conversation(body.get("messages") or [])
@@ -128,7 +129,7 @@ def answer(store: Store, body: dict):
         finally:
             cancel.set()
 
-    return name, prompt_tokens, loaded.tokenizer, texts()
+    return name, params, prompt_tokens, loaded.tokenizer, texts()
 
 
 def router(store: Store, require_key: bool):
@@ -160,7 +161,7 @@ def router(store: Store, require_key: bool):
         if denied:
             return denied
         try:
-            name, prompt_tokens, tokenizer, texts = answer(store, body)
+            name, params, prompt_tokens, tokenizer, texts = answer(store, body)
         except (models.ModelError, jobs.JobError) as problem:
             return error(404, f"{problem} Models here: GET /v1/models.", "invalid_request_error", "model_not_found")
         except (ValueError, TypeError) as problem:
@@ -173,7 +174,7 @@ def router(store: Store, require_key: bool):
             for text in texts:
                 pass
             completion_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            finish = "length" if completion_tokens >= params_from(body).max_new_tokens else "stop"
+            finish = "length" if completion_tokens >= params.max_new_tokens else "stop"
             return {**head, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                                  "finish_reason": finish}],
@@ -192,7 +193,7 @@ def router(store: Store, require_key: bool):
                     yield chunk({"content": text[len(sent):]})
                     sent = text
             tokens = len(tokenizer(sent, add_special_tokens=False)["input_ids"])
-            yield chunk({}, "length" if tokens >= params_from(body).max_new_tokens else "stop")
+            yield chunk({}, "length" if tokens >= params.max_new_tokens else "stop")
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
