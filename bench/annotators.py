@@ -110,7 +110,7 @@ async def annotate(http, base: str, fns: dict, name: str, per: int, latencies: l
     session = uuid.uuid4().hex[:11]
     try:
         await call(http, base, session, fns["/on_load"], [])  # as a page load does: the session's set choices
-        await call(http, base, session, fns["/start"], [name, SET, None, None])  # states: kept by the server
+        await call(http, base, session, fns["/start"], [name, SET, None, None, None])  # states: kept by the server
     except Exception as error:  # counted, not raised: the bench reports what was lost
         errors.append(f"{name}: start: {error}")
     await ready.wait()  # everyone submits from the same moment on

@@ -109,23 +109,25 @@ def build_rank_tab(ctx: Ctx) -> dict:
         return [task.prompt_id, now, system_update, task.text, *shown, *rows, hint_update, order_update,
                 message(progress_text), note]
 
-    def start(typed, set_name, shown_prompt, shown_layout, request: gr.Request,
+    def start(typed, set_name, shown_prompt, shown_layout, shown_for, request: gr.Request,
               profile: gr.OAuthProfile | None = None):
         if not (typed or "").strip() and profile is None and not getattr(request, "username", None):
-            return view(None, None, set_name, message("Type your name above and press Enter to start ranking."))
+            return [*view(None, None, set_name, message("Type your name above and press Enter to start ranking.")),
+                    None]
         try:
             who, _ = identity(typed, request, profile)
         except RankingError as error:
-            return view(None, None, set_name, message(str(error), error=True))
+            return [*view(None, None, set_name, message(str(error), error=True)), None]
         if not set_name:
-            return view(None, who, None, message("Choose a prompt set.", error=True))
-        task = ranking.next_task(ctx.store, set_name, who)
-        update = view(task, who, set_name, shown_layout=shown_layout)
-        if task is not None and task.prompt_id == shown_prompt:
-            # The same prompt again (the page's load refilling the set list after the name was typed): keep what
-            # the annotator has typed in the order box meanwhile.
-            update[view_outputs.index(order)] = gr.skip()
-        return update
+            return [*view(None, who, None, message("Choose a prompt set.", error=True)), None]
+        if shown_prompt is not None and shown_for is not None and tuple(shown_for) == (who, set_name):
+            # Already ranking this set under this name (the page's load refilling the set list after the name was
+            # typed, or Enter pressed again): nothing to change. Rendering the queue again here would race with a
+            # submission made meanwhile (the submission runs outside the queue) and could put its prompt back on
+            # screen with the order box cleared.
+            return [gr.skip()] * (len(view_outputs) + 1)
+        return [*view(ranking.next_task(ctx.store, set_name, who), who, set_name, shown_layout=shown_layout),
+                (who, set_name)]
 
     def act(typed, set_name, prompt_id, shown_layout, text, request: gr.Request,
             profile: gr.OAuthProfile | None = None):
@@ -165,8 +167,9 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # behind one another or behind model work); SQLite's write lock orders the submissions. Opening the queue (once
     # per page) stays in Gradio's queue, so that the page load's start and the typed name's start come in order.
     team = {"queue": False}
-    gr.on([annotator.submit, prompt_set.change], start, [*identity_inputs, current, layout], view_outputs,
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    shown_for = gr.State(None)  # (annotator, set) that the prompt on screen was started for
+    gr.on([annotator.submit, prompt_set.change], start, [*identity_inputs, current, layout, shown_for],
+          [*view_outputs, shown_for], trigger_mode="always_last").then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current, layout]
     gr.on([order.submit, submit.click], act, [*act_inputs, order], view_outputs,
           trigger_mode="always_last", **team).then(None, js=FOCUS_ORDER)

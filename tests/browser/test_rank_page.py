@@ -34,7 +34,8 @@ def test_rank_two_prompts_with_the_keyboard_and_undo_one(app_server, page):
     page.keyboard.type("anna")
     page.keyboard.press("Enter")
     prompt = page.locator("#rank-prompt textarea")
-    expect(prompt).to_have_value("How do I open a savings account with Lumen Bank?")
+    # The first prompt can take seconds on a busy machine (see start_ranking).
+    expect(prompt).to_have_value("How do I open a savings account with Lumen Bank?", timeout=30_000)
     # The candidates are text: the markup is shown, not rendered.
     assert "<b>to</b>" in page.locator("#rank-cand-a textarea").input_value()
     expect(page.locator("#rank-order textarea")).to_be_focused()
@@ -103,7 +104,8 @@ def test_with_auth_the_logged_in_user_is_the_annotator(auth_server, page):
     page.get_by_role("button", name="Login").click()
     page.get_by_role("tab", name="Rank").click()
     expect(page.locator("#rank-annotator textarea, #rank-annotator input").first).to_have_value("carol")
-    expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?")
+    expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?",
+                                                                timeout=30_000)  # the first prompt: see start_ranking
     page.locator("#rank-order textarea").fill("b")
     page.locator("#rank-order textarea").press("Enter")
     expect(page.locator("#rank-status")).to_contain_text("Saved.")

@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio import ranking
-from tests.browser.helpers import set_number
+from tests.browser.helpers import set_number, start_ranking
 from tests.browser.test_rank_page import seed_candidates
 
 pytestmark = pytest.mark.browser
@@ -15,12 +15,7 @@ pytestmark = pytest.mark.browser
 def open_rank(browser, url, name):
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.set_default_timeout(30_000)
-    page.goto(url)
-    page.get_by_role("tab", name="Rank").click()
-    expect(page.locator("#rank-set input")).to_have_value("bank (45 prompts)")
-    page.locator("#rank-annotator textarea").fill(name)
-    page.locator("#rank-annotator textarea").press("Enter")
-    expect(page.locator("#rank-prompt textarea")).not_to_have_value("")
+    start_ranking(page, url, name)
     return page
 
 
