@@ -1,4 +1,4 @@
-"""Publish tab: push a finished job's adapter with its model card, or merge it into a full model."""
+"""Publish tab: push a finished job's adapter with its model card, or merge it into a full model (and GGUF)."""
 
 import gradio as gr
 
@@ -20,7 +20,12 @@ def build_publish_tab(ctx: Ctx) -> dict:
                                  elem_id="pub-anyway")
             push = gr.Button("Push adapter + model card", variant="primary", elem_id="pub-push")
             status = gr.Markdown(elem_id="pub-status")  # the push's answer: stays until the next push
-            merge = gr.Button("Merge into a full model (background)", elem_id="pub-merge")
+            with gr.Row():
+                merge = gr.Button("Merge into a full model (background)", elem_id="pub-merge", scale=2)
+                gguf = gr.Dropdown([("no GGUF", ""), ("+ GGUF q8_0 (llama.cpp, Ollama)", "q8_0"),
+                                    ("+ GGUF f16 (llama.cpp, Ollama)", "f16")], value="", scale=1,
+                                   label="Also write", elem_id="pub-gguf",
+                                   info="One file for llama.cpp / Ollama, with a Modelfile (Llama-type models)")
             merge_status = gr.Markdown(elem_id="pub-merge-status")  # followed while a merge runs
             gr.Markdown("The token comes from HF_TOKEN, your `hf auth login` or the Space login; it is never saved.")
             with gr.Accordion("Serve it: the OpenAI-compatible endpoint (/v1)", open=False):
@@ -70,15 +75,15 @@ def build_publish_tab(ctx: Ctx) -> dict:
             return message(f"The Hub refused the push: {error}", error=True)
         return message(f"Pushed to {url}.")
 
-    def do_merge(job_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
+    def do_merge(job_id, kind, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if job_id is None:
             return message("Choose a finished job.", error=True)
         try:
             team.check_lead(login(request, profile), "merge a model")
-            out = publish.start_merge(ctx.store, int(job_id))
+            out = publish.start_merge(ctx.store, int(job_id), kind or None)
         except (PublishError, team.TeamError) as error:
             return message(str(error), error=True)
-        return message(f"Merging into {out}…")
+        return message(f"Merging into {out}" + (f", then writing GGUF ({kind})…" if kind else "…"))
 
     def poll(job_id):
         return message(publish.merge_status(ctx.store, int(job_id))) if job_id is not None else gr.skip()
@@ -106,7 +111,7 @@ def build_publish_tab(ctx: Ctx) -> dict:
     key_revoke.click(do_key, [gr.State("revoke"), key_name], [key_shown, key_status])
     job_pick.change(show, job_pick, [card, status, merge_status, gate_text])
     push.click(do_push, [job_pick, repo, private, anyway], status)
-    merge.click(do_merge, job_pick, merge_status)
+    merge.click(do_merge, [job_pick, gguf], merge_status)
     timer.tick(poll, job_pick, merge_status, show_progress="hidden")
 
     def select(current):

@@ -1,5 +1,6 @@
 """Publishing a training job: the folder that goes to the Hub (adapter, tokenizer, model card), the push, and a
-merged full model for serving elsewhere (`python -m studio.publish merge JOB_FOLDER OUT`)."""
+merged full model for serving elsewhere, optionally also as GGUF for llama.cpp and Ollama
+(`python -m studio.publish merge JOB_FOLDER OUT [--gguf q8_0]`)."""
 
 import argparse
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import evaluate, gate, hub, jobs, methods, models, recipes, report
+from studio import evaluate, gate, gguf_export, hub, jobs, methods, models, recipes, report
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -173,8 +174,10 @@ def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, 
     return f"https://huggingface.co/{repo_id}"
 
 
-def merge(job_folder, out) -> Path:
-    """Merge a job's LoRA adapter into its base and save a full model folder (float32 on CPU, bf16 on a GPU)."""
+def merge(job_folder, out, gguf: str | None = None, hub_id: str = "") -> Path:
+    """Merge a job's LoRA adapter into its base and save a full model folder (float32 on CPU, bf16 on a GPU). With
+    `gguf` (q8_0 or f16), also write the merged model as one GGUF file for llama.cpp with an Ollama Modelfile, in
+    the job folder's `gguf/` (`hub_id`, the base's Hub id, names llama.cpp's pre-tokeniser)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -193,6 +196,20 @@ def merge(job_folder, out) -> Path:
     AutoTokenizer.from_pretrained(adapter).save_pretrained(partial)
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
+    if gguf:
+        write_gguf(job_folder, out, gguf, hub_id)
+    return out
+
+
+def write_gguf(job_folder, merged, kind: str, hub_id: str = "") -> Path:
+    """The merged model as `gguf/<job folder>-<kind>.gguf` with its Ollama Modelfile; returns the GGUF file."""
+    folder = Path(job_folder) / "gguf"
+    folder.mkdir(exist_ok=True)
+    name = f"{Path(job_folder).name}-{kind}.gguf"
+    out = gguf_export.write_gguf(merged, folder / name, kind, name=Path(job_folder).name, hub_id=hub_id,
+                                 progress=lambda done, total: print(f"GGUF: tensor {done} / {total}", flush=True)
+                                 if done % 50 == 0 or done == total else None)
+    (folder / "Modelfile").write_text(gguf_export.modelfile(merged, name))
     return out
 
 
@@ -208,10 +225,12 @@ def _merging(job: dict) -> bool:
     return jobs.alive(job["merge_pid"], "studio.publish", job["folder"])
 
 
-def start_merge(store: Store, job_id: int) -> Path:
+def start_merge(store: Store, job_id: int, gguf: str | None = None) -> Path:
     """Merge in a background process (it loads a second copy of the model); returns the output folder. The merge is
     recorded on the job (merge_status, merge_pid), so its state survives an app restart and a second app on the same
     database does not start it twice (the process starts inside the transaction that records it)."""
+    if gguf and gguf not in gguf_export.KINDS:
+        raise PublishError(f"GGUF kind {gguf!r}: choose one of {', '.join(gguf_export.KINDS)}.")
     finished_job(store, job_id)
     job = _settle_merge(store, job_id)
     out = Path(job["folder"]) / "merged"
@@ -221,7 +240,8 @@ def start_merge(store: Store, job_id: int) -> Path:
             raise PublishError(f"Job {job_id} is being merged already.")
         with open(Path(job["folder"]) / "merge.log", "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out)], cwd=jobs.ROOT,
+                [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out),
+                 *(["--gguf", gguf, "--hub-id", hub_base(job) or ""] if gguf else [])], cwd=jobs.ROOT,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         db.execute("UPDATE jobs SET merge_status = 'merging', merge_pid = ? WHERE id = ?", (process.pid, job_id))
     _children[job_id] = process
@@ -244,11 +264,19 @@ def merge_status(store: Store, job_id: int) -> str:
     job = _settle_merge(store, job_id)
     out = Path(job["folder"]) / "merged"
     if job["merge_status"] == "merging":
+        log = Path(job["folder"]) / "merge.log"
+        last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+        if last and last[0].startswith("GGUF: "):  # the merge is saved; the GGUF file is being written
+            return f"Merging into {out}… writing GGUF ({last[0].removeprefix('GGUF: ')})."
         return f"Merging into {out}…"
     if job["merge_status"] == "failed":
         return f"The merge failed; see {Path(job['folder']) / 'merge.log'}."
     if (out / "config.json").is_file():
-        return f"Merged model: {out} (loads with AutoModelForCausalLM.from_pretrained)."
+        said = f"Merged model: {out} (loads with AutoModelForCausalLM.from_pretrained)."
+        for file in sorted((Path(job["folder"]) / "gguf").glob("*.gguf")):
+            said += (f" GGUF for llama.cpp: {file} ({file.stat().st_size / 2**20:,.0f} MiB); Ollama: `ollama create "
+                     f"<name> -f {file.parent / 'Modelfile'}`.")
+        return said
     return ""
 
 
@@ -258,10 +286,13 @@ def main(argv=None) -> int:
     merge_args = sub.add_parser("merge", help="merge a job's adapter into its base and save a full model folder")
     merge_args.add_argument("job_folder")
     merge_args.add_argument("out")
+    merge_args.add_argument("--gguf", choices=gguf_export.KINDS,
+                            help="also write a GGUF file for llama.cpp and an Ollama Modelfile (in the job's gguf/)")
+    merge_args.add_argument("--hub-id", default="", help="the base's Hub id (names llama.cpp's pre-tokeniser)")
     args = parser.parse_args(argv)
     try:
-        print(f"Merged model saved in {merge(args.job_folder, args.out)}")
-    except PublishError as error:
+        print(f"Merged model saved in {merge(args.job_folder, args.out, args.gguf, args.hub_id)}")
+    except (PublishError, gguf_export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

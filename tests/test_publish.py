@@ -4,7 +4,10 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 
 from studio import jobs, publish
@@ -81,14 +84,6 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     assert "8 preference pairs (best worst) from 8 rankings of 8 prompts by 1 annotator(s)" in card
     assert "Method: dpo, 3 steps" in card and "| rewards/margins |" in card and "beta:" in card
 
-    # The merged model is a plain transformers model that computes what base + adapter computed.
-    assert publish.main(["merge", jobs.get(store, job_id)["folder"], str(tmp_path / "merged")]) == 0
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-    assert not hasattr(merged, "peft_config")
-    with torch.inference_mode():
-        assert torch.allclose(merged(**inputs).logits, peft_model(**inputs).logits, rtol=1e-3, atol=1e-3)
-    assert merged.generate(**inputs, max_new_tokens=4, do_sample=False).shape[1] > inputs["input_ids"].shape[1]
-
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # and no saved login
     with pytest.raises(PublishError, match="No Hugging Face token: set HF_TOKEN"):
@@ -99,7 +94,8 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
 
     # A merge started from the app is recorded on the job: another app process (its own Store) sees it running,
     # does not start it twice, and after it ends finds it merged, or failed, without the process that started it.
-    out = publish.start_merge(store, job_id)
+    job_folder = Path(jobs.get(store, job_id)["folder"])
+    out = publish.start_merge(store, job_id, "q8_0")  # and GGUF (--gguf q8_0 in the merge process)
     other = Store(store.path)
     assert publish.merge_status(other, job_id) == f"Merging into {out}…"
     with pytest.raises(PublishError, match="being merged already"):
@@ -108,7 +104,26 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     while publish.merge_status(other, job_id).startswith("Merging") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert jobs.get(other, job_id)["merge_status"] == "merged" and (out / "config.json").is_file()
-    assert publish.merge_status(Store(store.path), job_id).startswith(f"Merged model: {out}")
+    said = publish.merge_status(Store(store.path), job_id)
+    assert said.startswith(f"Merged model: {out}") and f"GGUF for llama.cpp: {job_folder}/gguf/" in said
+    assert f"ollama create <name> -f {job_folder}/gguf/Modelfile" in said
+    # The merged model is a plain transformers model that computes what base + adapter computed.
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not hasattr(merged, "peft_config")
+    with torch.inference_mode():
+        assert torch.allclose(merged(**inputs).logits, peft_model(**inputs).logits, rtol=1e-3, atol=1e-3)
+    assert merged.generate(**inputs, max_new_tokens=4, do_sample=False).shape[1] > inputs["input_ids"].shape[1]
+    # The GGUF file: the merged model (not the base) as Q8_0 for llama.cpp, with the Modelfile that names it
+    # (tests/test_gguf.py checks the format itself against llama.cpp's own file).
+    written = gguf.GGUFReader(str(job_folder / "gguf" / f"{job_folder.name}-q8_0.gguf"))
+    assert written.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
+    down = next(t for t in written.tensors if t.name == "blk.0.ffn_down.weight")
+    assert down.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    weight = merged.model.layers[0].mlp.down_proj.weight.detach().numpy()
+    error = np.abs(gguf.quants.dequantize(down.data, down.tensor_type) - weight).max()
+    assert error <= np.abs(weight).max() / 100  # Q8_0: 1/127 of each block of 32's largest value at most
+    assert f"FROM ./{job_folder.name}-q8_0.gguf" in (job_folder / "gguf" / "Modelfile").read_text()
+
     shutil.rmtree(out)
     config = jobs.adapter_folder(jobs.get(store, job_id)) / "adapter_config.json"
     config.write_text(config.read_text().replace("base_model_name_or_path", "no_base"))  # the merge cannot load it
