@@ -133,6 +133,8 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
                                                      info=help_("per_device_train_batch_size"), elem_id="train-batch")
         s["gradient_accumulation_steps"] = gr.Number(1, precision=0, minimum=1, label="Gradient accumulation steps",
                                                      info=help_("gradient_accumulation_steps"))
+        s["processes"] = gr.Number(0, precision=0, minimum=0, label="Training processes (data parallel)",
+                                   info=help_("processes"), elem_id="train-processes")
         s["beta"] = gr.Number(0.1, minimum=0, label="Beta (DPO: preference strength; RL: KL penalty weight)",
                               info=help_("beta"), elem_id="train-beta")
         s["max_length"] = gr.Number(512, precision=0, minimum=16, label="Max length (tokens)",

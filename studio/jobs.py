@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -395,6 +396,24 @@ def has_checkpoint(job: dict) -> bool:
     return any(Path(job["folder"]).glob("checkpoint-*"))
 
 
+def launch_argv(recipe_path: Path, resume: bool = False) -> list[str]:
+    """The training command after `python`: `-m studio.train recipe`, or through accelerate launch when the recipe's
+    `processes` (0: one per GPU) is more than one: data parallel, NCCL on GPUs, gloo on a CPU."""
+    argv = ["-m", "studio.train", str(recipe_path)] + (["--resume"] if resume else [])
+    gpus = _gpu_count()
+    processes = int((yaml.safe_load(Path(recipe_path).read_text()) or {}).get("processes") or gpus)
+    if processes <= 1:
+        return argv
+    # Without GPUs, accelerate's --multi_gpu launcher (torch.distributed.run) starts CPU processes that join by gloo.
+    config = (["--config_file", str(ROOT / "assets/accelerate/multi_gpu.yaml")] if gpus
+              else ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"])
+    with socket.socket() as probe:  # a free port for the processes to meet on (another job may hold 29500)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return ["-m", "accelerate.commands.launch", *config, "--num_processes", str(processes), "--num_machines", "1",
+            "--main_process_port", str(port)] + argv
+
+
 def _gpu_count() -> int:
     import torch
 
@@ -457,12 +476,7 @@ class Manager:
     def _launch(self, job: dict) -> None:
         """Start the claimed job's training process and record its pid."""
         folder = Path(job["folder"])
-        argv = ["-m", "studio.train", str(folder / "recipe.yaml")] + (["--resume"] if job["resume"] else [])
-        gpus = _gpu_count()
-        if gpus > 1:  # the same recipe on every GPU, data parallel
-            argv = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "assets/accelerate/multi_gpu.yaml"),
-                    "--num_processes", str(gpus)] + argv
-        argv = [sys.executable] + argv
+        argv = [sys.executable] + launch_argv(folder / "recipe.yaml", bool(job["resume"]))
         try:
             with open(folder / "train.log", "ab") as log:
                 process = subprocess.Popen(

@@ -6,9 +6,11 @@ until someone uses one.
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,14 @@ def embedded_folder() -> Path:
     target = models_dir() / EMBEDDED_FOLDER
     if (target / "config.json").is_file():
         return target
+    if int(os.environ.get("RANK", "0")) > 0:
+        # One of several training processes (accelerate launch): the first converts (transformers writes a model's
+        # weights only from the first process once they are joined), the others wait for its folder.
+        for _ in range(1200):
+            time.sleep(0.5)
+            if (target / "config.json").is_file():
+                return target
+        raise ModelError(f"The first training process did not convert the embedded model into {target} in 10 min.")
     gguf = _embedded_gguf()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,8 +93,9 @@ def embedded_folder() -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.generation_config = loaded.generation_config
-    # Write beside the target and rename: a killed conversion leaves no half folder that looks finished.
-    partial = target.with_name(target.name + ".partial")
+    # Write beside the target and rename: a killed conversion leaves no half folder that looks finished. The name is
+    # the process's own: several training processes of one job (accelerate launch) may convert at the same time.
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)

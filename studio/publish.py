@@ -174,10 +174,11 @@ def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, 
     return f"https://huggingface.co/{repo_id}"
 
 
-def merge(job_folder, out, gguf: str | None = None, hub_id: str = "") -> Path:
+def merge(job_folder, out, gguf: str | None = None, hub_id: str = "", system: str = "") -> Path:
     """Merge a job's LoRA adapter into its base and save a full model folder (float32 on CPU, bf16 on a GPU). With
     `gguf` (q8_0 or f16), also write the merged model as one GGUF file for llama.cpp with an Ollama Modelfile, in
-    the job folder's `gguf/` (`hub_id`, the base's Hub id, names llama.cpp's pre-tokeniser)."""
+    the job folder's `gguf/` (`hub_id`, the base's Hub id, names llama.cpp's pre-tokeniser; `system`, the prompt
+    set's system prompt, goes into the Modelfile)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,11 +198,11 @@ def merge(job_folder, out, gguf: str | None = None, hub_id: str = "") -> Path:
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
     if gguf:
-        write_gguf(job_folder, out, gguf, hub_id)
+        write_gguf(job_folder, out, gguf, hub_id, system)
     return out
 
 
-def write_gguf(job_folder, merged, kind: str, hub_id: str = "") -> Path:
+def write_gguf(job_folder, merged, kind: str, hub_id: str = "", system: str = "") -> Path:
     """The merged model as `gguf/<job folder>-<kind>.gguf` with its Ollama Modelfile; returns the GGUF file."""
     folder = Path(job_folder) / "gguf"
     folder.mkdir(exist_ok=True)
@@ -209,8 +210,17 @@ def write_gguf(job_folder, merged, kind: str, hub_id: str = "") -> Path:
     out = gguf_export.write_gguf(merged, folder / name, kind, name=Path(job_folder).name, hub_id=hub_id,
                                  progress=lambda done, total: print(f"GGUF: tensor {done} / {total}", flush=True)
                                  if done % 50 == 0 or done == total else None)
-    (folder / "Modelfile").write_text(gguf_export.modelfile(merged, name))
+    (folder / "Modelfile").write_text(gguf_export.modelfile(merged, name, system))
     return out
+
+
+def system_prompt(store: Store, job: dict) -> str:
+    """The system prompt of the prompt set the job trained on (the most common one among its prompts), or ""."""
+    set_name = json.loads(job["data_info"] or "{}").get("prompt_set")
+    rows = store.query("SELECT p.system, COUNT(*) AS n FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+                       "WHERE s.name = ? AND COALESCE(p.system, '') != '' GROUP BY p.system ORDER BY n DESC LIMIT 1",
+                       (set_name,)) if set_name else []
+    return rows[0]["system"] if rows else ""
 
 
 _children: dict[int, subprocess.Popen] = {}  # merges this process started, by job: it knows best whether they run
@@ -241,7 +251,8 @@ def start_merge(store: Store, job_id: int, gguf: str | None = None) -> Path:
         with open(Path(job["folder"]) / "merge.log", "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "studio.publish", "merge", job["folder"], str(out),
-                 *(["--gguf", gguf, "--hub-id", hub_base(job) or ""] if gguf else [])], cwd=jobs.ROOT,
+                 *(["--gguf", gguf, "--hub-id", hub_base(job) or "", "--system", system_prompt(store, job)]
+                   if gguf else [])], cwd=jobs.ROOT,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         db.execute("UPDATE jobs SET merge_status = 'merging', merge_pid = ? WHERE id = ?", (process.pid, job_id))
     _children[job_id] = process
@@ -289,9 +300,10 @@ def main(argv=None) -> int:
     merge_args.add_argument("--gguf", choices=gguf_export.KINDS,
                             help="also write a GGUF file for llama.cpp and an Ollama Modelfile (in the job's gguf/)")
     merge_args.add_argument("--hub-id", default="", help="the base's Hub id (names llama.cpp's pre-tokeniser)")
+    merge_args.add_argument("--system", default="", help="the system prompt for the Ollama Modelfile")
     args = parser.parse_args(argv)
     try:
-        print(f"Merged model saved in {merge(args.job_folder, args.out, args.gguf, args.hub_id)}")
+        print(f"Merged model saved in {merge(args.job_folder, args.out, args.gguf, args.hub_id, args.system)}")
     except (PublishError, gguf_export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

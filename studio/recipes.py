@@ -45,6 +45,10 @@ class StudioArgs:
                                                     "is a reward."})
     sample_every: int = field(default=2, metadata={"help": "RL: write a few sampled answers with their rewards every "
                                                            "N generation rounds (samples.jsonl)."})
+    processes: int = field(default=0, metadata={"help": "Training processes, data parallel through accelerate "
+                                                      "launch: 0 = one per GPU (one on a machine without GPUs); 2 or "
+                                                      "more on a CPU too (gloo). Each process takes "
+                                                      "per_device_train_batch_size rows per step."})
     group_by_length: bool = field(default=True, metadata={"help": "Batches of rows of similar length, so less "
                                                                    "compute goes to padding; blocks of 16 batches "
                                                                    "are shuffled (the order repeats each epoch)."})
@@ -56,6 +60,8 @@ class StudioArgs:
             raise RecipeError("lora_r and lora_alpha must be 1 or more.")
         if not 0 <= self.lora_dropout < 1:
             raise RecipeError("lora_dropout must be from 0 to below 1.")
+        if self.processes < 0:
+            raise RecipeError(f"processes must be 0 (one per GPU) or more; got {self.processes}.")
         if self.sample_every < 1:
             raise RecipeError("sample_every must be 1 or more.")
         # TRL and torch accept these and fail deep inside training (or, for a negative learning rate, train

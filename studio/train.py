@@ -4,11 +4,14 @@ The UI starts this command as its own process; it works the same from a terminal
 output_dir (the job folder when the UI made the recipe):
 metrics.jsonl (one JSON line per logging step), checkpoints (checkpoint-N), the LoRA adapter with its tokenizer
 (adapter/), and result.json ({"status": finished | stopped | failed, ...}). SIGTERM stops at the end of the current
-step and saves a checkpoint, which --resume continues from.
+step and saves a checkpoint, which --resume continues from. Under `accelerate launch` (the recipe's `processes`),
+every process trains on its share of each batch; the first one writes metrics, the adapter and result.json, and all
+of them stop at the same step.
 """
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -40,6 +43,8 @@ def _metrics_callback(path: Path):
             self.last = (self.started, 0)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:  # several processes: the first one writes the metrics
+                return
             now = time.time()
             row = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "time": now}
             row.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))})
@@ -57,6 +62,14 @@ def _metrics_callback(path: Path):
             rewards.step_began = time.time()
 
         def on_step_end(self, args, state, control, **kwargs):
+            if args.world_size > 1:  # several processes stop at the same step, or the others wait for it forever
+                import torch
+                import torch.distributed as dist
+
+                flag = torch.tensor([1.0 if STOP.is_set() else 0.0], device=args.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                if flag.item() > 0:
+                    STOP.set()
             if STOP.is_set():
                 control.should_save = True
                 control.should_training_stop = True
@@ -223,11 +236,16 @@ def run(recipe_path, resume: bool = False) -> dict:
     method, recipe = recipes.load(recipe_path)
     job_dir = Path(recipe.output_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
-    dataset = _load_data(recipe, method)
+    from accelerate import PartialState
+
+    # Several processes (accelerate launch): the first one loads first, so that what loading writes once (the
+    # embedded model's conversion, the data set's cache) is written by one process and read by the others.
+    with PartialState().main_process_first():
+        dataset = _load_data(recipe, method)
+        model, tokenizer, base_path = _model(recipe, method)
     if recipe.group_by_length and methods.get(method).data == "pairs":  # RL samples its own groups of prompts
         dataset = group_by_length(dataset, recipe.per_device_train_batch_size, recipe.seed)
         recipe.train_sampling_strategy = "sequential"  # the order above is the grouping
-    model, tokenizer, base_path = _model(recipe, method)
     model, peft_config = _peft(recipe, method, model)
     callbacks = [_metrics_callback(job_dir / "metrics.jsonl")]
     # With a LoRA adapter and no reference model, DPO and online RL use the base with the adapter disabled as the
@@ -251,10 +269,11 @@ def run(recipe_path, resume: bool = False) -> dict:
     if STOP.is_set():
         return {"status": "stopped", "step": step, "checkpoint": get_last_checkpoint(recipe.output_dir)}
     adapter = Path(recipe.output_dir) / ADAPTER
-    trainer.save_model(str(adapter))
-    tokenizer.save_pretrained(str(adapter))
+    trainer.save_model(str(adapter))  # every process calls it; the first one writes
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(adapter))
     return {"status": "finished", "step": step, "adapter": str(adapter), "base_model": recipe.model,
-            "base_path": base_path, "method": method}
+            "base_path": base_path, "method": method, "processes": recipe.world_size}
 
 
 def _result_dir(recipe_path) -> Path:
@@ -273,6 +292,11 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the job")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if not torch.cuda.is_available():  # several processes on a CPU: accelerate joins them with gloo only when
+            os.environ["ACCELERATE_USE_CPU"] = "true"  # told the CPU is meant (else each trains alone)
     result_path = _result_dir(args.recipe) / "result.json"
     result_path.unlink(missing_ok=True)
     try:
@@ -283,7 +307,8 @@ def main(argv=None) -> int:
     except Exception as error:  # any crash: recorded for the UI, traceback in the log
         traceback.print_exc()
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-    result_path.write_text(json.dumps(result, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # several processes (accelerate launch): the first one reports
+        result_path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result), flush=True)
     return 0 if result["status"] != "failed" else 1
 

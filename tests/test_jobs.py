@@ -59,6 +59,39 @@ def test_stop_leaves_a_checkpoint_and_resume_continues_the_count(store):
     assert logged == list(range(1, stopped_at + 1)) + list(range(stopped_at + 1, 15))
 
 
+@pytest.mark.slow  # about 60 s here: two training processes, stopped and resumed (`pytest -m slow`)
+def test_two_processes_train_one_adapter_stop_together_and_resume(store):
+    """The recipe's `processes: 2` runs through accelerate launch, on this CPU joined by gloo: one data-parallel
+    run (one metrics stream, each step once), stopped at the same step by both processes, resumed, finished."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    clear_cut_set(store)
+    job_id = new_job(store, 12, processes=2, save_steps=1)
+    folder = Path(jobs.get(store, job_id)["folder"])
+    argv = jobs.launch_argv(folder / "recipe.yaml")
+    assert argv[:2] == ["-m", "accelerate.commands.launch"] and argv[argv.index("--num_processes") + 1] == "2"
+    manager = Manager(store)
+    wait_for(lambda: len(steps_logged(jobs.get(store, job_id))) >= 2, manager)
+    manager.stop(job_id)
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("running", "stopping"), manager)
+    job = jobs.get(store, job_id)
+    assert job["status"] == "stopped", job["error"]
+    stopped_at = max(steps_logged(job))
+    assert stopped_at < 12 and (folder / f"checkpoint-{stopped_at}").is_dir()
+
+    assert manager.resume(job_id) == "Resuming from the latest checkpoint."
+    wait_for(lambda: jobs.get(store, job_id)["status"] not in ("queued", "running"), manager)
+    job = jobs.get(store, job_id)
+    assert job["status"] == "finished", job["error"]
+    assert steps_logged(job) == list(range(1, 13))  # one process writes: every step once
+    result = json.loads((folder / "result.json").read_text())
+    assert result["processes"] == 2
+    base = AutoModelForCausalLM.from_pretrained(result["base_path"])
+    adapted = PeftModel.from_pretrained(base, result["adapter"])
+    assert any("lora_B" in name and weight.abs().max() > 0 for name, weight in adapted.named_parameters())
+
+
 def test_a_killed_job_is_failed_with_its_log_and_the_queue_goes_on(store):
     clear_cut_set(store)
     first, second = new_job(store, 200), new_job(store, 1)

@@ -95,6 +95,8 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     # A merge started from the app is recorded on the job: another app process (its own Store) sees it running,
     # does not start it twice, and after it ends finds it merged, or failed, without the process that started it.
     job_folder = Path(jobs.get(store, job_id)["folder"])
+    with store.tx() as db:  # the set's system prompt goes into the Ollama Modelfile
+        db.execute("UPDATE prompts SET system = 'You are \"polite\".'")
     out = publish.start_merge(store, job_id, "q8_0")  # and GGUF (--gguf q8_0 in the merge process)
     other = Store(store.path)
     assert publish.merge_status(other, job_id) == f"Merging into {out}…"
@@ -122,7 +124,8 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     weight = merged.model.layers[0].mlp.down_proj.weight.detach().numpy()
     error = np.abs(gguf.quants.dequantize(down.data, down.tensor_type) - weight).max()
     assert error <= np.abs(weight).max() / 100  # Q8_0: 1/127 of each block of 32's largest value at most
-    assert f"FROM ./{job_folder.name}-q8_0.gguf" in (job_folder / "gguf" / "Modelfile").read_text()
+    modelfile = (job_folder / "gguf" / "Modelfile").read_text()
+    assert f"FROM ./{job_folder.name}-q8_0.gguf" in modelfile and 'SYSTEM """You are "polite"."""' in modelfile
 
     shutil.rmtree(out)
     config = jobs.adapter_folder(jobs.get(store, job_id)) / "adapter_config.json"

@@ -35,10 +35,15 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
     page.wait_for_timeout(10_000)  # the merge state is polled every 3 s: the refusal must outlive it
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
+    page.locator("#pub-gguf input").click()  # the merge also writes GGUF for llama.cpp and Ollama
+    page.get_by_role("option", name="+ GGUF q8_0 (llama.cpp, Ollama)").click()
     page.locator("#pub-merge").click()
     expect(page.locator("#pub-merge-status")).to_contain_text("Merged model:", timeout=120_000)
+    expect(page.locator("#pub-merge-status")).to_contain_text("-q8_0.gguf")
+    expect(page.locator("#pub-merge-status")).to_contain_text("ollama create <name> -f")
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
-    assert (Path(jobs.get(store, job_id)["folder"]) / "merged" / "config.json").is_file()
+    folder = Path(jobs.get(store, job_id)["folder"])
+    assert (folder / "merged" / "config.json").is_file() and (folder / "gguf" / "Modelfile").is_file()
 
     # An API key for the /v1 endpoint, made here and shown once; only its hash is in the database.
     page.get_by_text("Serve it: the OpenAI-compatible endpoint (/v1)").click()
