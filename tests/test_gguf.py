@@ -1,23 +1,30 @@
-"""GGUF export, checked against llama.cpp's own output and read back by transformers' GGUF loader.
+"""GGUF export, checked against llama.cpp itself (tests/test_publish.py reads a trained job's GGUF back with
+transformers' GGUF loader and compares its logits with the merged model's).
 
 The embedded model ships as a GGUF file that llama.cpp's convert_hf_to_gguf.py wrote (Q4_1); the studio turns it
 into a float32 folder. Exporting that folder again must give llama.cpp's tensors (names, shapes, values within f16
 rounding: the query/key permutation undone and redone), its vocabulary, merges, special tokens and chat template.
+And the export must be what llama.cpp's converter writes today, byte for byte: the converter ships in the source
+distribution of llama-cpp-python (PyPI), which the second test downloads and runs.
 """
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
+import tarfile
+import urllib.request
 
 import gguf
 import numpy as np
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from studio import gguf_export, models
 from studio.gguf_export import ExportError
 
 
-def test_the_export_matches_llama_cpp_and_loads_in_transformers(tmp_path):
+def test_the_export_matches_the_gguf_llama_cpp_wrote_for_the_embedded_model(tmp_path):
     folder = models.embedded_folder()
     out = gguf_export.write_gguf(folder, tmp_path / "bank-f16.gguf", "f16", name="bank",
                                  hub_id=models.EMBEDDED_HUB_ID)
@@ -43,23 +50,64 @@ def test_the_export_matches_llama_cpp_and_loads_in_transformers(tmp_path):
     assert ours.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_F16
     assert ours.fields["general.name"].contents() == "bank"
 
-    # transformers' own GGUF loader reads it back with the same next-token distribution (the tokens are llama.cpp's,
-    # compared above).
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "How do I freeze my card?"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()
-    with torch.inference_mode():
-        expected, got = base(ids).logits[0, -1].log_softmax(-1), loaded(ids).logits[0, -1].log_softmax(-1)
-    assert got.argmax() == expected.argmax()
-    assert torch.nn.functional.kl_div(got, expected, log_target=True, reduction="sum") < 1e-3
-
     modelfile = gguf_export.modelfile(folder, out.name, system="You are Lumen Bank's assistant.")
     assert "FROM ./bank-f16.gguf" in modelfile
     assert '{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n<|im_start|>assistant\n' in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     assert "SYSTEM \"\"\"You are Lumen Bank's assistant.\"\"\"" in modelfile
+
+
+# llama.cpp as vendored in this release of llama-cpp-python (its source distribution on PyPI carries the converter).
+CONVERTER_RELEASE = ("llama-cpp-python", "0.3.36")
+
+
+def _converter(folder):
+    """llama.cpp's convert_hf_to_gguf.py with its `conversion` package and its own gguf-py, from the source
+    distribution on PyPI (checked against PyPI's sha256); None when the registry is out of reach."""
+    name, version = CONVERTER_RELEASE
+    index = urllib.request.Request(f"https://pypi.org/simple/{name}/",  # PyPI's simple API, as pip reads it
+                                   headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        files = json.load(urllib.request.urlopen(index, timeout=20))["files"]
+    except OSError:
+        return None
+    sdist = next(f for f in files if f["filename"] == f"{name.replace('-', '_')}-{version}.tar.gz")
+    archive = folder / sdist["filename"]
+    with urllib.request.urlopen(sdist["url"], timeout=300) as response, open(archive, "wb") as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == sdist["hashes"]["sha256"]
+    prefix = f"{archive.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
+    with tarfile.open(archive) as tar:
+        wanted = [m for m in tar.getmembers() if m.name == prefix + "convert_hf_to_gguf.py"
+                  or m.name.startswith((prefix + "conversion/", prefix + "gguf-py/gguf/"))]
+        tar.extractall(folder, members=wanted, filter="data")
+    return folder / prefix
+
+
+def test_the_export_is_byte_for_byte_what_llama_cpp_s_own_converter_writes(tmp_path):
+    llama_cpp = _converter(tmp_path)
+    if llama_cpp is None:
+        if os.environ.get("STUDIO_REQUIRE_REGISTRY"):
+            pytest.fail("PyPI is out of reach: llama.cpp's converter cannot be fetched")
+        pytest.skip("PyPI is out of reach")
+    folder = models.embedded_folder()
+    theirs_path = tmp_path / "theirs.gguf"
+    done = subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(folder), "--outfile",
+                           str(theirs_path), "--outtype", "q8_0"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = gguf.GGUFReader(str(gguf_export.write_gguf(folder, tmp_path / "ours.gguf", "q8_0",
+                                                      hub_id=models.EMBEDDED_HUB_ID)))
+    theirs = gguf.GGUFReader(str(theirs_path))
+    mine = {t.name: t for t in ours.tensors}
+    assert set(mine) == {t.name for t in theirs.tensors}
+    for tensor in theirs.tensors:  # same type, same bytes: Q8_0 blocks of the (permuted) weights, f32 norms
+        assert mine[tensor.name].tensor_type == tensor.tensor_type, tensor.name
+        assert mine[tensor.name].data.tobytes() == tensor.data.tobytes(), tensor.name
+    for key, field in theirs.fields.items():  # every setting, the pre-tokeniser's name included; general.* aside
+        if not key.startswith(("general.", "GGUF.")):
+            assert ours.fields[key].contents() == field.contents(), key
 
 
 def test_what_the_export_cannot_write_is_said(tmp_path):
