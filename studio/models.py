@@ -93,9 +93,8 @@ def embedded_folder() -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.generation_config = loaded.generation_config
-    # Write beside the target and rename: a killed conversion leaves no half folder that looks finished. The name is
-    # the process's own: several training processes of one job (accelerate launch) may convert at the same time.
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    # Write beside the target and rename: a killed conversion leaves no half folder that looks finished.
+    partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
