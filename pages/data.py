@@ -141,6 +141,22 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
     gt_preview = gr.Textbox(label="What the import would save (compare with the worker UI)", lines=8,
                             max_lines=30, interactive=False, visible=False, elem_id="gt-preview")
+    with gr.Accordion("Run it on Ground Truth with your AWS credentials", open=False):
+        gr.Markdown("Deploy the two Lambda functions first (the export's README, step 2). The studio calls AWS with "
+                    "boto3's credentials (AWS_* environment variables, ~/.aws, or an instance role) and stores none "
+                    "of them. Starting a job (it may cost money) is a lead's action.")
+        gt_job = gr.Dropdown([], label="Exported job", elem_id="gt-job")
+        with gr.Row():
+            gt_role = gr.Textbox(label="Job's IAM role ARN", elem_id="gt-role")
+            gt_team = gr.Textbox(label="Work team ARN", placeholder="the one in settings.json if empty",
+                                 elem_id="gt-team")
+        with gr.Row():
+            gt_pre = gr.Textbox(label="Pre-annotation Lambda ARN", elem_id="gt-pre")
+            gt_post = gr.Textbox(label="Consolidation Lambda ARN", elem_id="gt-post")
+            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty")
+        with gr.Row():
+            gt_start = gr.Button("Start the labeling job", elem_id="gt-start")
+            gt_fetch = gr.Button("Fetch its results and import them", elem_id="gt-fetch")
     gt_status = gr.Markdown(elem_id="gt-status")
 
     def do_gt_export(set_name, bucket_name, per_prompt, name, force):
@@ -167,6 +183,12 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             f"{found['answers']} rankings by {found['workers']} workers on {found['prompts']} prompts, "
             f"{found['unlabelled']} prompts not labelled. Nothing is saved until you press Import.")
 
+    def imported(result: dict) -> str:
+        unlabelled = f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." \
+            if result["unlabelled"] else ""
+        return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
+                       f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}")
+
     def do_gt_import(path, set_name, pair_mode):
         if not path:
             return message("Choose the zip of the Ground Truth output folder first.", error=True), gr.skip()
@@ -174,14 +196,37 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             result = groundtruth.import_results(ctx.store, path)
         except GroundTruthError as error:
             return message(str(error), error=True), gr.skip()
-        unlabelled = f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." \
-            if result["unlabelled"] else ""
-        return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
-                       f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"), \
-            _pairs_summary(ctx, set_name, pair_mode)
+        return imported(result), _pairs_summary(ctx, set_name, pair_mode)
+
+    def do_gt_start(name, role, pre, post, workteam, region, request: gr.Request,
+                    profile: gr.OAuthProfile | None = None):
+        try:
+            team.check_lead(login(request, profile), "start a labeling job")
+            arn = groundtruth.launch_job(groundtruth.exported_folder(name), role_arn=role, pre_lambda_arn=pre,
+                                         post_lambda_arn=post, workteam_arn=workteam, region=region or None)
+        except (GroundTruthError, team.TeamError) as error:
+            return message(str(error), error=True)
+        return message(f"Started {arn}. Fetch its results when the workers are done (a stopped job gives what was "
+                       "labelled).")
+
+    def do_gt_fetch(name, region, set_name, pair_mode):
+        try:
+            state = groundtruth.fetch_results(groundtruth.exported_folder(name), region=region or None)
+            if "output" not in state:
+                counters = ", ".join(f"{k} {v}" for k, v in state["counters"].items())
+                return message(f"The job is {state['status']} ({counters}). {state['failure']}".strip()), gr.skip()
+            return imported(groundtruth.import_results(ctx.store, state["output"])), \
+                _pairs_summary(ctx, set_name, pair_mode)
+        except GroundTruthError as error:
+            return message(str(error), error=True), gr.skip()
 
 
-    gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status])
+    gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
+        lambda: gr.update(choices=groundtruth.exported_jobs(), value=next(iter(groundtruth.exported_jobs()), None)),
+        None, gt_job)
+    gt_job.focus(lambda current: gr.update(choices=groundtruth.exported_jobs(), value=current), gt_job, gt_job)
+    gt_start.click(do_gt_start, [gt_job, gt_role, gt_pre, gt_post, gt_team, gt_region], gt_status)
+    gt_fetch.click(do_gt_fetch, [gt_job, gt_region, prompt_set, mode], [gt_status, summary])
     gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
     gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
 

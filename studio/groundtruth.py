@@ -4,16 +4,20 @@ Export writes a folder (and a zip of it): the input manifest, the worker task te
 allowed), the pre-annotation and consolidation Lambda handlers, the CreateLabelingJob settings and a README with the
 boto3 call. Import reads the output manifest (a consolidated label from our Lambda, or worker-response-ref) and/or
 the worker response files, from a folder or a zip; it joins by our ids, keeps every worker as annotator
-gt:<workerId> with ties, checks everything first and imports all or nothing.
+gt:<workerId> with ties, checks everything first and imports all or nothing. With the user's AWS credentials, an
+exported job can also be started on Ground Truth (launch_job) and its output fetched when it ends (fetch_results).
 """
 
+import argparse
 import html
 import json
 import re
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,6 +209,109 @@ def export_job(store: Store, set_name: str, out_dir=None, *, bucket: str = "my-b
         workforce=workforce, lifetime=lifetime, lifetime_note=WORKFORCES[workforce]["note"]))
     archive = shutil.make_archive(str(folder), "zip", folder)
     return {"folder": folder, "zip": Path(archive), "prompts": len(lines), "job_name": name}
+
+
+# --- Run on AWS -----------------------------------------------------------------------------------------------------
+# With the user's own AWS credentials (boto3's chain: environment, ~/.aws, an instance or Space role); the studio
+# stores none of them. The Lambdas are deployed by the user (README step 2): their ARNs are taken here.
+
+ARN = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{0,12}:\S+")
+LAUNCHED = "launched.json"  # in the export folder: the job's name, ARN and region once created
+
+
+@contextmanager
+def _aws(what: str):
+    """AWS's refusals (no credentials, access denied, a bad name) as a GroundTruthError that says what failed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise GroundTruthError(f"AWS refused to {what}: {error}") from None
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def exported_jobs() -> list[str]:
+    """The jobs exported into $STUDIO_HOME/groundtruth, newest first (each a folder with its settings.json)."""
+    root = studio_home() / "groundtruth"
+    folders = [p for p in root.glob("*/settings.json")] if root.is_dir() else []
+    return [p.parent.name for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def exported_folder(name: str) -> Path:
+    """The export folder of job `name` (checked: a job name, never a path)."""
+    if not JOB_NAME.fullmatch(name or "") or not (studio_home() / "groundtruth" / name / "settings.json").is_file():
+        raise GroundTruthError(f"There is no exported Ground Truth job {name!r}; export one first.")
+    return studio_home() / "groundtruth" / name
+
+
+def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: str, workteam_arn: str = "",
+               region: str | None = None, s3=None, sagemaker=None) -> str:
+    """Start an exported job on Ground Truth: upload its manifest and worker template where settings.json says, fill
+    in the ARNs, CreateLabelingJob. Returns the job's ARN (kept in the folder's launched.json)."""
+    import boto3
+
+    folder = Path(folder)
+    settings = json.loads((folder / "settings.json").read_text())
+    task = settings["HumanTaskConfig"]
+    given = {"the job's role": role_arn, "the pre-annotation Lambda": pre_lambda_arn,
+             "the consolidation Lambda": post_lambda_arn,
+             "the work team": workteam_arn or ("" if task["WorkteamArn"].startswith("<") else task["WorkteamArn"])}
+    for what, arn in given.items():
+        if not ARN.fullmatch((arn or "").strip()):
+            raise GroundTruthError(f"Give the ARN of {what} (arn:aws:...); got {arn!r}.")
+    settings["RoleArn"] = role_arn.strip()
+    task["PreHumanTaskLambdaArn"] = pre_lambda_arn.strip()
+    task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] = post_lambda_arn.strip()
+    task["WorkteamArn"] = given["the work team"].strip()
+    s3 = s3 or boto3.client("s3", region_name=region)
+    sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
+    for local, uri in (("manifest.jsonl", settings["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]),
+                       ("template.liquid.html", task["UiConfig"]["UiTemplateS3Uri"])):
+        with _aws(f"take {local} into {uri}"):
+            s3.upload_file(str(folder / local), *_s3_parts(uri))
+    with _aws("create the labeling job"):
+        arn = sagemaker.create_labeling_job(**settings)["LabelingJobArn"]
+    (folder / LAUNCHED).write_text(json.dumps({"name": settings["LabelingJobName"], "arn": arn,
+                                               "output": settings["OutputConfig"]["S3OutputPath"]}, indent=2))
+    return arn
+
+
+def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None) -> dict:
+    """The launched job's state; once it has ended (completed, or stopped with some objects labelled), its output
+    (manifests and worker responses) downloaded into the folder's `output/`, ready for import_results."""
+    import boto3
+
+    folder = Path(folder)
+    if not (folder / LAUNCHED).is_file():
+        raise GroundTruthError(f"{folder.name} was not started on Ground Truth from the studio; start it first.")
+    launched = json.loads((folder / LAUNCHED).read_text())
+    s3 = s3 or boto3.client("s3", region_name=region)
+    sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
+    with _aws(f"describe the labeling job {launched['name']}"):
+        job = sagemaker.describe_labeling_job(LabelingJobName=launched["name"])
+    state = {"status": job["LabelingJobStatus"], "counters": job.get("LabelCounters", {}),
+             "failure": job.get("FailureReason", "")}
+    if state["status"] not in ("Completed", "Stopped") or not state["counters"].get("TotalLabeled"):
+        return state
+    bucket, prefix = _s3_parts(launched["output"].rstrip("/") + "/" + launched["name"] + "/")
+    out = folder / "output"
+    with _aws(f"read the job's output under s3://{bucket}/{prefix}"):
+        items = [item for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                 for item in page.get("Contents", [])]
+    for item in items:
+        # the job's output as Ground Truth lays it out under S3OutputPath: <job name>/manifests/..., annotations/...
+        target = (out / launched["name"] / item["Key"][len(prefix):]).resolve()
+        if not target.is_relative_to(out.resolve()):
+            raise GroundTruthError(f"S3 key {item['Key']!r} would be written outside {out}.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _aws(f"download s3://{bucket}/{item['Key']}"):
+            s3.download_file(bucket, item["Key"], str(target))
+    return {**state, "output": out}
 
 
 # --- Import ------------------------------------------------------------------------------------------------------
@@ -522,3 +629,38 @@ def import_results(store: Store, path) -> dict:
     summary = results.summary()
     return {"rankings": added, "unchanged": unchanged, "workers": summary["workers"], "prompts": summary["prompts"],
             "unlabelled": dict(results.unlabelled)}
+
+
+def main(argv=None) -> int:
+    from studio.paths import db_path
+
+    parser = argparse.ArgumentParser(prog="python -m studio.groundtruth",
+                                     description="Run an exported job on Ground Truth with your AWS credentials.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="upload the manifest and template, create the labeling job")
+    start.add_argument("folder", help="the export folder ($STUDIO_HOME/groundtruth/<job name>)")
+    for flag in ("--role", "--pre-lambda", "--post-lambda"):
+        start.add_argument(flag, required=True, help="an ARN")
+    start.add_argument("--workteam", default="", help="the work team's ARN (else the one in settings.json)")
+    fetch = commands.add_parser("fetch", help="the job's state; when it has ended, download and import its output")
+    fetch.add_argument("folder")
+    for command in (start, fetch):
+        command.add_argument("--region", default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            print(launch_job(args.folder, role_arn=args.role, pre_lambda_arn=args.pre_lambda,
+                             post_lambda_arn=args.post_lambda, workteam_arn=args.workteam, region=args.region))
+            return 0
+        state = fetch_results(args.folder, region=args.region)
+        print(f"{state['status']}: {state['counters']} {state['failure']}".strip())
+        if "output" in state:
+            print(json.dumps(import_results(Store(db_path()), state["output"]), default=str))
+    except GroundTruthError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -384,3 +384,72 @@ def test_a_zip_with_forged_member_sizes_is_refused_with_a_message(store, tmp_pat
     path.write_bytes(bytes(data))
     with pytest.raises(GroundTruthError, match="not a readable zip file"):
         import_results(store, path)
+
+
+def test_a_job_is_started_on_ground_truth_and_its_output_fetched_and_imported(store, job, tmp_path):
+    """The AWS calls: S3 in moto's stand-in; SageMaker's labeling-job calls (which moto does not have) through
+    botocore's Stubber, which checks each request and each answer against botocore's own model of the API."""
+    import datetime
+
+    import boto3
+    from botocore.stub import Stubber
+    from moto import mock_aws
+
+    out, lines = job
+    folder = export_job(store, "s", tmp_path / "aws-job", bucket="gt-bucket", name="job1")["folder"]  # a real name
+    account = "arn:aws:{}:us-east-1:123456789012:{}"
+    arns = {"role_arn": "arn:aws:iam::123456789012:role/SageMakerGroundTruthRole",
+            "pre_lambda_arn": account.format("lambda", "function:SageMaker-align-studio-pre-annotation"),
+            "post_lambda_arn": account.format("lambda", "function:SageMaker-align-studio-consolidation"),
+            "workteam_arn": account.format("sagemaker", "workteam/private-crowd/bank-team")}
+    job_arn = account.format("sagemaker", "labeling-job/job1")
+    settings = json.loads((folder / "settings.json").read_text())
+    settings["RoleArn"] = arns["role_arn"]
+    settings["HumanTaskConfig"].update(PreHumanTaskLambdaArn=arns["pre_lambda_arn"], WorkteamArn=arns["workteam_arn"])
+    settings["HumanTaskConfig"]["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] = \
+        arns["post_lambda_arn"]
+
+    def described(status, labeled):
+        now = datetime.datetime(2026, 11, 22, tzinfo=datetime.timezone.utc)
+        return {**settings, "LabelingJobArn": job_arn, "LabelingJobStatus": status, "CreationTime": now,
+                "LastModifiedTime": now, "JobReferenceCode": "ref1",
+                "LabelCounters": {"TotalLabeled": labeled, "HumanLabeled": labeled, "Unlabeled": 2 - labeled},
+                **({"LabelingJobOutput": {"OutputDatasetS3Uri": "s3://gt-bucket/job1/output/job1/manifests/output/"
+                                                                "output.manifest"}} if labeled else {})}
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="gt-bucket")
+        sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+        with pytest.raises(GroundTruthError, match="Give the ARN of the job's role"):
+            groundtruth.launch_job(folder, **{**arns, "role_arn": "<arn:aws:iam::ACCOUNT:role/R>"}, s3=s3,
+                                   sagemaker=sagemaker)
+        with pytest.raises(GroundTruthError, match="was not started on Ground Truth from the studio"):
+            groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)
+        stub = Stubber(sagemaker)
+        stub.add_response("create_labeling_job", {"LabelingJobArn": job_arn}, settings)
+        stub.add_response("describe_labeling_job", described("InProgress", 0), {"LabelingJobName": "job1"})
+        stub.add_client_error("describe_labeling_job", "AccessDeniedException", "not authorized to describe")
+        stub.add_response("describe_labeling_job", described("Completed", 2), {"LabelingJobName": "job1"})
+        with stub:
+            assert groundtruth.launch_job(folder, **arns, s3=s3, sagemaker=sagemaker) == job_arn
+            for name in ("manifest.jsonl", "template.liquid.html"):  # where settings.json points the job
+                assert s3.get_object(Bucket="gt-bucket", Key=f"job1/{name}")["Body"].read() == (folder / name).read_bytes()
+            assert groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)["status"] == "InProgress"
+            with pytest.raises(GroundTruthError, match="AWS refused to describe the labeling job job1: .*not auth"):
+                groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)
+            # The workers answer: Ground Truth writes under S3OutputPath/<job name>/ (manifests, worker responses).
+            written = tmp_path / "written"
+            refs = write_worker_responses(written, lines)
+            (written / "job1" / "manifests" / "output").mkdir(parents=True)
+            (written / "job1" / "manifests" / "output" / "output.manifest").write_text("\n".join(
+                json.dumps({**line, "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": ref}})
+                for line, ref in zip(lines, refs)) + "\n")
+            for file in written.rglob("*"):
+                if file.is_file():
+                    s3.upload_file(str(file), "gt-bucket", f"job1/output/{file.relative_to(written).as_posix()}")
+            state = groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)
+        stub.assert_no_pending_responses()
+    assert state["status"] == "Completed" and state["counters"]["TotalLabeled"] == 2
+    assert import_results(store, state["output"])["rankings"] == 4
+    check_round_trip(store, lines)
