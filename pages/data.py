@@ -153,7 +153,8 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         with gr.Row():
             gt_pre = gr.Textbox(label="Pre-annotation Lambda ARN", elem_id="gt-pre")
             gt_post = gr.Textbox(label="Consolidation Lambda ARN", elem_id="gt-post")
-            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty")
+            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty",
+                                   elem_id="gt-region")
         with gr.Row():
             gt_start = gr.Button("Start the labeling job", elem_id="gt-start")
             gt_fetch = gr.Button("Fetch its results and import them", elem_id="gt-fetch")

@@ -268,8 +268,9 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
     task["PreHumanTaskLambdaArn"] = pre_lambda_arn.strip()
     task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] = post_lambda_arn.strip()
     task["WorkteamArn"] = given["the work team"].strip()
-    s3 = s3 or boto3.client("s3", region_name=region)
-    sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
+    with _aws("connect (say the region, or set AWS_REGION)"):
+        s3 = s3 or boto3.client("s3", region_name=region)
+        sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
     for local, uri in (("manifest.jsonl", settings["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]),
                        ("template.liquid.html", task["UiConfig"]["UiTemplateS3Uri"])):
         with _aws(f"take {local} into {uri}"):
@@ -290,8 +291,9 @@ def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None)
     if not (folder / LAUNCHED).is_file():
         raise GroundTruthError(f"{folder.name} was not started on Ground Truth from the studio; start it first.")
     launched = json.loads((folder / LAUNCHED).read_text())
-    s3 = s3 or boto3.client("s3", region_name=region)
-    sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
+    with _aws("connect (say the region, or set AWS_REGION)"):
+        s3 = s3 or boto3.client("s3", region_name=region)
+        sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
     with _aws(f"describe the labeling job {launched['name']}"):
         job = sagemaker.describe_labeling_job(LabelingJobName=launched["name"])
     state = {"status": job["LabelingJobStatus"], "counters": job.get("LabelCounters", {}),

@@ -38,8 +38,10 @@ def run_app(tmp_path, *extra_args):
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
     # No Hub login inside tests: a push must meet the no-token message, never a real account.
-    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    env.update(STUDIO_HOME=str(home), PYTHONUNBUFFERED="1", HF_HOME=str(tmp_path / "hf"))
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN" and not k.startswith("AWS_")}
+    env.update(STUDIO_HOME=str(home), PYTHONUNBUFFERED="1", HF_HOME=str(tmp_path / "hf"),
+               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,  # no AWS account, ever
+               AWS_EC2_METADATA_DISABLED="true")
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
