@@ -216,7 +216,7 @@ def export_job(store: Store, set_name: str, out_dir=None, *, bucket: str = "my-b
 # stores none of them. The Lambdas are deployed by the user (README step 2): their ARNs are taken here.
 
 ARN = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{0,12}:\S+")
-LAUNCHED = "launched.json"  # in the export folder: the job's name, ARN and region once created
+LAUNCHED = "launched.json"  # in the export folder once the job is created: its name, ARN, region and output path
 
 
 @contextmanager
@@ -278,6 +278,7 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
     with _aws("create the labeling job"):
         arn = sagemaker.create_labeling_job(**settings)["LabelingJobArn"]
     (folder / LAUNCHED).write_text(json.dumps({"name": settings["LabelingJobName"], "arn": arn,
+                                               "region": sagemaker.meta.region_name,
                                                "output": settings["OutputConfig"]["S3OutputPath"]}, indent=2))
     return arn
 
@@ -291,6 +292,7 @@ def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None)
     if not (folder / LAUNCHED).is_file():
         raise GroundTruthError(f"{folder.name} was not started on Ground Truth from the studio; start it first.")
     launched = json.loads((folder / LAUNCHED).read_text())
+    region = region or launched.get("region")  # the job's own region unless told otherwise
     with _aws("connect (say the region, or set AWS_REGION)"):
         s3 = s3 or boto3.client("s3", region_name=region)
         sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)

@@ -271,19 +271,27 @@ def _settle_merge(store: Store, job_id: int) -> dict:
     return job
 
 
+def _last_log_line(job: dict) -> str:
+    log = Path(job["folder"]) / "merge.log"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return lines[-1] if lines else ""
+
+
 def merge_status(store: Store, job_id: int) -> str:
     job = _settle_merge(store, job_id)
     out = Path(job["folder"]) / "merged"
     if job["merge_status"] == "merging":
-        log = Path(job["folder"]) / "merge.log"
-        last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-        if last and last[0].startswith("GGUF: "):  # the merge is saved; the GGUF file is being written
-            return f"Merging into {out}… writing GGUF ({last[0].removeprefix('GGUF: ')})."
+        last = _last_log_line(job)
+        if last.startswith("GGUF: "):  # the merge is saved; the GGUF file is being written
+            return f"Merging into {out}… writing GGUF ({last.removeprefix('GGUF: ')})."
         return f"Merging into {out}…"
     if job["merge_status"] == "failed":
         return f"The merge failed; see {Path(job['folder']) / 'merge.log'}."
     if (out / "config.json").is_file():
         said = f"Merged model: {out} (loads with AutoModelForCausalLM.from_pretrained)."
+        last = _last_log_line(job)
+        if last.startswith("error: "):  # the merge was saved, then the GGUF export stopped
+            said += f" GGUF not written: {last.removeprefix('error: ')}"
         for file in sorted((Path(job["folder"]) / "gguf").glob("*.gguf")):
             said += (f" GGUF for llama.cpp: {file} ({file.stat().st_size / 2**20:,.0f} MiB); Ollama: `ollama create "
                      f"<name> -f {file.parent / 'Modelfile'}`.")

@@ -108,6 +108,9 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     said = publish.merge_status(Store(store.path), job_id)
     assert said.startswith(f"Merged model: {out}") and f"GGUF for llama.cpp: {job_folder}/gguf/" in said
     assert f"ollama create <name> -f {job_folder}/gguf/Modelfile" in said
+    with open(job_folder / "merge.log", "a") as log:  # as a merge whose GGUF step stopped ends its log
+        log.write("error: GGUF export here writes Llama-architecture models; this one is 'gpt2'\n")
+    assert "GGUF not written: GGUF export here writes Llama-architecture models" in publish.merge_status(store, job_id)
     # The merged model is a plain transformers model that computes what base + adapter computed.
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     assert not hasattr(merged, "peft_config")
