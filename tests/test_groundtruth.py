@@ -175,15 +175,19 @@ def write_worker_responses(root, lines):
     return refs
 
 
-def test_round_trip_through_worker_response_refs(store, job, tmp_path):
-    out, lines = job
-    root = tmp_path / "result"
+def write_job_output(root, lines):
+    """What Ground Truth writes under S3OutputPath: the worker responses and an output manifest that refers to them."""
     refs = write_worker_responses(root, lines)
     (root / "job1" / "manifests" / "output").mkdir(parents=True)
     (root / "job1" / "manifests" / "output" / "output.manifest").write_text("\n".join(
         json.dumps({**line, "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": ref}})
         for line, ref in zip(lines, refs)) + "\n")
-    assert import_results(store, root)["rankings"] == 4
+
+
+def test_round_trip_through_worker_response_refs(store, job, tmp_path):
+    out, lines = job
+    write_job_output(tmp_path / "result", lines)
+    assert import_results(store, tmp_path / "result")["rankings"] == 4
     check_round_trip(store, lines)
 
 
@@ -440,11 +444,7 @@ def test_a_job_is_started_on_ground_truth_and_its_output_fetched_and_imported(st
                 groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)
             # The workers answer: Ground Truth writes under S3OutputPath/<job name>/ (manifests, worker responses).
             written = tmp_path / "written"
-            refs = write_worker_responses(written, lines)
-            (written / "job1" / "manifests" / "output").mkdir(parents=True)
-            (written / "job1" / "manifests" / "output" / "output.manifest").write_text("\n".join(
-                json.dumps({**line, "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": ref}})
-                for line, ref in zip(lines, refs)) + "\n")
+            write_job_output(written, lines)
             for file in written.rglob("*"):
                 if file.is_file():
                     s3.upload_file(str(file), "gt-bucket", f"job1/output/{file.relative_to(written).as_posix()}")
