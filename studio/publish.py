@@ -179,15 +179,18 @@ def merge(job_folder, out, gguf: str | None = None, hub_id: str = "", system: st
     `gguf` (q8_0 or f16), also write the merged model as one GGUF file for llama.cpp with an Ollama Modelfile, in
     the job folder's `gguf/` (`hub_id`, the base's Hub id, names llama.cpp's pre-tokeniser; `system`, the prompt
     set's system prompt, goes into the Modelfile)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     job_folder = Path(job_folder)
     adapter = job_folder / "adapter" if (job_folder / "adapter").is_dir() else job_folder
     if not (adapter / "adapter_config.json").is_file():
         raise PublishError(f"{adapter} has no adapter_config.json: not a finished job or adapter folder.")
-    # The base as the job loaded it (for `embedded`, the converted folder), as PEFT recorded it.
-    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    # The base as the job loaded it (for `embedded`, the converted folder), as PEFT recorded it; checked before the
+    # model libraries load, so that a broken adapter folder fails at once.
+    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise PublishError(f"{adapter / 'adapter_config.json'} names no base model (base_model_name_or_path).")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     _, dtype = models.device_and_dtype()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), str(adapter))
     out = Path(out)

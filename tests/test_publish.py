@@ -139,4 +139,5 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     while publish.merge_status(other, job_id).startswith("Merging") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert publish.merge_status(Store(store.path), job_id).startswith("The merge failed; see ")
+    assert "names no base model (base_model_name_or_path)" in (job_folder / "merge.log").read_text()
     assert jobs.get(store, job_id)["merge_status"] == "failed"
