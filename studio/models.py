@@ -6,11 +6,9 @@ until someone uses one.
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,14 +71,6 @@ def embedded_folder() -> Path:
     target = models_dir() / EMBEDDED_FOLDER
     if (target / "config.json").is_file():
         return target
-    if int(os.environ.get("RANK", "0")) > 0:
-        # One of several training processes (accelerate launch): the first converts (transformers writes a model's
-        # weights only from the first process once they are joined), the others wait for its folder.
-        for _ in range(1200):
-            time.sleep(0.5)
-            if (target / "config.json").is_file():
-                return target
-        raise ModelError(f"The first training process did not convert the embedded model into {target} in 10 min.")
     gguf = _embedded_gguf()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
