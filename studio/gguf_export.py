@@ -41,16 +41,25 @@ def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
 
 
 def _tensors(folder: Path):
-    """(name, float32 numpy array) for every tensor of the saved model, one at a time (no full model in memory)."""
+    """(how many tensors, an iterator of (name, float32 numpy array)) over the saved model's safetensors files, one
+    tensor at a time (no full model in memory)."""
     from safetensors import safe_open
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ExportError(f"{folder} has no .safetensors files: merge the job first.")
-    for file in files:
+    names = {}
+    for file in files:  # the headers only
         with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
-                yield name, handle.get_tensor(name).float().numpy()
+            names[file] = list(handle.keys())
+
+    def read():
+        for file, keys in names.items():
+            with safe_open(str(file), framework="pt") as handle:
+                for name in keys:
+                    yield name, handle.get_tensor(name).float().numpy()
+
+    return sum(len(keys) for keys in names.values()), read()
 
 
 def _vocabulary(folder: Path, size: int):
@@ -61,7 +70,7 @@ def _vocabulary(folder: Path, size: int):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if "tokenizer.json" not in {p.name for p in folder.iterdir()} or not tokenizer.is_fast:
+    if not (folder / "tokenizer.json").is_file() or not tokenizer.is_fast:
         raise ExportError("GGUF export needs the model's fast tokenizer (tokenizer.json) in the merged folder.")
     model = json.loads((folder / "tokenizer.json").read_text())["model"]
     if model.get("type") != "BPE" or model.get("byte_fallback"):
@@ -144,8 +153,8 @@ def write_gguf(folder, out, kind: str = "q8_0", name: str = "", hub_id: str = ""
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
     tied = config.get("tie_word_embeddings", False)
-    total = sum(1 for _ in _tensor_names(folder))
-    for done, (hf_name, data) in enumerate(_tensors(folder), 1):
+    total, tensors = _tensors(folder)
+    for done, (hf_name, data) in enumerate(tensors, 1):
         if progress:
             progress(done, total)
         if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
@@ -168,14 +177,6 @@ def write_gguf(folder, out, kind: str = "q8_0", name: str = "", hub_id: str = ""
     writer.close()
     partial.replace(out)
     return out
-
-
-def _tensor_names(folder: Path):
-    from safetensors import safe_open
-
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            yield from handle.keys()
 
 
 def modelfile(folder, gguf_name: str, system: str = "") -> str:
