@@ -223,7 +223,7 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
 
 
     gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
-        lambda: gr.update(choices=groundtruth.exported_jobs(), value=next(iter(groundtruth.exported_jobs()), None)),
+        lambda: gr.update(choices=(found := groundtruth.exported_jobs()), value=found[0] if found else None),
         None, gt_job)
     gt_job.focus(lambda current: gr.update(choices=groundtruth.exported_jobs(), value=current), gt_job, gt_job)
     gt_start.click(do_gt_start, [gt_job, gt_role, gt_pre, gt_post, gt_team, gt_region], gt_status)

@@ -230,6 +230,14 @@ def _aws(what: str):
         raise GroundTruthError(f"AWS refused to {what}: {error}") from None
 
 
+def _clients(region: str | None, s3=None, sagemaker=None):
+    """boto3's S3 and SageMaker clients (the given ones, in tests) with the user's own credentials."""
+    import boto3
+
+    with _aws("connect (say the region, or set AWS_REGION)"):
+        return s3 or boto3.client("s3", region_name=region), sagemaker or boto3.client("sagemaker", region_name=region)
+
+
 def _s3_parts(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
@@ -253,8 +261,6 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
                region: str | None = None, s3=None, sagemaker=None) -> str:
     """Start an exported job on Ground Truth: upload its manifest and worker template where settings.json says, fill
     in the ARNs, CreateLabelingJob. Returns the job's ARN (kept in the folder's launched.json)."""
-    import boto3
-
     folder = Path(folder)
     settings = json.loads((folder / "settings.json").read_text())
     task = settings["HumanTaskConfig"]
@@ -268,9 +274,7 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
     task["PreHumanTaskLambdaArn"] = pre_lambda_arn.strip()
     task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] = post_lambda_arn.strip()
     task["WorkteamArn"] = given["the work team"].strip()
-    with _aws("connect (say the region, or set AWS_REGION)"):
-        s3 = s3 or boto3.client("s3", region_name=region)
-        sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
+    s3, sagemaker = _clients(region, s3, sagemaker)
     for local, uri in (("manifest.jsonl", settings["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]),
                        ("template.liquid.html", task["UiConfig"]["UiTemplateS3Uri"])):
         with _aws(f"take {local} into {uri}"):
@@ -286,16 +290,12 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
 def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None) -> dict:
     """The launched job's state; once it has ended (completed, or stopped with some objects labelled), its output
     (manifests and worker responses) downloaded into the folder's `output/`, ready for import_results."""
-    import boto3
-
     folder = Path(folder)
     if not (folder / LAUNCHED).is_file():
         raise GroundTruthError(f"{folder.name} was not started on Ground Truth from the studio; start it first.")
     launched = json.loads((folder / LAUNCHED).read_text())
     region = region or launched.get("region")  # the job's own region unless told otherwise
-    with _aws("connect (say the region, or set AWS_REGION)"):
-        s3 = s3 or boto3.client("s3", region_name=region)
-        sagemaker = sagemaker or boto3.client("sagemaker", region_name=region)
+    s3, sagemaker = _clients(region, s3, sagemaker)
     with _aws(f"describe the labeling job {launched['name']}"):
         job = sagemaker.describe_labeling_job(LabelingJobName=launched["name"])
     state = {"status": job["LabelingJobStatus"], "counters": job.get("LabelCounters", {}),

@@ -169,12 +169,16 @@ def router(store: Store, require_key: bool):
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": ident, "created": created, "model": name, "system_fingerprint": None}
 
+        def ended(text: str) -> tuple[int, str]:
+            """The answer's token count and OpenAI's finish reason: length when it used every token allowed."""
+            tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            return tokens, "length" if tokens >= params.max_new_tokens else "stop"
+
         if not body.get("stream"):
             text = ""
             for text in texts:
                 pass
-            completion_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            finish = "length" if completion_tokens >= params.max_new_tokens else "stop"
+            completion_tokens, finish = ended(text)
             return {**head, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                                  "finish_reason": finish}],
@@ -192,8 +196,7 @@ def router(store: Store, require_key: bool):
                 if text.startswith(sent) and len(text) > len(sent):  # a word may still change while it is decoded
                     yield chunk({"content": text[len(sent):]})
                     sent = text
-            tokens = len(tokenizer(sent, add_special_tokens=False)["input_ids"])
-            yield chunk({}, "length" if tokens >= params.max_new_tokens else "stop")
+            yield chunk({}, ended(sent)[1])
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
