@@ -38,5 +38,12 @@ def start_ranking(page, url: str, name: str):
     page.locator("#rank-annotator textarea").fill(name)
     page.locator("#rank-annotator textarea").press("Enter")
     # The first prompt can take seconds on a busy machine: the page's other load events import the training stack
-    # into the app process at the same time (seen under load: over 5 s, once in 5 runs).
-    expect(page.locator("#rank-prompt textarea")).not_to_have_value("", timeout=30_000)
+    # into the app process at the same time (seen under load: over 5 s, once in 5 runs). And once in about ten CI
+    # runs the name's start is lost altogether (the prompt stays empty for 30 s; cause not found: see issue 14's
+    # note): a person presses Enter again, and so does this step, once.
+    prompt = page.locator("#rank-prompt textarea")
+    try:
+        expect(prompt).not_to_have_value("", timeout=15_000)
+    except AssertionError:
+        page.locator("#rank-annotator textarea").press("Enter")
+        expect(prompt).not_to_have_value("", timeout=30_000)
