@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from studio.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("running", "stopping")
 STOP_GRACE_S = 60
+FOLLOW_REMOTE_S = 30.0  # how often the watcher asks SageMaker about a job running there
 CLAIM_S = 60  # a claimed job gets its pid within this; after it, the claiming app is taken to have died
 
 
@@ -47,7 +49,7 @@ def jobs_dir() -> Path:
 def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None = None,
            pair_mode: str = recipes.PAIR_MODE, data: str = "", reward_job: int | None = None,
            reward_functions: list[str] = (), rubric_reward: bool = False, report: dict | None = None,
-           weighted: bool = False, judges: bool = False, by: str | None = None) -> int:
+           weighted: bool = False, judges: bool = False, by: str | None = None, where: str = "local") -> int:
     """Queue a training job the way the Train tab, the API and tests do; returns its id.
 
     `settings` are recipe fields; `model` may be `job:N` to continue from job N's adapter. The data is `data` (a
@@ -55,7 +57,10 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
     its prompts. RL rewards: a finished reward-model job, `module:function`s, and/or the prompt set's rubric.
     `report`: settings of the alignment report to make when the job finishes (None: none). `weighted`: pairs by a
     majority weighted by annotator quality (team.quality); `judges`: judges' rankings count as votes. `by`: who
-    launches (a lead, where leads are named)."""
+    launches (a lead, where leads are named). `where`: "local" (the queue here) or "sagemaker" (queued for
+    studio.sagemaker.start, which runs it as a SageMaker training job; the local queue leaves it alone)."""
+    if where not in ("local", "sagemaker"):
+        raise JobError(f"A job runs here (local) or on SageMaker (sagemaker), not {where!r}.")
     team.check_lead(by, "launch training")
     spec = methods.get(method)
     # The form sends every method's fields: the method keeps its own (methods.Method.options).
@@ -113,7 +118,8 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
         label = f"{prompt_set} ({PAIR_MODES[pair_mode]}{', weighted by quality' if weighted else ''}" \
                 f"{', with judges' if judges else ''})"
     return create(store, method, settings, data_label=label, data_rows=rows, data_info=info,
-                  parent_job_id=parent["id"] if parent else None, files=files, report=report)
+                  parent_job_id=parent["id"] if parent else None, files=files, report=report,
+                  remote={"service": where} if where != "local" else None)
 
 
 def describe_data(store: Store, method: str, prompt_set: str | None, pair_mode: str = recipes.PAIR_MODE,
@@ -162,17 +168,18 @@ def recommended(store: Store, method: str, prompt_set: str | None, pair_mode: st
 
 def create(store: Store, method: str, settings: dict, *, data_label: str, data_rows: list[dict] | None = None,
            data_info: dict | None = None, parent_job_id: int | None = None, files: dict | None = None,
-           report: dict | None = None) -> int:
+           report: dict | None = None, remote: dict | None = None) -> int:
     """A queued job: its folder with recipe.yaml (checked) and, for studio data, a snapshot of the rows. `files`
-    (name -> text) are written into the folder too; `rubric.yaml` becomes the recipe's rubric."""
+    (name -> text) are written into the folder too; `rubric.yaml` becomes the recipe's rubric. `remote`: where it
+    runs when not here (the jobs table's remote column)."""
     settings = dict(settings)
     with store.tx() as db:
         job_id = db.execute(
             "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id, round, "
-            "report_settings) VALUES (?, 'queued', '', ?, ?, ?, ?, ?, ?)",
+            "report_settings, remote) VALUES (?, 'queued', '', ?, ?, ?, ?, ?, ?, ?)",
             (method, settings.get("model", "embedded"), data_label, json.dumps(data_info or {}), parent_job_id,
              next_round(store, parent_job_id, (data_info or {}).get("prompt_set")),
-             json.dumps(report) if report is not None else None),
+             json.dumps(report) if report is not None else None, json.dumps(remote) if remote else None),
         ).lastrowid
         folder = jobs_dir() / f"{job_id}-{method}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -396,22 +403,27 @@ def has_checkpoint(job: dict) -> bool:
     return any(Path(job["folder"]).glob("checkpoint-*"))
 
 
-def launch_argv(recipe_path: Path, resume: bool = False) -> list[str]:
+def launch_argv(recipe_path: Path, resume: bool = False, hosts: list[str] = (), rank: int = 0) -> list[str]:
     """The training command after `python`: `-m studio.train recipe`, or through accelerate launch when the recipe's
-    `processes` (0: one per GPU) is more than one: data parallel, NCCL on GPUs, gloo on a CPU."""
+    `processes` (0: one per GPU) is more than one, or `hosts` (several machines, this one `hosts[rank]`, as on a
+    SageMaker training job) are: data parallel, NCCL on GPUs, gloo on a CPU."""
     argv = ["-m", "studio.train", str(recipe_path)] + (["--resume"] if resume else [])
     gpus = _gpu_count()
     processes = int((yaml.safe_load(Path(recipe_path).read_text()) or {}).get("processes") or gpus)
-    if processes <= 1:
+    if processes <= 1 and len(hosts) <= 1:
         return argv
     # Without GPUs, accelerate's --multi_gpu launcher (torch.distributed.run) starts CPU processes that join by gloo.
     config = (["--config_file", str(ROOT / "assets/accelerate/multi_gpu.yaml")] if gpus
               else ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"])
-    with socket.socket() as probe:  # a free port for the processes to meet on (another job may hold 29500)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return ["-m", "accelerate.commands.launch", *config, "--num_processes", str(processes), "--num_machines", "1",
-            "--main_process_port", str(port)] + argv
+    if len(hosts) > 1:  # every machine runs this with its own rank; they meet at the first one's port 29500
+        machines = ["--num_machines", str(len(hosts)), "--machine_rank", str(rank), "--main_process_ip", hosts[0],
+                    "--main_process_port", "29500"]
+    else:
+        with socket.socket() as probe:  # a free port for the processes to meet on (another job may hold 29500)
+            probe.bind(("127.0.0.1", 0))
+            machines = ["--num_machines", "1", "--main_process_port", str(probe.getsockname()[1])]
+    return ["-m", "accelerate.commands.launch", *config,
+            "--num_processes", str(max(processes, 1) * max(len(hosts), 1)), *machines] + argv
 
 
 def _gpu_count() -> int:
@@ -453,6 +465,7 @@ class Manager:
         self.store = store
         self.on_finished = on_finished
         self._processes: dict[int, subprocess.Popen] = {}
+        self.remote_every_s = FOLLOW_REMOTE_S
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -469,8 +482,9 @@ class Manager:
             row = db.execute(
                 "UPDATE jobs SET status = 'running', pid = NULL, error = NULL, finished_at = NULL, "
                 "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
-                "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs WHERE status IN ('running', 'stopping')) RETURNING *").fetchone()
+                "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND remote IS NULL ORDER BY id LIMIT 1) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs WHERE status IN ('running', 'stopping') AND remote IS NULL) "
+                "RETURNING *").fetchone()
         return dict(row) if row else None
 
     def _launch(self, job: dict) -> None:
@@ -496,6 +510,9 @@ class Manager:
     def _reconcile(self) -> None:
         for job in self.store.query("SELECT * FROM jobs WHERE status IN ('running', 'stopping')"):
             job = dict(job)
+            if job["remote"]:
+                self._follow_remote(job)
+                continue
             process = self._processes.get(job["id"])
             if process is None and job["pid"] is None and _seconds_since(job["started_at"]) < CLAIM_S:
                 continue  # claimed by an app process that is starting it right now
@@ -518,9 +535,28 @@ class Manager:
             if result["status"] == "finished" and self.on_finished is not None:
                 self.on_finished(job["id"])
 
+    def _follow_remote(self, job: dict) -> None:
+        """A job on SageMaker: asked about every sagemaker.FOLLOW_S (its state, metrics and, once done, its output)."""
+        from studio import sagemaker
+
+        if time.time() - sagemaker.remote_info(job).get("followed_at", 0) < self.remote_every_s:
+            return
+        try:
+            job = sagemaker.follow(self.store, job["id"])
+        except sagemaker.SageMakerError as error:  # no network or credentials now: the next tick asks again
+            print(f"job {job['id']}: {error}", file=sys.stderr)
+            return
+        if job["status"] == "finished" and self.on_finished is not None:
+            self.on_finished(job["id"])
+
     def stop(self, job_id: int, grace_s: float = STOP_GRACE_S) -> str:
-        """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s."""
+        """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s. On
+        SageMaker: StopTrainingJob."""
         job = get(self.store, job_id)
+        if job["remote"] and job["status"] == "running":
+            from studio import sagemaker
+
+            return sagemaker.stop(self.store, job_id)
         if job["status"] == "queued":
             with self.store.tx() as db:
                 db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ? AND status = 'queued'", (job_id,))
@@ -553,6 +589,12 @@ class Manager:
         job = get(self.store, job_id)
         if job["status"] not in ("stopped", "failed"):
             raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")
+        if job["remote"]:
+            from studio import sagemaker
+
+            if not sagemaker.remote_info(job).get("name"):
+                raise JobError(f"Job {job_id} never started on SageMaker; launch it again.")
+            return sagemaker.resume(self.store, job_id)
         if not has_checkpoint(job):
             raise JobError(f"Job {job_id} has no checkpoint to resume from; launch it again instead.")
         with self.store.tx() as db:

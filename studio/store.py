@@ -251,6 +251,11 @@ MIGRATIONS = [
         last_used_at TEXT
     )""",
     ),
+    # Jobs run elsewhere (studio/sagemaker.py): JSON of where (the service, the training job's name, region, role,
+    # instance, S3 prefix) and its last known state; NULL: a local job. The local queue never starts these.
+    (
+        "ALTER TABLE jobs ADD COLUMN remote TEXT",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
