@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pages import Ctx, keep_choice, login, message
-from studio import gate, jobs, openai_api, publish, team
+from studio import gate, jobs, openai_api, publish, sagemaker, team
 from studio.publish import PublishError
 
 
@@ -40,6 +40,30 @@ def build_publish_tab(ctx: Ctx) -> dict:
                 key_shown = gr.Textbox(label="New key (copy it now)", interactive=False, visible=False,
                                        buttons=["copy"], elem_id="pub-key-shown")
                 key_status = gr.Markdown(elem_id="pub-key-status")
+            with gr.Accordion("Serve it on a SageMaker endpoint (your AWS credentials)", open=False,
+                              elem_id="pub-sm-box"):
+                gr.Markdown("A real-time endpoint in Hugging Face's PyTorch inference container: the adapter (its "
+                            "base downloaded from the Hub) or the merged model, with the studio's handler. "
+                            "SageMaker bills the instance until the endpoint is deleted.")
+                with gr.Row():
+                    sm_what = gr.Radio([("adapter", "adapter"), ("merged model", "merged")], value="adapter",
+                                       label="Serve", elem_id="pub-sm-what")
+                    sm_instance = gr.Textbox("ml.g5.xlarge", label="Instance type", elem_id="pub-sm-instance")
+                    sm_name = gr.Textbox(label="Endpoint name (empty: made up)", elem_id="pub-sm-name")
+                sm_prefix = gr.Textbox(label="S3 prefix", placeholder="s3://my-bucket/align-studio",
+                                       elem_id="pub-sm-prefix")
+                with gr.Row():
+                    sm_role = gr.Textbox(label="SageMaker execution role ARN", scale=3, elem_id="pub-sm-role")
+                    sm_region = gr.Textbox(label="Region (else AWS_REGION)", scale=1, elem_id="pub-sm-region")
+                with gr.Row():
+                    sm_deploy = gr.Button("Deploy", variant="primary", elem_id="pub-sm-deploy")
+                    sm_check = gr.Button("Status", elem_id="pub-sm-status-go")
+                    sm_delete = gr.Button("Delete endpoint", variant="stop", elem_id="pub-sm-delete")
+                with gr.Row():
+                    sm_text = gr.Textbox(label="Test message", value="Hello! What can you do?", scale=3,
+                                         elem_id="pub-sm-text")
+                    sm_call = gr.Button("Call the endpoint", scale=1, elem_id="pub-sm-call")
+                sm_status = gr.Textbox(label="Endpoint", interactive=False, lines=3, elem_id="pub-sm-status")
         with gr.Column(scale=2):
             card = gr.Textbox(label="Model card (README.md of the pushed folder)", lines=24, max_lines=40,
                               interactive=False, elem_id="pub-card")
@@ -106,10 +130,40 @@ def build_publish_tab(ctx: Ctx) -> dict:
         except (openai_api.ApiKeyError, team.TeamError) as error:
             return gr.update(value="", visible=False), message(str(error), error=True)
 
+    def on_endpoint(action: str, job_id, what, instance, name, prefix, role, region, text, request: gr.Request,
+                    profile: gr.OAuthProfile | None = None):
+        """Deploy, status, call or delete; the answer (or AWS's refusal, in its words) as plain text."""
+        if job_id is None:
+            return "Choose a finished job."
+        job_id = int(job_id)
+        try:
+            if action == "deploy":
+                name = sagemaker.deploy(ctx.store, job_id, what=what, name=name, prefix=prefix, role_arn=role,
+                                        instance_type=instance, region=(region or "").strip() or None,
+                                        by=login(request, profile))
+                return f"Creating the endpoint {name}; SageMaker takes some minutes to bring it InService " \
+                       "(press Status).\n" + sagemaker.endpoint_status(ctx.store, job_id)
+            if action == "status":
+                return sagemaker.endpoint_status(ctx.store, job_id)
+            if action == "call":
+                return sagemaker.call(ctx.store, job_id, text)
+            return sagemaker.delete(ctx.store, job_id, by=login(request, profile))
+        except (sagemaker.SageMakerError, PublishError, team.TeamError) as error:
+            return f"Error: {error}"
+
+    def recorded_endpoint(job_id):
+        info = sagemaker.endpoint_info(jobs.get(ctx.store, int(job_id))) if job_id is not None else {}
+        return (f"Endpoint {info['endpoint']} ({info['region']}, {info['what']} on {info['instance_type']}) was "
+                "deployed from here: press Status for its state." if info else "")
+
     # Wiring
+    sm_inputs = [job_pick, sm_what, sm_instance, sm_name, sm_prefix, sm_role, sm_region, sm_text]
+    for button, action in ((sm_deploy, "deploy"), (sm_check, "status"), (sm_call, "call"), (sm_delete, "delete")):
+        button.click(on_endpoint, [gr.State(action), *sm_inputs], sm_status)
     key_create.click(do_key, [gr.State("create"), key_name], [key_shown, key_status])
     key_revoke.click(do_key, [gr.State("revoke"), key_name], [key_shown, key_status])
     job_pick.change(show, job_pick, [card, status, merge_status, gate_text])
+    job_pick.change(recorded_endpoint, job_pick, sm_status)
     push.click(do_push, [job_pick, repo, private, anyway], status)
     merge.click(do_merge, [job_pick, gguf], merge_status)
     timer.tick(poll, job_pick, merge_status, show_progress="hidden")

@@ -9,7 +9,7 @@ import pandas as pd
 import gradio as gr
 
 from pages import Ctx, login, message, set_choices, waiting
-from studio import diagnostics, generate, jobs, methods, models, recipes, report, team
+from studio import diagnostics, generate, jobs, methods, models, recipes, report, sagemaker, team
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.jobs import JobError
@@ -63,17 +63,32 @@ def build_train_tab(ctx: Ctx) -> dict:
         functions = ([TOXICITY_PENALTY] if values[f.toxicity_penalty] else []) + \
             [name.strip() for name in (values[f.reward_functions] or "").split(",") if name.strip()]
         method_ = values[f.method]
+        remote = values[f.where] == "sagemaker"
+        where = dict(prefix=values[f.sm_prefix], role_arn=values[f.sm_role], instance_type=values[f.sm_instance],
+                     instance_count=int(values[f.sm_count] or 1), region=(values[f.sm_region] or "").strip() or None,
+                     image=values[f.sm_image] or "")
         try:
+            if remote:  # what can be checked before the job is made
+                sagemaker.check(where["prefix"], where["role_arn"], where["instance_type"])
             job_id = jobs.launch(
                 ctx.store, method_, settings, prompt_set=values[f.data_set], pair_mode=values[f.pair_mode],
                 data=values[f.data_other] or "", reward_job=values[f.reward_job], reward_functions=functions,
                 rubric_reward=bool(values[f.rubric_reward]),
                 report=report.AUTO if values[f.auto_report] and methods.get(method_).chats else None,
-                weighted=bool(values[f.weighted]), judges=bool(values[f.judges]), by=login(request, profile))
+                weighted=bool(values[f.weighted]), judges=bool(values[f.judges]), by=login(request, profile),
+                where=values[f.where])
         except (PreferenceError, PromptError, recipes.RecipeError, JobError, ValueError) as error:
             return message(str(error), error=True), gr.skip(), gr.skip()
-        ctx.jobs.refresh()
-        return (message(f"Job {job_id} is {jobs.get(ctx.store, job_id)['status']}."),
+        if remote:
+            try:
+                name = sagemaker.start(ctx.store, job_id, **where, by=login(request, profile))
+                said = message(f"Job {job_id} is running on SageMaker as {name}; the jobs table follows it.")
+            except sagemaker.SageMakerError as error:
+                said = message(f"Job {job_id} could not start on SageMaker: {error}", error=True)
+        else:
+            ctx.jobs.refresh()
+            said = message(f"Job {job_id} is {jobs.get(ctx.store, job_id)['status']}.")
+        return (said,
                 gr.update(choices=_job_choices(jobs.list_jobs(ctx.store)), value=job_id),
                 gr.update(choices=base_choices()))
 
@@ -88,7 +103,9 @@ def build_train_tab(ctx: Ctx) -> dict:
 
     form.launch.click(do_launch, {form.method, form.data_set, form.pair_mode, form.data_other, form.base, form.targets,
                                   form.reward_job, form.toxicity_penalty, form.rubric_reward, form.reward_functions,
-                                  form.auto_report, form.weighted, form.judges, *form.settings.values()},
+                                  form.auto_report, form.weighted, form.judges, form.where, form.sm_prefix,
+                                  form.sm_role, form.sm_instance, form.sm_count, form.sm_region, form.sm_image,
+                                  *form.settings.values()},
                       [form.launch_status, view.job_pick, form.base])
     view.stop.click(_on_job(ctx.jobs.stop, "stop a job"), view.job_pick, form.launch_status)
     view.resume.click(_on_job(ctx.jobs.resume, "resume a job"), view.job_pick, form.launch_status)
@@ -162,6 +179,26 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     f.auto_report = gr.Checkbox(True, label="Make the alignment report when the job finishes",
                                 info=f"base and adapter answer up to {report.AUTO_LIMIT} held-out prompts per set, "
                                      "3 times each; the report is on the right", elem_id="train-auto-report")
+    with gr.Accordion("Where it runs: this machine or SageMaker", open=False, elem_id="train-where-box"):
+        f.where = gr.Radio([("This machine", "local"), ("A SageMaker training job (your AWS credentials)",
+                                                        "sagemaker")], value="local", label="Run on",
+                           elem_id="train-where")
+        gr.Markdown("SageMaker runs the same recipe in Hugging Face's PyTorch training container; the jobs table "
+                    "follows it (state and metrics every 30 s) and the adapter comes back here when it is done. "
+                    "Credentials come from AWS_* variables, ~/.aws or an instance role; they are never saved.")
+        f.sm_prefix = gr.Textbox(label="S3 prefix for the job's files", placeholder="s3://my-bucket/align-studio",
+                                 elem_id="train-sm-prefix")
+        f.sm_role = gr.Textbox(label="SageMaker execution role ARN",
+                               placeholder="arn:aws:iam::123456789012:role/SageMakerExecutionRole",
+                               elem_id="train-sm-role")
+        with gr.Row():
+            f.sm_instance = gr.Textbox("ml.g5.2xlarge", label="Instance type", elem_id="train-sm-instance")
+            f.sm_count = gr.Number(1, precision=0, minimum=1, label="Instances", elem_id="train-sm-count")
+            f.sm_region = gr.Textbox(label="Region (else AWS_REGION)", placeholder="us-east-1",
+                                     elem_id="train-sm-region")
+        f.sm_image = gr.Textbox(label="Training image (empty: Hugging Face's PyTorch training container)",
+                                placeholder=sagemaker.TRAINING_IMAGE.format(region="<region>"),
+                                elem_id="train-sm-image")
     f.launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
     f.launch_status = gr.Markdown(elem_id="train-launch-status")
     f.settings = s
@@ -194,7 +231,7 @@ def _job_rows(listed: list[dict]) -> list[list]:
         last = jobs.last_metrics(jobs.metrics(job))
         method_ = jobs.method_label(job) + (f", round {job['round']}" if job["round"] and job["round"] > 1 else "") + (
             f" from job {job['parent_job_id']}" if job["parent_job_id"] else "")
-        rows.append([job["id"], method_, job["status"], job["data"], job["base_model"], last.get("step", 0),
+        rows.append([job["id"], method_, job["status"] + (" on SageMaker" if job["remote"] else ""), job["data"], job["base_model"], last.get("step", 0),
                      _fmt(last.get("loss")), _fmt(last.get("rewards/margins", last.get("margin", last.get("reward"))))])
     return rows
 
@@ -260,7 +297,8 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
         sampled = jobs.rl_samples(job)
         said = diagnostics.diagnose(job["method"], rows, json.loads(job["data_info"] or "{}").get("pairs"))
         return outputs + [
-            gr.update(value=min(step, total), maximum=total), message(jobs.progress_line(job, last)),
+            gr.update(value=min(step, total), maximum=total),
+            message(" · ".join(filter(None, (jobs.progress_line(job, last), sagemaker.progress(job))))),
             "\n".join(f"- {message(line)}" for line in said), *_plot_frames(rows),
             gr.update(value=job["error"] or "", visible=bool(job["error"])),
             jobs.log_tail(job), message(jobs.lineage_line(ctx.store, job["id"])),

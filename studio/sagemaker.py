@@ -83,7 +83,8 @@ def _s3_parts(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _check(prefix: str, role_arn: str, instance_type: str) -> str:
+def check(prefix: str, role_arn: str, instance_type: str) -> str:
+    """The form's S3 prefix (returned without its last slash), role ARN and instance type, or what is wrong."""
     if not S3_URI.fullmatch((prefix or "").strip()):
         raise SageMakerError(f"Give an S3 prefix for the job's files (s3://bucket/folder); got {prefix!r}.")
     if not ROLE_ARN.fullmatch((role_arn or "").strip()):
@@ -199,7 +200,7 @@ def start(store: Store, job_id: int, *, prefix: str, role_arn: str, instance_typ
     if job["status"] not in ("queued", "stopped", "failed") or not job.get("remote"):
         raise SageMakerError(f"Job {job_id} is {job['status']} here; only a job launched for SageMaker and queued, "
                              "stopped or failed can be started there.")
-    prefix = _check(prefix, role_arn, instance_type)
+    prefix = check(prefix, role_arn, instance_type)
     if int(instance_count) < 1:
         raise SageMakerError("The instance count is at least 1.")
     try:
@@ -425,7 +426,7 @@ def deploy(store: Store, job_id: int, *, what: str = "adapter", name: str = "", 
     if endpoint_info(job):
         raise SageMakerError(f"Job {job_id} already has the endpoint {endpoint_info(job)['endpoint']}; delete it "
                              "first.")
-    prefix = _check(prefix, role_arn, instance_type)
+    prefix = check(prefix, role_arn, instance_type)
     name = (name or "").strip() or _name("align-studio", job_id)
     if not NAME.fullmatch(name):
         raise SageMakerError(f"An endpoint name has letters, digits and hyphens, at most 63; got {name!r}.")

@@ -29,8 +29,9 @@ def app_server(tmp_path):
     yield from run_app(tmp_path)
 
 
-def run_app(tmp_path, *extra_args):
-    """`python app.py` on a free port with its own STUDIO_HOME (sharing the converted embedded model)."""
+def run_app(tmp_path, *extra_args, env_extra: dict | None = None):
+    """`python app.py` on a free port with its own STUDIO_HOME (sharing the converted embedded model); `env_extra`:
+    more environment (an AWS stand-in's address and made-up credentials)."""
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
     shared = embedded_folder()  # converted once per test run, under the session's STUDIO_HOME
@@ -41,7 +42,7 @@ def run_app(tmp_path, *extra_args):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN" and not k.startswith("AWS_")}
     env.update(STUDIO_HOME=str(home), PYTHONUNBUFFERED="1", HF_HOME=str(tmp_path / "hf"),
                AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,  # no AWS account, ever
-               AWS_EC2_METADATA_DISABLED="true")
+               AWS_EC2_METADATA_DISABLED="true", **(env_extra or {}))
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
