@@ -9,13 +9,13 @@ from playwright.sync_api import expect
 from studio.store import Store
 from tests.browser.conftest import run_app
 from tests.helpers import clear_cut_set
-from tests.test_sagemaker import PREFIX, ROLE, aws  # noqa: F401 (the fixture)
+from tests.test_sagemaker import PREFIX, ROLE
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def aws_app(tmp_path, aws):  # noqa: F811
+def aws_app(tmp_path, aws):
     yield from run_app(tmp_path, env_extra={"AWS_ENDPOINT_URL": aws, "AWS_ACCESS_KEY_ID": "testing",
                                             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
 
