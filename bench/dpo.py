@@ -13,8 +13,8 @@ training (tokenising, the studio's reference pass) counts; the Trainer's own tra
 The fraction of the FLOP bound: useful FLOPs = tokens x 6N, N = the weights of every linear layer (LM head
 included): 2N for the policy's forward, 2N for its backward to the activations (the base is frozen; LoRA's own
 gradients are under 1% here), 2N for the reference model's forward; attention's own products (about 1% at these
-lengths) and the gradient-checkpointing recompute are not counted as useful. Divided by this run's fp32 matmul
-FLOP/s (bench/limits.py).
+lengths) and the gradient-checkpointing recompute are not counted as useful. Divided by this run's matmul FLOP/s in
+the precision both sides train in (bench/limits.py): bf16 on a GPU or a CPU with AMX, else fp32.
 """
 
 import argparse
@@ -57,12 +57,23 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def precision() -> dict:
+    """The same precision on both sides: the studio's (bf16 on a GPU, or on a CPU with AMX; else float32), which is
+    also what TRL's configs ask for by default (bf16=True) wherever it can run."""
+    import torch
+
+    from studio.models import cpu_bf16
+
+    if torch.cuda.is_available():
+        return {"bf16": torch.cuda.is_bf16_supported()}
+    return {"bf16": True, "use_cpu": True} if cpu_bf16() else {"bf16": False}
+
+
 def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
     import torch
 
     common = {"output_dir": str(out), "max_steps": steps, "per_device_train_batch_size": batch,
-              "learning_rate": 5e-5, "report_to": "none", "save_strategy": "no", "seed": 0,
-              "bf16": torch.cuda.is_available()}
+              "learning_rate": 5e-5, "report_to": "none", "save_strategy": "no", "seed": 0, **precision()}
     if side == "studio":
         from studio import recipes, train
 
@@ -140,14 +151,19 @@ def main():
             print(f"{side:6}: {r['tokens']:.0f} tokens in {r['seconds']:6.1f} s (train_runtime {r['train_runtime']:.1f} "
                   f"s) = {r['tokens_per_s']:7.1f} tokens/s, peak memory {r['peak_mb']:.0f} MB")
     trl, studio = results["trl"], results["studio"]
-    print(f"{args.rows} pairs, {args.steps} steps of {args.batch_size}, LoRA r=16 all-linear, embedded model")
+    print(f"{args.rows} pairs, {args.steps} steps of {args.batch_size}, LoRA r=16 all-linear, embedded model, "
+          f"{'bf16' if precision()['bf16'] else 'float32'} on both sides")
     print(f"throughput ratio (studio / TRL defaults), model load to saved adapter: "
           f"{studio['tokens_per_s'] / trl['tokens_per_s']:.2f}x; on the Trainer's train_runtime alone: "
           f"{trl['train_runtime'] / studio['train_runtime']:.2f}x; peak memory ratio: "
           f"{studio['peak_mb'] / trl['peak_mb']:.2f}x")
     from bench.limits import describe
 
-    flops, _, measured = describe()
+    import torch
+
+    bf16 = precision()["bf16"]
+    flops, _, measured = describe("cuda" if torch.cuda.is_available() else "cpu",
+                                  torch.bfloat16 if bf16 else torch.float32)
     n = linear_weights()
     print(measured)
     for name, r in (("trl", trl), ("studio", studio)):

@@ -1,5 +1,5 @@
-"""This machine's physical limits, measured in the run that uses them: dense fp32 matrix-product FLOP/s with the
-threads torch uses, and memory bandwidth (a large tensor copy). The benchmarks divide what they reach by these.
+"""This machine's physical limits, measured in the run that uses them: dense matrix-product FLOP/s (fp32, or the
+precision a benchmark computes in: bf16 runs on AMX units where a CPU has them) with the threads torch uses, and memory bandwidth (a large tensor copy). The benchmarks divide what they reach by these.
 
     python bench/limits.py
 """
@@ -50,14 +50,21 @@ def memory_bandwidth(megabytes: int = 512, repeats: int = 5, device: str = "cpu"
     return 2 * source.numel() * 4 / _best(run, repeats)
 
 
-def describe(device: str = "cpu") -> tuple[float, float, str]:
+def describe(device: str = "cpu", dtype=None) -> tuple[float, float, str]:
+    """The matmul rate in `dtype` (float32 unless told: the precision the benchmark's model computes in) and the
+    memory bandwidth, with a line that says so."""
     import torch
 
-    flops, bandwidth = matmul_flops(device=device), memory_bandwidth(device=device)
+    dtype = dtype or torch.float32
+    flops, bandwidth = matmul_flops(device=device, dtype=dtype), memory_bandwidth(device=device)
     where = f"{device}, {torch.get_num_threads()} torch threads" if device == "cpu" else device
-    return flops, bandwidth, (f"measured now ({where}): fp32 matmul {flops / 1e9:.0f} GFLOP/s (2048^3, best of 5), "
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return flops, bandwidth, (f"measured now ({where}): {name} matmul {flops / 1e9:.0f} GFLOP/s (2048^3, best of 5), "
                               f"memory copy {bandwidth / 1e9:.1f} GB/s (512 MB, read + write)")
 
 
 if __name__ == "__main__":
+    import torch
+
     print(describe()[2])
+    print(describe(dtype=torch.bfloat16)[2])

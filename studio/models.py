@@ -6,6 +6,7 @@ until someone uses one.
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import threading
@@ -116,6 +117,18 @@ def resolve(reference: str) -> str:
             "like 'HuggingFaceTB/SmolLM2-135M-Instruct'."
         )
     return reference
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): there, bf16 products run about 6x the
+    float32 rate (bench/limits.py measures both), so training uses bf16 as on a GPU. STUDIO_CPU_BF16=0 or 1 overrides
+    the detection."""
+    import torch
+
+    told = os.environ.get("STUDIO_CPU_BF16", "").strip()
+    if told in ("0", "1"):
+        return told == "1"
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def device_and_dtype():

@@ -200,10 +200,17 @@ def build(method: str, settings: dict):
     """The recipe object for `method` with `settings`; RecipeError names what is wrong."""
     cls = recipe_class(method)
     settings = dict(settings)
-    if "bf16" not in settings:  # detected, not asked: bf16 where a GPU can do it, float32 on a CPU
+    if "bf16" not in settings:  # detected, not asked: bf16 where a GPU can do it, or a CPU with AMX; else float32
         import torch
 
-        settings["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        from studio.models import cpu_bf16
+
+        if torch.cuda.is_available():
+            settings["bf16"] = torch.cuda.is_bf16_supported()
+        else:
+            settings["bf16"] = cpu_bf16()
+            if settings["bf16"]:
+                settings.setdefault("use_cpu", True)  # transformers accepts bf16 without a GPU only when told
     defaults = {f.name: f.default for f in fields(cls)}
     annotations = {f.name: str(f.type) for f in fields(cls)}
     unknown = sorted(set(settings) - set(defaults))

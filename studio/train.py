@@ -133,6 +133,10 @@ def _model(recipe, method: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     kwargs = {"dtype": torch.bfloat16 if recipe.bf16 else torch.float32}
+    if recipe.bf16 and not torch.cuda.is_available():
+        # bf16 on a CPU (AMX): PyTorch's CPU flash-attention backward is slow in bf16 (a sixth of a DPO step in a
+        # profile); the plain matmul attention runs on AMX and made the step 13% faster (bench/dpo.py).
+        kwargs["attn_implementation"] = "eager"
     if recipe.load_in_4bit:
         if not torch.cuda.is_available():
             raise recipes.RecipeError("load_in_4bit: 4-bit QLoRA needs a CUDA GPU.")
@@ -167,7 +171,7 @@ def _peft(recipe, method: str, model):
     return model, config
 
 
-def compact_lm_head(model) -> None:
+def compact_lm_head(model, outputs=("log_probs",)) -> None:
     """On a device without Triton (a CPU), score only the answer tokens, with one plain log_softmax.
 
     TRL patches the model so that `model(..., labels=..., fused_lm_head=True)` returns per-token log-probabilities
@@ -175,7 +179,9 @@ def compact_lm_head(model) -> None:
     49k-word LM head, prompt and padding included, in tiles that it folds with torch ops for five statistics. Here,
     on such devices, only the positions whose label counts go through the head, and the statistics TRL logs
     (entropy, mean logit, top-1) are taken from the same logits without gradient. On CUDA, TRL's compact Triton
-    kernel runs as before. Call it right after TRL's add_fused_lm_head, on the same model."""
+    kernel runs as before. Call it right after TRL's add_fused_lm_head, on the same model, with the same `outputs`:
+    a statistic nobody asked for (log_sum_sq_probs is WPO's only) is not computed, each one a pass over
+    [tokens, vocabulary]."""
     import torch
     from trl.trainer.utils import FusedCausalLMOutput
 
@@ -196,32 +202,51 @@ def compact_lm_head(model) -> None:
         log_all = logits.log_softmax(-1)
         targets = labels[mask]
         picked = log_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        with torch.no_grad():
-            entropy = -(log_all.exp() * log_all).sum(-1)
-            mean_logits = logits.mean(-1)
-            is_top1 = logits.argmax(-1) == targets
-            log_sum_sq = torch.logsumexp(2 * log_all, dim=-1)
 
         def spread(values):
             return values.new_zeros(mask.shape).masked_scatter(mask, values)
 
+        found = {}
+        with torch.no_grad():
+            if "entropy" in outputs:
+                found["entropy"] = spread(-(log_all.exp() * log_all).sum(-1))
+            if "mean_logits" in outputs:
+                found["mean_logits"] = spread(logits.mean(-1))
+            if "is_top1" in outputs:
+                found["is_top1"] = spread(logits.argmax(-1) == targets)
+            if "log_sum_sq_probs" in outputs:
+                found["log_sum_sq_probs"] = spread(torch.logsumexp(2 * log_all, dim=-1))
         log_probs = spread(picked)
         loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=spread(entropy),
-                                   log_sum_sq_probs=spread(log_sum_sq), mean_logits=spread(mean_logits),
-                                   is_top1=spread(is_top1), label_mask=mask)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, label_mask=mask, **found)
 
     model.forward = types.MethodType(forward, model)
+
+
+def keep_lora_inputs_in_bf16(model) -> None:
+    """bf16 on a CPU: PEFT casts each LoRA layer's input to its float32 weights, and autocast casts it straight back to
+    bf16 for the product: two copies of every linear layer's input, about an eighth of a DPO step in a profile. Under
+    the Trainer's autocast the product is bf16 either way, so the casts are turned off (the adapter's weights, their
+    gradients and the optimizer stay float32). DPO only, where every forward runs under autocast (online RL samples
+    outside it, where the product needs the cast)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
 
 
 def _dpo_trainer(**kwargs):
     """TRL's DPOTrainer, with compact_lm_head added wherever TRL adds its fused head (the reference log-probs are
     computed inside the constructor, so it must be in place by then)."""
+    import torch
     import trl.trainer.dpo_trainer as dpo_module
 
     def add_heads(model, *args, **head_kwargs):
         add_fused_lm_head(model, *args, **head_kwargs)
-        compact_lm_head(model)
+        compact_lm_head(model, **{k: v for k, v in head_kwargs.items() if k == "outputs"})
+        if model.dtype == torch.bfloat16 and model.device.type == "cpu":  # before the reference pass in __init__
+            keep_lora_inputs_in_bf16(model)
 
     add_fused_lm_head = dpo_module.add_fused_lm_head
     with mock.patch.object(dpo_module, "add_fused_lm_head", add_heads):

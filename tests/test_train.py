@@ -120,3 +120,38 @@ def test_shipped_recipes_keep_in_step_with_the_tabs_recommended_settings(name, m
 def test_each_dpo_loss_offered_on_the_train_tab_runs_a_step(tmp_path, loss):
     result, metrics = run(tmp_path, "dpo", 1, loss_type=[loss], max_length=64)
     assert result["status"] == "finished" and len(metrics) == 1 and metrics[0]["loss"] == metrics[0]["loss"]
+
+
+
+def test_the_compact_head_gives_a_plain_forward_s_log_probs_and_gradient():
+    """The studio's CPU head (compact_lm_head: only the answer tokens through the LM head, the statistics asked
+    for and no others) against a plain padded forward."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.utils import add_fused_lm_head
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_folder())
+    batch = tokenizer([POLITE, RUDE, "Hi.", QUESTIONS[0] + " " + POLITE], return_tensors="pt", padding=True,
+                      padding_side="right")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels[:, :2] = -100  # a "prompt" that does not count
+
+    def run_head(compact):
+        model = AutoModelForCausalLM.from_pretrained(embedded_folder())
+        if compact:
+            add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+            train.compact_lm_head(model, outputs=("log_probs", "entropy"))
+            out = model(**batch, labels=labels, fused_lm_head=True)
+            assert out.entropy is not None and out.mean_logits is None  # only what was asked for
+            log_probs = out.log_probs
+        else:
+            logits = model(**batch).logits[:, :-1]
+            log_probs = logits.log_softmax(-1).gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            log_probs = log_probs * (labels[:, 1:] != -100)
+        log_probs.sum().backward()
+        return log_probs.detach(), model.model.layers[3].mlp.down_proj.weight.grad
+
+    compact, compact_grad = run_head(True)
+    plain, plain_grad = run_head(False)
+    assert torch.allclose(compact, plain, atol=2e-4), (compact - plain).abs().max()
+    assert torch.allclose(compact_grad, plain_grad, atol=1e-4, rtol=1e-3)
