@@ -148,8 +148,6 @@ def decode(loaded: models.Loaded, prompts: list[dict], params: "GenerationParams
     Each prompt is read once and its cache shared by its k samples; rows that reach an end token leave the batch,
     so the last, longest answers do not drag the finished ones along. With adapters loaded (models.with_adapters),
     `adapters` names one per prompt (models.BASE for the plain model): PEFT routes each row through its own."""
-    import torch
-
     tokenizer, model = loaded.tokenizer, loaded.model
     names = None
     if loaded.adapters:
@@ -166,32 +164,44 @@ def decode(loaded: models.Loaded, prompts: list[dict], params: "GenerationParams
     stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     # The chat template already holds the special tokens; adding them again would double the BOS.
     batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    batch = batch.to(model.device)
-    mask = batch["attention_mask"]
+    yield from decode_tokens(model, batch["input_ids"], batch["attention_mask"], params.k, params.max_new_tokens,
+                             lambda logits: _next_tokens(logits, params), stops, names, cancel)
+
+
+def decode_tokens(model, input_ids, attention_mask, k: int, max_new_tokens: int, next_tokens, stops: set,
+                  names: list[str] | None = None, cancel: threading.Event | None = None, keep_stop: bool = False):
+    """decode's loop on tokens: left-padded prompts [prompts, length] with their mask, k samples each drawn by
+    `next_tokens(logits) -> tokens`, until a token of `stops` (kept at the end of its row when `keep_stop`, as TRL
+    keeps the end token of a completion) or max_new_tokens. Yields the rows after every step."""
+    import torch
+
+    mask = attention_mask.to(model.device)
+    input_ids = input_ids.to(model.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = _kv_cache()
-    k = params.k
     with torch.inference_mode():
-        output = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
+        output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                        past_key_values=cache, use_cache=True, logits_to_keep=1,
                        **({"adapter_names": names} if names else {}))
         cache.batch_repeat_interleave(k)
         logits = output.logits[:, -1, :].repeat_interleave(k, 0)
         mask, positions = mask.repeat_interleave(k, 0), positions[:, -1:].repeat_interleave(k, 0)
         row_names = [name for name in names for _ in range(k)] if names else None
-        rows = [[] for _ in range(len(prompts) * k)]
+        rows = [[] for _ in range(len(input_ids) * k)]
         active = list(range(len(rows)))  # the row each line of the batch belongs to
-        for step in range(params.max_new_tokens):
+        for step in range(max_new_tokens):
             if cancel is not None and cancel.is_set():
                 return
-            tokens = _next_tokens(logits, params)
+            tokens = next_tokens(logits)
             keep = []
             for line, token in enumerate(tokens.tolist()):
                 if token not in stops:
                     rows[active[line]].append(token)
                     keep.append(line)
+                elif keep_stop:
+                    rows[active[line]].append(token)
             yield rows
-            if not keep or step == params.max_new_tokens - 1:
+            if not keep or step == max_new_tokens - 1:
                 return
             if len(keep) < len(active):
                 lines = torch.tensor(keep, device=mask.device)

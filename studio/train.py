@@ -10,6 +10,7 @@ of them stop at the same step.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -166,12 +167,15 @@ def _peft(recipe, method: str, model):
         return PeftModel.from_pretrained(model, str(folder), is_trainable=True), None
     targets = recipe.lora_target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+    # Where TRL turns dropout off (disable_dropout: DPO, KTO, reward), LoRA's dropout layers would only multiply
+    # by ones: left out.
+    dropout = 0.0 if getattr(recipe, "disable_dropout", False) else recipe.lora_dropout
+    config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=dropout,
                         target_modules=targets, task_type="CAUSAL_LM" if methods.get(method).chats else "SEQ_CLS")
     return model, config
 
 
-def compact_lm_head(model, outputs=("log_probs",)) -> None:
+def compact_lm_head(model, outputs=("log_probs",), temperature: float = 1.0) -> None:
     """On a device without Triton (a CPU), score only the answer tokens, with one plain log_softmax.
 
     TRL patches the model so that `model(..., labels=..., fused_lm_head=True)` returns per-token log-probabilities
@@ -198,7 +202,7 @@ def compact_lm_head(model, outputs=("log_probs",)) -> None:
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         labels = labels[:, 1:].to(head.weight.device)
         mask = labels != -100
-        logits = head(hidden.to(head.weight.device)[mask]).float()
+        logits = head(hidden.to(head.weight.device)[mask]).float() / temperature
         log_all = logits.log_softmax(-1)
         targets = labels[mask]
         picked = log_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -236,21 +240,88 @@ def keep_lora_inputs_in_bf16(model) -> None:
             module.cast_input_dtype_enabled = False
 
 
-def _dpo_trainer(**kwargs):
-    """TRL's DPOTrainer, with compact_lm_head added wherever TRL adds its fused head (the reference log-probs are
-    computed inside the constructor, so it must be in place by then)."""
+def exact_sample(logits, temperature: float, top_p: float):
+    """One token per row drawn from the model's own distribution at `temperature`, within the nucleus `top_p` (1: the
+    whole vocabulary), as transformers' generate() draws with top_k=0: RL's answers must come from the policy."""
     import torch
-    import trl.trainer.dpo_trainer as dpo_module
+
+    probs = (logits.float() / temperature).softmax(-1)
+    if top_p < 1:
+        ordered, index = probs.sort(-1, descending=True)
+        ordered = ordered.masked_fill(ordered.cumsum(-1) - ordered > top_p, 0)
+        return index.gather(-1, torch.multinomial(ordered, 1)).squeeze(-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def _with_studio_sampling(trainer_class):
+    """TRL's online RL trainer, sampling its answers with the studio's decode loop (studio.generate.decode_tokens:
+    each prompt read once for its group of answers, a key/value cache written in place, finished answers leaving
+    the batch) instead of transformers' generate(): an RLOO step on the embedded model went from 4.5 s to (see
+    bench/rl.py). The answers are drawn exactly as TRL's generate() would (temperature, top_p, no top_k) and end
+    with their end token as TRL's do; any other sampling setting (top_k, min_p, a repetition penalty, vLLM, images)
+    goes to TRL's own path."""
+    import torch
+
+    class StudioSampling(trainer_class):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
+            groups = []  # TRL repeats each prompt once per answer, one after another
+            for ids in prompt_ids:
+                if groups and groups[-1][0] == ids:
+                    groups[-1][1] += 1
+                else:
+                    groups.append([ids, 1])
+            plain = (not self.use_vllm and images is None and not multimodal_fields and not self.top_k
+                     and self.min_p is None and self.repetition_penalty == 1.0 and not self.args.generation_kwargs
+                     and len({count for _, count in groups}) == 1)
+            if not plain:
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+            from peft.helpers import disable_input_dtype_casting
+
+            from studio.generate import decode_tokens
+
+            width = max(len(ids) for ids, _ in groups)
+            pad = self._tokenizer.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in groups])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in groups])
+            model = self.accelerator.unwrap_model(self.model)
+            training = model.training
+            model.eval()  # transformers turns the cache off in training mode with gradient checkpointing
+            # bf16 on a CPU: products in bf16 throughout, without PEFT's casts of each LoRA input to float32 and back
+            # (as in training, keep_lora_inputs_in_bf16).
+            bf16_cpu = model.dtype == torch.bfloat16 and model.device.type == "cpu"
+            try:
+                with (torch.autocast("cpu", dtype=torch.bfloat16) if bf16_cpu else contextlib.nullcontext()), \
+                        (disable_input_dtype_casting(model) if bf16_cpu else contextlib.nullcontext()):
+                    rows = []
+                    for rows in decode_tokens(model, input_ids, mask, groups[0][1], self.max_completion_length,
+                                              lambda logits: exact_sample(logits, self.temperature, self.top_p),
+                                              set(self.eos_token_ids), keep_stop=True):
+                        pass
+            finally:
+                model.train(training)
+            return [list(row) for row in rows]
+
+    return StudioSampling
+
+
+def _with_compact_head(trainer_class, module):
+    """`trainer_class` built with compact_lm_head added wherever TRL's `module` adds its fused head (DPO computes the
+    reference log-probs inside the constructor, so it must be in place by then)."""
+    import torch
+
+    add_fused_lm_head = module.add_fused_lm_head
 
     def add_heads(model, *args, **head_kwargs):
         add_fused_lm_head(model, *args, **head_kwargs)
-        compact_lm_head(model, **{k: v for k, v in head_kwargs.items() if k == "outputs"})
-        if model.dtype == torch.bfloat16 and model.device.type == "cpu":  # before the reference pass in __init__
-            keep_lora_inputs_in_bf16(model)
+        compact_lm_head(model, **{k: v for k, v in head_kwargs.items() if k in ("outputs", "temperature")})
+        if trainer_class.__name__ == "DPOTrainer" and model.dtype == torch.bfloat16 and model.device.type == "cpu":
+            keep_lora_inputs_in_bf16(model)  # before the reference pass in __init__
 
-    add_fused_lm_head = dpo_module.add_fused_lm_head
-    with mock.patch.object(dpo_module, "add_fused_lm_head", add_heads):
-        return dpo_module.DPOTrainer(**kwargs)
+    def build(**kwargs):
+        with mock.patch.object(module, "add_fused_lm_head", add_heads):
+            return trainer_class(**kwargs)
+
+    return build
 
 
 def run(recipe_path, resume: bool = False) -> dict:
@@ -277,7 +348,14 @@ def run(recipe_path, resume: bool = False) -> dict:
     # reference: one copy of the weights. The trainer is TRL's, named by the method's record (DPO: with our compact
     # LM head on CPU); online RL gets its reward functions.
     spec = methods.get(method)
-    trainer_class = _dpo_trainer if method == "dpo" else getattr(trl, spec.trainer)
+    # TRL's trainer for the method; DPO and online RL with the compact LM head on a CPU, online RL sampling with the
+    # studio's decode loop.
+    trainer_class = getattr(trl, spec.trainer)
+    if method == "dpo":
+        trainer_class = _with_compact_head(trainer_class, sys.modules[trainer_class.__module__])
+    elif spec.data == "prompts":
+        trainer_class = _with_compact_head(_with_studio_sampling(trainer_class),
+                                           sys.modules[trainer_class.__module__])
     extra = {}
     if spec.data == "prompts":
         try:

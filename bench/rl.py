@@ -1,0 +1,79 @@
+"""One online RL (RLOO) step on the embedded model: 1 prompt x 4 sampled answers x 24 new tokens, LoRA r=16 on all
+linear layers, the toxicity penalty as the reward.
+
+    python bench/rl.py [--steps 8]
+
+The same RLOO job runs twice, each in its own process with the same data and seed. The baseline is TRL's RLOOTrainer
+as it comes (transformers' generate() for sampling, TRL's fused LM head) in float32: what the studio ran before this
+bench was written. The other is the studio's job as it runs now: the studio's decode loop for sampling, the compact
+LM head on a CPU, and the precision the studio picks here (bf16 on a GPU or a CPU with AMX). Prints the median step
+time (the first step, which warms up, left out), the time from the start of a step to its rewards (sampling, and
+the log-probabilities TRL computes before rewarding), and the ratio.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_side(out: Path, steps: int, stock: bool) -> dict:
+    from studio import recipes, train
+
+    if stock:  # TRL's trainer as it comes
+        train._with_studio_sampling = train._with_compact_head = lambda trainer_class, *module: trainer_class
+    from studio.prompts import ASSETS, parse_prompt_file
+
+    questions = [text for text, _ in parse_prompt_file(ASSETS / "bank.jsonl").rows][:steps]
+    (out / "prompts.jsonl").write_text("\n".join(json.dumps({"prompt": [{"role": "user", "content": q}]})
+                                                 for q in questions) + "\n")
+    recipes.save(out / "recipe.yaml", "rloo", {
+        **recipes.studio_defaults("rloo"), "data": str(out / "prompts.jsonl"), "model": "embedded",
+        "lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear", "output_dir": str(out),
+        "max_steps": steps, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 24,
+        "reward_functions": "studio.rewards:toxicity_penalty", "save_strategy": "no", "seed": 0,
+        "gradient_checkpointing": False})
+    train.run(out / "recipe.yaml")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "generation_s" in r]
+    times = [b["time"] - a["time"] for a, b in zip(rows, rows[1:])]
+    return {"step_s": statistics.median(times), "generation_s": statistics.median(r["generation_s"] for r in rows[1:]),
+            "bf16": recipes.build("rloo", {**recipes.studio_defaults("rloo"), "data": "x"}).bf16}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--side", choices=["stock", "studio"], help=argparse.SUPPRESS)  # one side, in a child
+    args = parser.parse_args()
+    if args.side:
+        with tempfile.TemporaryDirectory() as out:
+            print("RESULT " + json.dumps(run_side(Path(out), args.steps, args.side == "stock")))
+        return
+    from studio.models import embedded_folder
+
+    embedded_folder()  # convert once, outside the timings
+    results = {}
+    for name, side, env in (("TRL, float32", "stock", {"STUDIO_CPU_BF16": "0"}), ("studio", "studio", {})):
+        child = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(args.steps)], cwd=ROOT,
+                               capture_output=True, text=True, env={**os.environ, **env})
+        line = next((x for x in child.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if child.returncode or line is None:
+            sys.exit(f"{name} failed:\n{child.stderr[-3000:]}")
+        r = results[name] = json.loads(line[7:])
+        print(f"{name:12}: {'bf16' if r['bf16'] else 'float32':7} median step {r['step_s']:.2f} s, of which "
+              f"{r['generation_s']:.2f} s before the rewards (sampling, log-probabilities)")
+    base, studio = results.values()
+    print(f"RLOO step, 1 prompt x 4 answers x 24 tokens, embedded model: the studio's is "
+          f"{base['step_s'] / studio['step_s']:.2f}x as fast as TRL's in float32")
+
+
+if __name__ == "__main__":
+    main()
