@@ -220,25 +220,27 @@ LAUNCHED = "launched.json"  # in the export folder once the job is created: its 
 
 
 @contextmanager
-def _aws(what: str):
-    """AWS's refusals (no credentials, access denied, a bad name) as a GroundTruthError that says what failed."""
+def aws_refusals(what: str, error_class=None):
+    """AWS's refusals (no credentials, access denied, a bad name) as an error of ours (GroundTruthError unless told)
+    that says what failed, in AWS's words. Shared with studio/sagemaker.py."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
     except (BotoCoreError, ClientError) as error:
-        raise GroundTruthError(f"AWS refused to {what}: {error}") from None
+        raise (error_class or GroundTruthError)(f"AWS refused to {what}: {error}") from None
+
 
 
 def _clients(region: str | None, s3=None, sagemaker=None):
     """boto3's S3 and SageMaker clients (the given ones, in tests) with the user's own credentials."""
     import boto3
 
-    with _aws("connect (say the region, or set AWS_REGION)"):
+    with aws_refusals("connect (say the region, or set AWS_REGION)"):
         return s3 or boto3.client("s3", region_name=region), sagemaker or boto3.client("sagemaker", region_name=region)
 
 
-def _s3_parts(uri: str) -> tuple[str, str]:
+def s3_parts(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
 
@@ -277,9 +279,9 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
     s3, sagemaker = _clients(region, s3, sagemaker)
     for local, uri in (("manifest.jsonl", settings["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]),
                        ("template.liquid.html", task["UiConfig"]["UiTemplateS3Uri"])):
-        with _aws(f"take {local} into {uri}"):
-            s3.upload_file(str(folder / local), *_s3_parts(uri))
-    with _aws("create the labeling job"):
+        with aws_refusals(f"take {local} into {uri}"):
+            s3.upload_file(str(folder / local), *s3_parts(uri))
+    with aws_refusals("create the labeling job"):
         arn = sagemaker.create_labeling_job(**settings)["LabelingJobArn"]
     (folder / LAUNCHED).write_text(json.dumps({"name": settings["LabelingJobName"], "arn": arn,
                                                "region": sagemaker.meta.region_name,
@@ -296,15 +298,15 @@ def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None)
     launched = json.loads((folder / LAUNCHED).read_text())
     region = region or launched.get("region")  # the job's own region unless told otherwise
     s3, sagemaker = _clients(region, s3, sagemaker)
-    with _aws(f"describe the labeling job {launched['name']}"):
+    with aws_refusals(f"describe the labeling job {launched['name']}"):
         job = sagemaker.describe_labeling_job(LabelingJobName=launched["name"])
     state = {"status": job["LabelingJobStatus"], "counters": job.get("LabelCounters", {}),
              "failure": job.get("FailureReason", "")}
     if state["status"] not in ("Completed", "Stopped") or not state["counters"].get("TotalLabeled"):
         return state
-    bucket, prefix = _s3_parts(launched["output"].rstrip("/") + "/" + launched["name"] + "/")
+    bucket, prefix = s3_parts(launched["output"].rstrip("/") + "/" + launched["name"] + "/")
     out = folder / "output"
-    with _aws(f"read the job's output under s3://{bucket}/{prefix}"):
+    with aws_refusals(f"read the job's output under s3://{bucket}/{prefix}"):
         items = [item for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
                  for item in page.get("Contents", [])]
     for item in items:
@@ -313,7 +315,7 @@ def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None)
         if not target.is_relative_to(out.resolve()):
             raise GroundTruthError(f"S3 key {item['Key']!r} would be written outside {out}.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _aws(f"download s3://{bucket}/{item['Key']}"):
+        with aws_refusals(f"download s3://{bucket}/{item['Key']}"):
             s3.download_file(bucket, item["Key"], str(target))
     return {**state, "output": out}
 

@@ -30,12 +30,11 @@ import sys
 import tarfile
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
-from studio import jobs, models, publish, team
+from studio import groundtruth, jobs, models, publish, team
 from studio.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,15 +59,8 @@ class SageMakerError(ValueError):
     pass
 
 
-@contextmanager
 def _aws(what: str):
-    """AWS's refusals (no credentials, access denied, a bad name) as a SageMakerError that says what failed."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError) as error:
-        raise SageMakerError(f"AWS refused to {what}: {error}") from None
+    return groundtruth.aws_refusals(what, SageMakerError)
 
 
 def _client(service: str, region: str | None, given=None):
@@ -76,11 +68,6 @@ def _client(service: str, region: str | None, given=None):
 
     with _aws("connect (say the region, or set AWS_REGION)"):
         return given or boto3.client(service, region_name=region or None)
-
-
-def _s3_parts(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def check(prefix: str, role_arn: str, instance_type: str) -> str:
@@ -208,7 +195,7 @@ def start(store: Store, job_id: int, *, prefix: str, role_arn: str, instance_typ
         region = sagemaker.meta.region_name
         folder = Path(job["folder"])
         name = _name("align-studio", job_id, job["method"])
-        bucket, key = _s3_parts(f"{prefix}/jobs/{name}/")
+        bucket, key = groundtruth.s3_parts(f"{prefix}/jobs/{name}/")
         with _aws(f"upload the code into s3://{bucket}/{key}code/"):
             s3.put_object(Bucket=bucket, Key=f"{key}code/sourcedir.tar.gz", Body=source_tar())
         with _aws(f"upload the job's inputs into s3://{bucket}/{key}input/"):
@@ -254,7 +241,7 @@ def follow(store: Store, job_id: int, *, s3=None, sagemaker=None) -> dict:
     with _aws(f"describe the training job {remote['name']}"):
         described = sagemaker.describe_training_job(TrainingJobName=remote["name"])
     folder = Path(job["folder"])
-    bucket, key = _s3_parts(f"{remote['prefix']}/jobs/{folder.name}/checkpoints/")
+    bucket, key = groundtruth.s3_parts(f"{remote['prefix']}/jobs/{folder.name}/checkpoints/")
     for name in ("metrics.jsonl", "train.log"):
         try:
             s3.download_file(bucket, key + name, str(folder / name))
@@ -267,7 +254,7 @@ def follow(store: Store, job_id: int, *, s3=None, sagemaker=None) -> dict:
         artifacts = described["ModelArtifacts"]["S3ModelArtifacts"]
         with tempfile.TemporaryDirectory() as tmp:
             with _aws(f"download {artifacts}"):
-                s3.download_file(*_s3_parts(artifacts), str(Path(tmp) / "model.tar.gz"))
+                s3.download_file(*groundtruth.s3_parts(artifacts), str(Path(tmp) / "model.tar.gz"))
             with tarfile.open(Path(tmp) / "model.tar.gz") as tar:
                 tar.extractall(folder, filter="data")  # refuses members that would land outside the folder
         try:
@@ -435,7 +422,7 @@ def deploy(store: Store, job_id: int, *, what: str = "adapter", name: str = "", 
     region = sagemaker.meta.region_name
     data = f"{prefix}/endpoints/{name}/model.tar.gz"
     with _aws(f"upload {data}"):
-        s3.put_object(Bucket=_s3_parts(data)[0], Key=_s3_parts(data)[1], Body=body)
+        s3.put_object(Bucket=groundtruth.s3_parts(data)[0], Key=groundtruth.s3_parts(data)[1], Body=body)
     image = image.strip() or inference_image(region, instance_type)
     with _aws("create the model"):
         sagemaker.create_model(ModelName=name, ExecutionRoleArn=role_arn.strip(), PrimaryContainer={

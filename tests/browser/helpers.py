@@ -47,3 +47,18 @@ def start_ranking(page, url: str, name: str):
     except AssertionError:
         page.locator("#rank-annotator textarea").press("Enter")
         expect(prompt).not_to_have_value("", timeout=30_000)
+
+
+def train_on_polite(app, page):
+    """A fresh app with tests.helpers.clear_cut_set's rankings, on the Train tab with that set chosen; returns the
+    app's Store."""
+    from studio.store import Store
+    from tests.helpers import clear_cut_set
+
+    store = Store(app["home"] / "studio.db")
+    clear_cut_set(store)
+    page.goto(app["url"])
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-set input").click()
+    page.get_by_role("option", name="polite (8 prompts)").click()
+    return store

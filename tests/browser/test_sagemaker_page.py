@@ -6,9 +6,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from studio.store import Store
 from tests.browser.conftest import run_app
-from tests.helpers import clear_cut_set
+from tests.browser.helpers import train_on_polite
 from tests.test_sagemaker import PREFIX, ROLE
 
 pytestmark = pytest.mark.browser
@@ -23,12 +22,7 @@ def aws_app(tmp_path, aws):
 def test_launch_a_job_on_sagemaker_from_the_train_tab(aws_app, page):
     import boto3
 
-    store = Store(aws_app["home"] / "studio.db")
-    clear_cut_set(store)
-    page.goto(aws_app["url"])
-    page.get_by_role("tab", name="Train").click()
-    page.locator("#train-set input").click()
-    page.get_by_role("option", name="polite (8 prompts)").click()
+    store = train_on_polite(aws_app, page)
     page.get_by_text("Where it runs: this machine or SageMaker").click()
     page.get_by_text("A SageMaker training job (your AWS credentials)").click()
     page.locator("#train-sm-prefix textarea").fill(PREFIX)

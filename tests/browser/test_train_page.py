@@ -1,19 +1,13 @@
 import pytest
 from playwright.sync_api import expect
 
-from studio.store import Store
-from tests.helpers import clear_cut_set
+from tests.browser.helpers import train_on_polite
 
 pytestmark = pytest.mark.browser
 
 
 def test_launch_watch_and_stop_a_dpo_job(app_server, page):
-    store = Store(app_server["home"] / "studio.db")
-    clear_cut_set(store)
-    page.goto(app_server["url"])
-    page.get_by_role("tab", name="Train").click()
-    page.locator("#train-set input").click()
-    page.get_by_role("option", name="polite (8 prompts)").click()
+    store = train_on_polite(app_server, page)
     expect(page.locator("#train-data-summary")).to_contain_text("8 pairs from 8 rankings by 1 annotator(s)")
     page.get_by_text("Hyperparameters").click()
     page.locator("#train-steps input").fill("40")
