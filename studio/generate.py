@@ -82,17 +82,24 @@ def chat_texts(tokenizer, prompts: list[dict]) -> list[str]:
 TOP_K = 50  # sampling draws among the 50 likeliest tokens, as transformers' generate() does by default
 
 
-def _next_tokens(logits, params: "GenerationParams"):
-    """One sampled token per row: temperature, then nucleus (top_p) sampling among the TOP_K likeliest tokens.
-    Sorting and drawing over TOP_K tokens instead of the whole vocabulary (49k for SmolLM2) is what makes a step
-    cheap; the tokens left out have no share of the nucleus in practice."""
+def next_tokens(logits, temperature: float, top_p: float, top_k: int | None = TOP_K):
+    """One sampled token per row: temperature, then nucleus (top_p) sampling among the top_k likeliest tokens.
+    Sorting and drawing over TOP_K tokens instead of the whole vocabulary (49k for SmolLM2) is what makes a
+    candidate's step cheap; the tokens left out have no share of the nucleus in practice. top_k None: the whole
+    vocabulary, as transformers' generate() draws with top_k=0 (online RL: the answers must come from the policy)."""
     import torch
 
-    values, index = (logits.float() / params.temperature).topk(min(TOP_K, logits.shape[-1]), dim=-1)
+    scaled = logits.float() / temperature
+    if top_k:
+        values, index = scaled.topk(min(top_k, logits.shape[-1]), dim=-1)
+    elif top_p >= 1:
+        return torch.multinomial(scaled.softmax(-1), 1).squeeze(-1)
+    else:
+        values, index = scaled.sort(-1, descending=True)
     probs = values.softmax(-1)
-    if params.top_p < 1:
+    if top_p < 1:
         # Keep the smallest set of likeliest tokens whose probabilities reach top_p (the first one always).
-        probs = probs.masked_fill(probs.cumsum(-1) - probs > params.top_p, 0)
+        probs = probs.masked_fill(probs.cumsum(-1) - probs > top_p, 0)
     return index.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
 
@@ -165,7 +172,8 @@ def decode(loaded: models.Loaded, prompts: list[dict], params: "GenerationParams
     # The chat template already holds the special tokens; adding them again would double the BOS.
     batch = tokenizer(chat_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     yield from decode_tokens(model, batch["input_ids"], batch["attention_mask"], params.k, params.max_new_tokens,
-                             lambda logits: _next_tokens(logits, params), stops, names, cancel)
+                             lambda logits: next_tokens(logits, params.temperature, params.top_p), stops, names,
+                             cancel)
 
 
 def decode_tokens(model, input_ids, attention_mask, k: int, max_new_tokens: int, next_tokens, stops: set,

@@ -536,7 +536,7 @@ class Manager:
                 self.on_finished(job["id"])
 
     def _follow_remote(self, job: dict) -> None:
-        """A job on SageMaker: asked about every sagemaker.FOLLOW_S (its state, metrics and, once done, its output)."""
+        """A job on SageMaker: asked about every remote_every_s (its state, metrics and, once done, its output)."""
         from studio import sagemaker
 
         if time.time() - sagemaker.remote_info(job).get("followed_at", 0) < self.remote_every_s:

@@ -112,30 +112,26 @@ def source_tar() -> bytes:
     return buffer.getvalue()
 
 
-def _inputs(folder: Path) -> dict[str, Path]:
-    """What the job reads, keyed by the name it gets in the input channel: the job folder's own inputs, and the
-    local files and folders its recipe names outside it (a parent's adapter, a reward model, a local base)."""
-    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
-    found = {"recipe.yaml": folder / "recipe.yaml"}
+def _inputs(folder: Path, recipe: dict) -> dict[str, tuple[str, Path]]:
+    """Recipe field -> (its name in the input channel, the local file or folder) for every local path the recipe
+    names: the job folder's own inputs (data.jsonl, rubric.yaml) and what lies outside it (a parent's adapter, a
+    reward model, a local base). A Hub id is left to the container to download."""
+    found = {}
     for key in PATH_KEYS:
         value = recipe.get(key)
         if not isinstance(value, str) or not value or (key == "model" and value == models.EMBEDDED):
             continue
         path = Path(value).expanduser()
-        if not path.exists():
-            continue  # a Hub id: the container downloads it
-        found[path.name if path.resolve().parent == folder.resolve() else f"inputs/{key}"] = path
+        if path.exists():
+            found[key] = (path.name if path.resolve().parent == folder.resolve() else f"inputs/{key}", path)
     return found
 
 
-def container_recipe(folder: Path) -> str:
-    """The recipe as the container reads it: every local path it names made relative to the job folder there."""
-    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
-    recipe.pop("output_dir", None)  # the job folder in the container (the recipe's own folder)
-    for name, path in _inputs(folder).items():
-        for key in PATH_KEYS:
-            if name != "recipe.yaml" and isinstance(recipe.get(key), str) and Path(recipe[key]).expanduser() == path:
-                recipe[key] = name
+def container_recipe(recipe: dict, inputs: dict[str, tuple[str, Path]]) -> str:
+    """The recipe as the container reads it: every local path it names made relative to the job folder there, and
+    no output_dir (the job folder in the container is the recipe's own folder)."""
+    recipe = {k: v for k, v in recipe.items() if k != "output_dir"}
+    recipe.update({key: name for key, (name, _) in inputs.items()})
     return yaml.safe_dump(recipe, sort_keys=False)
 
 
@@ -198,11 +194,13 @@ def start(store: Store, job_id: int, *, prefix: str, role_arn: str, instance_typ
         bucket, key = groundtruth.s3_parts(f"{prefix}/jobs/{name}/")
         with _aws(f"upload the code into s3://{bucket}/{key}code/"):
             s3.put_object(Bucket=bucket, Key=f"{key}code/sourcedir.tar.gz", Body=source_tar())
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        inputs = _inputs(folder, recipe)
         with _aws(f"upload the job's inputs into s3://{bucket}/{key}input/"):
-            s3.put_object(Bucket=bucket, Key=f"{key}input/recipe.yaml", Body=container_recipe(folder).encode())
-            for name_in, path in _inputs(folder).items():
+            s3.put_object(Bucket=bucket, Key=f"{key}input/recipe.yaml", Body=container_recipe(recipe, inputs).encode())
+            for name_in, path in inputs.values():
                 files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-                for file in files if name_in != "recipe.yaml" else []:
+                for file in files:
                     part = name_in if file == path else f"{name_in}/{file.relative_to(path).as_posix()}"
                     s3.upload_file(str(file), bucket, f"{key}input/{part}")
         request = training_request(job, name, prefix=prefix, role_arn=role_arn, instance_type=instance_type,
@@ -233,6 +231,8 @@ def follow(store: Store, job_id: int, *, s3=None, sagemaker=None) -> dict:
     """Ask SageMaker about the job and bring the studio's copy up to date: its state, metrics.jsonl and train.log
     from the synced checkpoint folder, and when it has completed, what it made (adapter/, result.json) unpacked
     into the job folder. Returns the job."""
+    from botocore.exceptions import ClientError
+
     job = jobs.get(store, job_id)
     remote = remote_info(job)
     if not remote.get("name"):
@@ -245,8 +245,8 @@ def follow(store: Store, job_id: int, *, s3=None, sagemaker=None) -> dict:
     for name in ("metrics.jsonl", "train.log"):
         try:
             s3.download_file(bucket, key + name, str(folder / name))
-        except Exception as error:  # not written yet (botocore's ClientError 404)
-            if "404" not in str(error) and "Not Found" not in str(error):
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):  # 404: not written yet
                 raise SageMakerError(f"AWS refused to read s3://{bucket}/{key}{name}: {error}") from None
     state = described["TrainingJobStatus"]
     status, error = STATES.get(state, "running"), None
@@ -473,6 +473,8 @@ def call(store: Store, job_id: int, text: str, max_new_tokens: int = 64, *, runt
 
 def delete(store: Store, job_id: int, by: str | None = None, *, sagemaker=None) -> str:
     """Delete the endpoint, its configuration and its model (what bills stops with the endpoint)."""
+    from botocore.exceptions import ClientError
+
     team.check_lead(by, "delete an endpoint")
     job = jobs.get(store, job_id)
     info = endpoint_info(job)
@@ -484,8 +486,6 @@ def delete(store: Store, job_id: int, by: str | None = None, *, sagemaker=None) 
                                     ("its configuration", sagemaker.delete_endpoint_config,
                                      {"EndpointConfigName": name}),
                                     ("its model", sagemaker.delete_model, {"ModelName": name})):
-        from botocore.exceptions import ClientError
-
         try:
             action(**arguments)
         except ClientError as error:
