@@ -39,5 +39,7 @@ if __name__ == "__main__":
     server, _, _ = demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth,
                                        inbrowser=not args.no_browser, prevent_thread_lock=True)
     # The OpenAI-compatible endpoint (/v1) on the same server; behind a login it asks for a lead's API key.
+    for router in demo.studio_routers:  # the Rank tab's submissions (pages/rank.py)
+        server.include_router(router)
     server.include_router(openai_api.router(Store(db_path()), require_key=bool(auth or os.environ.get("SPACE_ID"))))
     demo.block_thread()

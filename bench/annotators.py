@@ -1,7 +1,8 @@
-"""A team ranking at once: the real app, N annotators submitting over HTTP (the Rank tab's own event, through
-gradio_client, one session each), and what reached the database.
+"""A team ranking at once: the real app, N annotators over HTTP as the Rank tab's page does it (the queue opened
+with the tab's Gradio event, one session each; every submission posted to the studio's rank route, carrying what is
+on screen), and what reached the database.
 
-    python bench/annotators.py --annotators 20 50 --per 10 --think 0 2
+    python bench/annotators.py --annotators 20 50 --per 20 --think 0 2 --prompts 500
 
 Prints, per team size and pace: submissions sent / stored / lost / duplicated and the latency from submit to the next
 prompt on screen (p50, p95, max), with the ratio of p95 to one annotator alone measured first in the same run, and
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from gradio_client import Client  # noqa: E402  (only to find the Rank tab's events)
 
+from pages.rank import RANK_ROUTE  # noqa: E402
 from studio.models import embedded_folder  # noqa: E402
 from studio.prompts import ParsedPrompts, add_prompt_set, get_prompts  # noqa: E402
 from studio.store import Store  # noqa: E402
@@ -104,48 +107,109 @@ async def call(http, base: str, session: str, fn: dict, data: list) -> list:
     raise RuntimeError("the event stream ended before the event completed")
 
 
+class Connection:
+    """One annotator's keep-alive HTTP/1.1 connection for submissions: a bare client on asyncio streams, because
+    httpx spends 2-4 ms of CPU per request, and the bench shares this machine's two cores with the app (with httpx,
+    50 annotators measured the client more than the app)."""
+
+    def __init__(self, base: str):
+        self.host, self.port = urllib.parse.urlsplit(base).hostname, urllib.parse.urlsplit(base).port
+        self.path = urllib.parse.urlsplit(base).path
+        self.streams = None
+
+    async def post(self, route: str, body: dict):
+        data = json.dumps(body).encode()
+        request = (f"POST {self.path}{route} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: "
+                   f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+        for attempt in range(2):
+            reused = self.streams is not None
+            if not reused:
+                self.streams = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self.streams
+            try:
+                writer.write(request)
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closes a connection left idle (uvicorn: after 5 s); before answering anything on it,
+                # so the request was not read: a new connection and the same request, as a browser does.
+                self.close()
+                if not reused or attempt:
+                    raise
+        status = int(head[0].split()[1])
+        length = next(int(h.split(":", 1)[1]) for h in head if h.lower().startswith("content-length:"))
+        answer = json.loads(await reader.readexactly(length))
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {answer}")
+        return answer
+
+    def close(self):
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+def shown(update, before):
+    """What an output shows after a page update: a plain value, an update's value, or (a skip) what it showed."""
+    if isinstance(update, dict) and update.get("__type__") == "update":
+        return update.get("value", before)
+    return update
+
+
 async def annotate(http, base: str, fns: dict, name: str, per: int, latencies: list, errors: list,
-                   ready: asyncio.Barrier, think: float) -> None:
+                   ready: asyncio.Barrier, think: float, marks: dict, cpu_now) -> None:
     rng = random.Random(name)
     session = uuid.uuid4().hex[:11]
+    prompt_id = layout = None  # on screen
     try:
         await call(http, base, session, fns["/on_load"], [])  # as a page load does: the session's set choices
-        await call(http, base, session, fns["/start"], [name, SET, None, None, None])  # states: kept by the server
+        opened = await call(http, base, session, fns["/start"], [name, SET, None, None, None])
+        prompt_id, layout = opened[0], opened[1]
     except Exception as error:  # counted, not raised: the bench reports what was lost
         errors.append(f"{name}: start: {error}")
-    await ready.wait()  # everyone submits from the same moment on
+    connection = Connection(base)
+    if await ready.wait() == 0:  # everyone submits from the same moment on; the clocks start here
+        marks["submitting"] = (time.perf_counter(), *cpu_now())
     for _ in range(per):
         if think:  # reading the candidates: exponential with mean `think` seconds
             await asyncio.sleep(rng.expovariate(1 / think))
         order = " ".join(rng.sample("abcd", CANDIDATES))
         started = time.perf_counter()
         try:
-            result = await call(http, base, session, fns["/act"], [name, SET, None, None, order])
+            result = await connection.post(RANK_ROUTE, {"name": name, "set": SET, "prompt_id": prompt_id,
+                                                        "layout": layout, "text": order})
         except Exception as error:
             errors.append(f"{name}: {error}")
             continue
         latencies.append(time.perf_counter() - started)
+        prompt_id, layout = shown(result[0], prompt_id), shown(result[1], layout)
         if "Saved" not in str(result[-1]):
             errors.append(f"{name}: {result[-1]}")
+    connection.close()
 
 
 async def team(base: str, fns: dict, names: list[str], per: int, latencies: list, errors: list,
-               think: float) -> None:
+               think: float, marks: dict, cpu_now) -> None:
     ready = asyncio.Barrier(len(names))
     limits = httpx.Limits(max_connections=4 * len(names) + 10, max_keepalive_connections=4 * len(names) + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        tasks = [asyncio.create_task(annotate(http, base, fns, n, per, latencies, errors, ready, think)) for n in names]
+        tasks = [asyncio.create_task(annotate(http, base, fns, n, per, latencies, errors, ready, think, marks,
+                                                cpu_now)) for n in names]
         await asyncio.gather(*tasks)
 
 
 def run_team(url: str, fns: dict, home: Path, size: int, per: int, tag: str, server: subprocess.Popen,
              think: float = 0.0) -> dict:
     me, app = psutil.Process(), psutil.Process(server.pid)
-    cpu = (sum(me.cpu_times()[:2]), sum(app.cpu_times()[:2]))
-    latencies, errors = [], []
+
+    def cpu_now():
+        return sum(me.cpu_times()[:2]), sum(app.cpu_times()[:2])
+
+    latencies, errors, marks = [], [], {}
     names = [f"{tag}-{i:02d}" for i in range(size)]
-    started = time.perf_counter()
-    asyncio.run(team(url, fns, names, per, latencies, errors, think))
+    asyncio.run(team(url, fns, names, per, latencies, errors, think, marks, cpu_now))
+    # From the moment everyone was on their first prompt (opening the queue, once a session, is not counted).
+    started, *cpu = marks["submitting"]
     wall = time.perf_counter() - started
     store = Store(home / "studio.db")
     marks = ",".join("?" * len(names))
@@ -167,12 +231,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotators", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--per", type=int, default=10, help="submissions per annotator")
+    parser.add_argument("--prompts", type=int, default=500, help="prompts in the set (4 candidates each)")
     parser.add_argument("--think", type=float, nargs="+", default=[0.0, 2.0],
                         help="seconds each annotator reads before a submission (mean of an exponential); 0: "
                              "everyone submits again the moment the next prompt is on screen")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-annotators-"))
-    prepare(home, prompts=args.per * 2)  # each team ranks the same prompts: overlap, as a team with targets does
+    prepare(home, prompts=args.prompts)  # every team ranks the same set, from its start: overlap, as with targets
     process, url = start_app(home)
     if os.environ.get("BENCH_PROFILE"):
         subprocess.Popen(["py-spy", "record", "-d", "25", "-p", str(process.pid), "-o", os.environ["BENCH_PROFILE"],

@@ -95,6 +95,20 @@ def login(request: gr.Request | None, profile: gr.OAuthProfile | None = None) ->
     return getattr(request, "username", None) or None
 
 
+def login_of(request) -> tuple[str | None, str | None]:
+    """(the --auth user, the Hugging Face user on a Space) of a plain FastAPI request to one of the studio's own
+    routes on Gradio's server, read the way Gradio reads them for its events: its session cookie, and the OAuth
+    session that its login button fills (an expired one counts as none)."""
+    server = request.app
+    cookie = getattr(server, "cookie_id", None)
+    token = request.cookies.get(f"access-token-{cookie}") or request.cookies.get(f"access-token-unsecure-{cookie}")
+    username = getattr(server, "tokens", {}).get(token) if token else None
+    info = (request.scope.get("session") or {}).get("oauth_info")
+    if info and info.get("expires_at") is not None and info["expires_at"] < time.time():
+        info = None
+    return username, (info or {}).get("userinfo", {}).get("preferred_username")
+
+
 def message(text: str, error: bool = False) -> str:
     """Markdown for a status line, the text shown as written (see plain)."""
     return f"**Error:** {plain(text)}" if error else plain(text)
@@ -146,4 +160,5 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
         evaluate_tab.select(evaluation["select"], evaluation["select_inputs"], evaluation["select_outputs"])
         publish_tab.select(publish["select"], publish["select_inputs"], publish["select_outputs"])
         demo.unload(ctx.forget_session)
+    demo.studio_routers = [rank["router"]]  # plain routes on Gradio's server (app.py adds them after launch)
     return demo

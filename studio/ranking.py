@@ -8,6 +8,7 @@ history (status 'replaced'); undo marks the newest 'undone' and brings back the 
 import itertools
 import json
 import random
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -86,10 +87,11 @@ def identity(typed: str, username: str | None = None, hub_user: str | None = Non
 
 
 def act(store: Store, annotator: str, kind: str, set_name: str | None, prompt_id: int | None,
-        typed: str) -> tuple["Task | None", str]:
+        typed: str, max_age: float = 0.0) -> tuple["Task | None", str]:
     """What the Rank tab's order box (and each of its buttons) does with `typed` while `prompt_id` is on screen:
     `u` undo the last submission, `p` the previous ranking, `s` skip, else an order (or `r`, a, b, =, x) to save.
-    Returns the task to show next and a note for the status line; RankingError says what is wrong."""
+    Returns the task to show next and a note for the status line; RankingError says what is wrong. max_age: how old
+    a read of the set's team-wide counts may be (TEAM_MAX_AGE)."""
     if not set_name:
         raise RankingError("Choose a prompt set.")
     command = (typed or "").strip().lower()
@@ -97,22 +99,22 @@ def act(store: Store, annotator: str, kind: str, set_name: str | None, prompt_id
     if command == "u":
         undone = undo_last(store, annotator)
         if undone is None:
-            return on_screen or next_task(store, set_name, annotator), "Nothing to undo."
+            return on_screen or next_task(store, set_name, annotator, max_age), "Nothing to undo."
         return load_task(store, undone, annotator), "Undone: rank it again, or skip it."
     if command == "p":
         ids = [h["prompt_id"] for h in history(store, set_name, annotator)]
         position = ids.index(prompt_id) + 1 if prompt_id in ids else 0
         if position >= len(ids):
-            return on_screen or next_task(store, set_name, annotator), "No earlier ranking."
+            return on_screen or next_task(store, set_name, annotator, max_age), "No earlier ranking."
         return (load_task(store, ids[position], annotator),
                 "Your earlier ranking: change it and press Enter, or press Enter to keep it.")
     if on_screen is None:
-        return next_task(store, set_name, annotator), ""
+        return next_task(store, set_name, annotator, max_age), ""
     if command == "s":
         skip(store, annotator, prompt_id)
-        return next_task(store, set_name, annotator), "Skipped."
+        return next_task(store, set_name, annotator, max_age), "Skipped."
     submit_order(store, annotator, on_screen, typed, kind)
-    return next_task(store, set_name, annotator), "Saved."
+    return next_task(store, set_name, annotator, max_age), "Saved."
 
 
 def empty_queue_note(store: Store, set_name: str) -> str:
@@ -207,45 +209,122 @@ def load_task(store: Store, prompt_id: int, annotator: str) -> Task:
 
 # A prompt counts as ranked by an annotator while their current ranking is newer than its newest candidate: new
 # candidates (the next round's, from an aligned model) put it back in the queue, to be ranked with the earlier ones.
-# A single candidate rated good or bad counts the same way.
-_RANKED_BY = """(EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.annotator_id = a.id
-                 AND r.status = 'current' AND r.created_at >= (SELECT MAX(created_at) FROM responses n
-                                                               WHERE n.prompt_id = p.id))
-                OR EXISTS (SELECT 1 FROM feedback f JOIN responses c ON c.id = f.response_id
-                           WHERE c.prompt_id = p.id AND f.annotator_id = a.id
-                           AND f.created_at >= (SELECT MAX(created_at) FROM responses n WHERE n.prompt_id = p.id)))"""
+# A single candidate rated good or bad counts the same way. A prompt's votes are people's current rankings of it
+# (imports and judges left out) and ratings of its single candidate.
+#
+# The queue and the progress line are asked for on every submission. They read the set once (_set_state: every
+# prompt with candidates, its newest candidate and its votes: a pass over the whole set) and the annotator's own
+# rankings and skips (a few rows); with `max_age`, a read of the set up to that many seconds old is reused, so that
+# a team of 50 submitting at once does not read a 500-prompt set 50 times a second (the Rank tab passes
+# TEAM_MAX_AGE: the team's counts and the order by votes may then lag by that much; the annotator's own part is
+# always read now).
+TEAM_MAX_AGE = 1.0
+_SET_READS: dict[tuple[str, str], tuple[float, dict]] = {}
 
 
-# People's current rankings of prompt p (imports and judges left out), and ratings of its single candidate.
-_VOTES = """((SELECT COUNT(*) FROM rankings r JOIN annotators x ON x.id = r.annotator_id WHERE r.prompt_id = p.id
-              AND r.status = 'current' AND r.source != 'import' AND x.kind != 'judge')
-             + (SELECT COUNT(*) FROM feedback f JOIN responses c ON c.id = f.response_id WHERE c.prompt_id = p.id))"""
-
-
-def queue(store: Store, set_name: str, annotator: str) -> list[int]:
-    """Prompt ids of the set with candidates that this annotator has not ranked since their newest candidate
-    arrived; skipped ones last. With an overlap target, prompts below it come first; with an active order
-    (team.set_active_order), the most informative first; then, with a target, those with the fewest votes (in an
-    order of the annotator's own, so a team starting together spreads out); else the set's order."""
+def _set_state(store: Store, set_name: str, max_age: float = 0.0) -> dict:
+    """The set as the queue sees it: "prompts" {id: (position, newest candidate's time, votes, active-order score)}
+    of its prompts with candidates, "target", "ordered" (an active order is set), the team's counts, and "levels":
+    the prompts grouped by the part of the queue's order that is the same for everyone (_queue_key), best first."""
+    key = (str(store.path), set_name)
+    now = time.monotonic()
+    if max_age > 0 and key in _SET_READS and now - _SET_READS[key][0] <= max_age:
+        return _SET_READS[key][1]
     rows = store.query(
-        f"""SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
-           LEFT JOIN annotators a ON a.name = ?
-           LEFT JOIN skips k ON k.prompt_id = p.id AND k.annotator_id = a.id
-           LEFT JOIN priorities pr ON pr.prompt_id = p.id
-           WHERE s.name = ? AND EXISTS (SELECT 1 FROM responses r WHERE r.prompt_id = p.id)
-             AND NOT {_RANKED_BY}
-           ORDER BY k.created_at IS NOT NULL, k.created_at,
-                    CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} >= s.target END,
-                    CASE WHEN s.queue_order IS NULL THEN 0 ELSE COALESCE(pr.score, 1e300) END,
-                    CASE WHEN s.target IS NULL THEN 0 ELSE {_VOTES} END,
-                    CASE WHEN s.target IS NULL THEN p.position ELSE (p.id * ?) % 2147483647 END, p.position""",
-        (annotator, set_name, zlib.crc32(annotator.encode()) or 1))
-    return [r["id"] for r in rows]
+        """SELECT p.id, p.position, s.target, s.queue_order, pr.score,
+                  (SELECT MAX(n.created_at) FROM responses n WHERE n.prompt_id = p.id) AS newest,
+                  (SELECT COUNT(*) FROM rankings r JOIN annotators x ON x.id = r.annotator_id
+                   WHERE r.prompt_id = p.id AND r.status = 'current' AND r.source != 'import' AND x.kind != 'judge')
+                  + (SELECT COUNT(*) FROM feedback f JOIN responses c ON c.id = f.response_id
+                     WHERE c.prompt_id = p.id) AS votes
+           FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id LEFT JOIN priorities pr ON pr.prompt_id = p.id
+           WHERE s.name = ? AND EXISTS (SELECT 1 FROM responses n WHERE n.prompt_id = p.id)
+           ORDER BY p.position""", (set_name,))
+    target = rows[0]["target"] if rows else None
+    state = {"target": target, "ordered": bool(rows and rows[0]["queue_order"]),
+             "prompts": {r["id"]: (r["position"], r["newest"], r["votes"], r["score"]) for r in rows}}
+    votes = [r["votes"] for r in rows]
+    state["counts"] = {"total": len(rows), "ranked_by_anyone": sum(1 for v in votes if v), "rankings": sum(votes),
+                       "target": target, "reached_target": sum(1 for v in votes if v >= target) if target else None}
+    levels: dict[tuple, list[int]] = {}
+    for pid in state["prompts"]:  # in the set's order
+        levels.setdefault(_level(state, pid), []).append(pid)
+    state["levels"] = sorted(levels.items())
+    _SET_READS[key] = (now, state)
+    return state
 
 
-def next_task(store: Store, set_name: str, annotator: str) -> Task | None:
-    ids = queue(store, set_name, annotator)
-    return load_task(store, ids[0], annotator) if ids else None
+def _level(state: dict, pid: int) -> tuple:
+    """The part of the queue's order that is the same for every annotator: with a target, prompts below it first;
+    with an active order, the most informative first (smallest score); then, with a target, the fewest votes; without
+    one, the set's order."""
+    position, _, votes, score = state["prompts"][pid]
+    target = state["target"]
+    return (target is not None and votes >= target, (1e300 if score is None else score) if state["ordered"] else 0,
+            votes if target is not None else 0, position if target is None else 0)
+
+
+def _queue_key(state: dict, skipped: dict, salt: int):
+    """The queue's order: skipped ones last (oldest skip first), then _level, then, with a target, an order of the
+    annotator's own (`salt`: so a team starting together spreads out over equally needed prompts)."""
+
+    def key(pid: int):
+        return (pid in skipped, skipped.get(pid, ""), *_level(state, pid), _spread(state, pid, salt),
+                state["prompts"][pid][0])
+
+    return key
+
+
+def _spread(state: dict, pid: int, salt: int) -> int:
+    return 0 if state["target"] is None else (pid * salt) % 2147483647
+
+
+def _done_by(store: Store, set_name: str, annotator: str) -> dict[int, str]:
+    """{prompt id: when} of the annotator's newest current ranking (or rating) of each prompt of the set."""
+    rows = store.query(
+        """SELECT r.prompt_id AS id, r.created_at AS at FROM rankings r JOIN annotators a ON a.id = r.annotator_id
+           JOIN prompts p ON p.id = r.prompt_id JOIN prompt_sets s ON s.id = p.prompt_set_id
+           WHERE a.name = ? AND s.name = ? AND r.status = 'current'
+           UNION ALL
+           SELECT c.prompt_id, f.created_at FROM feedback f JOIN annotators a ON a.id = f.annotator_id
+           JOIN responses c ON c.id = f.response_id JOIN prompts p ON p.id = c.prompt_id
+           JOIN prompt_sets s ON s.id = p.prompt_set_id WHERE a.name = ? AND s.name = ?""",
+        (annotator, set_name, annotator, set_name))
+    done: dict[int, str] = {}
+    for r in rows:
+        done[r["id"]] = max(done.get(r["id"], ""), r["at"])
+    return done
+
+
+def _mine(store: Store, set_name: str, annotator: str, max_age: float) -> tuple[dict, dict, dict, int]:
+    """(set state, the annotator's done prompts, their skips, their salt): what their queue is made of."""
+    state = _set_state(store, set_name, max_age)
+    skipped = {r["prompt_id"]: r["created_at"] for r in store.query(
+        "SELECT k.prompt_id, k.created_at FROM skips k JOIN annotators a ON a.id = k.annotator_id WHERE a.name = ?",
+        (annotator,))}
+    return state, _done_by(store, set_name, annotator), skipped, zlib.crc32(annotator.encode()) or 1
+
+
+def queue(store: Store, set_name: str, annotator: str, max_age: float = 0.0) -> list[int]:
+    """Prompt ids of the set with candidates that this annotator has not ranked since their newest candidate
+    arrived, in the order they are served (_queue_key); max_age: see TEAM_MAX_AGE."""
+    state, done, skipped, salt = _mine(store, set_name, annotator, max_age)
+    waiting = [pid for pid, (_, newest, _, _) in state["prompts"].items() if done.get(pid, "") < newest]
+    return sorted(waiting, key=_queue_key(state, skipped, salt))
+
+
+def next_task(store: Store, set_name: str, annotator: str, max_age: float = 0.0) -> Task | None:
+    """The first prompt of queue(), found without ordering the whole set: the best level with a prompt waiting for
+    this annotator (most of a busy annotator's work stops at the first levels), then the skipped ones."""
+    state, done, skipped, salt = _mine(store, set_name, annotator, max_age)
+    prompts = state["prompts"]
+    for _, pids in state["levels"]:
+        waiting = [pid for pid in pids if pid not in skipped and done.get(pid, "") < prompts[pid][1]]
+        if waiting:
+            return load_task(store, min(waiting, key=lambda pid: (_spread(state, pid, salt), prompts[pid][0])),
+                             annotator)
+    waiting = [pid for pid in skipped if pid in prompts and done.get(pid, "") < prompts[pid][1]]
+    return load_task(store, min(waiting, key=_queue_key(state, skipped, salt)), annotator) if waiting else None
 
 
 def insert_ranking(db, annotator: str, prompt_id: int, tiers: list[list[int]], *, label: str | None = None,
@@ -411,20 +490,13 @@ def history(store: Store, set_name: str, annotator: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-def progress(store: Store, set_name: str, annotator: str | None) -> dict:
+def progress(store: Store, set_name: str, annotator: str | None, max_age: float = 0.0) -> dict:
     """Rankable prompts (any candidate: one alone is rated good or bad), how many this annotator ranked, how many
-    people ranked, and with an overlap target, how many prompts reached it."""
-    rows = store.query(
-        f"""SELECT p.id, s.target,
-                  COALESCE((SELECT {_RANKED_BY} FROM annotators a WHERE a.name = ?), 0) AS mine,
-                  {_VOTES} AS rankings
-           FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id
-           WHERE s.name = ? AND EXISTS (SELECT 1 FROM responses r WHERE r.prompt_id = p.id)""",
-        (annotator or "", set_name))
-    target = rows[0]["target"] if rows else None
-    return {"total": len(rows), "mine": sum(r["mine"] for r in rows),
-            "ranked_by_anyone": sum(1 for r in rows if r["rankings"]), "rankings": sum(r["rankings"] for r in rows),
-            "target": target, "reached_target": sum(1 for r in rows if r["rankings"] >= target) if target else None}
+    people ranked, and with an overlap target, how many prompts reached it (max_age: see TEAM_MAX_AGE)."""
+    state = _set_state(store, set_name, max_age)
+    prompts = state["prompts"]
+    done = _done_by(store, set_name, annotator) if annotator else {}
+    return {**state["counts"], "mine": sum(1 for pid, at in done.items() if pid in prompts and at >= prompts[pid][1])}
 
 
 def get_guidelines(store: Store, set_name: str) -> str:

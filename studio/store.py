@@ -256,6 +256,13 @@ MIGRATIONS = [
     (
         "ALTER TABLE jobs ADD COLUMN remote TEXT",
     ),
+    # The Rank tab's read of a set (ranking._set_state) asks each prompt for its newest candidate: one index seek;
+    # an annotator's own ratings (ranking._done_by) are found from the annotator, not from every prompt of the set.
+    (
+        "CREATE INDEX responses_prompt_time ON responses(prompt_id, created_at)",
+        "DROP INDEX responses_prompt",
+        "CREATE INDEX feedback_annotator ON feedback(annotator_id)",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -310,6 +317,18 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def unless_busy(self):
+        """Yields True holding this process's write lock when no other writer of this process holds it, else False
+        without it: for a caller that must not wait for the lock (a request handled on the server's event loop, which
+        then hands its work to a thread instead). tx() inside the block takes the same lock again (reentrant)."""
+        got = self._write_lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._write_lock.release()
 
     def query(self, sql: str, params=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
