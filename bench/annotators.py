@@ -230,7 +230,7 @@ def run_team(url: str, fns: dict, home: Path, size: int, per: int, tag: str, ser
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotators", type=int, nargs="+", default=[20, 50])
-    parser.add_argument("--per", type=int, default=10, help="submissions per annotator")
+    parser.add_argument("--per", type=int, default=20, help="submissions per annotator")
     parser.add_argument("--prompts", type=int, default=500, help="prompts in the set (4 candidates each)")
     parser.add_argument("--think", type=float, nargs="+", default=[0.0, 2.0],
                         help="seconds each annotator reads before a submission (mean of an exponential); 0: "

@@ -82,7 +82,9 @@ def build_rank_tab(ctx: Ctx) -> dict:
     def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "",
              shown_layout: tuple | None = None) -> list:
         """Every output of a page update for `task` (None: the queue is empty)."""
-        stats = ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE) if set_name else None
+        # While there is more to rank, the team's counts may lag by TEAM_MAX_AGE; the last screen reads them now.
+        stats = (ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0)
+                 if set_name else None)
         progress_text = (f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
                          f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
                          if stats else "")

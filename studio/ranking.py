@@ -217,7 +217,7 @@ def load_task(store: Store, prompt_id: int, annotator: str) -> Task:
 # rankings and skips (a few rows); with `max_age`, a read of the set up to that many seconds old is reused, so that
 # a team of 50 submitting at once does not read a 500-prompt set 50 times a second (the Rank tab passes
 # TEAM_MAX_AGE: the team's counts and the order by votes may then lag by that much; the annotator's own part is
-# always read now).
+# always read now, and the Rank tab reads the set anew for an annotator whose queue is empty).
 TEAM_MAX_AGE = 1.0
 _SET_READS: dict[tuple[str, str], tuple[float, dict]] = {}
 

@@ -165,3 +165,47 @@ def test_active_order_puts_the_least_certain_prompt_first(store, tmp_path):
     assert priorities[ids[1]] == pytest.approx(0, abs=1e-6) and min(priorities[i] for i in (ids[0], ids[2])) > 0
     active.set_active_order(store, "s", None)
     assert queue(store, "s", "dan") == ids and active.describe(store, "s") == "Queue order: the set's own order."
+
+
+def test_the_next_prompt_is_the_queues_first_and_team_counts_may_lag_by_max_age(store):
+    """next_task finds the queue's first prompt without ordering the whole set; under a team's load the Rank tab
+    reuses a read of the set for up to TEAM_MAX_AGE seconds: the team's counts may lag, the annotator's own never."""
+    made = make_set(store, prompts=12)
+    ids = [p for p, _ in made]
+
+    def first_is_queue_head(who):
+        queued = queue(store, "s", who)
+        task = next_task(store, "s", who)
+        assert (task.prompt_id if task else None) == (queued[0] if queued else None), who
+
+    for i, (prompt, responses) in enumerate(made[:7]):  # uneven votes: 3, 2, 1, 3, 2, 1, 3 on the first seven
+        for who in ("anna", "bob", "dan")[:3 - i % 3]:
+            submit(store, who, prompt, [[responses[0]], responses[1:]])
+    ranking.skip(store, "carol", ids[8])
+    ranking.skip(store, "carol", ids[0])  # the set's first: without the skip, carol's next
+    for target in (None, 2, 3):  # the set's order; the fewest votes first in each annotator's own order
+        team.set_target(store, "s", target or 0)
+        for who in ("anna", "bob", "carol", "erin", "new1", "new2"):
+            first_is_queue_head(who)
+    with store.tx() as db:  # an active order: the smallest score first
+        for position, prompt in enumerate(reversed(ids)):
+            db.execute("INSERT INTO priorities (prompt_id, score) VALUES (?, ?)", (prompt, position))
+        db.execute("UPDATE prompt_sets SET queue_order = 'test' WHERE name = 's'")
+    for who in ("anna", "carol", "erin"):
+        first_is_queue_head(who)
+    assert next_task(store, "s", "erin").prompt_id == ids[-1]
+    for prompt in ids:  # carol ranks everything she has not skipped: the skipped ones come back, oldest skip first
+        if prompt not in (ids[0], ids[8]):
+            submit(store, "carol", prompt, [[made[ids.index(prompt)][1][0]], made[ids.index(prompt)][1][1:]])
+    assert queue(store, "s", "carol") == [ids[8], ids[0]] and next_task(store, "s", "carol").prompt_id == ids[8]
+
+    # A read of the set reused within max_age: erin's own progress and queue move at once, the team's counts wait.
+    before = progress(store, "s", "erin", max_age=60)
+    (prompt, responses) = made[11]
+    task, note = ranking.act(store, "erin", "local", "s", next_task(store, "s", "erin", 60).prompt_id, "a b c",
+                             max_age=60)
+    assert note == "Saved."
+    lagging = progress(store, "s", "erin", max_age=60)
+    assert lagging["mine"] == before["mine"] + 1 and lagging["rankings"] == before["rankings"]
+    assert task.prompt_id != ids[-1]  # not the prompt erin just ranked
+    assert progress(store, "s", "erin")["rankings"] == before["rankings"] + 1  # max_age 0: read now

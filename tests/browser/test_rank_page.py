@@ -4,6 +4,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from pages.rank import RANK_ROUTE
 from studio.ranking import load_task
 from studio.store import Store
 from tests.browser.helpers import start_ranking
@@ -111,6 +112,21 @@ def test_with_auth_the_logged_in_user_is_the_annotator(auth_server, page):
     expect(page.locator("#rank-status")).to_contain_text("Saved.")
     rows = store.query("SELECT a.name, a.kind FROM rankings r JOIN annotators a ON a.id = r.annotator_id")
     assert [tuple(r) for r in rows] == [("carol", "auth")]
+
+    # The submission route that the page posts to: without the login's cookie it refuses and saves nothing; with
+    # it, a name typed into the request does not change who ranks (the login does).
+    route = auth_server["url"] + RANK_ROUTE
+    body = {"name": "mallory", "set": "bank", "prompt_id": p1, "layout": None, "text": "a"}
+    stranger = page.context.browser.new_context()
+    refused = stranger.request.post(route, data=body)
+    assert refused.status == 401 and "not logged in" in refused.json()[-1]
+    stranger.close()
+    assert store.query("SELECT COUNT(*) AS n FROM rankings")[0]["n"] == 1
+    answer = page.request.post(route, data=body)  # the page's own cookies
+    assert answer.status == 200 and "Saved" in answer.json()[-1]
+    rows = store.query("SELECT a.name, r.status FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+                       "ORDER BY r.id")
+    assert [tuple(r) for r in rows] == [("carol", "replaced"), ("carol", "current")]
 
 
 def test_the_rubric_suggestion_is_saved_only_when_accepted(app_server, page):
