@@ -1,6 +1,6 @@
-"""A team ranking at once: the real app, N annotators over HTTP as the Rank tab's page does it (the queue opened
-with the tab's Gradio event, one session each; every submission posted to the studio's rank route, carrying what is
-on screen), and what reached the database.
+"""A team ranking at once: the real app, N annotators over HTTP as the Rank tab's page does it (the page's load
+through Gradio, one session each; opening the queue and every submission posted to the studio's rank route, carrying
+what is on screen), and what reached the database.
 
     python bench/annotators.py --annotators 20 50 --per 20 --think 0 2 --prompts 500
 
@@ -161,13 +161,13 @@ async def annotate(http, base: str, fns: dict, name: str, per: int, latencies: l
     rng = random.Random(name)
     session = uuid.uuid4().hex[:11]
     prompt_id = layout = None  # on screen
+    connection = Connection(base)
     try:
         await call(http, base, session, fns["/on_load"], [])  # as a page load does: the session's set choices
-        opened = await call(http, base, session, fns["/start"], [name, SET, None, None, None])
+        opened = await connection.post(RANK_ROUTE, {"name": name, "set": SET, "open": True})
         prompt_id, layout = opened[0], opened[1]
     except Exception as error:  # counted, not raised: the bench reports what was lost
         errors.append(f"{name}: start: {error}")
-    connection = Connection(base)
     if await ready.wait() == 0:  # everyone submits from the same moment on; the clocks start here
         marks["submitting"] = (time.perf_counter(), *cpu_now())
     for _ in range(per):

@@ -118,13 +118,15 @@ def build_rank_tab(ctx: Ctx) -> dict:
         return [task.prompt_id, now, system_update, task.text, *shown, *rows, hint_update, order_update,
                 message(progress_text), note]
 
-    def start(typed, set_name, shown_prompt, shown_layout, shown_for, request: gr.Request,
-              profile: gr.OAuthProfile | None = None):
-        if not (typed or "").strip() and profile is None and not getattr(request, "username", None):
+    def start(typed, set_name, shown_prompt, shown_layout, shown_for, username: str | None,
+              hub_user: str | None) -> list:
+        """Open the annotator's queue (the name's Enter, a set chosen, the page's load): the first prompt to rank.
+        Called by the route that the page's JavaScript posts to (rank_router)."""
+        if not (typed or "").strip() and not username and not hub_user:
             return [*view(None, None, set_name, message("Type your name above and press Enter to start ranking.")),
                     None]
         try:
-            who, _ = identity(typed, request, profile)
+            who, _ = ranking.identity(typed, username, hub_user)
         except RankingError as error:
             return [*view(None, None, set_name, message(str(error), error=True)), None]
         if not set_name:
@@ -171,17 +173,18 @@ def build_rank_tab(ctx: Ctx) -> dict:
 
     # Wiring
     identity_inputs = [annotator, prompt_set]
-    # always_last: a trigger that comes while the page is still updating runs next instead of being dropped.
-    # A submission (the order box, Submit and every key's button) goes from the page's JavaScript straight to the
-    # studio's route (rank_router), not through Gradio's event machinery: that costs the server about 1 ms instead of
-    # 13-16 ms, so 50 annotators submitting at once do not wait for one another (bench/annotators.py). The route
-    # returns the same update list that a Gradio event would, and the page applies it to these outputs.
-    # Opening the queue stays in Gradio's queue, so that the page load's start and the typed name's start come in
-    # order; the earlier-rankings list reads SQLite only and runs outside the queue.
+    # Opening the queue and every submission (the order box, Submit and every key's button) go from the page's
+    # JavaScript straight to the studio's route (rank_router), not through Gradio's event machinery: that costs the
+    # server about 1 ms instead of 13-16 ms, so 50 annotators submitting at once do not wait for one another
+    # (bench/annotators.py). The route returns the same update list that a Gradio event would, and the page applies
+    # it to these outputs. always_last: a trigger that comes while the page is still waiting for an answer runs
+    # next instead of being dropped, so the page load's start (the set list filled) and the typed name's come in
+    # order. The earlier-rankings list reads SQLite only and runs outside Gradio's queue.
     team = {"queue": False}
-    shown_for = gr.State(None)  # (annotator, set) that the prompt on screen was started for
-    gr.on([annotator.submit, prompt_set.change], start, [*identity_inputs, current, layout, shown_for],
-          [*view_outputs, shown_for], trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    shown_for = gr.JSON(None, visible=False, elem_id="rank-shown-for")  # (annotator, set) the prompt was opened for
+    gr.on([annotator.submit, prompt_set.change], None, [*identity_inputs, current, layout, shown_for],
+          [*view_outputs, shown_for], js=_submit_js(len(view_outputs) + 1, opening=True),
+          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current, layout]
     gr.on([order.submit, submit.click], None, [*act_inputs, order], view_outputs, js=_submit_js(len(view_outputs)),
           trigger_mode="always_last").then(None, js=FOCUS_ORDER)
@@ -199,7 +202,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
         return set_choices(ctx.store), gr.update(value=who, interactive=False) if who else gr.skip()
 
     return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator],
-            "router": rank_router(ctx.store, act, len(view_outputs))}
+            "router": rank_router(ctx.store, start, act, len(view_outputs))}
 
 
 RANK_ROUTE = "studio/rank"  # relative to the page, so that it works under a proxy's path too
@@ -211,12 +214,15 @@ class Submission(BaseModel):
     prompt_id: int | None = None  # on screen
     layout: list | None = None  # on screen
     text: str = ""  # the order box, or a button's key
+    open: bool = False  # open the queue instead (the name's Enter, a set chosen)
+    shown_for: list | None = None  # with open: the (annotator, set) the prompt on screen was opened for
 
 
-def rank_router(store, act, outputs: int) -> APIRouter:
-    """POST /studio/rank: one submission from the Rank tab, answered with the page's update list (Gradio's update
-    format, which the page's JavaScript applies). Behind --auth the annotator is the login (Gradio's own session
-    cookie; no cookie: 401 and the list says to log in again); on a Space, the Hugging Face login."""
+def rank_router(store, start, act, outputs: int) -> APIRouter:
+    """POST /studio/rank: opening the Rank tab's queue, or one submission, answered with the page's update list
+    (Gradio's update format, which the page's JavaScript applies; `outputs` long, one more for an opening). Behind
+    --auth the annotator is the login (Gradio's own session cookie; none: 401, the list says to log in again, and
+    nothing is saved); on a Space, the Hugging Face login."""
     router = APIRouter()
 
     @router.post("/" + RANK_ROUTE)
@@ -226,8 +232,11 @@ def rank_router(store, act, outputs: int) -> APIRouter:
             said = [gr.skip()] * (outputs - 1) + [message(
                 "You are not logged in (the login may have expired): reload the page and log in; nothing was saved.",
                 error=True)]
-            return JSONResponse(said, status_code=401)
-        args = (body.name, body.set, body.prompt_id, body.layout, body.text, username, hub_user)
+            return JSONResponse(said + [gr.skip()] if body.open else said, status_code=401)
+        if body.open:
+            call = (start, body.name, body.set, body.prompt_id, body.layout, body.shown_for, username, hub_user)
+        else:
+            call = (act, body.name, body.set, body.prompt_id, body.layout, body.text, username, hub_user)
         # A submission is about 1 ms of SQLite: done on the event loop itself, one after another, it costs the server
         # least (handed to threads, they spend more switching than working: 50 annotators back to back, p95 126 ms in
         # threads, 76 ms here; bench/annotators.py). When another writer of this process (an import, a generation
@@ -236,23 +245,28 @@ def rank_router(store, act, outputs: int) -> APIRouter:
         while True:
             with store.unless_busy() as free:
                 if free:
-                    return JSONResponse(act(*args))
+                    return JSONResponse(call[0](*call[1:]))
             await asyncio.sleep(delay)
             delay = min(2 * delay, 0.05)
 
     return router
 
 
-def _submit_js(outputs: int, key: str | None = None) -> str:
-    """The page's side of a submission: post what is on screen and the order (or `key`) to RANK_ROUTE, return its
-    update list; if the app does not answer, say so in the status line (the last output) and change nothing else."""
-    text = json.dumps(key) if key is not None else "text"
-    params = "name, set, prompt_id, layout" + ("" if key is not None else ", text")
+def _submit_js(outputs: int, key: str | None = None, opening: bool = False) -> str:
+    """The page's side of a submission (or, `opening`, of opening the queue): post what is on screen and the order
+    (or `key`) to RANK_ROUTE, return its update list (`outputs` long); if the app does not answer, say so in the
+    status line and change nothing else."""
+    if opening:
+        params, fields = "name, set, prompt_id, layout, shown_for", "name, set, prompt_id, layout, shown_for, open: true"
+    else:
+        params = "name, set, prompt_id, layout" + ("" if key is not None else ", text")
+        fields = f"name, set, prompt_id, layout, text: {json.dumps(key) if key is not None else 'text'}"
+    status = outputs - 2 if opening else outputs - 1  # the status line's place in the outputs
     return f"""async ({params}) => {{
-  const failed = (said) => [...Array({outputs - 1}).fill(undefined), "**Error:** " + said];
+  const failed = (said) => {{ const out = Array({outputs}).fill(undefined); out[{status}] = "**Error:** " + said; return out; }};
   try {{
     const answer = await fetch("{RANK_ROUTE}", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-      credentials: "same-origin", body: JSON.stringify({{name, set, prompt_id, layout, text: {text}}})}});
+      credentials: "same-origin", body: JSON.stringify({{{fields}}})}});
     const said = await answer.json().catch(() => null);
     return Array.isArray(said) ? said : failed("the app answered " + answer.status + "; nothing was saved. Press Enter again.");
   }} catch (error) {{

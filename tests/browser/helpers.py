@@ -1,5 +1,7 @@
 """Steps the browser tests share."""
 
+import warnings
+
 from playwright.sync_api import expect
 
 
@@ -38,13 +40,15 @@ def start_ranking(page, url: str, name: str):
     page.locator("#rank-annotator textarea").fill(name)
     page.locator("#rank-annotator textarea").press("Enter")
     # The first prompt can take seconds on a busy machine: the page's other load events import the training stack
-    # into the app process at the same time (seen under load: over 5 s, once in 5 runs). And once in about ten CI
-    # runs the name's start is lost altogether (the prompt stays empty for 30 s; cause not found: see issue 14's
-    # note): a person presses Enter again, and so does this step, once.
+    # into the app process at the same time (seen under load: over 5 s, once in 5 runs). Once in about ten CI runs,
+    # while opening the queue was a Gradio event, the name's start was lost altogether (the prompt stayed empty for
+    # 30 s; cause not found); it now goes to the studio's route. A person would press Enter again, and so does this
+    # step, once, with a warning in the test report so that a recurrence is seen.
     prompt = page.locator("#rank-prompt textarea")
     try:
         expect(prompt).not_to_have_value("", timeout=15_000)
     except AssertionError:
+        warnings.warn(f"{name}'s start showed no prompt in 15 s; Enter pressed again")
         page.locator("#rank-annotator textarea").press("Enter")
         expect(prompt).not_to_have_value("", timeout=30_000)
 
