@@ -353,7 +353,8 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
                                       label="LLM judge model (Hub id or folder)", elem_id="rank-judge-model")
         with gr.Accordion("LLM judge prompt", open=False):
             judge_prompt = gr.Textbox(judges.LLM_PROMPT, lines=6, label="{question}, {answer_a} and {answer_b} are "
-                                      "filled in; every pair is asked in both orders", elem_id="rank-judge-prompt")
+                                      "filled in; every pair is asked in both orders; kept for the set when the "
+                                      "judge runs", elem_id="rank-judge-prompt")
         with gr.Row():
             prerank = gr.Button("Pre-rank the set with the judge", elem_id="rank-judge-go")
             prerank_cancel = gr.Button("Cancel", variant="stop")
@@ -376,7 +377,8 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             for j in jobs.finished(ctx.store, "reward")]
         current = active.active_order(ctx.store, set_name) if set_name else None
         return (team.get_target(ctx.store, set_name) or 0 if set_name else 0,
-                gr.update(choices=sources, value=current or active.DISAGREEMENT))
+                gr.update(choices=sources, value=current or active.DISAGREEMENT),
+                judges.judge_prompt(ctx.store, set_name) if set_name else judges.LLM_PROMPT)
 
     def do_order(set_name, source, request: gr.Request, profile: gr.OAuthProfile | None = None,
                  progress=gr.Progress()):
@@ -422,7 +424,8 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             team.check_lead(login(request, profile), "run a judge")
             progress(0, desc="Loading the judge" if kind == "llm" else "Scoring with the rubric")
             name, done = judges.prerank(ctx.store, set_name, kind, (model or "embedded").strip(), prompt_text,
-                                        cancel=event, on_progress=counting(progress, "prompts"))
+                                        cancel=event, on_progress=counting(progress, "prompts"),
+                                        by=login(request, profile))
         except (judges.JudgeError, team.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
             return message(str(error), error=True)
         finally:
@@ -462,7 +465,7 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
                  "low" if p["flagged"] else ""] for p in found["people"]]
         return "\n".join(f"- {message(line)}" for line in lines), rows
 
-    prompt_set.change(show_target, prompt_set, [target, order_source])
+    prompt_set.change(show_target, prompt_set, [target, order_source, judge_prompt])
     order_go.click(waiting, None, team_status, queue=False).then(
         do_order, [prompt_set, order_source], team_status, concurrency_limit=1, concurrency_id="model")
     order_off.click(do_order, [prompt_set, gr.State(None)], team_status)

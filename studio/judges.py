@@ -42,8 +42,7 @@ def llm_preferences(loaded: models.Loaded, question: str, answers: list[str], te
     over both orders (A/B then B/A); read from the next-token logits of 'A' and 'B', no sampling."""
     import torch
 
-    if "{answer_a}" not in template or "{answer_b}" not in template or "{question}" not in template:
-        raise JudgeError("The judge prompt needs {question}, {answer_a} and {answer_b} where they go.")
+    _check_template(template)
     tokenizer = loaded.tokenizer
     letters = [tokenizer.encode(letter, add_special_tokens=False)[0] for letter in ("A", "B")]
     pairs = list(itertools.permutations(range(len(answers)), 2))  # (i as A, j as B), both orders
@@ -67,11 +66,24 @@ def llm_preferences(loaded: models.Loaded, question: str, answers: list[str], te
     return scores
 
 
+def _check_template(template: str) -> None:
+    if "{answer_a}" not in template or "{answer_b}" not in template or "{question}" not in template:
+        raise JudgeError("The judge prompt needs {question}, {answer_a} and {answer_b} where they go.")
+
+
+def judge_prompt(store: Store, set_name: str) -> str:
+    """The LLM judge's prompt as last run on the set, else the default (LLM_PROMPT)."""
+    rows = store.query("SELECT j.text FROM judge_prompts j JOIN prompt_sets s ON s.id = j.prompt_set_id "
+                       "WHERE s.name = ?", (set_name,))
+    return rows[0]["text"] if rows else LLM_PROMPT
+
+
 def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = models.EMBEDDED,
             template: str = LLM_PROMPT, limit: int = 0, cancel: threading.Event | None = None,
-            on_progress=None) -> tuple[str, int]:
+            on_progress=None, by: str | None = None) -> tuple[str, int]:
     """Rank every prompt of the set that has 2+ candidates with the judge (`rubric` or `llm`); returns the judge's
-    name and how many prompts it ranked. Run again after new candidates: its rankings are replaced."""
+    name and how many prompts it ranked. Run again after new candidates: its rankings are replaced. The LLM judge's
+    prompt is kept for the set (judge_prompt), with who ran it (`by`)."""
     name = judge_name(kind, set_name, model)
     prompts = get_prompts(store, set_name, limit)
     candidates = {}
@@ -87,6 +99,8 @@ def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = mode
         score = lambda prompt, answers: checks.score_many([prompt["text"]] * len(answers), answers)  # noqa: E731
         loaded = None
     elif kind == "llm":
+        _check_template(template)
+        store.set_text("judge_prompts", set_name, template, by)
         loaded = models.load(model)
         score = lambda prompt, answers: llm_preferences(loaded, prompt["text"], answers, template)  # noqa: E731
     else:

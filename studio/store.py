@@ -258,10 +258,18 @@ MIGRATIONS = [
     ),
     # The Rank tab's read of a set (ranking._set_state) asks each prompt for its newest candidate: one index seek;
     # an annotator's own ratings (ranking._done_by) are found from the annotator, not from every prompt of the set.
+    # And the LLM judge's prompt kept per set.
     (
         "CREATE INDEX responses_prompt_time ON responses(prompt_id, created_at)",
         "DROP INDEX responses_prompt",
         "CREATE INDEX feedback_annotator ON feedback(annotator_id)",
+        # The LLM judge's prompt as the set's lead last ran it (studio/judges.py), shown again next time.
+        """CREATE TABLE judge_prompts (
+        prompt_set_id INTEGER PRIMARY KEY REFERENCES prompt_sets(id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        updated_by TEXT,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
     ),
 ]
 
@@ -334,9 +342,9 @@ class Store:
         return self.connection().execute(sql, params).fetchall()
 
     def set_text(self, table: str, set_name: str, text: str, updated_by: str | None) -> bool:
-        """Write the text a prompt set has one of (`guidelines`, `rubrics`), replacing the old one; False when there
-        is no set of that name."""
-        assert table in ("guidelines", "rubrics")
+        """Write the text a prompt set has one of (`guidelines`, `rubrics`, `judge_prompts`), replacing the old one;
+        False when there is no set of that name."""
+        assert table in ("guidelines", "rubrics", "judge_prompts")
         with self.tx() as db:
             row = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()
             if row is None:

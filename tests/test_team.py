@@ -130,8 +130,11 @@ def test_the_llm_judge_asks_both_orders_on_the_embedded_model(store):
     moved = judges.llm_preferences(loaded, "How do I freeze my card?", [answers[2], answers[0], answers[1]])
     assert [moved[1], moved[2], moved[0]] == pytest.approx(scores, abs=1e-3)
     (prompt_id, ids), = make_set(store, prompts=1, candidates=2)
-    assert judges.prerank(store, "s", "llm") == ("judge:llm:embedded", 1)
+    assert judges.judge_prompt(store, "s") == judges.LLM_PROMPT  # none run yet: the default
+    edited = judges.LLM_PROMPT.replace("You judge answers", "You judge a bank assistant's answers")
+    assert judges.prerank(store, "s", "llm", template=edited, by="anna") == ("judge:llm:embedded", 1)
     assert ranking.suggestion(store, load_task(store, prompt_id, "anna"))[2] == "judge:llm:embedded"
+    assert judges.judge_prompt(store, "s") == edited  # kept for the set, shown again next time
     with pytest.raises(judges.JudgeError, match="needs {question}"):
         judges.llm_preferences(loaded, "q", answers, "Which is better?")
 
