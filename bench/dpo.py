@@ -77,8 +77,12 @@ def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
     if side == "studio":
         from studio import recipes, train
 
-        recipes.save(out / "recipe.yaml", "dpo", {"data": str(data), "model": "embedded", **LORA, **common,
-                                                 **recipes.studio_defaults("dpo")})
+        # Gradient checkpointing as the Train tab opens on it for this model and data (recipes.recommended): on a
+        # CPU with a small model, every other layer; the rest as on the TRL side.
+        opened = recipes.recommended("dpo", "embedded", len(data.read_text().splitlines()))
+        recipes.save(out / "recipe.yaml", "dpo", {
+            "data": str(data), "model": "embedded", **LORA, **common, **recipes.studio_defaults("dpo"),
+            **{k: opened[k] for k in ("gradient_checkpointing", "checkpoint_share")}})
         started = time.perf_counter()
         train.run(out / "recipe.yaml")  # loads the model, builds the trainer, trains, saves the adapter
         wall = time.perf_counter() - started

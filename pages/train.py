@@ -34,7 +34,7 @@ TOXICITY_PENALTY = "studio.rewards:toxicity_penalty"
 # Settings that follow the method, the base model and the data size (jobs.recommended), in the order of the
 # follow_data outputs.
 FOLLOWED = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "beta",
-            "loss_type", "max_length", "gradient_checkpointing")
+            "loss_type", "max_length", "gradient_checkpointing", "checkpoint_share")
 EXAMPLE_HEADERS = ["Prompt", "Base answer", "Adapter's answer", "Score: base -> adapter"]
 
 
@@ -163,6 +163,8 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
         s["seed"] = gr.Number(42, precision=0, label="Seed", info=help_("seed"))
         s["gradient_checkpointing"] = gr.Checkbox(True, label="Gradient checkpointing",
                                                   info=help_("gradient_checkpointing"), elem_id="train-checkpointing")
+        s["checkpoint_share"] = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Share of layers checkpointed",
+                                          info=help_("checkpoint_share"), elem_id="train-checkpoint-share")
     settings_note = gr.Markdown(elem_id="train-settings-note")
     with gr.Accordion("Online RL (RLOO)", open=False, elem_id="train-rl"):
         f.reward_job = gr.Dropdown([], label="Reward model: a finished reward-model job", elem_id="train-reward")

