@@ -9,7 +9,8 @@ batches grouped by length); the TRL side is DPOTrainer with DPOConfig's defaults
 second and of peak memory (RSS on CPU, torch's peak allocation on CUDA), measured in this run.
 
 Timed fairly: each side's clock runs from loading the model to the saved adapter, so whatever a side does before
-training (tokenising, the studio's reference pass) counts; the Trainer's own train_runtime ratio is printed beside it.
+training (tokenising, the studio's reference pass) counts; both sides import the same libraries before their clock
+starts. The Trainer's own train_runtime ratio is printed beside it.
 The fraction of the FLOP bound: useful FLOPs = tokens x 6N, N = the weights of every linear layer (LM head
 included): 2N for the policy's forward, 2N for its backward to the activations (the base is frozen; LoRA's own
 gradients are under 1% here), 2N for the reference model's forward; attention's own products (about 1% at these
@@ -70,7 +71,12 @@ def precision() -> dict:
 
 
 def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
+    # The same libraries are imported on both sides before the clock starts (nobody's training time).
     import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
 
     common = {"output_dir": str(out), "max_steps": steps, "per_device_train_batch_size": batch,
               "learning_rate": 5e-5, "report_to": "none", "save_strategy": "no", "seed": 0, **precision()}
@@ -88,11 +94,6 @@ def run_side(side: str, data: Path, out: Path, steps: int, batch: int) -> dict:
         wall = time.perf_counter() - started
         logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     else:
-        from datasets import load_dataset
-        from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from trl import DPOConfig, DPOTrainer
-
         from studio.models import resolve
 
         path = resolve("embedded")
