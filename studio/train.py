@@ -226,6 +226,57 @@ def compact_lm_head(model, outputs=("log_probs",), temperature: float = 1.0) -> 
     model.forward = types.MethodType(forward, model)
 
 
+def shared_prompt_logps(model, input_ids, attention_mask, completion_mask):
+    """Each row's log p(completion | prompt), summed, for a DPO batch laid out as TRL's DataCollatorForPreference lays
+    it out (chosen rows, then the rejected rows of the same pairs; each row its prompt then its completion, padded
+    on the right), reading each pair's prompt once instead of twice: the prompts, padded on the left, fill a
+    key/value cache, and both completions of a pair continue from it. For the reference pass, where nothing needs a
+    gradient: on bench/dpo.py's pairs the prompt is 45% of a row's tokens. `model` is a causal LM (its decoder is
+    `model.base_model`, its head the output embeddings). Returns None where a pair's two rows do not start with the
+    same prompt (a truncation that cut them differently), and the caller computes them as TRL does."""
+    import torch
+    from transformers import DynamicCache
+
+    pairs = input_ids.size(0) // 2
+    prompt = attention_mask.bool() & ~completion_mask.bool()
+    lengths = prompt.sum(1)
+    width = int(lengths.max())
+    if not torch.equal(lengths[:pairs], lengths[pairs:]) or int(lengths.min()) == 0 or \
+            not torch.equal(prompt[:, :width].sum(1), lengths) or \
+            not torch.equal(input_ids[:pairs, :width] * prompt[:pairs, :width], input_ids[pairs:, :width] * prompt[pairs:, :width]):
+        return None
+    device = model.get_output_embeddings().weight.device
+    # The prompts, padded on the left so that every one ends in the last column.
+    shift = width - lengths[:pairs]
+    columns = torch.arange(width)[None, :] - shift[:, None].cpu()
+    prompt_mask = (columns >= 0).long()
+    prompt_ids = input_ids[:pairs].cpu().gather(1, columns.clamp(min=0)) * prompt_mask
+    # The completions, each from the start of its row, in pairs: chosen i then rejected i (the cache's order).
+    order = torch.stack([torch.arange(pairs), torch.arange(pairs) + pairs], 1).flatten()
+    ends = attention_mask.sum(1).cpu()
+    span = int((ends - lengths.cpu()).max())
+    at = lengths.cpu()[order][:, None] + torch.arange(span)[None, :]
+    done = at < ends[order][:, None]
+    completion_ids = input_ids.cpu()[order].gather(1, at.clamp(max=input_ids.size(1) - 1)) * done
+    decoder, head = model.base_model, model.get_output_embeddings()
+    cache = DynamicCache()
+    prompted = decoder(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
+                       position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0).to(device), past_key_values=cache,
+                       use_cache=True).last_hidden_state[:, -1:]
+    cache.batch_repeat_interleave(2)
+    followed = decoder(input_ids=completion_ids.to(device),
+                       attention_mask=torch.cat([prompt_mask.repeat_interleave(2, 0), done.long()], 1).to(device),
+                       position_ids=at.to(device), past_key_values=cache, use_cache=True).last_hidden_state
+    # Completion token j is predicted at the position before it: the prompt's last for j = 0.
+    hidden = torch.cat([prompted.repeat_interleave(2, 0), followed[:, :-1]], 1)[done.to(device)]
+    picked = head(hidden).float().log_softmax(-1).gather(-1, completion_ids.to(device)[done.to(device)][:, None])
+    sums = torch.zeros(2 * pairs, device=device).index_add_(
+        0, torch.arange(2 * pairs, device=device).repeat_interleave(done.sum(1).to(device)), picked.squeeze(-1))
+    back = torch.empty_like(order)
+    back[order] = torch.arange(2 * pairs)
+    return sums[back.to(device)]
+
+
 def keep_lora_inputs_in_bf16(model) -> None:
     """bf16 on a CPU: PEFT casts each LoRA layer's input to its float32 weights, and autocast casts it straight back to
     bf16 for the product: two copies of every linear layer's input, about an eighth of a DPO step in a profile. Under
@@ -281,6 +332,32 @@ def _with_studio_sampling(trainer_class):
             return [list(row) for row in rows]
 
     return StudioSampling
+
+
+def _with_shared_prompt_reference(trainer_class):
+    """TRL's DPOTrainer computing the reference log-probabilities with shared_prompt_logps: the LoRA base with its
+    adapter switched off (TRL's own contexts: no gradient, no checkpointing, autocast), each pair's prompt read once.
+    TRL's own computation where that does not apply: a separate reference model, length-desensitised DPO (ld_alpha),
+    or a batch whose rows shared_prompt_logps declines."""
+    import torch
+    from trl.trainer import dpo_trainer
+
+    class SharedPromptReference(trainer_class):
+        def compute_ref_log_probs(self, model, inputs):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            if self.ref_model is not None or self.ld_alpha is not None or not dpo_trainer.is_peft_model(unwrapped):
+                return super().compute_ref_log_probs(model, inputs)
+            with torch.no_grad(), \
+                    dpo_trainer.disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
+                    dpo_trainer.use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None), \
+                    self.accelerator.autocast():
+                sums = shared_prompt_logps(unwrapped.get_base_model(), inputs["input_ids"], inputs["attention_mask"],
+                                           inputs["completion_mask"])
+            if sums is None:
+                return super().compute_ref_log_probs(model, inputs)
+            return sums.chunk(2, dim=0)
+
+    return SharedPromptReference
 
 
 def _with_compact_head(trainer_class, module, lora_inputs_in_bf16: bool = False):
@@ -350,8 +427,8 @@ def run(recipe_path, resume: bool = False) -> dict:
     # studio's decode loop.
     trainer_class = getattr(trl, spec.trainer)
     if method == "dpo":
-        trainer_class = _with_compact_head(trainer_class, sys.modules[trainer_class.__module__],
-                                           lora_inputs_in_bf16=True)
+        trainer_class = _with_compact_head(_with_shared_prompt_reference(trainer_class),
+                                           sys.modules[trainer_class.__module__], lora_inputs_in_bf16=True)
     elif spec.data == "prompts":
         trainer_class = _with_compact_head(_with_studio_sampling(trainer_class),
                                            sys.modules[trainer_class.__module__])

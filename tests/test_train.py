@@ -30,7 +30,12 @@ def test_dpo_raises_the_margin_and_changes_the_adapter(tmp_path):
     result, metrics = run(tmp_path, "dpo", 6)
     assert result["status"] == "finished" and result["step"] == 6
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
-    assert metrics[0]["rewards/margins"] == pytest.approx(0, abs=1e-6)  # the adapter starts as a no-op
+    # The adapter starts as a no-op: the first margin is the reference pass's rounding against the policy's. The
+    # reference reads each prompt once (shared_prompt_logps), the policy whole rows: in float32 they agree to 1e-5
+    # per row; in bf16 (a CPU with AMX) to about 0.1 nats, a margin of 0.01 at beta 0.1.
+    from studio.models import cpu_bf16
+
+    assert metrics[0]["rewards/margins"] == pytest.approx(0, abs=0.03 if cpu_bf16() else 1e-4)
     assert metrics[-1]["rewards/margins"] > 1.0 and metrics[-1]["rewards/accuracies"] == 1.0
     assert all("eta_s" in m and "tokens_per_s" in m for m in metrics[1:])
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(embedded_folder()), result["adapter"])
@@ -111,8 +116,9 @@ def test_shipped_recipes_keep_in_step_with_the_tabs_recommended_settings(name, m
                 "beta"):
         assert getattr(recipe, key) == wanted[key], key
     assert recipe.loss_type == [wanted["loss_type"]]
-    if model == "embedded":  # on this CPU; on a GPU the tab turns checkpointing on
-        assert recipe.gradient_checkpointing is False
+    assert recipe.gradient_checkpointing is True
+    if model == "embedded":  # on this CPU every other layer; on a GPU the tab checkpoints every layer
+        assert recipe.checkpoint_share == wanted["checkpoint_share"] == 0.5
 
 
 @pytest.mark.slow  # about 30 s each here; `pytest -m slow` runs them (the sigmoid default runs in the DPO test)
@@ -155,3 +161,38 @@ def test_the_compact_head_gives_a_plain_forward_s_log_probs_and_gradient():
     plain, plain_grad = run_head(False)
     assert torch.allclose(compact, plain, atol=2e-4), (compact - plain).abs().max()
     assert torch.allclose(compact_grad, plain_grad, atol=1e-4, rtol=1e-3)
+
+
+def test_the_shared_prompt_reference_pass_gives_a_plain_forward_s_log_probs():
+    """shared_prompt_logps (each pair's prompt read once, both answers continuing from its cache) against a plain
+    forward of TRL's collated batch: TRL's DataCollatorForPreference builds the batch from rows as its documentation
+    shows them (prompt_ids, chosen_ids, rejected_ids)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_folder())
+    model = AutoModelForCausalLM.from_pretrained(embedded_folder()).eval()
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def turn(question):
+        return ids(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+
+    rows = [{"prompt_ids": turn(QUESTIONS[0]), "chosen_ids": ids(POLITE + "<|im_end|>"),
+             "rejected_ids": ids(RUDE + "<|im_end|>")},  # prompts of different lengths, answers longer and shorter
+            {"prompt_ids": turn("Hi"), "chosen_ids": ids("Hello! How can I help?<|im_end|>"),
+             "rejected_ids": ids(RUDE + " " + RUDE + "<|im_end|>")}]
+    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(rows)
+    with torch.no_grad():
+        shared = train.shared_prompt_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    picked = logits.log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    plain = (picked * batch["completion_mask"][:, 1:]).sum(1)
+    assert torch.allclose(shared, plain, atol=1e-3), (shared - plain).abs().max()
+    # A pair whose two rows do not start with the same prompt is left to TRL's own computation.
+    cut = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=12, truncation_mode="keep_end")
+    short = cut(rows)
+    assert train.shared_prompt_logps(model, short["input_ids"], short["attention_mask"],
+                                     short["completion_mask"]) is None
