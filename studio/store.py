@@ -329,8 +329,9 @@ class Store:
     @contextmanager
     def unless_busy(self):
         """Yields True holding this process's write lock when no other writer of this process holds it, else False
-        without it: for a caller that must not wait for the lock (a request handled on the server's event loop, which
-        then hands its work to a thread instead). tx() inside the block takes the same lock again (reentrant)."""
+        without it: for a caller that must not block waiting for the lock (a request handled on the server's event
+        loop, which then tries again after a pause that lets the loop go on). tx() inside the block takes the same
+        lock again (reentrant)."""
         got = self._write_lock.acquire(blocking=False)
         try:
             yield got
