@@ -196,3 +196,21 @@ def test_the_shared_prompt_reference_pass_gives_a_plain_forward_s_log_probs():
     short = cut(rows)
     assert train.shared_prompt_logps(model, short["input_ids"], short["attention_mask"],
                                      short["completion_mask"]) is None
+
+
+def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
+    """checkpoint_share: after the Trainer turns checkpointing on for every layer, the callback keeps it on for the
+    share asked, spread evenly (transformers' per-layer flag)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_folder())
+    layers = model.model.layers
+    for share, expected in ((0.5, [i % 2 == 1 for i in range(len(layers))]), (1.0, [True] * len(layers))):
+        model.gradient_checkpointing_enable()  # what the Trainer does when training begins
+        train._partial_checkpointing(share).on_train_begin(None, None, None, model=model)
+        assert [layer.gradient_checkpointing for layer in layers] == expected, share
+    model.gradient_checkpointing_enable()
+    train._partial_checkpointing(1 / 3).on_train_begin(None, None, None, model=model)
+    assert sum(layer.gradient_checkpointing for layer in layers) == len(layers) // 3
+    with pytest.raises(recipes.RecipeError, match="checkpoint_share must be above 0"):
+        recipes.build("dpo", {"data": "x.jsonl", "checkpoint_share": 0.0})
