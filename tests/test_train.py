@@ -214,3 +214,30 @@ def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
     assert sum(layer.gradient_checkpointing for layer in layers) == len(layers) // 3
     with pytest.raises(recipes.RecipeError, match="checkpoint_share must be above 0"):
         recipes.build("dpo", {"data": "x.jsonl", "checkpoint_share": 0.0})
+
+
+def test_sampling_with_the_adapter_folded_in_matches_peft_and_leaves_the_base_untouched():
+    """Online RL samples on a CPU with each LoRA layer's weight folded into a copy (train._adapter_folded_in): the
+    same next-token logits as PEFT's adapter path, and the base's own tensors back, unchanged, afterwards."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_folder()),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)).eval()
+    batch = AutoTokenizer.from_pretrained(embedded_folder())([POLITE, RUDE], return_tensors="pt", padding=True)
+    base = {name: (p, p.data.clone()) for name, p in model.named_parameters() if "base_layer" in name}
+    with torch.no_grad():
+        adapted = model(**batch).logits
+        plain = None
+        with model.disable_adapter():
+            plain = model(**batch).logits
+        with train._adapter_folded_in(model):
+            folded = model(**batch).logits
+    assert not torch.allclose(adapted, plain, atol=1e-2)  # the adapter changes the answers
+    assert torch.allclose(folded, adapted, atol=2e-3), (folded - adapted).abs().max()
+    for name, (parameter, before) in base.items():
+        assert dict(model.named_parameters())[name] is parameter and torch.equal(parameter.data, before), name
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, adapted)  # the adapter is on again
