@@ -258,18 +258,24 @@ def _submit_js(outputs: int, key: str | None = None, opening: bool = False) -> s
     (or `key`) to RANK_ROUTE, return its update list (`outputs` long); if the app does not answer, say so in the
     status line and change nothing else."""
     if opening:
-        params, fields = "name, set, prompt_id, layout, shown_for", "name, set, prompt_id, layout, shown_for, open: true"
+        params = "name, set, prompt_id, layout, shown_for"
+        fields = params + ", open: true"
     else:
         params = "name, set, prompt_id, layout" + ("" if key is not None else ", text")
         fields = f"name, set, prompt_id, layout, text: {json.dumps(key) if key is not None else 'text'}"
     status = outputs - 2 if opening else outputs - 1  # the status line's place in the outputs
     return f"""async ({params}) => {{
-  const failed = (said) => {{ const out = Array({outputs}).fill(undefined); out[{status}] = "**Error:** " + said; return out; }};
+  const failed = (said) => {{
+    const out = Array({outputs}).fill(undefined);
+    out[{status}] = "**Error:** " + said;
+    return out;
+  }};
   try {{
     const answer = await fetch("{RANK_ROUTE}", {{method: "POST", headers: {{"Content-Type": "application/json"}},
       credentials: "same-origin", body: JSON.stringify({{{fields}}})}});
     const said = await answer.json().catch(() => null);
-    return Array.isArray(said) ? said : failed("the app answered " + answer.status + "; nothing was saved. Press Enter again.");
+    return Array.isArray(said) ? said
+      : failed("the app answered " + answer.status + "; nothing was saved. Press Enter again.");
   }} catch (error) {{
     return failed("the app did not answer; nothing was saved. Press Enter again when it is back.");
   }}
