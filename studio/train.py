@@ -10,7 +10,6 @@ of them stop at the same step.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -312,7 +311,7 @@ def _with_studio_sampling(trainer_class):
                      and len({count for _, count in groups}) == 1)
             if not plain:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
-            from studio.generate import decode_tokens, next_tokens
+            from studio.generate import adapter_folded_in, decode_tokens, next_tokens
 
             width = max(len(ids) for ids, _ in groups)
             pad = self._tokenizer.pad_token_id
@@ -323,7 +322,7 @@ def _with_studio_sampling(trainer_class):
             model.eval()  # transformers turns the cache off in training mode with gradient checkpointing
             try:
                 rows = []
-                with _adapter_folded_in(model):
+                with adapter_folded_in(model):
                     for rows in decode_tokens(model, input_ids, mask, groups[0][1], self.max_completion_length,
                                               lambda logits: next_tokens(logits, self.temperature, self.top_p, None),
                                               set(self.eos_token_ids), keep_stop=True):
@@ -333,39 +332,6 @@ def _with_studio_sampling(trainer_class):
             return [list(row) for row in rows]
 
     return StudioSampling
-
-
-@contextlib.contextmanager
-def _adapter_folded_in(model):
-    """While sampling on a CPU: each LoRA layer's base weight swapped for a new tensor W + scaling * B @ A (in the
-    base's dtype) and the adapter switched off, so a decode step is the plain model's products instead of each layer's
-    product plus PEFT's five small operations (casting the input, A, B, scaling, adding), which cost more than the
-    base products at a batch of 4 answers. The base's own tensors are put back untouched afterwards (nothing is
-    merged into them, so no rounding builds up over the steps); the folded copies (the size of the adapted layers)
-    live only while sampling. Elsewhere (a GPU, a model without a LoRA adapter) nothing changes."""
-    import torch
-    from peft.tuners.lora import Linear as LoraLinear
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLinear)] if hasattr(model, "disable_adapter") else []
-    if not layers or any(layer.base_layer.weight.device.type != "cpu" for layer in layers) or \
-            any(len(layer.active_adapters) != 1 or layer.active_adapters[0] in layer.lora_variant or
-                layer.fan_in_fan_out for layer in layers):
-        yield
-        return
-    kept = []
-    try:
-        with torch.no_grad():
-            for layer in layers:
-                name = layer.active_adapters[0]
-                weight = layer.base_layer.weight
-                delta = (layer.lora_B[name].weight @ layer.lora_A[name].weight) * layer.scaling[name]
-                kept.append((weight, weight.data))
-                weight.data = weight.data + delta.to(weight.dtype)
-        with model.disable_adapter():
-            yield
-    finally:
-        for weight, data in kept:
-            weight.data = data
 
 
 def _with_shared_prompt_reference(trainer_class):

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from studio import models
 from studio.models import ModelError
@@ -21,9 +22,10 @@ def test_embedded_is_converted_to_a_plain_trainable_folder_once(monkeypatch):
     assert models.embedded_folder() == folder
 
 
-def test_loaded_model_is_float32_on_cpu_left_padded_and_reused():
+def test_loaded_model_computes_in_bf16_on_an_amx_cpu_else_float32_left_padded_and_reused():
     loaded = models.load("embedded")
-    assert (loaded.device, loaded.dtype) == ("cpu", "float32")
+    assert (loaded.device, loaded.dtype) == ("cpu", "bfloat16" if models.cpu_bf16() else "float32")
+    assert loaded.model.dtype == getattr(torch, loaded.dtype)
     assert not getattr(loaded.model, "is_quantized", False)
     assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
     assert models.load(" embedded ") is loaded

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from studio import recipes, train
+from studio.generate import adapter_folded_in
 from studio.models import embedded_folder
 from tests.helpers import POLITE, QUESTIONS, RUDE, clear_cut_rows
 
@@ -217,7 +218,7 @@ def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
 
 
 def test_sampling_with_the_adapter_folded_in_matches_peft_and_leaves_the_base_untouched():
-    """Online RL samples on a CPU with each LoRA layer's weight folded into a copy (train._adapter_folded_in): the
+    """Online RL samples on a CPU with each LoRA layer's weight folded into a copy (generate.adapter_folded_in): the
     same next-token logits as PEFT's adapter path, and the base's own tensors back, unchanged, afterwards."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -233,7 +234,7 @@ def test_sampling_with_the_adapter_folded_in_matches_peft_and_leaves_the_base_un
         plain = None
         with model.disable_adapter():
             plain = model(**batch).logits
-        with train._adapter_folded_in(model):
+        with adapter_folded_in(model):
             folded = model(**batch).logits
     assert not torch.allclose(adapted, plain, atol=1e-2)  # the adapter changes the answers
     assert torch.allclose(folded, adapted, atol=2e-3), (folded - adapted).abs().max()
