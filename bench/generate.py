@@ -2,7 +2,8 @@
 
     python bench/generate.py [--prompts 16] [--k 4] [--max-new-tokens 48] [--batch-size 8]
 
-The naive loop is what a notebook does: plain transformers, one prompt and one sample per generate() call.
+The naive loop is what a notebook does: plain transformers, one prompt and one sample per generate() call, in the
+checkpoint's float32 (the studio computes in bf16 on a GPU or a CPU with AMX: models.inference_device_and_dtype).
 Both sides sample with the same temperature, top_p and token limit, on the same prompts; the studio side also
 saves every candidate in a fresh SQLite database, as the app does. Prints the ratio measured in this run, and the
 fraction of the decode bound: a decode step must read every weight once, so with B rows in a batch the machine can
@@ -69,24 +70,26 @@ def main():
         start = time.perf_counter()
         count, tokens = naive(loaded.path, prompts, params)
         naive_s = time.perf_counter() - start
-        print(f"naive loop     : {count} candidates in {naive_s:7.1f} s = {count / naive_s:6.2f} candidates/s "
+        print(f"naive (fp32)   : {count} candidates in {naive_s:7.1f} s = {count / naive_s:6.2f} candidates/s "
               f"({tokens / naive_s:.0f} new tokens/s)")
 
         start = time.perf_counter()
         result = generate_candidates(store, "embedded", prompts, params)
         studio_s = time.perf_counter() - start
-        print(f"studio batched : {result.responses_added} candidates in {studio_s:7.1f} s = "
+        print(f"studio ({loaded.dtype}): {result.responses_added} candidates in {studio_s:7.1f} s = "
               f"{result.responses_added / studio_s:6.2f} candidates/s (batch of {params.batch_size} prompts x k)")
         print(f"ratio (studio / naive candidates per second): {(result.responses_added / studio_s) / (count / naive_s):.2f}x")
         texts = [r["text"] for r in store.query("SELECT text FROM responses ORDER BY id DESC LIMIT ?",
                                                 (result.responses_added,))]  # this run's (after the warm-up's)
         new_tokens = sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
         weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        weights = sum(p.numel() for p in loaded.model.parameters())
         rows = min(params.batch_size, len(prompts)) * params.k
-        flops, bandwidth, measured = describe("cuda" if str(loaded.device).startswith("cuda") else "cpu")
+        flops, bandwidth, measured = describe("cuda" if str(loaded.device).startswith("cuda") else "cpu",
+                                              loaded.model.dtype)  # the matmul rate in the precision it decodes in
         memory_bound = rows * bandwidth / weight_bytes  # the decode bound: every weight read once a step
-        # A step also costs 2 FLOPs per weight per row; with many rows on a CPU that, not memory, sets the floor.
-        step = max(weight_bytes / bandwidth, rows * 2 * weight_bytes / 4 / flops)
+        # A step also costs 2 FLOPs per weight per row; with many rows on a CPU that, not memory, may set the floor.
+        step = max(weight_bytes / bandwidth, rows * 2 * weights / flops)
         roofline = rows / step
         rate = new_tokens / studio_s
         print(f"{measured}; weights {weight_bytes / 2**20:.0f} MiB")

@@ -229,12 +229,13 @@ def decode_tokens(model, input_ids, attention_mask, k: int, max_new_tokens: int,
 def _packed_linears(model, rows: int):
     """On a CPU in bf16: each linear layer multiplies by a copy of its weight laid out once for oneDNN's kernels
     (torch.ops.mkldnn, what torch.compile's CPU backend does with frozen weights) instead of letting oneDNN reorder
-    the weight at every call; the same products, exactly. A decode step's linear layers ran 1.2x faster at 32 rows
-    (bench/generate.py). The copies (the size of the linear weights) live while the batch decodes. Elsewhere
-    nothing changes."""
+    the weight at every call; the same products (the embedded model's logits came out equal). A decode step's linear
+    layers took 23 instead of 29 ms at 32 rows, a whole batch of candidates 7-10% less time. The copies (the size
+    of the linear weights: 190 MB for the embedded model) live while the batch decodes. Elsewhere nothing changes."""
     import torch
 
-    if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+    if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available() \
+            or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         yield
         return
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16]
