@@ -92,7 +92,8 @@ def test_the_cpu_decode_attention_is_transformers_sdpa_with_the_heads_as_they_ar
         cache = DynamicCache(config=model.config)
         with torch.inference_mode():
             model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
-            return model(input_ids=torch.tensor([[2683], [29]]), attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
+            step_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            return model(input_ids=torch.tensor([[2683], [29]]), attention_mask=step_mask,
                          position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
