@@ -8,7 +8,6 @@ every prompt that was done.
 """
 
 import argparse
-import functools
 import json
 import queue
 import random
@@ -188,7 +187,7 @@ def decode_tokens(model, input_ids, attention_mask, k: int, max_new_tokens: int,
     input_ids = input_ids.to(model.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = _kv_cache()
-    with torch.inference_mode(), _packed_linears(model, len(input_ids) * k):
+    with torch.inference_mode():
         output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                        past_key_values=cache, use_cache=True, logits_to_keep=1,
                        **({"adapter_names": names} if names else {}))
@@ -223,31 +222,6 @@ def decode_tokens(model, input_ids, attention_mask, k: int, max_new_tokens: int,
             output = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
                            past_key_values=cache, use_cache=True, **({"adapter_names": row_names} if names else {}))
             logits = output.logits[:, -1, :]
-
-
-@contextmanager
-def _packed_linears(model, rows: int):
-    """On a CPU in bf16: each linear layer multiplies by a copy of its weight laid out once for oneDNN's kernels
-    (torch.ops.mkldnn, what torch.compile's CPU backend does with frozen weights) instead of letting oneDNN reorder
-    the weight at every call; the same products (the embedded model's logits came out equal). A decode step's linear
-    layers took 23 instead of 29 ms at 32 rows, a whole batch of candidates 7-10% less time. The copies (the size
-    of the linear weights: 190 MB for the embedded model) live while the batch decodes. Elsewhere nothing changes."""
-    import torch
-
-    if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available() \
-            or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        yield
-        return
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16]
-    try:
-        for linear in linears:
-            packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows)
-            linear.forward = functools.partial(torch.ops.mkldnn._linear_pointwise, W=packed, B=linear.bias,
-                                               attr="none", scalars=[], algorithm="")
-        yield
-    finally:
-        for linear in linears:
-            linear.__dict__.pop("forward", None)
 
 
 @contextmanager

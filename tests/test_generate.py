@@ -154,30 +154,3 @@ def test_progress_moves_within_a_batch(store, bank):
     within = [done for done, _ in seen[1:-1]]
     assert within and all(0 < done < 2 for done in within) and within == sorted(within)
 
-
-def test_packed_linear_layers_give_the_same_logits_and_are_plain_again_after():
-    """On a CPU in bf16 the decode loop's linear layers multiply by weights packed once per batch for oneDNN
-    (generate._packed_linears): the same logits as the plain layers, and plain layers again afterwards; a float32
-    model is left as it is."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from studio.generate import _packed_linears
-
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        pytest.skip("this CPU has no bf16 support in oneDNN: the layers are never packed here")
-    model = AutoModelForCausalLM.from_pretrained(models.embedded_folder(), dtype=torch.bfloat16).eval()
-    ids = torch.tensor([[1, 9690, 198, 2683, 346, 1], [2, 2683, 9690, 3, 4, 5]])
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    with torch.inference_mode():
-        plain = model(input_ids=ids).logits
-        with _packed_linears(model, rows=2):
-            assert all("forward" in m.__dict__ for m in linears)  # every linear layer, the LM head included
-            packed = model(input_ids=ids).logits
-        after = model(input_ids=ids).logits
-    assert not any("forward" in m.__dict__ for m in linears)
-    assert torch.equal(after, plain)
-    assert (packed.float() - plain.float()).abs().max() <= 0.0625, (packed.float() - plain.float()).abs().max()
-    float32 = AutoModelForCausalLM.from_pretrained(models.embedded_folder(), dtype=torch.float32).eval()
-    with _packed_linears(float32, rows=2):
-        assert not any("forward" in m.__dict__ for m in float32.modules())
