@@ -226,13 +226,13 @@ def decode_tokens(model, input_ids, attention_mask, k: int, max_new_tokens: int,
 
 @contextmanager
 def adapter_folded_in(model):
-    """While sampling on a CPU (online RL's answers, the Generate tab's answers from an aligned model): each LoRA
-    layer's base weight swapped for a new tensor W + scaling * B @ A (in the base's dtype) and the adapter switched
-    off, so a decode step is the plain model's products instead of each layer's
-    product plus PEFT's five small operations (casting the input, A, B, scaling, adding), which cost more than the
-    base products at a batch of 4 answers. The base's own tensors are put back untouched afterwards (nothing is
-    merged into them, so no rounding builds up over the steps); the folded copies (the size of the adapted layers)
-    live only while sampling. Elsewhere (a GPU, a model without a LoRA adapter) nothing changes."""
+    """While sampling on a CPU (online RL's answers, an aligned model's answers in Generate): each LoRA layer's base
+    weight swapped for a new tensor W + scaling * B @ A (in the base's dtype) and the adapter switched off, so a
+    decode step is the plain model's products instead of each layer's product plus PEFT's five small operations
+    (casting the input, A, B, scaling, adding), which cost more than the base products at a batch of 4 answers. The
+    base's own tensors are put back untouched afterwards (nothing is merged into them, so no rounding builds up over
+    the steps); the folded copies (the size of the adapted layers) live only while sampling. Elsewhere (a GPU, a
+    model without a LoRA adapter, a LoRA variant such as DoRA) nothing changes."""
     import torch
     from peft.tuners.lora import Linear as LoraLinear
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from studio import generate, jobs, ranking, recipes
+from studio import generate, jobs, models, ranking, recipes
 from studio.generate import GenerationParams
 from studio.jobs import Manager
 from studio.prompts import get_prompts, prompt_messages
@@ -80,6 +80,15 @@ def test_rounds_next_candidates_from_the_adapter_reach_the_rank_queue(store):
     assert result.responses_added == 3
     new = store.query("SELECT prompt_id, model, adapter FROM responses WHERE adapter IS NOT NULL")
     assert [(r["model"], r["adapter"]) for r in new] == [("embedded", adapter)] * 3
+    # The adapter answered folded into copies of the weights (a CPU): the base's weights are exactly as they were.
+    import torch
+
+    loaded = models.load("embedded")
+    names = models.with_adapters(loaded, [adapter])  # loaded already by the round above: the same name
+    base = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if "lora_" not in n}
+    assert generate.sample(loaded, get_prompts(store, "polite")[:1], GenerationParams(k=2, max_new_tokens=6), None,
+                           names)[0][0]
+    assert all(torch.equal(p, base[n]) for n, p in loaded.model.named_parameters() if "lora_" not in n)
     # Those three prompts are back in anna's queue, with the earlier candidates and the new one to rank together.
     polite = get_prompts(store, "polite")
     assert sorted(ranking.queue(store, "polite", "anna")) == sorted(p["id"] for p in polite[:3])
