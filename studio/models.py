@@ -143,7 +143,7 @@ def device_and_dtype():
 def inference_device_and_dtype():
     """What a model loaded to answer (generate, chat, judge) computes in: bf16 on a GPU, and on a CPU with AMX
     (cpu_bf16), where a decode step reads half the bytes and its products run on the tile units: the Generate tab's
-    batches ran 1.8x faster than in float32 (bench/generate.py); float32 on other CPUs."""
+    batches ran 1.7x as fast as in float32 (bench/generate.py); float32 on other CPUs."""
     import torch
 
     device, dtype = device_and_dtype()
@@ -157,7 +157,7 @@ def _cpu_decode_attention(module, query, key, value, attention_mask, dropout=0.0
     """transformers' SDPA attention, except for one new token (a decode step) on a CPU, where key/value heads are
     shared by several query heads: there PyTorch's kernel gets the heads as they are (enable_gqa) instead of
     transformers' regrouping of the queries (which it does for CUDA's kernels, which need it when there is a padding
-    mask): the same attention, and batches of candidates took 7% less time at 64 rows on the CPU here."""
+    mask): the same attention, and batches of candidates ran about 7% faster at 64 rows on the CPU here."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
