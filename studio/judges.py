@@ -73,9 +73,8 @@ def _check_template(template: str) -> None:
 
 def judge_prompt(store: Store, set_name: str) -> str:
     """The LLM judge's prompt as last run on the set, else the default (LLM_PROMPT)."""
-    rows = store.query("SELECT j.text FROM judge_prompts j JOIN prompt_sets s ON s.id = j.prompt_set_id "
-                       "WHERE s.name = ?", (set_name,))
-    return rows[0]["text"] if rows else LLM_PROMPT
+    text = store.get_text("judge_prompts", set_name)
+    return LLM_PROMPT if text is None else text
 
 
 def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = models.EMBEDDED,

@@ -500,9 +500,7 @@ def progress(store: Store, set_name: str, annotator: str | None, max_age: float 
 
 
 def get_guidelines(store: Store, set_name: str) -> str:
-    rows = store.query("SELECT g.text FROM guidelines g JOIN prompt_sets s ON s.id = g.prompt_set_id WHERE s.name = ?",
-                       (set_name,))
-    return rows[0]["text"] if rows else ""
+    return store.get_text("guidelines", set_name) or ""
 
 
 def save_guidelines(store: Store, set_name: str, text: str, updated_by: str | None = None) -> None:

@@ -285,9 +285,7 @@ def builtin_text(set_name: str) -> str | None:
 
 
 def get_text(store, set_name: str) -> str:
-    rows = store.query("SELECT r.text FROM rubrics r JOIN prompt_sets s ON s.id = r.prompt_set_id WHERE s.name = ?",
-                       (set_name,))
-    return rows[0]["text"] if rows else ""
+    return store.get_text("rubrics", set_name) or ""
 
 
 def for_set(store, set_name: str) -> Rubric | None:

@@ -342,10 +342,19 @@ class Store:
     def query(self, sql: str, params=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 
+    SET_TEXTS = ("guidelines", "rubrics", "judge_prompts")  # the tables of texts a prompt set has one of
+
+    def get_text(self, table: str, set_name: str) -> str | None:
+        """The text a prompt set has one of (SET_TEXTS); None when it has none."""
+        assert table in self.SET_TEXTS
+        rows = self.query(f"SELECT t.text FROM {table} t JOIN prompt_sets s ON s.id = t.prompt_set_id "
+                          "WHERE s.name = ?", (set_name,))
+        return rows[0]["text"] if rows else None
+
     def set_text(self, table: str, set_name: str, text: str, updated_by: str | None) -> bool:
-        """Write the text a prompt set has one of (`guidelines`, `rubrics`, `judge_prompts`), replacing the old one;
-        False when there is no set of that name."""
-        assert table in ("guidelines", "rubrics", "judge_prompts")
+        """Write the text a prompt set has one of (SET_TEXTS), replacing the old one; False when there is no set of
+        that name."""
+        assert table in self.SET_TEXTS
         with self.tx() as db:
             row = db.execute("SELECT id FROM prompt_sets WHERE name = ?", (set_name,)).fetchone()
             if row is None:
