@@ -279,6 +279,11 @@ def _spread(state: dict, pid: int, salt: int) -> int:
     return 0 if state["target"] is None else (pid * salt) % 2147483647
 
 
+def _waits(state: dict, done: dict, pid: int) -> bool:
+    """Whether the annotator (`done`: _done_by) has not ranked prompt `pid` since its newest candidate arrived."""
+    return done.get(pid, "") < state["prompts"][pid][1]
+
+
 def _done_by(store: Store, set_name: str, annotator: str) -> dict[int, str]:
     """{prompt id: when} of the annotator's newest current ranking (or rating) of each prompt of the set."""
     rows = store.query(
@@ -309,7 +314,7 @@ def queue(store: Store, set_name: str, annotator: str, max_age: float = 0.0) -> 
     """Prompt ids of the set with candidates that this annotator has not ranked since their newest candidate
     arrived, in the order they are served (_queue_key); max_age: see TEAM_MAX_AGE."""
     state, done, skipped, salt = _mine(store, set_name, annotator, max_age)
-    waiting = [pid for pid, (_, newest, _, _) in state["prompts"].items() if done.get(pid, "") < newest]
+    waiting = [pid for pid in state["prompts"] if _waits(state, done, pid)]
     return sorted(waiting, key=_queue_key(state, skipped, salt))
 
 
@@ -319,11 +324,11 @@ def next_task(store: Store, set_name: str, annotator: str, max_age: float = 0.0)
     state, done, skipped, salt = _mine(store, set_name, annotator, max_age)
     prompts = state["prompts"]
     for _, pids in state["levels"]:
-        waiting = [pid for pid in pids if pid not in skipped and done.get(pid, "") < prompts[pid][1]]
+        waiting = [pid for pid in pids if pid not in skipped and _waits(state, done, pid)]
         if waiting:
             return load_task(store, min(waiting, key=lambda pid: (_spread(state, pid, salt), prompts[pid][0])),
                              annotator)
-    waiting = [pid for pid in skipped if pid in prompts and done.get(pid, "") < prompts[pid][1]]
+    waiting = [pid for pid in skipped if pid in prompts and _waits(state, done, pid)]
     return load_task(store, min(waiting, key=_queue_key(state, skipped, salt)), annotator) if waiting else None
 
 
@@ -496,7 +501,7 @@ def progress(store: Store, set_name: str, annotator: str | None, max_age: float 
     state = _set_state(store, set_name, max_age)
     prompts = state["prompts"]
     done = _done_by(store, set_name, annotator) if annotator else {}
-    return {**state["counts"], "mine": sum(1 for pid, at in done.items() if pid in prompts and at >= prompts[pid][1])}
+    return {**state["counts"], "mine": sum(1 for pid in done if pid in prompts and not _waits(state, done, pid))}
 
 
 def get_guidelines(store: Store, set_name: str) -> str:
