@@ -21,7 +21,9 @@ A rubric is YAML:
       - name: House style
         function: my_module:check   # called as check(prompt, answer) -> a number from 0 to 1 (or True/False)
 
-Patterns are regular expressions, matched without regard to case. An answer's score is the weighted mean of the
+Patterns are regular expressions, matched without regard to case by Google's RE2, which runs in time linear in the
+answer's length whatever the pattern (no pattern can stall the server); RE2 lacks look-around and back-references,
+and a pattern using them is refused with the line to fix. An answer's score is the weighted mean of the
 checks that apply to its prompt, from 0 to 1. The studio uses a rubric as an automatic score (Evaluate, alignment
 reports), as a suggested ranking on the Rank tab, and as a reward for online RL.
 """
@@ -31,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import re2
 import yaml
 
 from studio.toxicity import toxicity as offline_toxicity
@@ -48,15 +51,25 @@ class RubricError(ValueError):
     """A rubric that cannot be used; the message names the line to fix."""
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.case_sensitive = False
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the user's to fix, said in RubricError, not logged
+
+
+def compile_pattern(pattern: str):
+    """A user's pattern, matched without regard to case in linear time (RE2); re2.error for what RE2 refuses."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
 @dataclass
 class Check:
     name: str
     line: int
     weight: float = 1.0
     when: list[str] = field(default_factory=list)
-    must: list[re.Pattern] = field(default_factory=list)
-    must_not: list[re.Pattern] = field(default_factory=list)
-    any: list[re.Pattern] = field(default_factory=list)
+    must: list = field(default_factory=list)
+    must_not: list = field(default_factory=list)
+    any: list = field(default_factory=list)
     min_words: int | None = None
     max_words: int | None = None
     max_toxicity: float | None = None
@@ -92,7 +105,7 @@ class Check:
 @dataclass
 class Rubric:
     checks: list[Check]
-    categories: dict[str, re.Pattern] = field(default_factory=dict)
+    categories: dict = field(default_factory=dict)
     description: str = ""
     text: str = ""  # the YAML it was read from
 
@@ -129,17 +142,20 @@ def _line(node) -> int:
     return node.start_mark.line + 1
 
 
-def _patterns(value_node, where: str, key: str) -> list[re.Pattern]:
+def _patterns(value_node, where: str, key: str) -> list:
     items = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
     patterns = []
     for item in items:
         if not isinstance(item, yaml.ScalarNode) or not str(item.value).strip():
             raise RubricError(f"{where} line {_line(item)}: {key} takes text patterns (a string or a list of them).")
         try:
-            patterns.append(re.compile(str(item.value), re.IGNORECASE))
-        except re.error as error:
-            raise RubricError(f"{where} line {_line(item)}: {key} pattern {item.value!r} is not a valid regular "
-                              f"expression ({error}).") from None
+            patterns.append(compile_pattern(str(item.value)))
+        except re2.error as error:
+            reason = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) \
+                else str(error)
+            raise RubricError(f"{where} line {_line(item)}: {key} pattern {item.value!r} cannot be used ({reason}). "
+                              "Patterns are RE2 regular expressions: no look-around ((?=, (?!, (?<=) and no "
+                              "back-references (\\1).") from None
     return patterns
 
 
@@ -208,7 +224,7 @@ def parse(text: str, source: str = "rubric") -> Rubric:
     if "categories" in top:
         for name, (key, value) in _mapping(top["categories"][1], source, "categories").items():
             patterns = _patterns(value, source, f"category {name!r}")
-            categories[name] = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.IGNORECASE)
+            categories[name] = compile_pattern("|".join(f"(?:{p.pattern})" for p in patterns))
     if "checks" not in top:
         raise RubricError(f"{source}: no 'checks:' list.")
     checks_node = top["checks"][1]

@@ -326,19 +326,6 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
-    @contextmanager
-    def unless_busy(self):
-        """Yields True holding this process's write lock when no other writer of this process holds it, else False
-        without it: for a caller that must not block waiting for the lock (a request handled on the server's event
-        loop, which then tries again after a pause that lets the loop go on). tx() inside the block takes the same
-        lock again (reentrant)."""
-        got = self._write_lock.acquire(blocking=False)
-        try:
-            yield got
-        finally:
-            if got:
-                self._write_lock.release()
-
     def query(self, sql: str, params=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 

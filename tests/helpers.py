@@ -109,3 +109,18 @@ def random_lora(folder):
                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.save_pretrained(folder)
     return folder
+
+
+def gated_check(prompt, answer):
+    """A rubric check (`tests.helpers:gated_check`) that stands for a slow score: in the process it runs in, it
+    writes STUDIO_TEST_GATE/started and waits (at most 90 s) for STUDIO_TEST_GATE/release before scoring 1."""
+    import os
+    from pathlib import Path
+
+    gate = os.environ.get("STUDIO_TEST_GATE")
+    if gate:
+        (Path(gate) / "started").touch()
+        deadline = time.monotonic() + 90
+        while not (Path(gate) / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return 1.0

@@ -149,3 +149,77 @@ def test_the_capability_set_scores_right_answers_1_and_wrong_ones_0(store):
              "Write the word 'banana' in capital letters and nothing else.": "banana"}
     assert checks.score_many(list(right), list(right.values())) == [1.0] * 4
     assert checks.score_many(list(wrong), list(wrong.values())) == [0.0] * 4
+
+
+CATASTROPHIC = """
+checks:
+  - name: Letters only
+    must: ['(a+)+$']
+"""
+
+
+def test_a_catastrophic_pattern_scores_in_linear_time():
+    """`(a+)+$` takes Python's backtracking matcher 2^n steps on n letters and a mark (35 s at 28 letters, doubling
+    with each more); RE2 answers at once. Run in a child process with a generous bound, so that a matcher that
+    backtracks fails the test instead of stalling the run."""
+    import subprocess
+    import sys
+
+    code = ("from studio.rubric import parse; import sys; r = parse(sys.argv[1]); "
+            "print(r.score('q', 'a' * 5000 + '!'), r.score('q', 'a' * 5000))")
+    out = subprocess.run([sys.executable, "-c", code, CATASTROPHIC], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0.0", "1.0"]
+
+
+def test_a_pattern_that_re2_lacks_is_refused_with_its_line():
+    for pattern, feature in (("(?<![\\\\d.])42", "look-around"), ("(a)\\\\1", "back-references")):
+        with pytest.raises(RubricError, match=f"rubric line 4: must pattern .* cannot be used .*no {feature}"
+                                              if feature == "look-around" else "rubric line 4: must pattern"):
+            parse(f"checks:\n  - name: x\n    must:\n    - \"{pattern}\"\n")
+
+
+def test_the_rank_route_scores_in_a_worker_thread_so_the_server_answers_others_meanwhile(tmp_path):
+    """Opening the Rank queue scores the candidates with the set's rubric (the suggestion). A slow check (one that
+    waits for the test's word) must not hold up other requests: /v1/models answers while it waits."""
+    import json
+    import threading
+    import urllib.request
+
+    from studio.store import Store
+    from tests.browser.conftest import run_app
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    server = run_app(tmp_path, env_extra={"STUDIO_TEST_GATE": str(gate)})
+    app = next(server)
+    try:
+        store = Store(app["home"] / "studio.db")
+        make_set(store)
+        rubric.save(store, "s", "checks:\n  - name: Slow\n    function: tests.helpers:gated_check\n")
+        opened = {}
+
+        def open_queue():
+            request = urllib.request.Request(app["url"] + "studio/rank", method="POST",
+                                             headers={"Content-Type": "application/json"},
+                                             data=json.dumps({"name": "anna", "set": "s", "open": True}).encode())
+            with urllib.request.urlopen(request, timeout=180) as answer:
+                opened["body"] = json.loads(answer.read())
+
+        thread = threading.Thread(target=open_queue)
+        thread.start()
+        for _ in range(1200):  # up to 120 s for the app to reach the check
+            if (gate / "started").exists():
+                break
+            threading.Event().wait(0.1)
+        assert (gate / "started").exists(), app["log"].read_text()
+        with urllib.request.urlopen(app["url"] + "v1/models", timeout=60) as answer:  # while the check waits
+            assert "base:embedded" in answer.read().decode()
+        assert "body" not in opened  # the queue was still being opened
+        (gate / "release").touch()
+        thread.join(180)
+        assert opened["body"][1] == [3, True, True]  # three candidates, a system prompt, and a suggestion:
+        assert "A = B = C (scores A 1.00, B 1.00, C 1.00)" in json.dumps(opened["body"])
+    finally:
+        (gate / "release").touch()
+        next(server, None)

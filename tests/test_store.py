@@ -94,29 +94,3 @@ def test_a_version_5_database_with_evaluations_is_migrated_keeping_every_row(tmp
     with store.tx() as db:
         db.execute("DELETE FROM evaluations WHERE id = 1")
     assert store.query("SELECT COUNT(*) AS n FROM eval_scores")[0]["n"] == 0
-
-
-def test_unless_busy_says_whether_another_writer_of_this_process_holds_the_database(store):
-    """The Rank route runs a submission on the server's event loop only when no other writer holds the database."""
-    import threading
-
-    with store.unless_busy() as free:
-        assert free
-        with store.tx() as db:  # the same thread may write inside (the lock is reentrant)
-            db.execute("CREATE TABLE t (x)")
-    inside, release = threading.Event(), threading.Event()
-
-    def writer():
-        with store.tx():
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    inside.wait(10)
-    with store.unless_busy() as free:
-        assert not free
-    release.set()
-    thread.join(10)
-    with store.unless_busy() as free:
-        assert free
