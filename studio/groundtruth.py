@@ -421,20 +421,36 @@ def _read_json(path: Path, root: Path, found: Found):
         return None
 
 
-def _find_ref(root: Path, ref) -> Path | None:
-    """A worker-response-ref (an s3:// URI) -> the downloaded file under root whose path is the longest end of the
-    URI's key; never a file outside root (no '..', no absolute parts, no links out)."""
+def _find_ref(root: Path, ref, files: set[Path]) -> Path | None:
+    """A worker-response-ref (an s3:// URI) -> the file among `files` (the folder's own, _files) whose path is the
+    longest end of the URI's key."""
     if not isinstance(ref, str) or not ref.startswith("s3://"):
         return None
     parts = ref.removeprefix("s3://").split("/")[1:]
     if any(part in ("", ".", "..") or "\\" in part for part in parts):
         return None
-    base = root.resolve()
     for start in range(len(parts)):
         candidate = root.joinpath(*parts[start:])
-        if candidate.is_file() and candidate.resolve().is_relative_to(base):
+        if candidate in files:
             return candidate
     return None
+
+
+def _files(root: Path, found: "Found") -> list[Path]:
+    """The folder's regular files. A symbolic link is never read, whatever it points to (a link could bring in any
+    file of this machine): each one is listed as a problem, and so is anything that resolves outside the folder."""
+    base, files = root.resolve(), []
+    for path in sorted(root.rglob("*")):
+        where = path.relative_to(root)
+        if path.is_symlink():
+            found.problems.append(f"{where}: a symbolic link, which is not followed; copy the file itself into the "
+                                  "folder")
+        elif path.is_file():
+            if path.resolve().is_relative_to(base):
+                files.append(path)
+            else:
+                found.problems.append(f"{where}: resolves outside the uploaded folder")
+    return files
 
 
 def _is_worker_response(path: Path, root: Path) -> bool:
@@ -452,7 +468,8 @@ def _collect(root: Path, prompts: dict[int, str]) -> Found:
     worker-response-ref) and from worker response files no line refers to. Lines without a label are unlabelled
     objects (a job stopped or expired part-way), listed, not errors."""
     found, referenced = Found(), set()
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = _files(root, found)
+    inside = set(files)
     for path in _manifest_files(root, files):
         try:
             text = path.read_text(encoding="utf-8")
@@ -485,7 +502,7 @@ def _collect(root: Path, prompts: dict[int, str]) -> Found:
                     _add_answers(value["workers"], f"{where} worker", found, prompt_id, response_ids)
                 elif key.endswith("-metadata") and isinstance(value, dict) and "worker-response-ref" in value:
                     labelled = True
-                    ref = _find_ref(root, value["worker-response-ref"])
+                    ref = _find_ref(root, value["worker-response-ref"], inside)
                     if ref is None:
                         found.problems.append(f"{where}: its worker-response-ref is not in the uploaded folder; "
                                               "download the annotations/worker-response folder too")
@@ -548,6 +565,8 @@ def _extract(path: Path, into: Path) -> None:
                         if written > MAX_IMPORT_BYTES:
                             raise GroundTruthError(f"{path.name} unpacks to more than {MAX_IMPORT_BYTES // 2**20} MB.")
                         out.write(chunk)
+    except GroundTruthError:  # what was refused (its size, an unsafe path) says so itself
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError) as error:
         raise GroundTruthError(f"{path.name} is not a readable zip file ({type(error).__name__}); zip the output "
                                "folder again.") from None

@@ -334,6 +334,41 @@ def test_a_worker_response_ref_never_reads_outside_the_upload(store, job, tmp_pa
     assert len(set(messages)) == 1 and "not in the uploaded folder" in messages[0]  # existence is not revealed
 
 
+def test_a_folder_import_never_follows_a_symbolic_link(store, job, tmp_path):
+    """A worker-response file (or a folder of them, or the manifest) that is a link to a file elsewhere is refused,
+    named, and nothing is imported; the same answers as plain files import."""
+    out, lines = job
+    elsewhere = tmp_path / "elsewhere"
+    write_worker_responses(elsewhere, lines)
+    outside = sorted(elsewhere.rglob("*.json"))
+    for case in ("file", "folder", "ref"):
+        root = tmp_path / f"links-{case}"
+        if case == "folder":
+            (root / "job1" / "annotations").mkdir(parents=True)
+            (root / "job1" / "annotations" / "worker-response").symlink_to(
+                elsewhere / "job1" / "annotations" / "worker-response")
+        else:
+            refs = write_worker_responses(root, lines)
+            inside = sorted(root.rglob("*.json"))
+            inside[0].unlink()
+            inside[0].symlink_to(outside[0])
+            if case == "ref":
+                (root / "output.manifest").write_text(json.dumps(
+                    {**lines[0], "studio-ranking-metadata": {"worker-response-ref": refs[0]}}) + "\n")
+        before = table_counts(store)
+        with pytest.raises(GroundTruthError, match="a symbolic link, which is not followed"):
+            import_results(store, root)
+        assert table_counts(store) == before, case
+    # The manifest itself as a link.
+    root = tmp_path / "linked-manifest"
+    root.mkdir()
+    (tmp_path / "real.manifest").write_text(json.dumps(lines[0]) + "\n")
+    (root / "output.manifest").symlink_to(tmp_path / "real.manifest")
+    with pytest.raises(GroundTruthError, match="output.manifest: a symbolic link"):
+        import_results(store, root)
+    assert import_results(store, elsewhere)["rankings"] == 4
+
+
 def test_a_line_from_another_studio_is_refused_naming_it(store, job, tmp_path):
     out, lines = job
     root = tmp_path / "foreign"
@@ -388,6 +423,23 @@ def test_a_zip_with_forged_member_sizes_is_refused_with_a_message(store, tmp_pat
     path.write_bytes(bytes(data))
     with pytest.raises(GroundTruthError, match="not a readable zip file"):
         import_results(store, path)
+
+
+def test_a_zip_that_unpacks_too_large_or_out_of_its_folder_is_refused_saying_which(store, tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setattr(groundtruth, "MAX_IMPORT_BYTES", 2 * 2**20)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("output.manifest", b"\n" * (3 * 2**20))  # 3 MB of nothing, a few kB packed
+    with pytest.raises(GroundTruthError, match=r"bomb.zip unpacks to more than 2 MB"):
+        import_results(store, bomb)
+    unsafe = tmp_path / "unsafe.zip"
+    with zipfile.ZipFile(unsafe, "w") as archive:
+        archive.writestr("../../outside.json", "{}")
+    with pytest.raises(GroundTruthError, match=r"unsafe.zip holds an unsafe path: ../../outside.json"):
+        import_results(store, unsafe)
+    assert not (tmp_path.parent / "outside.json").exists()
 
 
 def test_a_job_is_started_on_ground_truth_and_its_output_fetched_and_imported(store, job, tmp_path):
