@@ -5,8 +5,11 @@ only where they differ from the defaults so a person can read it. `python -m stu
 runs it.
 """
 
+import enum
 import functools
 import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -221,30 +224,77 @@ def build(method: str, settings: dict):
             settings["bf16"] = cpu_bf16()
             if settings["bf16"]:
                 settings.setdefault("use_cpu", True)  # transformers accepts bf16 without a GPU only when told
-    defaults = {f.name: f.default for f in fields(cls)}
-    annotations = {f.name: str(f.type) for f in fields(cls)}
-    unknown = sorted(set(settings) - set(defaults))
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(settings) - {f.name for f in fields(cls)})
     if unknown:
         raise RecipeError(f"Unknown setting(s) for {method}: {', '.join(unknown)}.")
     for name, value in settings.items():
-        # TrainingArguments does not check types; a string learning rate would only fail deep inside training.
-        expected = type(defaults[name])
-        if expected is bool and not isinstance(value, bool):
-            raise RecipeError(f"{name}: expected true or false, got {value!r}.")
-        if expected in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise RecipeError(f"{name}: expected a number, got {value!r}.")
-        if expected is int and isinstance(value, float):
-            if not value.is_integer():
-                raise RecipeError(f"{name}: expected a whole number, got {value!r}.")
-            settings[name] = int(value)
-        if expected is str and not isinstance(value, str) and not (isinstance(value, list) and "list" in annotations[name]):
-            raise RecipeError(f"{name}: expected text, got {value!r}.")
+        # TrainingArguments does not check types: a string learning rate, or a list where a name belongs, would only
+        # fail deep inside training with an error that does not name the setting.
+        hint = hints[name]
+        if isinstance(value, float) and value.is_integer() and not _fits(value, hint) and _fits(int(value), hint):
+            value = settings[name] = int(value)  # 2.0 for a whole number (YAML writes some numbers so)
+        if not _fits(value, hint):
+            wanted = "a whole number" if _fits(0, hint) and not _fits(0.5, hint) else _describe(hint)
+            raise RecipeError(f"{name}: expected {wanted}, got {value!r}.")
     try:
         return cls(**settings)
     except RecipeError:
         raise
     except (TypeError, ValueError) as error:
         raise RecipeError(f"{method} recipe: {error}") from None
+
+
+def _fits(value, hint) -> bool:
+    """Whether `value` (read from YAML or the Train tab) is of the type a recipe field is annotated with."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, (hint, str))  # which names are allowed is the config's own check
+    if hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):  # one item for a list of one: TRL's configs take `loss_type: ipo`
+            return bool(args) and _fits(value, args[0])
+        return not args or all(_fits(item, args[0]) for item in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True  # another class (accelerate's ParallelismConfig): left to the config's own checks
+
+
+def _describe(hint) -> str:
+    """A recipe field's type in words, for a message."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in args if arg is not type(None)))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "a whole number"
+    if hint is float:
+        return "a number"
+    if hint is str or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return "text"
+    if hint in (list, tuple) or origin in (list, tuple):
+        return f"{_describe(args[0])} or a list of them" if args else "a list"
+    if hint is dict or origin is dict:
+        return "a mapping (key: value)"
+    return getattr(hint, "__name__", str(hint))
 
 
 def save(path, method: str, settings: dict) -> None:
@@ -265,6 +315,8 @@ def load(path):
     if not isinstance(raw, dict) or "method" not in raw:
         raise RecipeError(f"{path}: a recipe is a mapping with a 'method:' key ({', '.join(methods.METHODS)}).")
     method = raw.pop("method")
+    if not isinstance(method, str):
+        raise RecipeError(f"method: expected one name ({', '.join(methods.METHODS)}), got {method!r}.")
     raw.setdefault("output_dir", str(path.resolve().parent))  # not TRL's ./trainer_output in whatever folder
     check_output_dir(raw["output_dir"], path.resolve().parent)
     return method, build(method, raw)
