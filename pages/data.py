@@ -90,17 +90,18 @@ def build_data_tab(ctx: Ctx) -> dict:
         return set_choices(ctx.store, result["prompt_set"]), message(
             f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{result['prompt_set']}'.")
 
-    def do_import_file(path, set_name):
+    def do_import_file(path, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not path:
             return gr.skip(), message("Choose a file first.", error=True)
         try:
-            return imported(preferences.import_file(ctx.store, path, set_name))
+            return imported(preferences.import_file(ctx.store, path, set_name, by=login(request, profile)))
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
-    def do_import_hub(dataset_id, data_split, set_name):
+    def do_import_hub(dataset_id, data_split, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         try:
-            return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name))
+            return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name,
+                                                   by=login(request, profile)))
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
@@ -160,12 +161,14 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             gt_fetch = gr.Button("Fetch its results and import them", elem_id="gt-fetch")
     gt_status = gr.Markdown(elem_id="gt-status")
 
-    def do_gt_export(set_name, bucket_name, per_prompt, name, force):
+    def do_gt_export(set_name, bucket_name, per_prompt, name, force, request: gr.Request,
+                     profile: gr.OAuthProfile | None = None):
         if not set_name:
             return gr.skip(), message("Choose a prompt set first.", error=True)
         try:
             out = groundtruth.export_job(ctx.store, set_name, bucket=(bucket_name or "my-bucket").strip(),
-                                         workers_per_object=int(per_prompt or 3), name=name, workforce=force)
+                                         workers_per_object=int(per_prompt or 3), name=name, workforce=force,
+                                         by=login(request, profile))
         except (GroundTruthError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
         return str(out["zip"]), message(f"Job {out['job_name']} for {out['prompts']} prompts in {out['folder']} (and "
@@ -190,37 +193,36 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
                        f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}")
 
-    def do_gt_import(path, set_name, pair_mode):
+    def do_gt_import(path, set_name, pair_mode, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not path:
             return message("Choose the zip of the Ground Truth output folder first.", error=True), gr.skip()
         try:
-            result = groundtruth.import_results(ctx.store, path)
-        except GroundTruthError as error:
+            result = groundtruth.import_results(ctx.store, path, by=login(request, profile))
+        except (GroundTruthError, team.TeamError) as error:
             return message(str(error), error=True), gr.skip()
         return imported(result), _pairs_summary(ctx, set_name, pair_mode)
 
     def do_gt_start(name, role, pre, post, workteam, region, request: gr.Request,
                     profile: gr.OAuthProfile | None = None):
         try:
-            team.check_lead(login(request, profile), "start a labeling job")
             arn = groundtruth.launch_job(groundtruth.exported_folder(name), role_arn=role, pre_lambda_arn=pre,
-                                         post_lambda_arn=post, workteam_arn=workteam, region=region or None)
+                                         post_lambda_arn=post, workteam_arn=workteam, region=region or None,
+                                         by=login(request, profile))
         except (GroundTruthError, team.TeamError) as error:
             return message(str(error), error=True)
         return message(f"Started {arn}. Fetch its results when the workers are done (a stopped job gives what was "
                        "labelled).")
 
-    def do_gt_fetch(name, region, set_name, pair_mode):
+    def do_gt_fetch(name, region, set_name, pair_mode, request: gr.Request, profile: gr.OAuthProfile | None = None):
         try:
-            state = groundtruth.fetch_results(groundtruth.exported_folder(name), region=region or None)
-            if "output" not in state:
-                counters = ", ".join(f"{k} {v}" for k, v in state["counters"].items())
-                return message(f"The job is {state['status']} ({counters}). {state['failure']}".strip()), gr.skip()
-            return imported(groundtruth.import_results(ctx.store, state["output"])), \
-                _pairs_summary(ctx, set_name, pair_mode)
-        except GroundTruthError as error:
+            state = groundtruth.fetch_and_import(ctx.store, groundtruth.exported_folder(name), region=region or None,
+                                                 by=login(request, profile))
+        except (GroundTruthError, team.TeamError) as error:
             return message(str(error), error=True), gr.skip()
-
+        if "imported" not in state:
+            counters = ", ".join(f"{k} {v}" for k, v in state["counters"].items())
+            return message(f"The job is {state['status']} ({counters}). {state['failure']}".strip()), gr.skip()
+        return imported(state["imported"]), _pairs_summary(ctx, set_name, pair_mode)
 
     gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
         lambda: gr.update(choices=(found := groundtruth.exported_jobs()), value=found[0] if found else None),

@@ -107,8 +107,8 @@ def build_train_tab(ctx: Ctx) -> dict:
                                   form.sm_role, form.sm_instance, form.sm_count, form.sm_region, form.sm_image,
                                   *form.settings.values()},
                       [form.launch_status, view.job_pick, form.base])
-    view.stop.click(_on_job(ctx.jobs.stop, "stop a job"), view.job_pick, form.launch_status)
-    view.resume.click(_on_job(ctx.jobs.resume, "resume a job"), view.job_pick, form.launch_status)
+    view.stop.click(_on_job(ctx.jobs.stop), view.job_pick, form.launch_status)
+    view.resume.click(_on_job(ctx.jobs.resume), view.job_pick, form.launch_status)
     return {"prompt_set": form.data_set, "select": on_select,
             "select_inputs": [form.data_set, form.method, form.pair_mode, form.data_other],
             "select_outputs": [form.data_set, form.base, form.data_summary, form.reward_job, round_set]}
@@ -434,15 +434,14 @@ def _next_round_panel(ctx: Ctx, job_pick):
     return round_set
 
 
-def _on_job(action, what: str):
+def _on_job(action):
     """A handler for Stop or Resume: the manager's answer, or what is wrong."""
 
     def handler(job_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if job_id is None:
             return message("Choose a job.", error=True)
         try:
-            team.check_lead(login(request, profile), what)
-            return message(action(int(job_id)))
+            return message(action(int(job_id), by=login(request, profile)))
         except (JobError, team.TeamError) as error:
             return message(str(error), error=True)
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio import team
 from studio.paths import studio_home
 from studio.ranking import LETTERS, MAX_SHOWN, get_guidelines, insert_ranking
 from studio.store import Store
@@ -183,8 +184,9 @@ def job_name(set_name: str, typed: str | None = None) -> str:
 
 
 def export_job(store: Store, set_name: str, out_dir=None, *, bucket: str = "my-bucket", name: str | None = None,
-               workers_per_object: int = 3, workforce: str = "private") -> dict:
+               workers_per_object: int = 3, workforce: str = "private", by: str | None = None) -> dict:
     """Write the job folder and its zip; GroundTruthError (naming the prompts) if anything is over the limits."""
+    team.check_lead(by, "export a labeling job")
     name = job_name(set_name, name)
     lines = manifest_lines(store, set_name)
     if not lines:
@@ -260,9 +262,10 @@ def exported_folder(name: str) -> Path:
 
 
 def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: str, workteam_arn: str = "",
-               region: str | None = None, s3=None, sagemaker=None) -> str:
+               region: str | None = None, s3=None, sagemaker=None, by: str | None = None) -> str:
     """Start an exported job on Ground Truth: upload its manifest and worker template where settings.json says, fill
     in the ARNs, CreateLabelingJob. Returns the job's ARN (kept in the folder's launched.json)."""
+    team.check_lead(by, "start a labeling job")
     folder = Path(folder)
     settings = json.loads((folder / "settings.json").read_text())
     task = settings["HumanTaskConfig"]
@@ -318,6 +321,16 @@ def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None)
         with aws_refusals(f"download s3://{bucket}/{item['Key']}"):
             s3.download_file(bucket, item["Key"], str(target))
     return {**state, "output": out}
+
+
+def fetch_and_import(store: Store, folder, *, region: str | None = None, by: str | None = None, s3=None,
+                     sagemaker=None) -> dict:
+    """fetch_results, then, once the job has ended, import_results of its output (under "imported")."""
+    team.check_lead(by, "import Ground Truth results")
+    state = fetch_results(folder, region=region, s3=s3, sagemaker=sagemaker)
+    if "output" in state:
+        state["imported"] = import_results(store, state["output"], by)
+    return state
 
 
 # --- Import ------------------------------------------------------------------------------------------------------
@@ -640,9 +653,10 @@ def preview(store: Store, results: Results, limit: int = 20) -> str:
     return "\n".join(out)
 
 
-def import_results(store: Store, path) -> dict:
+def import_results(store: Store, path, by: str | None = None) -> dict:
     """Import a Ground Truth output folder or zip: every labelled object, all in one transaction; unlabelled ones
-    are listed in the result."""
+    are listed in the result. A lead's action: it adds rankings under the workers' names."""
+    team.check_lead(by, "import Ground Truth results")
     results = read_results(store, path)
     added = unchanged = 0
     with store.tx() as db:
@@ -677,11 +691,11 @@ def main(argv=None) -> int:
             print(launch_job(args.folder, role_arn=args.role, pre_lambda_arn=args.pre_lambda,
                              post_lambda_arn=args.post_lambda, workteam_arn=args.workteam, region=args.region))
             return 0
-        state = fetch_results(args.folder, region=args.region)
+        state = fetch_and_import(Store(db_path()), args.folder, region=args.region)
         print(f"{state['status']}: {state['counters']} {state['failure']}".strip())
-        if "output" in state:
-            print(json.dumps(import_results(Store(db_path()), state["output"]), default=str))
-    except GroundTruthError as problem:
+        if "imported" in state:
+            print(json.dumps(state["imported"], default=str))
+    except (GroundTruthError, team.TeamError) as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     return 0

@@ -549,14 +549,15 @@ class Manager:
         if job["status"] == "finished" and self.on_finished is not None:
             self.on_finished(job["id"])
 
-    def stop(self, job_id: int, grace_s: float = STOP_GRACE_S) -> str:
+    def stop(self, job_id: int, by: str | None = None, grace_s: float = STOP_GRACE_S) -> str:
         """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s. On
-        SageMaker: StopTrainingJob."""
+        SageMaker: StopTrainingJob. A lead's action."""
+        team.check_lead(by, "stop a job")
         job = get(self.store, job_id)
         if job["remote"] and job["status"] == "running":
             from studio import sagemaker
 
-            return sagemaker.stop(self.store, job_id)
+            return sagemaker.stop(self.store, job_id, by)
         if job["status"] == "queued":
             with self.store.tx() as db:
                 db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ? AND status = 'queued'", (job_id,))
@@ -585,7 +586,10 @@ class Manager:
         timer.start()
         return "Stopping: a checkpoint is saved at the end of the current step."
 
-    def resume(self, job_id: int) -> str:
+    def resume(self, job_id: int, by: str | None = None) -> str:
+        """A stopped or failed job again, from its latest checkpoint (on SageMaker: a new training job). A lead's
+        action."""
+        team.check_lead(by, "resume a job")
         job = get(self.store, job_id)
         if job["status"] not in ("stopped", "failed"):
             raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")
@@ -594,7 +598,7 @@ class Manager:
 
             if not sagemaker.remote_info(job).get("name"):
                 raise JobError(f"Job {job_id} never started on SageMaker; launch it again.")
-            return sagemaker.resume(self.store, job_id)
+            return sagemaker.resume(self.store, job_id, by)
         if not has_checkpoint(job):
             raise JobError(f"Job {job_id} has no checkpoint to resume from; launch it again instead.")
         with self.store.tx() as db:

@@ -198,7 +198,10 @@ def import_pairs(store: Store, set_name: str, pairs: list[ImportedPair], source:
     return {"pairs": len(pairs), "prompts": len(prompt_ids), "prompt_set": set_name}
 
 
-def import_file(store: Store, path, set_name: str | None = None) -> dict:
+def import_file(store: Store, path, set_name: str | None = None, by: str | None = None) -> dict:
+    """Preference pairs from a file as a new prompt set with their rankings (a lead's action: it adds rankings under
+    other names)."""
+    team.check_lead(by, "import preference data")
     path = Path(path)
     try:
         records = read_records(path, MAX_IMPORT_BYTES, (".jsonl", ".csv", ".parquet"))
@@ -208,7 +211,9 @@ def import_file(store: Store, path, set_name: str | None = None) -> dict:
                         f"import:{path.name}")
 
 
-def import_hub(store: Store, dataset_id: str, split: str = "train", set_name: str | None = None) -> dict:
+def import_hub(store: Store, dataset_id: str, split: str = "train", set_name: str | None = None,
+               by: str | None = None) -> dict:
+    team.check_lead(by, "import preference data")
     try:
         records = hub_records(dataset_id, split, MAX_IMPORT_ROWS)
     except PromptError as error:

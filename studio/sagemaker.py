@@ -276,9 +276,10 @@ def follow(store: Store, job_id: int, *, s3=None, sagemaker=None) -> dict:
     return jobs.get(store, job_id)
 
 
-def stop(store: Store, job_id: int, *, sagemaker=None) -> str:
+def stop(store: Store, job_id: int, by: str | None = None, *, sagemaker=None) -> str:
     """StopTrainingJob: SageMaker sends the container SIGTERM, the entry passes it to training, which saves a
-    checkpoint (synced to S3, so that a resume continues from it)."""
+    checkpoint (synced to S3, so that a resume continues from it). A lead's action."""
+    team.check_lead(by, "stop a job")
     job = jobs.get(store, job_id)
     remote = remote_info(job)
     sagemaker = _client("sagemaker", remote.get("region"), sagemaker)

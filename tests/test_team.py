@@ -90,6 +90,50 @@ def test_only_leads_lead_once_leads_are_named(store, monkeypatch):
     assert load_task(store, task.prompt_id, "bob").current
 
 
+def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_path, monkeypatch):
+    """With leads named, an annotator cannot add rankings under other names (preference files, the Hub, Ground
+    Truth output), export or start a labeling job, or stop and resume jobs: the engine refuses and nothing changes."""
+    import json
+
+    from studio import groundtruth, preferences, sagemaker
+    from tests.conftest import table_counts
+    from tests.helpers import clear_cut_rows
+
+    make_set(store, prompts=2)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(row) for row in clear_cut_rows(2)) + "\n")
+    job_id = jobs.create(store, "dpo", {"max_steps": 1}, data_label="pairs", data_rows=clear_cut_rows(2))
+    with store.tx() as db:
+        db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ?", (job_id,))
+    monkeypatch.setenv(team.LEADS_ENV, "anna")
+    manager = jobs.Manager(store)
+    before = table_counts(store)
+    refused = [
+        ("import preference data", lambda by: preferences.import_file(store, pairs, by=by)),
+        ("import preference data", lambda by: preferences.import_hub(store, "Anthropic/hh-rlhf", by=by)),
+        ("import Ground Truth results", lambda by: groundtruth.import_results(store, tmp_path, by=by)),
+        ("import Ground Truth results", lambda by: groundtruth.fetch_and_import(store, tmp_path, by=by)),
+        ("export a labeling job", lambda by: groundtruth.export_job(store, "s", tmp_path / "gt", by=by)),
+        ("start a labeling job", lambda by: groundtruth.launch_job(tmp_path / "gt", role_arn="", pre_lambda_arn="",
+                                                                   post_lambda_arn="", by=by)),
+        ("stop a job", lambda by: manager.stop(job_id, by=by)),
+        ("resume a job", lambda by: manager.resume(job_id, by=by)),
+        ("stop a job", lambda by: sagemaker.stop(store, job_id, by=by)),
+    ]
+    for action, call in refused:
+        with pytest.raises(TeamError, match=f"Only a lead may {action}; bob ranks and votes"):
+            call("bob")
+        with pytest.raises(TeamError, match=f"Log in to {action}"):
+            call(None)
+    assert table_counts(store) == before and not (tmp_path / "gt").exists()
+    assert jobs.get(store, job_id)["status"] == "stopped"
+    # A lead gets past the check to the action itself.
+    assert preferences.import_file(store, pairs, by="anna")["pairs"] == 2
+    assert groundtruth.export_job(store, "s", tmp_path / "gt", by="anna")["prompts"] == 2
+    with pytest.raises(jobs.JobError, match="no checkpoint to resume from"):
+        manager.resume(job_id, by="anna")
+
+
 def test_a_judges_ranking_is_its_own_and_people_accept_it_as_theirs(store):
     (prompt_id, ids), (other, _) = make_set(store, prompts=2, candidates=3)
     rubric.save(store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n"
