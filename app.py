@@ -38,8 +38,14 @@ if __name__ == "__main__":
     # None lets Gradio read GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (a Hugging Face Space sets them).
     server, _, _ = demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth,
                                        inbrowser=not args.no_browser, prevent_thread_lock=True)
-    # The OpenAI-compatible endpoint (/v1) on the same server; behind a login it asks for a lead's API key.
+    # The OpenAI-compatible endpoint (/v1) on the same server; behind a login, or listening beyond the loopback
+    # address, it asks for a lead's API key.
     for router in demo.studio_routers:  # the Rank tab's submissions (pages/rank.py)
         server.include_router(router)
-    server.include_router(openai_api.router(Store(db_path()), require_key=bool(auth or os.environ.get("SPACE_ID"))))
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME")
+    require_key = openai_api.needs_key(host, login=bool(auth or os.environ.get("SPACE_ID")))
+    server.include_router(openai_api.router(Store(db_path()), require_key=require_key))
+    if require_key:
+        print("The OpenAI-compatible endpoint (/v1) asks for an API key: create one with "
+              "python -m studio.openai_api create-key <name>.")
     demo.block_thread()

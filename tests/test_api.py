@@ -10,6 +10,7 @@ from gradio_client.exceptions import AppError
 
 from studio import openai_api
 from studio.openai_api import ApiKeyError, conversation, create_key, params_from
+from studio.store import Store
 from tests.browser.conftest import run_app
 from tests.helpers import random_lora
 
@@ -20,7 +21,13 @@ def app(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("api")
     adapter = random_lora(tmp_path / "my-adapter")
     server = run_app(tmp_path)
-    yield {**next(server), "adapter": adapter}
+    app = next(server)
+    # A finished DPO job whose adapter is that one, as the jobs table records it: the endpoint serves it as job:1.
+    random_lora(tmp_path / "job" / "adapter")
+    with Store(app["home"] / "studio.db").tx() as db:
+        db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES ('dpo', 'finished', ?, "
+                   "'embedded', 'test')", (str(tmp_path / "job"),))
+    yield {**app, "adapter": adapter}
     next(server, None)
 
 
@@ -48,16 +55,20 @@ def test_the_openai_client_lists_models_and_chats_with_the_base_and_an_adapter(a
     assert reply.usage.prompt_tokens > 5 and 0 < reply.usage.completion_tokens <= 8
     assert client.chat.completions.create(**ask).choices[0].message.content == text  # temperature 0: greedy
 
-    ask = {"model": str(app["adapter"]), "max_tokens": 8, "seed": 3,
+    assert "job:1" in [m.id for m in client.models.list()]
+    ask = {"model": "job:1", "max_tokens": 8, "seed": 3,
            "messages": [{"role": "user", "content": "How do I pay a bill?"}]}
-    chunks = list(client.chat.completions.create(**ask, stream=True))
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert len(chunks) >= 3 and streamed.strip() and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 4 and streamed.strip() and chunks[-2].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices == [] and 0 < chunks[-1].usage.completion_tokens <= 8  # include_usage's last chunk
     # The same seed: the stream adds up to the answer.
     assert client.chat.completions.create(**ask).choices[0].message.content == streamed
 
-    with pytest.raises(openai.NotFoundError, match="There is no job"):
-        client.chat.completions.create(model="job:42", messages=[{"role": "user", "content": "Hi"}])
+    # Only what GET /v1/models lists is served: an adapter folder, or any name, is not loaded on a client's word.
+    for name in ("job:42", str(app["adapter"]), "nope", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        with pytest.raises(openai.NotFoundError, match="does not exist here"):
+            client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}])
     with pytest.raises(openai.BadRequestError, match="last message must be the user's"):
         client.chat.completions.create(model="base:embedded", messages=[{"role": "assistant", "content": "Hi"}])
 
@@ -79,6 +90,52 @@ def test_behind_a_login_the_openai_endpoint_asks_for_a_leads_key(store):
     openai_api.revoke_key(store, "support-bot")
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=local).models.list()
+
+
+def test_requests_the_endpoint_cannot_honour_are_refused_in_openais_error_shape(store):
+    """OpenAI's own client, in-process: each refusal is the APIError its documentation names, with the field."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    server = FastAPI()
+    server.include_router(openai_api.router(store, require_key=False))
+    local = TestClient(server)
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=local)
+    hi = [{"role": "user", "content": "Hi"}]
+    tool = {"type": "function", "function": {"name": "balance", "parameters": {"type": "object", "properties": {}}}}
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    image = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    for extra, param, said in (
+            ({"tools": [tool]}, "tools", "does not support tool calls"),
+            ({"response_format": {"type": "json_object"}}, "response_format", "does not support JSON output"),
+            ({"response_format": schema}, "response_format", "does not support JSON output"),
+            ({"logprobs": True, "top_logprobs": 2}, "logprobs", "does not support log-probabilities"),
+            ({"stop": ["\n"]}, "stop", "does not support stop sequences"),
+            ({"messages": [{"role": "user", "content": image}]}, "messages[0].content[1]", "only text parts"),
+            ({"extra_body": {"best_of": 3}}, "best_of", "Unrecognized request argument supplied: best_of"),
+            ({"temperature": "hot"}, "temperature", "temperature: expected a number")):
+        with pytest.raises(openai.BadRequestError, match=said) as refused:
+            client.chat.completions.create(**{"model": "base:embedded", "messages": hi, **extra})
+        assert refused.value.param == param and refused.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.NotFoundError, match="'nope' does not exist here") as missing:
+        client.chat.completions.create(model="nope", messages=hi)
+    assert missing.value.code == "model_not_found"
+    # A malformed body: OpenAI's error shape, not FastAPI's 422 list.
+    for raw in (b"{not json", b"[1, 2]", b'{"model": "base:embedded", "messages": ["Hi"]}'):
+        answer = local.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400 and set(answer.json()["error"]) == {"message", "type", "param", "code"}
+    # Their "off" values are what every client may send, and pass the check.
+    assert openai_api.check_request({"model": "m", "messages": hi, "tools": [], "logprobs": False, "stop": None,
+                                     "response_format": {"type": "text"}, "presence_penalty": 0.0, "user": "u"})
+
+
+def test_the_endpoint_asks_for_a_key_beyond_the_loopback_address():
+    for host, login, needed in (("127.0.0.1", False, False), (None, False, False), ("localhost", False, False),
+                                ("::1", False, False), ("0.0.0.0", False, True), ("::", False, True),
+                                ("192.168.1.20", False, True), ("my-box.example", False, True),
+                                ("127.0.0.1", True, True)):
+        assert openai_api.needs_key(host, login) is needed, host
 
 
 def test_messages_and_sampling_fields_map_to_the_studio_and_keys_are_kept_hashed(store):

@@ -47,6 +47,21 @@ def test_the_app_listens_where_gradio_environment_says_and_sends_no_analytics(tm
                          if c.status == psutil.CONN_LISTEN]
             time.sleep(0.3)
         assert ("0.0.0.0", port) in [(a.ip, a.port) for a in listening], listening
+        # Listening beyond the loopback address, the OpenAI-compatible endpoint asks for a key (no --auth given).
+        import urllib.error
+        import urllib.request
+
+        for _ in range(200):  # the routes are added just after Gradio starts listening
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30)
+                raise AssertionError("/v1/models answered without a key on 0.0.0.0")
+            except urllib.error.HTTPError as refused:
+                if refused.code == 401:
+                    assert "needs an API key" in refused.read().decode()
+                    break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("/v1/models never asked for a key")
         code = "import os, app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                              env={k: v for k, v in env.items() if k != "GRADIO_ANALYTICS_ENABLED"})
