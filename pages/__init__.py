@@ -15,6 +15,19 @@ from studio.prompts import install_builtin_sets, list_prompt_sets
 from studio.store import Store
 
 
+def cancel_button(label: str = "Cancel", **kwargs) -> gr.Button:
+    """A Cancel button: grey and not clickable until the work it cancels starts (see cancellable)."""
+    return gr.Button(label, variant="secondary", interactive=False, **kwargs)
+
+
+def cancellable(started, cancel: gr.Button, fn, inputs, outputs, **kwargs):
+    """After `started` (a click's first, quick step): Cancel turns red and live, `fn` runs, and Cancel goes grey
+    again whether `fn` finished, was cancelled or failed (Gradio runs .then after an error too)."""
+    return started.then(lambda: gr.update(interactive=True, variant="stop"), None, cancel, queue=False).then(
+        fn, inputs, outputs, **kwargs).then(
+        lambda: gr.update(interactive=False, variant="secondary"), None, cancel, queue=False)
+
+
 @dataclass
 class Ctx:
     """What every tab shares: the database, and per-browser-session objects that cannot live in gr.State."""

@@ -5,7 +5,7 @@ import threading
 
 import gradio as gr
 
-from pages import Ctx, message, waiting
+from pages import Ctx, cancel_button, cancellable, message, waiting
 from pages.rank import identity
 from studio import chat, feedback, jobs, models
 from studio.ranking import RankingError
@@ -64,7 +64,7 @@ def build_compare_tab(ctx: Ctx) -> dict:
         text = gr.Textbox(label="Message", placeholder="Type, then Enter", scale=5, elem_id="cmp-message")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="cmp-send")
     with gr.Row():
-        stop = gr.Button("Stop", elem_id="cmp-stop")
+        stop = cancel_button("Stop", elem_id="cmp-stop")
         clear = gr.Button("New conversation", elem_id="cmp-clear")
     with gr.Row():
         who = gr.Textbox(label="Your name, saved with your feedback", scale=1, elem_id="cmp-who",
@@ -154,8 +154,8 @@ def build_compare_tab(ctx: Ctx) -> dict:
     inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
     outputs = [base_chat, aligned_chat, histories, text, status]
     # The old seed or error goes at once; the status says what happens now, also while waiting for the model.
-    gr.on([send.click, text.submit], waiting, None, status, queue=False).then(
-        respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
+    cancellable(gr.on([send.click, text.submit], waiting, None, status, queue=False), stop, respond, inputs, outputs,
+                concurrency_limit=1, concurrency_id="model")
     stop.click(ctx.canceller("Stopped."), None, status)
     # The chat boxes' own clear button (their header) starts over too: the conversations the models see go with it.
     gr.on([clear.click, base_chat.clear, aligned_chat.clear], lambda: ([], [], ([], []), ""), None,

@@ -5,7 +5,7 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from pages import Ctx, keep_choice, message, set_choices, waiting
+from pages import Ctx, cancel_button, cancellable, keep_choice, message, set_choices, waiting
 from pages.rank import identity
 from studio import chat, evaluate, models, scorers
 from studio.evaluate import EvaluationError
@@ -18,6 +18,11 @@ RESULT_HEADERS = ["Model", "vs", "Votes", "Wins", "Ties", "Losses", "Both bad", 
                   "At least as good (95% CI)"]
 SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baseline (95% CI)", "p (paired t)",
                  "At least as good as the baseline (95% CI)", "Noise floor: baseline vs itself"]
+# Column widths that keep every header's words whole at 1280 pixels (the names and intervals get the room).
+RESULT_WIDTHS = ["15%", "9%", "6%", "5%", "5%", "6%", "5%", "12%", "13%"]
+LENGTH_WIDTHS = ["14%", "10%"]
+ANNOTATOR_WIDTHS = ["10%", "13%", "9%", "7%", "6%", "6%", "7%", "6%", "17%", "19%"]
+SCORE_WIDTHS = ["9%", "13%", "4%", "12%", "16%", "10%", "18%", "18%"]
 
 
 def score_chart(table: list[dict]):
@@ -73,7 +78,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
                 seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
             with gr.Row():
                 create = gr.Button("Generate answers", variant="primary", elem_id="ev-create")
-                cancel = gr.Button("Cancel", variant="stop")
+                cancel = cancel_button(elem_id="ev-cancel")
             create_status = gr.Markdown(elem_id="ev-create-status")
         with gr.Column(scale=2):
             gr.Markdown("### Blind A/B vote\nWhich model wrote which answer is shown only after your vote.")
@@ -177,9 +182,9 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     # Wiring
     chosen.change(pick_set, chosen, [prompt_set, set_note])
-    create.click(waiting, None, create_status, queue=False).then(
-        run, [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
-        concurrency_limit=1, concurrency_id="model")
+    cancellable(create.click(waiting, None, create_status, queue=False), cancel, run,
+                [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
+                concurrency_limit=1, concurrency_id="model")
     cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
     vote_outputs = [task_state, prompt, left, right, progress, reveal]
     gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
@@ -203,11 +208,11 @@ def _results_section(ctx: Ctx, evaluation):
                 "for (a logistic regression on it, as arena leaderboards do): a model that wins by writing more "
                 "drops towards 50% there.")
     results = gr.Dataframe(headers=RESULT_HEADERS + LENGTH_HEADERS, interactive=False, wrap=True,
-                           elem_id="ev-results",
+                           column_widths=RESULT_WIDTHS + LENGTH_WIDTHS, elem_id="ev-results",
                            label="Blind A/B: each model against each earlier one")
     with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
         per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
-                                     elem_id="ev-annotators")
+                                     column_widths=ANNOTATOR_WIDTHS, elem_id="ev-annotators")
         strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)",
                                           "Weighted by voters' quality (Rank tab, Team)"], interactive=False,
                                  elem_id="ev-bt", label="Shown when more than two models have been compared")
@@ -217,7 +222,8 @@ def _results_section(ctx: Ctx, evaluation):
                                   "toxicity:<Hub classifier id>")
         score = gr.Button("Score answers", elem_id="ev-score", scale=1)
     score_status = gr.Markdown(elem_id="ev-score-status")
-    scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, elem_id="ev-scores")
+    scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, column_widths=SCORE_WIDTHS,
+                          elem_id="ev-scores")
     score_plot = gr.Plot(label="Mean score per model, with its 95% interval", elem_id="ev-plot")
 
     def tables(selected):

@@ -4,7 +4,7 @@ import threading
 
 import gradio as gr
 
-from pages import Ctx, counting, message, set_choices, waiting
+from pages import Ctx, cancel_button, cancellable, counting, message, set_choices, waiting
 from studio import models
 from studio.generate import GenerationParams, candidates_table, generate_candidates
 from studio.prompts import (
@@ -62,12 +62,12 @@ def build_generate_tab(ctx: Ctx) -> dict:
             batch_size = gr.Slider(1, 32, value=defaults.batch_size, step=1, label="Prompts per batch")
             with gr.Row():
                 start = gr.Button("Generate", variant="primary", elem_id="gen-start")
-                cancel = gr.Button("Cancel", variant="stop", elem_id="gen-cancel")
+                cancel = cancel_button(elem_id="gen-cancel")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="gen-status")
             table = gr.Dataframe(
                 headers=TABLE_HEADERS, datatype=["number", "str", "number", "str", "str"], interactive=False,
-                wrap=True, column_widths=["5%", "28%", "8%", "12%", "47%"], max_height=900, elem_id="gen-table",
+                wrap=True, column_widths=["5%", "26%", "13%", "12%", "44%"], max_height=900, elem_id="gen-table",
                 label="Candidates",
             )
 
@@ -135,10 +135,9 @@ def build_generate_tab(ctx: Ctx) -> dict:
     add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
     split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
     # One generation at a time holds the model; other visitors wait in the queue.
-    start.click(waiting, None, status, queue=False).then(
-        run, [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
-        [status, table], concurrency_limit=1, concurrency_id="model",
-    )
+    cancellable(start.click(waiting, None, status, queue=False), cancel, run,
+                [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
+                [status, table], concurrency_limit=1, concurrency_id="model")
     cancel.click(ctx.canceller("Cancelling: the batch in progress is dropped, finished prompts are kept…"), None,
                  status)
     return {

@@ -8,7 +8,7 @@ import pandas as pd
 
 import gradio as gr
 
-from pages import Ctx, login, message, set_choices, waiting
+from pages import Ctx, cancel_button, cancellable, login, message, set_choices, waiting
 from studio import diagnostics, generate, jobs, methods, models, recipes, report, sagemaker, team
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
@@ -255,7 +255,7 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
                            column_widths=JOB_WIDTHS, label="Jobs", elem_id="train-jobs")
     with gr.Row():
         v.job_pick = gr.Dropdown([], label="Job", elem_id="train-job", scale=3)
-        v.stop = gr.Button("Stop", variant="stop", elem_id="train-stop", scale=1)
+        v.stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="train-stop", scale=1)
         v.resume = gr.Button("Resume", elem_id="train-resume", scale=1)
     progress = gr.Slider(0, 1, value=0, step=1, label="Progress (steps)", interactive=False,
                          elem_id="train-progress-bar")
@@ -283,7 +283,7 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
         if job_id is None and listed:
             job_id = next((j["id"] for j in listed if j["status"] == "running"), listed[0]["id"])
         outputs = [_job_rows(listed), gr.update(choices=_job_choices(listed), value=job_id)]
-        off = gr.update(interactive=False)
+        off = gr.update(interactive=False, variant="secondary")
         if job_id is None:
             return outputs + [gr.update(value=0), "", "", *[None] * len(PLOTS), gr.update(visible=False), "", "",
                               gr.update(visible=False), "", off, off]
@@ -308,7 +308,8 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
                 [r["step"], r["reward_function"], _fmt(r["reward"]), r["prompt"], r["completion"]] for r in sampled]),
             f"{job['id']}/{job['status']}/{found and found['id']}/{found and found['status']}",
             # Stop for a job that is queued or running, Resume for one that stopped or failed.
-            gr.update(interactive=job["status"] in ("queued", "running")),
+            gr.update(interactive=(stoppable := job["status"] in ("queued", "running")),
+                      variant="stop" if stoppable else "secondary"),
             gr.update(interactive=job["status"] in ("stopped", "failed"))]
 
     gr.on([timer.tick, v.job_pick.change], show, v.job_pick,
@@ -334,9 +335,10 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
                                elem_id="train-report-tokens")
         with gr.Row():
             go = gr.Button("Make the alignment report", elem_id="train-report-go")
-            cancel = gr.Button("Cancel", variant="stop")
+            cancel = cancel_button(elem_id="train-report-cancel")
         status = gr.Markdown(elem_id="train-report-status")
         table = gr.Dataframe(headers=report.TABLE_HEADERS, interactive=False, wrap=True, elem_id="train-report",
+                             column_widths=["13%", "10%", "15%", "14%", "13%", "20%", "15%"],
                              label="Adapter against the base, per scorer")
         warnings = gr.Markdown(elem_id="train-report-warnings")
         examples = gr.Dataframe(headers=EXAMPLE_HEADERS, interactive=False, wrap=True, max_height=360,
@@ -394,9 +396,8 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
 
     outputs = [sets, status, table, warnings, examples]
     report_key.change(view, job_pick, outputs)
-    go.click(waiting, None, status, queue=False).then(
-        make, [job_pick, sets, samples, limit, tokens], status, concurrency_limit=1,
-        concurrency_id="model").then(view, job_pick, outputs)
+    cancellable(go.click(waiting, None, status, queue=False), cancel, make, [job_pick, sets, samples, limit, tokens],
+                status, concurrency_limit=1, concurrency_id="model").then(view, job_pick, outputs)
     cancel.click(ctx.canceller("Cancelling the report…"), None, status)
 
 
@@ -410,7 +411,7 @@ def _next_round_panel(ctx: Ctx, job_pick):
                               elem_id="train-round-limit")
         with gr.Row():
             go = gr.Button("Generate next-round candidates", elem_id="train-round-go")
-            cancel = gr.Button("Cancel", variant="stop")
+            cancel = cancel_button(elem_id="train-round-cancel")
         status = gr.Markdown(elem_id="train-round-status")
 
     def next_round(job_id, set_name, k_, first_n, request: gr.Request, progress_=gr.Progress()):
@@ -429,7 +430,8 @@ def _next_round_panel(ctx: Ctx, job_pick):
         return message(f"Saved {result.responses_added} candidates from job {job_id}'s adapter for "
                        f"{result.prompts_done} prompts of {set_name}; they are in the Rank queue for the next round.")
 
-    go.click(next_round, [job_pick, round_set, k, limit], status, concurrency_limit=1, concurrency_id="model")
+    cancellable(go.click(waiting, None, status, queue=False), cancel, next_round, [job_pick, round_set, k, limit],
+                status, concurrency_limit=1, concurrency_id="model")
     cancel.click(ctx.canceller("Cancelling: finished prompts are kept…"), None, status)
     return round_set
 

@@ -13,6 +13,10 @@ import pytest
 from studio.models import embedded_folder
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every wait is for a state the page must reach; how long it takes depends on how busy the machine is (two cores shared
+# with the app and its model). Playwright's expect() waits 5 s unless told: a generous bound instead, so that a busy
+# machine is slower, not failing.
+WAIT_MS = 60_000
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -78,8 +82,9 @@ def browser():
         if os.environ.get("STUDIO_REQUIRE_BROWSER"):
             pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium to run the browser tests")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
@@ -89,5 +94,5 @@ def browser():
 @pytest.fixture
 def page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(WAIT_MS)
     yield page

@@ -50,7 +50,7 @@ def start_ranking(page, url: str, name: str):
     except AssertionError:
         warnings.warn(f"{name}'s start showed no prompt in 15 s; Enter pressed again")
         page.locator("#rank-annotator textarea").press("Enter")
-        expect(prompt).not_to_have_value("", timeout=30_000)
+        expect(prompt).not_to_have_value("")
 
 
 def train_on_polite(app, page):

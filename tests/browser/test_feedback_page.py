@@ -32,7 +32,7 @@ def test_a_thumbs_down_and_an_edit_in_the_chat_reach_the_data_tab(app_server, pa
     for _ in range(3):  # a click that lands while the chat box redraws (after the thumbs) opens no editor: again
         page.locator("#cmp-aligned").get_by_label("Edit").last.click()  # the answer's (the question has one too)
         try:
-            expect(editor).to_be_visible(timeout=5_000)
+            expect(editor).to_be_visible(timeout=15_000)
             break
         except AssertionError:
             pass

@@ -40,7 +40,7 @@ def test_markdown_in_stored_labels_is_shown_literally(app_server, page):
     page.get_by_role("tab", name="Evaluate").click()
     page.locator("#ev-annotator textarea").fill("anna")
     page.locator("#ev-annotator textarea").press("Enter")
-    expect(page.locator("#ev-prompt textarea")).not_to_have_value("", timeout=10_000)
+    expect(page.locator("#ev-prompt textarea")).not_to_have_value("")
     page.locator("#ev-key textarea, #ev-key input").first.fill("a")
     page.locator("#ev-key textarea, #ev-key input").first.press("Enter")
     reveal = page.locator("#ev-reveal")

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio import ranking
+from tests.browser.conftest import WAIT_MS
 from tests.browser.helpers import set_number, start_ranking
 from tests.browser.test_rank_page import seed_candidates
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 def open_rank(browser, url, name):
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(WAIT_MS)
     start_ranking(page, url, name)
     return page
 
@@ -38,7 +39,7 @@ def test_two_annotators_a_target_a_judge_and_the_lead_sees_the_team(app_server, 
             page.locator("#rank-order textarea").fill(order)
             page.locator("#rank-order textarea").press("Enter")
             try:  # a loaded CI machine can take seconds; say what the page showed if it never came
-                expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 3", timeout=20_000)
+                expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 3")
             except AssertionError as error:
                 raise AssertionError(f"{error}\nstatus: {page.locator('#rank-status').inner_text()!r}, order box: "
                                      f"{page.locator('#rank-order textarea').input_value()!r}, prompt before: "
