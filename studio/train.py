@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 import types
+import uuid
 from pathlib import Path
 from unittest import mock
 
@@ -344,6 +345,14 @@ def _with_shared_prompt_reference(trainer_class):
     from trl.trainer import dpo_trainer
 
     class SharedPromptReference(trainer_class):
+        def __init__(self, *args, **kwargs):
+            # TRL names its cache of precomputed reference log-probabilities after a hash of every weight of the
+            # model (each copied to the CPU, bf16 widened to float32, through SHA-256): 32 GB for an 8B model, most
+            # of a short job's time on a GPU (bench/RESULTS.md). A key of this run instead: the reference pass is
+            # computed afresh for each job (a resumed one too), never read from another run's cache.
+            with mock.patch.object(dpo_trainer, "hash_module", lambda module: uuid.uuid4().hex):
+                super().__init__(*args, **kwargs)
+
         def compute_ref_log_probs(self, model, inputs):
             unwrapped = self.accelerator.unwrap_model(self.model)
             if self.ref_model is not None or self.ld_alpha is not None or not dpo_trainer.is_peft_model(unwrapped):
