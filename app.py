@@ -11,7 +11,7 @@ from studio.paths import use_space_storage_for_hub_cache  # noqa: E402
 use_space_storage_for_hub_cache()  # before huggingface_hub reads HF_HOME
 
 from pages import build_demo  # noqa: E402  (after the analytics setting, which gradio reads on import)
-from studio import openai_api, team  # noqa: E402
+from studio import access, openai_api  # noqa: E402
 from studio.paths import db_path  # noqa: E402
 from studio.store import Store  # noqa: E402
 
@@ -31,7 +31,7 @@ if __name__ == "__main__":
     if args.leads:
         if not args.auth and not os.environ.get("SPACE_ID"):
             parser.error("--leads needs a login to tell people apart: add --auth user:password ... (or run on a Space)")
-        os.environ[team.LEADS_ENV] = ",".join(args.leads)
+        os.environ[access.LEADS_ENV] = ",".join(args.leads)
     auth = [tuple(pair.split(":", 1)) for pair in args.auth] if args.auth else None
     if auth and any(len(pair) != 2 or not all(pair) for pair in auth):
         parser.error("--auth takes user:password pairs, e.g. --auth anna:secret bob:secret2")

@@ -101,8 +101,8 @@ def waiting() -> str:
 
 
 def login(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> str | None:
-    """The logged-in user (--auth name, or hf:<user> on a Space), None without a login: whom team.check_lead asks
-    about."""
+    """The logged-in user (--auth name, or hf:<user> on a Space), None without a login: whom the engine's role
+    checks ask about."""
     if profile is not None:
         return f"hf:{profile.username}"
     return getattr(request, "username", None) or None

@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pages import Ctx, login, message, set_choices
-from studio import feedback, groundtruth, preferences, team
+from studio import access, feedback, groundtruth, preferences
 from studio.recipes import PAIR_MODE
 from studio.groundtruth import GroundTruthError
 from studio.preferences import PreferenceError
@@ -61,9 +61,9 @@ def build_data_tab(ctx: Ctx) -> dict:
     def do_push(set_name, pair_mode, repo_id, is_private, request: gr.Request,
                 profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None):
         try:
-            team.check_lead(login(request, profile), "push to the Hub")
             url = preferences.push_preferences(ctx.store, set_name, repo_id, pair_mode, is_private,
-                                               token=oauth_token.token if oauth_token else None)
+                                               token=oauth_token.token if oauth_token else None,
+                                               by=login(request, profile))
         except (PreferenceError, ValueError) as error:
             return message(str(error), error=True)
         except Exception as error:  # the Hub's own errors (permissions, names) reach the user as they are
@@ -198,7 +198,7 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             return message("Choose the zip of the Ground Truth output folder first.", error=True), gr.skip()
         try:
             result = groundtruth.import_results(ctx.store, path, by=login(request, profile))
-        except (GroundTruthError, team.TeamError) as error:
+        except (GroundTruthError, access.TeamError) as error:
             return message(str(error), error=True), gr.skip()
         return imported(result), _pairs_summary(ctx, set_name, pair_mode)
 
@@ -208,7 +208,7 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             arn = groundtruth.launch_job(groundtruth.exported_folder(name), role_arn=role, pre_lambda_arn=pre,
                                          post_lambda_arn=post, workteam_arn=workteam, region=region or None,
                                          by=login(request, profile))
-        except (GroundTruthError, team.TeamError) as error:
+        except (GroundTruthError, access.TeamError) as error:
             return message(str(error), error=True)
         return message(f"Started {arn}. Fetch its results when the workers are done (a stopped job gives what was "
                        "labelled).")
@@ -217,7 +217,7 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         try:
             state = groundtruth.fetch_and_import(ctx.store, groundtruth.exported_folder(name), region=region or None,
                                                  by=login(request, profile))
-        except (GroundTruthError, team.TeamError) as error:
+        except (GroundTruthError, access.TeamError) as error:
             return message(str(error), error=True), gr.skip()
         if "imported" not in state:
             counters = ", ".join(f"{k} {v}" for k, v in state["counters"].items())

@@ -3,7 +3,7 @@
 import gradio as gr
 
 from pages import Ctx, keep_choice, login, message
-from studio import gate, jobs, openai_api, publish, sagemaker, team
+from studio import access, gate, jobs, openai_api, publish, sagemaker
 from studio.publish import PublishError
 
 
@@ -90,10 +90,10 @@ def build_publish_tab(ctx: Ctx) -> dict:
         if job_id is None:
             return message("Choose a finished job.", error=True)
         try:
-            team.check_lead(login(request, profile), "push to the Hub")
             url = publish.push_adapter(ctx.store, int(job_id), repo_id, is_private,
-                                       token=oauth_token.token if oauth_token else None, confirmed=bool(confirmed))
-        except (PublishError, team.TeamError) as error:
+                                       token=oauth_token.token if oauth_token else None, confirmed=bool(confirmed),
+                                       by=login(request, profile))
+        except (PublishError, access.TeamError) as error:
             return message(str(error), error=True)
         except Exception as error:  # the Hub's own refusals (permissions, names) reach the user as they are
             return message(f"The Hub refused the push: {error}", error=True)
@@ -103,9 +103,8 @@ def build_publish_tab(ctx: Ctx) -> dict:
         if job_id is None:
             return message("Choose a finished job.", error=True)
         try:
-            team.check_lead(login(request, profile), "merge a model")
-            out = publish.start_merge(ctx.store, int(job_id), kind or None)
-        except (PublishError, team.TeamError) as error:
+            out = publish.start_merge(ctx.store, int(job_id), kind or None, by=login(request, profile))
+        except (PublishError, access.TeamError) as error:
             return message(str(error), error=True)
         return message(f"Merging into {out}" + (f", then writing GGUF ({kind})…" if kind else "…"))
 
@@ -121,13 +120,12 @@ def build_publish_tab(ctx: Ctx) -> dict:
     def do_key(action, name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         try:
             who = login(request, profile)
-            team.check_lead(who, f"{action} API keys")
             if action == "create":
                 key = openai_api.create_key(ctx.store, name, who)
                 return gr.update(value=key, visible=True), keys_line()
-            openai_api.revoke_key(ctx.store, (name or "").strip())
+            openai_api.revoke_key(ctx.store, (name or "").strip(), who)
             return gr.update(value="", visible=False), keys_line()
-        except (openai_api.ApiKeyError, team.TeamError) as error:
+        except (openai_api.ApiKeyError, access.TeamError) as error:
             return gr.update(value="", visible=False), message(str(error), error=True)
 
     def on_endpoint(action: str, job_id, what, instance, name, prefix, role, region, text, request: gr.Request,
@@ -148,7 +146,7 @@ def build_publish_tab(ctx: Ctx) -> dict:
             if action == "call":
                 return sagemaker.call(ctx.store, job_id, text)
             return sagemaker.delete(ctx.store, job_id, by=login(request, profile))
-        except (sagemaker.SageMakerError, PublishError, team.TeamError) as error:
+        except (sagemaker.SageMakerError, PublishError, access.TeamError) as error:
             return f"Error: {error}"
 
     def recorded_endpoint(job_id):

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from pages import Ctx, counting, login, login_of, message, set_choices, waiting
-from studio import active, jobs, judges, models, ranking, rubric, scorers, team
+from studio import access, active, jobs, judges, models, ranking, rubric, scorers, team
 from studio.ranking import LETTERS, MAX_SHOWN, RankingError
 
 KEYS = """**Keyboard** (the order box keeps the focus):
@@ -305,9 +305,8 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, current) -> None
         if not set_name:
             return message("Choose a prompt set.", error=True)
         try:
-            team.check_lead(login(request, profile), "edit the rubric")
-            checks = rubric.save(ctx.store, set_name, text, editor(typed, request, profile))
-        except (rubric.RubricError, team.TeamError) as error:
+            checks = rubric.save(ctx.store, set_name, text, editor(typed, request, profile), by=login(request, profile))
+        except (rubric.RubricError, access.TeamError) as error:
             return message(f"{error} Nothing was saved.", error=True)
         if checks is None:
             return message(f"The rubric of {set_name} is removed.")
@@ -317,10 +316,10 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, current) -> None
         if not set_name:
             return message("Choose a prompt set.", error=True)
         try:
-            team.check_lead(login(request, profile), "edit the guidelines")
-        except team.TeamError as error:
+            ranking.save_guidelines(ctx.store, set_name, text, editor(typed, request, profile),
+                                    by=login(request, profile))
+        except (access.TeamError, RankingError) as error:
             return message(f"{error} Nothing was saved.", error=True)
-        ranking.save_guidelines(ctx.store, set_name, text, editor(typed, request, profile))
         return message("Guidelines saved for this prompt set.")
 
     prompt_set.change(show_guidelines, prompt_set, [guidelines, rubric_text, rubric_status])
@@ -387,7 +386,7 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             progress(0, desc=f"Scoring the candidates with {source}")
             count = active.set_active_order(ctx.store, set_name, source or None, by=login(request, profile),
                                             on_progress=counting(progress, "prompts"))
-        except (active.ActiveError, team.TeamError, scorers.ScorerError, models.ModelError) as error:
+        except (active.ActiveError, access.TeamError, scorers.ScorerError, models.ModelError) as error:
             return message(str(error), error=True)
         return message(f"{active.describe(ctx.store, set_name)} ({count} prompts scored; annotators get it with "
                        "their next prompt)." if source else active.describe(ctx.store, set_name))
@@ -397,7 +396,7 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             return message("Choose a prompt set.", error=True)
         try:
             team.set_target(ctx.store, set_name, int(value or 0), by=login(request, profile))
-        except (team.TeamError, ValueError) as error:
+        except (access.TeamError, ValueError) as error:
             return message(str(error), error=True)
         return message(f"Each prompt of {set_name} now wants {int(value)} annotators: the queue serves prompts below "
                        "that first." if value else f"{set_name} has no overlap target: the queue follows the set.")
@@ -409,7 +408,7 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             who, _ = identity(typed, request, profile)
             response = ranking.response_for_letter(ctx.store, prompt_id, who, letter)
             team.mark_gold(ctx.store, prompt_id, response, by=login(request, profile))
-        except (team.TeamError, ranking.RankingError) as error:
+        except (access.TeamError, ranking.RankingError) as error:
             return message(str(error), error=True)
         return message(f"Candidate {letter.strip().upper()} is this prompt's gold answer." if response else
                        "This prompt is no longer gold.")
@@ -420,12 +419,11 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             return message("Choose a prompt set.", error=True)
         event = ctx.cancel_events[request.session_hash] = threading.Event()
         try:
-            team.check_lead(login(request, profile), "run a judge")
             progress(0, desc="Loading the judge" if kind == "llm" else "Scoring with the rubric")
             name, done = judges.prerank(ctx.store, set_name, kind, (model or "embedded").strip(), prompt_text,
                                         cancel=event, on_progress=counting(progress, "prompts"),
                                         by=login(request, profile))
-        except (judges.JudgeError, team.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
+        except (judges.JudgeError, access.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
             return message(str(error), error=True)
         finally:
             ctx.cancel_events.pop(request.session_hash, None)

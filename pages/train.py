@@ -9,7 +9,7 @@ import pandas as pd
 import gradio as gr
 
 from pages import Ctx, cancel_button, cancellable, login, message, set_choices, waiting
-from studio import diagnostics, generate, jobs, methods, models, recipes, report, sagemaker, team
+from studio import access, diagnostics, generate, jobs, methods, models, recipes, report, sagemaker
 from studio.evaluate import EvaluationError
 from studio.generate import GenerationParams
 from studio.jobs import JobError
@@ -444,7 +444,7 @@ def _on_job(action):
             return message("Choose a job.", error=True)
         try:
             return message(action(int(job_id), by=login(request, profile)))
-        except (JobError, team.TeamError) as error:
+        except (JobError, access.TeamError) as error:
             return message(str(error), error=True)
 
     return handler

@@ -11,7 +11,7 @@ A priority is computed once per prompt (lower first) and the queue follows it wh
 
 import threading
 
-from studio import chat, jobs, models, scorers, team
+from studio import access, chat, jobs, models, scorers, team
 from studio.prompts import get_prompts, prompt_messages
 from studio.ranking import current_rankings
 from studio.store import Store
@@ -66,7 +66,7 @@ def set_active_order(store: Store, set_name: str, source: str | None, by: str | 
                      cancel: threading.Event | None = None, on_progress=None) -> int:
     """Compute the priorities of the set's prompts from `source` (`job:N`, `reward:job N` or `disagreement`) and
     make the queue follow them; None goes back to the set's order. Returns how many prompts got a priority."""
-    team.check_lead(by, "choose the queue's order")
+    access.check_lead(by, "choose the queue's order")
     prompts = get_prompts(store, set_name)
     if source is None:
         with store.tx() as db:

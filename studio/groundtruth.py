@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio import team
+from studio import access
 from studio.paths import studio_home
 from studio.ranking import LETTERS, MAX_SHOWN, get_guidelines, insert_ranking
 from studio.store import Store
@@ -186,7 +186,7 @@ def job_name(set_name: str, typed: str | None = None) -> str:
 def export_job(store: Store, set_name: str, out_dir=None, *, bucket: str = "my-bucket", name: str | None = None,
                workers_per_object: int = 3, workforce: str = "private", by: str | None = None) -> dict:
     """Write the job folder and its zip; GroundTruthError (naming the prompts) if anything is over the limits."""
-    team.check_lead(by, "export a labeling job")
+    access.check_lead(by, "export a labeling job")
     name = job_name(set_name, name)
     lines = manifest_lines(store, set_name)
     if not lines:
@@ -265,7 +265,7 @@ def launch_job(folder, *, role_arn: str, pre_lambda_arn: str, post_lambda_arn: s
                region: str | None = None, s3=None, sagemaker=None, by: str | None = None) -> str:
     """Start an exported job on Ground Truth: upload its manifest and worker template where settings.json says, fill
     in the ARNs, CreateLabelingJob. Returns the job's ARN (kept in the folder's launched.json)."""
-    team.check_lead(by, "start a labeling job")
+    access.check_lead(by, "start a labeling job")
     folder = Path(folder)
     settings = json.loads((folder / "settings.json").read_text())
     task = settings["HumanTaskConfig"]
@@ -326,7 +326,7 @@ def fetch_results(folder, *, region: str | None = None, s3=None, sagemaker=None)
 def fetch_and_import(store: Store, folder, *, region: str | None = None, by: str | None = None, s3=None,
                      sagemaker=None) -> dict:
     """fetch_results, then, once the job has ended, import_results of its output (under "imported")."""
-    team.check_lead(by, "import Ground Truth results")
+    access.check_lead(by, "import Ground Truth results")
     state = fetch_results(folder, region=region, s3=s3, sagemaker=sagemaker)
     if "output" in state:
         state["imported"] = import_results(store, state["output"], by)
@@ -656,7 +656,7 @@ def preview(store: Store, results: Results, limit: int = 20) -> str:
 def import_results(store: Store, path, by: str | None = None) -> dict:
     """Import a Ground Truth output folder or zip: every labelled object, all in one transaction; unlabelled ones
     are listed in the result. A lead's action: it adds rankings under the workers' names."""
-    team.check_lead(by, "import Ground Truth results")
+    access.check_lead(by, "import Ground Truth results")
     results = read_results(store, path)
     added = unchanged = 0
     with store.tx() as db:
@@ -695,7 +695,7 @@ def main(argv=None) -> int:
         print(f"{state['status']}: {state['counters']} {state['failure']}".strip())
         if "imported" in state:
             print(json.dumps(state["imported"], default=str))
-    except (GroundTruthError, team.TeamError) as problem:
+    except (GroundTruthError, access.TeamError) as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     return 0

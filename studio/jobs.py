@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from studio import feedback, hub, methods, models, recipes, rubric, team
+from studio import access, feedback, hub, methods, models, recipes, rubric
 from studio.paths import studio_home
 from studio.preferences import PreferenceError, training_snapshot
 from studio.prompts import PromptError, get_prompts, messages_key, prompt_messages, read_records
@@ -61,7 +61,7 @@ def launch(store: Store, method: str, settings: dict, *, prompt_set: str | None 
     studio.sagemaker.start, which runs it as a SageMaker training job; the local queue leaves it alone)."""
     if where not in ("local", "sagemaker"):
         raise JobError(f"A job runs here (local) or on SageMaker (sagemaker), not {where!r}.")
-    team.check_lead(by, "launch training")
+    access.check_lead(by, "launch training")
     spec = methods.get(method)
     # The form sends every method's fields: the method keeps its own (methods.Method.options).
     settings = {**recipes.studio_defaults(method),
@@ -552,7 +552,7 @@ class Manager:
     def stop(self, job_id: int, by: str | None = None, grace_s: float = STOP_GRACE_S) -> str:
         """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s. On
         SageMaker: StopTrainingJob. A lead's action."""
-        team.check_lead(by, "stop a job")
+        access.check_lead(by, "stop a job")
         job = get(self.store, job_id)
         if job["remote"] and job["status"] == "running":
             from studio import sagemaker
@@ -589,7 +589,7 @@ class Manager:
     def resume(self, job_id: int, by: str | None = None) -> str:
         """A stopped or failed job again, from its latest checkpoint (on SageMaker: a new training job). A lead's
         action."""
-        team.check_lead(by, "resume a job")
+        access.check_lead(by, "resume a job")
         job = get(self.store, job_id)
         if job["status"] not in ("stopped", "failed"):
             raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")

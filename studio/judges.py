@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import threading
 
-from studio import models, rubric
+from studio import access, models, rubric
 from studio.prompts import get_prompts
 from studio.ranking import JUDGE_PREFIX, annotator_id, current_rankings, insert_ranking
 from studio.store import Store
@@ -82,7 +82,9 @@ def prerank(store: Store, set_name: str, kind: str = "rubric", model: str = mode
             on_progress=None, by: str | None = None) -> tuple[str, int]:
     """Rank every prompt of the set that has 2+ candidates with the judge (`rubric` or `llm`); returns the judge's
     name and how many prompts it ranked. Run again after new candidates: its rankings are replaced. The LLM judge's
-    prompt is kept for the set (judge_prompt), with who ran it (`by`)."""
+    prompt is kept for the set (judge_prompt), with who ran it (`by`, who must be a lead: its rankings are shown to
+    every annotator)."""
+    access.check_lead(by, "run a judge")
     name = judge_name(kind, set_name, model)
     prompts = get_prompts(store, set_name, limit)
     candidates = {}

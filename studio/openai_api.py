@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 
-from studio import chat, jobs, models
+from studio import access, chat, jobs, models
 from studio.generate import GenerationParams, chat_texts, stream
 from studio.paths import db_path
 from studio.store import Store
@@ -46,8 +46,11 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(store: Store, name: str, created_by: str | None = None) -> str:
-    """A new API key named `name`; returns the key (shown once: only its hash is stored)."""
+def create_key(store: Store, name: str, by=None) -> str:
+    """A new API key named `name`, created by `by` (a lead, or access.TERMINAL); returns the key (shown once: only
+    its hash is stored)."""
+    access.check_lead(by, "create API keys")
+    created_by = "terminal" if by is access.TERMINAL else by
     name = (name or "").strip()
     if not name or len(name) > 64 or not name.isprintable():
         raise ApiKeyError("Name the key (1 to 64 printable characters), e.g. the application that will use it.")
@@ -63,7 +66,8 @@ def list_keys(store: Store) -> list[dict]:
     return [dict(r) for r in store.query("SELECT name, created_by, created_at, last_used_at FROM api_keys ORDER BY id")]
 
 
-def revoke_key(store: Store, name: str) -> None:
+def revoke_key(store: Store, name: str, by=None) -> None:
+    access.check_lead(by, "revoke API keys")
     with store.tx() as db:
         if not db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount:
             raise ApiKeyError(f"No key named {name!r}.")
@@ -339,9 +343,9 @@ def main(argv=None) -> int:
     store = Store(db_path())
     try:
         if args.command == "create-key":
-            print(create_key(store, args.name, created_by="terminal"))
+            print(create_key(store, args.name, access.TERMINAL))
         elif args.command == "revoke-key":
-            revoke_key(store, args.name)
+            revoke_key(store, args.name, access.TERMINAL)
             print(f"Revoked {args.name}.")
         else:
             for row in list_keys(store):

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio import hub, team
+from studio import access, hub, team
 from studio.paths import check_name, studio_home
 from studio.prompts import PromptError, hub_records, prompt_messages, read_records
 from studio.ranking import PAIR_MODES, PairSet, agreement, annotator_id, current_rankings, pairs_from_rankings
@@ -201,7 +201,7 @@ def import_pairs(store: Store, set_name: str, pairs: list[ImportedPair], source:
 def import_file(store: Store, path, set_name: str | None = None, by: str | None = None) -> dict:
     """Preference pairs from a file as a new prompt set with their rankings (a lead's action: it adds rankings under
     other names)."""
-    team.check_lead(by, "import preference data")
+    access.check_lead(by, "import preference data")
     path = Path(path)
     try:
         records = read_records(path, MAX_IMPORT_BYTES, (".jsonl", ".csv", ".parquet"))
@@ -213,7 +213,7 @@ def import_file(store: Store, path, set_name: str | None = None, by: str | None 
 
 def import_hub(store: Store, dataset_id: str, split: str = "train", set_name: str | None = None,
                by: str | None = None) -> dict:
-    team.check_lead(by, "import preference data")
+    access.check_lead(by, "import preference data")
     try:
         records = hub_records(dataset_id, split, MAX_IMPORT_ROWS)
     except PromptError as error:
@@ -264,8 +264,10 @@ message lists) and train with TRL's `DPOTrainer` as they are.
 
 
 def push_preferences(store: Store, set_name: str, repo_id: str, mode: str = "best_worst", private: bool = True,
-                     token: str | None = None) -> str:
-    """Push the pairs and a data set card to the Hub; returns the repository URL. The token is never stored."""
+                     token: str | None = None, by: str | None = None) -> str:
+    """Push the pairs and a data set card to the Hub; returns the repository URL. The token is never stored. A
+    lead's action."""
+    access.check_lead(by, "push to the Hub")
     from huggingface_hub import DatasetCard
 
     try:

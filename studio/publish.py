@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import evaluate, gate, gguf_export, hub, jobs, methods, models, recipes, report
+from studio import access, evaluate, gate, gguf_export, hub, jobs, methods, models, recipes, report
 from studio.store import Store
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -145,9 +145,10 @@ def publish_folder(store: Store, job_id: int, out, pushed_anyway: bool = False) 
 
 
 def push_adapter(store: Store, job_id: int, repo_id: str, private: bool = True, token: str | None = None,
-                 confirmed: bool = False) -> str:
+                 confirmed: bool = False, by: str | None = None) -> str:
     """Create the repo (private by default) and upload the adapter folder; returns its URL. An adapter that did not
-    pass the publish gate is pushed only when `confirmed`, and its card says so."""
+    pass the publish gate is pushed only when `confirmed`, and its card says so. A lead's action."""
+    access.check_lead(by, "push to the Hub")
     from huggingface_hub import HfApi
 
     try:
@@ -238,10 +239,11 @@ def _merging(job: dict) -> bool:
     return jobs.alive(job["merge_pid"], "studio.publish", job["folder"])
 
 
-def start_merge(store: Store, job_id: int, gguf: str | None = None) -> Path:
+def start_merge(store: Store, job_id: int, gguf: str | None = None, by: str | None = None) -> Path:
     """Merge in a background process (it loads a second copy of the model); returns the output folder. The merge is
     recorded on the job (merge_status, merge_pid), so its state survives an app restart and a second app on the same
-    database does not start it twice (the process starts inside the transaction that records it)."""
+    database does not start it twice (the process starts inside the transaction that records it). A lead's action."""
+    access.check_lead(by, "merge a model")
     if gguf and gguf not in gguf_export.KINDS:
         raise PublishError(f"GGUF kind {gguf!r}: choose one of {', '.join(gguf_export.KINDS)}.")
     finished_job(store, job_id)

@@ -12,7 +12,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from studio import rubric
+from studio import access, rubric
 from studio.prompts import prompt_messages
 from studio.store import Store
 
@@ -508,7 +508,10 @@ def get_guidelines(store: Store, set_name: str) -> str:
     return store.get_text("guidelines", set_name) or ""
 
 
-def save_guidelines(store: Store, set_name: str, text: str, updated_by: str | None = None) -> None:
+def save_guidelines(store: Store, set_name: str, text: str, updated_by: str | None = None, by=None) -> None:
+    """The annotators' guidelines of a prompt set. `updated_by`: the name recorded with them; `by`: the logged-in
+    user, who must be a lead (access)."""
+    access.check_lead(by, "edit the guidelines")
     if not store.set_text("guidelines", set_name, text, updated_by):
         raise RankingError(f"No prompt set named {set_name!r}.")
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import re2
 import yaml
 
+from studio import access
 from studio.toxicity import toxicity as offline_toxicity
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "rubrics"
@@ -153,8 +154,8 @@ def _patterns(value_node, where: str, key: str) -> list:
         except re2.error as error:
             reason = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) \
                 else str(error)
-            raise RubricError(f"{where} line {_line(item)}: {key} pattern {item.value!r} cannot be used ({reason}). "
-                              "Patterns are RE2 regular expressions: no look-around ((?=, (?!, (?<=) and no "
+            raise RubricError(f"{where} line {_line(item)}: {key} pattern {item.value!r} is not a valid regular "
+                              f"expression for RE2 ({reason}); RE2 has no look-around ((?=, (?!, (?<=) and no "
                               "back-references (\\1).") from None
     return patterns
 
@@ -310,8 +311,10 @@ def for_set(store, set_name: str) -> Rubric | None:
     return parse(text, f"the rubric of {set_name}") if text.strip() else None
 
 
-def save(store, set_name: str, text: str, updated_by: str | None = None) -> Rubric | None:
-    """Check and store the rubric of a prompt set; empty text removes it."""
+def save(store, set_name: str, text: str, updated_by: str | None = None, by=None) -> Rubric | None:
+    """Check and store the rubric of a prompt set; empty text removes it. `updated_by`: the name recorded with it;
+    `by`: the logged-in user, who must be a lead (access)."""
+    access.check_lead(by, "edit the rubric")
     rubric = parse(text, "the rubric") if (text or "").strip() else None
     # Empty text is kept as "no rubric", so a built-in rubric the user removed does not come back.
     if not store.set_text("rubrics", set_name, text or "", updated_by):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from studio import groundtruth, jobs, models, publish, team
+from studio import access, groundtruth, jobs, models, publish
 from studio.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,7 +178,7 @@ def start(store: Store, job_id: int, *, prefix: str, role_arn: str, instance_typ
     """Run a studio job (queued for SageMaker by jobs.launch(where="sagemaker"), or stopped there) as a SageMaker
     training job: upload the code and the job's inputs, CreateTrainingJob. Returns the training job's name. A refusal
     marks a queued job failed with AWS's words; the job folder is kept."""
-    team.check_lead(by, "launch training")
+    access.check_lead(by, "launch training")
     job = jobs.get(store, job_id)
     if job["status"] not in ("queued", "stopped", "failed") or not job.get("remote"):
         raise SageMakerError(f"Job {job_id} is {job['status']} here; only a job launched for SageMaker and queued, "
@@ -279,7 +279,7 @@ def follow(store: Store, job_id: int, *, s3=None, sagemaker=None) -> dict:
 def stop(store: Store, job_id: int, by: str | None = None, *, sagemaker=None) -> str:
     """StopTrainingJob: SageMaker sends the container SIGTERM, the entry passes it to training, which saves a
     checkpoint (synced to S3, so that a resume continues from it). A lead's action."""
-    team.check_lead(by, "stop a job")
+    access.check_lead(by, "stop a job")
     job = jobs.get(store, job_id)
     remote = remote_info(job)
     sagemaker = _client("sagemaker", remote.get("region"), sagemaker)
@@ -409,7 +409,7 @@ def deploy(store: Store, job_id: int, *, what: str = "adapter", name: str = "", 
            s3=None, sagemaker=None) -> str:
     """Serve a finished job on a real-time endpoint: upload model.tar.gz, CreateModel, CreateEndpointConfig,
     CreateEndpoint (SageMaker then takes some minutes to bring it InService). Returns the endpoint's name."""
-    team.check_lead(by, "deploy a model")
+    access.check_lead(by, "deploy a model")
     job = jobs.get(store, job_id)
     if endpoint_info(job):
         raise SageMakerError(f"Job {job_id} already has the endpoint {endpoint_info(job)['endpoint']}; delete it "
@@ -476,7 +476,7 @@ def delete(store: Store, job_id: int, by: str | None = None, *, sagemaker=None) 
     """Delete the endpoint, its configuration and its model (what bills stops with the endpoint)."""
     from botocore.exceptions import ClientError
 
-    team.check_lead(by, "delete an endpoint")
+    access.check_lead(by, "delete an endpoint")
     job = jobs.get(store, job_id)
     info = endpoint_info(job)
     if not info:
@@ -541,7 +541,7 @@ def main(argv=None) -> int:
             print(call(store, args.job, args.text))
         else:
             print(delete(store, args.job))
-    except (SageMakerError, jobs.JobError, publish.PublishError, team.TeamError) as problem:
+    except (SageMakerError, jobs.JobError, publish.PublishError, access.TeamError) as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     return 0

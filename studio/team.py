@@ -1,9 +1,5 @@
-"""A team ranking one prompt set: who leads, how many annotators each prompt needs (the overlap target), gold
-prompts, how well annotators agree (Krippendorff's alpha) and how much each one's votes are worth (quality).
-
-Leads are named when the app starts (`--leads`, or STUDIO_LEADS on a Space) and only they edit guidelines and
-rubrics, set targets, mark gold, launch training and push; everyone else ranks and votes. With no lead named there
-are no roles (one person on a laptop, or a team that trusts itself).
+"""A team ranking one prompt set: how many annotators each prompt needs (the overlap target), gold prompts, how well
+annotators agree (Krippendorff's alpha) and how much each one's votes are worth (quality). Who leads: studio.access.
 
 Quality: every ranking is read as pairwise judgements (a better, b better, tie) on each pair of candidates; a
 Dawid-Skene model (crowd-kit's) estimates each annotator's confusion matrix from all judgements, anchored by the gold
@@ -13,40 +9,13 @@ worth so that a few lucky or unlucky votes decide little.
 """
 
 import itertools
-import os
 
 from studio import ranking
+from studio.access import TeamError, check_lead
 from studio.store import Store
 
-LEADS_ENV = "STUDIO_LEADS"
 PRIOR_ACCURACY, PRIOR_WEIGHT = 0.75, 4  # where an annotator with few judgements is assumed to stand
 FLAG_BELOW, FLAG_MIN_JUDGEMENTS = 0.6, 5  # shown to the lead as low quality
-
-
-class TeamError(ValueError):
-    """Something a team member may not do, or a team setting that cannot be; the message says why."""
-
-
-# Roles
-
-def leads() -> set[str]:
-    """The leads named at launch (STUDIO_LEADS: names separated by commas or spaces); empty: no roles."""
-    return {name for name in os.environ.get(LEADS_ENV, "").replace(",", " ").split() if name}
-
-
-def is_lead(user: str | None) -> bool:
-    names = leads()
-    return not names or (user is not None and (user in names or user.removeprefix("hf:") in names))
-
-
-def check_lead(user: str | None, action: str) -> None:
-    """Raise TeamError unless `user` (the logged-in name; None without a login) may `action`."""
-    if is_lead(user):
-        return
-    names = ", ".join(sorted(leads()))
-    if user is None:
-        raise TeamError(f"Log in to {action}: only the leads ({names}) may.")
-    raise TeamError(f"Only a lead may {action}; {user} ranks and votes. Ask a lead: {names}.")
 
 
 # Overlap targets

@@ -2,7 +2,7 @@
 
 import pytest
 
-from studio import active, chat, jobs, judges, models, ranking, rubric, team
+from studio import access, active, chat, jobs, judges, models, ranking, rubric, team
 from studio.preferences import preference_rows
 from studio.ranking import load_task, next_task, progress, queue, submit
 from studio.team import TeamError
@@ -74,8 +74,8 @@ def test_gold_prompts_and_quality_weights_change_the_pair_majority(store):
 def test_only_leads_lead_once_leads_are_named(store, monkeypatch):
     made = make_set(store, prompts=1)
     team.set_target(store, "s", 3, by="anyone")  # no leads named: no roles
-    monkeypatch.setenv(team.LEADS_ENV, "anna, hf-lead")
-    assert team.is_lead("anna") and team.is_lead("hf:hf-lead") and not team.is_lead("bob")
+    monkeypatch.setenv(access.LEADS_ENV, "anna, hf-lead")
+    assert access.is_lead("anna") and access.is_lead("hf:hf-lead") and not access.is_lead("bob")
     with pytest.raises(TeamError, match="Only a lead may launch training; bob ranks and votes"):
         jobs.launch(store, "dpo", {}, prompt_set="s", by="bob")
     with pytest.raises(TeamError, match="Log in to set the overlap target"):
@@ -92,10 +92,11 @@ def test_only_leads_lead_once_leads_are_named(store, monkeypatch):
 
 def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_path, monkeypatch):
     """With leads named, an annotator cannot add rankings under other names (preference files, the Hub, Ground
-    Truth output), export or start a labeling job, or stop and resume jobs: the engine refuses and nothing changes."""
+    Truth output), export or start a labeling job, stop and resume jobs, edit the guidelines or the rubric, run a
+    judge, push, merge or hand out API keys: the engine refuses, whoever calls it, and nothing changes."""
     import json
 
-    from studio import groundtruth, preferences, sagemaker
+    from studio import groundtruth, openai_api, preferences, publish, sagemaker
     from tests.conftest import table_counts
     from tests.helpers import clear_cut_rows
 
@@ -105,7 +106,7 @@ def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_p
     job_id = jobs.create(store, "dpo", {"max_steps": 1}, data_label="pairs", data_rows=clear_cut_rows(2))
     with store.tx() as db:
         db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ?", (job_id,))
-    monkeypatch.setenv(team.LEADS_ENV, "anna")
+    monkeypatch.setenv(access.LEADS_ENV, "anna")
     manager = jobs.Manager(store)
     before = table_counts(store)
     refused = [
@@ -119,6 +120,14 @@ def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_p
         ("stop a job", lambda by: manager.stop(job_id, by=by)),
         ("resume a job", lambda by: manager.resume(job_id, by=by)),
         ("stop a job", lambda by: sagemaker.stop(store, job_id, by=by)),
+        ("edit the rubric", lambda by: rubric.save(store, "s", "checks:\n  - name: x\n    any: [a]\n", by, by=by)),
+        ("edit the guidelines", lambda by: ranking.save_guidelines(store, "s", "Be nice.", by, by=by)),
+        ("run a judge", lambda by: judges.prerank(store, "s", "rubric", by=by)),
+        ("push to the Hub", lambda by: preferences.push_preferences(store, "s", "me/prefs", by=by)),
+        ("push to the Hub", lambda by: publish.push_adapter(store, job_id, "me/adapter", by=by)),
+        ("merge a model", lambda by: publish.start_merge(store, job_id, by=by)),
+        ("create API keys", lambda by: openai_api.create_key(store, "bot", by)),
+        ("revoke API keys", lambda by: openai_api.revoke_key(store, "bot", by)),
     ]
     for action, call in refused:
         with pytest.raises(TeamError, match=f"Only a lead may {action}; bob ranks and votes"):
@@ -129,6 +138,8 @@ def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_p
     assert jobs.get(store, job_id)["status"] == "stopped"
     # A lead gets past the check to the action itself.
     assert preferences.import_file(store, pairs, by="anna")["pairs"] == 2
+    assert openai_api.create_key(store, "bot", access.TERMINAL)  # a command at this machine's terminal
+    assert openai_api.list_keys(store)[0]["created_by"] == "terminal"
     assert groundtruth.export_job(store, "s", tmp_path / "gt", by="anna")["prompts"] == 2
     with pytest.raises(jobs.JobError, match="no checkpoint to resume from"):
         manager.resume(job_id, by="anna")
