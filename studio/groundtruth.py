@@ -689,9 +689,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "start":
             print(launch_job(args.folder, role_arn=args.role, pre_lambda_arn=args.pre_lambda,
-                             post_lambda_arn=args.post_lambda, workteam_arn=args.workteam, region=args.region))
+                             post_lambda_arn=args.post_lambda, workteam_arn=args.workteam, region=args.region,
+                             by=access.TERMINAL))
             return 0
-        state = fetch_and_import(Store(db_path()), args.folder, region=args.region)
+        state = fetch_and_import(Store(db_path()), args.folder, region=args.region, by=access.TERMINAL)
         print(f"{state['status']}: {state['counters']} {state['failure']}".strip())
         if "imported" in state:
             print(json.dumps(state["imported"], default=str))

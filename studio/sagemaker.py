@@ -528,10 +528,11 @@ def main(argv=None) -> int:
         if args.command == "train":
             print(start(store, args.job, prefix=args.prefix, role_arn=args.role, region=args.region,
                         instance_type=args.instance_type or "ml.g5.2xlarge", instance_count=args.instance_count,
-                        image=args.image))
+                        image=args.image, by=access.TERMINAL))
         elif args.command == "deploy":
             print(deploy(store, args.job, what=args.what, name=args.name, prefix=args.prefix, role_arn=args.role,
-                         instance_type=args.instance_type or "ml.g5.xlarge", region=args.region, image=args.image))
+                         instance_type=args.instance_type or "ml.g5.xlarge", region=args.region, image=args.image,
+                         by=access.TERMINAL))
         elif args.command == "follow":
             job = follow(store, args.job)
             print(f"{job['status']}: {progress(job)} {job['error'] or ''}".strip())
@@ -540,7 +541,7 @@ def main(argv=None) -> int:
         elif args.command == "call":
             print(call(store, args.job, args.text))
         else:
-            print(delete(store, args.job))
+            print(delete(store, args.job, access.TERMINAL))
     except (SageMakerError, jobs.JobError, publish.PublishError, access.TeamError) as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
