@@ -63,6 +63,9 @@ def train_on_polite(app, page):
     clear_cut_set(store)
     page.goto(app["url"])
     page.get_by_role("tab", name="Train").click()
+    # The page's load fills the set list and chooses the first set; a choice made before that would be undone.
+    expect(page.locator("#train-set input")).to_have_value("bank (45 prompts)")
     page.locator("#train-set input").click()
     page.get_by_role("option", name="polite (8 prompts)").click()
+    expect(page.locator("#train-data-summary")).to_contain_text("8 pairs from 8 rankings")
     return store
