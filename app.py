@@ -23,7 +23,8 @@ if __name__ == "__main__":
                                                      "a g5 box). Default: GRADIO_SERVER_NAME, else 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--auth", nargs="*", metavar="USER:PASSWORD", help="require a login (user:password pairs)")
-    parser.add_argument("--leads", nargs="*", metavar="USER", help="with --auth (or on a Space, hf usernames): only these "
+    parser.add_argument("--leads", nargs="*", metavar="USER",
+                        help="with --auth (or on a Space, hf usernames): only these "
                         "users edit guidelines and rubrics, set targets, mark gold, train and push; the others rank "
                         "and vote. Default: STUDIO_LEADS, else no roles")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")

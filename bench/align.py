@@ -120,11 +120,9 @@ def main(argv=None) -> int:
         with clock(f"round {round_}: rank"):
             print(f"  {sum(rank_all(name) for name in train_sets)} prompts ranked", flush=True)
         with clock(f"round {round_}: train"):
-            rows, info = [], {"prompt_set": ",".join(train_sets)}
+            rows = []
             for name in train_sets:
-                set_rows, set_info = preferences.training_snapshot(store, name,
-                                                                   args.pair_mode or recipes.PAIR_MODE)
-                rows += set_rows
+                rows += preferences.training_snapshot(store, name, args.pair_mode or recipes.PAIR_MODE)[0]
             settings = recipes.recommended("dpo", models.EMBEDDED, len(rows))
             settings.pop("why")
             settings.update({k: v for k, v in overrides.items() if k not in gen_fields})
@@ -144,7 +142,7 @@ def main(argv=None) -> int:
                 print(job["error"], file=sys.stderr)
                 return 1
         with clock(f"round {round_}: report"):
-            report_id = report.create(store, job_id, report.ReportSettings(
+            report.create(store, job_id, report.ReportSettings(
                 prompt_sets=held_sets + extra, samples=args.samples, limit=args.limit,
                 max_new_tokens=gen.max_new_tokens, temperature=gen.temperature))
             summary = report.latest(store, job_id)["summary"]

@@ -255,8 +255,10 @@ def main() -> int:
             print(f"{size} annotators x {args.per}, {pace}: sent {r['sent']}, stored {r['stored']}, lost {r['lost']}, "
                   f"duplicated {r['duplicated']}; latency p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, "
                   f"max {r['max'] * 1000:.0f} ms ({r['p95'] / alone['p95']:.1f}x the p95 alone); "
-                  f"{r['sent'] / r['wall']:.0f} submissions/s; CPU: app {r['cpu_app'] / r['sent'] * 1000:.0f} ms, bench "
-                  f"{r['cpu_bench'] / r['sent'] * 1000:.0f} ms per submission" + (f"; errors: {r['errors']}" if r["errors"] else ""))
+                  f"{r['sent'] / r['wall']:.0f} submissions/s; "
+                  f"CPU: app {r['cpu_app'] / r['sent'] * 1000:.0f} ms, bench "
+                  f"{r['cpu_bench'] / r['sent'] * 1000:.0f} ms per submission"
+                  + (f"; errors: {r['errors']}" if r["errors"] else ""))
     finally:
         process.terminate()
         process.wait(10)

@@ -153,7 +153,8 @@ def main():
                 sys.exit(f"{side} side failed:\n{child.stderr[-3000:]}")
             results[side] = json.loads(line[7:])
             r = results[side]
-            print(f"{side:6}: {r['tokens']:.0f} tokens in {r['seconds']:6.1f} s (train_runtime {r['train_runtime']:.1f} "
+            print(f"{side:6}: {r['tokens']:.0f} tokens in {r['seconds']:6.1f} s "
+                  f"(train_runtime {r['train_runtime']:.1f} "
                   f"s) = {r['tokens_per_s']:7.1f} tokens/s, peak memory {r['peak_mb']:.0f} MB")
     trl, studio = results["trl"], results["studio"]
     print(f"{args.rows} pairs, {args.steps} steps of {args.batch_size}, LoRA r=16 all-linear, embedded model, "
@@ -162,9 +163,9 @@ def main():
           f"{studio['tokens_per_s'] / trl['tokens_per_s']:.2f}x; on the Trainer's train_runtime alone: "
           f"{trl['train_runtime'] / studio['train_runtime']:.2f}x; peak memory ratio: "
           f"{studio['peak_mb'] / trl['peak_mb']:.2f}x")
-    from bench.limits import describe
-
     import torch
+
+    from bench.limits import describe
 
     bf16 = precision()["bf16"]
     flops, _, measured = describe("cuda" if torch.cuda.is_available() else "cpu",
@@ -172,7 +173,8 @@ def main():
     n = linear_weights()
     print(measured)
     for name, r in (("trl", trl), ("studio", studio)):
-        print(f"{name:6}: {6 * n * r['tokens'] / r['seconds'] / 1e9:.1f} useful GFLOP/s (6N per token, N = {n / 1e6:.0f}M) "
+        print(f"{name:6}: {6 * n * r['tokens'] / r['seconds'] / 1e9:.1f} useful GFLOP/s "
+              f"(6N per token, N = {n / 1e6:.0f}M) "
               f"= {6 * n * r['tokens'] / r['seconds'] / flops:.0%} of the matmul bound")
 
 

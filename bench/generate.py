@@ -78,7 +78,8 @@ def main():
         studio_s = time.perf_counter() - start
         print(f"studio ({loaded.dtype}): {result.responses_added} candidates in {studio_s:7.1f} s = "
               f"{result.responses_added / studio_s:6.2f} candidates/s (batch of {params.batch_size} prompts x k)")
-        print(f"ratio (studio / naive candidates per second): {(result.responses_added / studio_s) / (count / naive_s):.2f}x")
+        print("ratio (studio / naive candidates per second): "
+              f"{(result.responses_added / studio_s) / (count / naive_s):.2f}x")
         texts = [r["text"] for r in store.query("SELECT text FROM responses ORDER BY id DESC LIMIT ?",
                                                 (result.responses_added,))]  # this run's (after the warm-up's)
         new_tokens = sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])

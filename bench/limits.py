@@ -1,5 +1,6 @@
 """This machine's physical limits, measured in the run that uses them: dense matrix-product FLOP/s (fp32, or the
-precision a benchmark computes in: bf16 runs on AMX units where a CPU has them) with the threads torch uses, and memory bandwidth (a large tensor copy). The benchmarks divide what they reach by these.
+precision a benchmark computes in: bf16 runs on AMX units where a CPU has them) with the threads torch uses, and memory
+bandwidth (a large tensor copy). The benchmarks divide what they reach by these.
 
     python bench/limits.py
 """

@@ -8,8 +8,8 @@ import gradio as gr
 from pages import Ctx, cancel_button, cancellable, message, waiting
 from pages.rank import identity
 from studio import chat, feedback, jobs, models
-from studio.ranking import RankingError
 from studio.generate import GenerationParams
+from studio.ranking import RankingError
 
 HELP = ("One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
         "for the right-hand row of the batch, off for the left), with the same sampling settings and seed. Type a "
@@ -68,7 +68,8 @@ def build_compare_tab(ctx: Ctx) -> dict:
         clear = gr.Button("New conversation", elem_id="cmp-clear")
     with gr.Row():
         who = gr.Textbox(label="Your name, saved with your feedback", scale=1, elem_id="cmp-who",
-                         placeholder="then use the thumbs under an answer, or edit it (the pencil) to write a better one")
+                         placeholder="then use the thumbs under an answer, or edit it (the pencil) "
+                                     "to write a better one")
         feedback_status = gr.Markdown(elem_id="cmp-feedback-status")
     status = gr.Markdown(elem_id="cmp-status")
     # The conversations as the models see them; the chat boxes show them escaped, since gr.Chatbot renders HTML.

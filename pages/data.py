@@ -4,10 +4,10 @@ import gradio as gr
 
 from pages import Ctx, login, message, set_choices
 from studio import access, feedback, groundtruth, preferences
-from studio.recipes import PAIR_MODE
 from studio.groundtruth import GroundTruthError
 from studio.preferences import PreferenceError
 from studio.ranking import PAIR_MODES
+from studio.recipes import PAIR_MODE
 
 
 def build_data_tab(ctx: Ctx) -> dict:

@@ -6,8 +6,8 @@ import threading
 
 import gradio as gr
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pages import Ctx, counting, login, login_of, message, set_choices, waiting
@@ -98,7 +98,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
                     *[gr.update(visible=False)] * MAX_SHOWN, gr.update(visible=False), gr.update(visible=False),
                     gr.update(visible=False), "", message(progress_text), note]
         if task.total_responses > MAX_SHOWN:
-            note = (note + " " if note else "") + f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
+            note = (note + " " if note else "") + (f"Showing the {MAX_SHOWN} newest of {task.total_responses} "
+                                                   "candidates.")
         hint = ranking.suggestion(ctx.store, task)
         count = len(task.responses)
         now = (count, bool(task.system), hint is not None)

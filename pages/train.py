@@ -4,9 +4,8 @@ import json
 import threading
 from types import SimpleNamespace
 
-import pandas as pd
-
 import gradio as gr
+import pandas as pd
 
 from pages import Ctx, cancel_button, cancellable, login, message, set_choices, waiting
 from studio import access, diagnostics, generate, jobs, methods, models, recipes, report, sagemaker
@@ -24,7 +23,8 @@ JOB_WIDTHS = ["6%", "17%", "11%", "26%", "12%", "8%", "9%", "11%"]
 PLOTS = {  # plot title -> which logged values it shows
     "Loss": lambda key: key == "loss",
     "Rewards": lambda key: (
-        key.startswith("rewards/") and "accurac" not in key and not key.endswith("/std")) or key in ("margin", "reward"),
+        key.startswith("rewards/") and "accurac" not in key
+        and not key.endswith("/std")) or key in ("margin", "reward"),
     "Accuracy · KL": lambda key: "accurac" in key or key == "kl",
 }
 # Logged names as the plots' legends show them (short enough to fit under a third of the page).
@@ -51,7 +51,8 @@ def build_train_tab(ctx: Ctx) -> dict:
             view.log.render()
 
     def base_choices():
-        return BASE_CHOICES + [(f"continue job {j['id']} ({j['method']}, {j['base_model']})", f"{jobs.JOB_KEY}{j['id']}")
+        return BASE_CHOICES + [(f"continue job {j['id']} ({j['method']}, {j['base_model']})",
+                                f"{jobs.JOB_KEY}{j['id']}")
                                for j in jobs.finished(ctx.store, "chat")]
 
     def do_launch(values: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -59,7 +60,8 @@ def build_train_tab(ctx: Ctx) -> dict:
         named)."""
         f = form
         settings = {name: values[component] for name, component in f.settings.items()}
-        settings.update(model=values[f.base] or "embedded", lora_target_modules=(values[f.targets] or "all-linear").strip())
+        settings.update(model=values[f.base] or "embedded",
+                        lora_target_modules=(values[f.targets] or "all-linear").strip())
         functions = ([TOXICITY_PENALTY] if values[f.toxicity_penalty] else []) + \
             [name.strip() for name in (values[f.reward_functions] or "").split(",") if name.strip()]
         method_ = values[f.method]
@@ -233,7 +235,8 @@ def _job_rows(listed: list[dict]) -> list[list]:
         last = jobs.last_metrics(jobs.metrics(job))
         method_ = jobs.method_label(job) + (f", round {job['round']}" if job["round"] and job["round"] > 1 else "") + (
             f" from job {job['parent_job_id']}" if job["parent_job_id"] else "")
-        rows.append([job["id"], method_, job["status"] + (" on SageMaker" if job["remote"] else ""), job["data"], job["base_model"], last.get("step", 0),
+        rows.append([job["id"], method_, job["status"] + (" on SageMaker" if job["remote"] else ""), job["data"],
+                     job["base_model"], last.get("step", 0),
                      _fmt(last.get("loss")), _fmt(last.get("rewards/margins", last.get("margin", last.get("reward"))))])
     return rows
 

@@ -8,6 +8,7 @@ from studio import jobs, models
 from studio.generate import GenerationParams, stream
 from studio.store import Store
 
+
 @dataclass(frozen=True)
 class Choice:
     """A model that can answer: a base model, or a LoRA adapter on its base."""
@@ -23,7 +24,8 @@ def options(store: Store) -> list[tuple[str, str]]:
     finished = jobs.finished(store, "chat")
     bases = [models.EMBEDDED] + sorted({j["base_model"] for j in finished} - {models.EMBEDDED})
     return ([(f"base: {b}", f"base:{b}") for b in bases]
-            + [(f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"{jobs.JOB_KEY}{j['id']}") for j in finished])
+            + [(f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"{jobs.JOB_KEY}{j['id']}")
+               for j in finished])
 
 
 def default_keys(options_: list[tuple[str, str]], current: list[str] | None = None) -> list[str]:
@@ -72,7 +74,8 @@ def load_together(choices: list[Choice]) -> tuple[models.Loaded, list[str]]:
 
 
 def prompt_from(message: str, system: str, history: list[dict]) -> dict:
-    context = [{"role": m["role"], "content": text_of(m["content"])} for m in history if m["role"] in ("user", "assistant")]
+    context = [{"role": m["role"], "content": text_of(m["content"])}
+               for m in history if m["role"] in ("user", "assistant")]
     return {"text": message, "system": system or "", "context": context}
 
 

@@ -48,8 +48,8 @@ def _dpo(rows, loss, pairs) -> list[str]:
     early = [v for step, v in accuracy if step <= 5]
     if early and max(early) >= 1.0 and (pairs is None or pairs < 200):
         found.append(f"Pair accuracy reached 1.0 within {min(s for s, v in accuracy if v >= 1.0)} steps on "
-                     f"{pairs if pairs is not None else 'few'} pairs: likely memorising them. Add pairs, or train fewer "
-                     "epochs (or a lower learning rate); the alignment report says whether it generalises.")
+                     f"{pairs if pairs is not None else 'few'} pairs: likely memorising them. Add pairs, or train "
+                     "fewer epochs (or a lower learning rate); the alignment report says whether it generalises.")
     chosen, margin = _series(rows, "rewards/chosen"), _series(rows, "rewards/margins")
     if len(chosen) >= 4 and len(margin) >= 4:
         half = len(chosen) // 2

@@ -137,7 +137,8 @@ def create_evaluation(store: Store, set_name: str, choices: list, params, limit:
                                 "VALUES (?, ?, ?, ?)",
                                 (set_id, json.dumps(params.stored()), samples, report_id)).lastrowid
         db.executemany(
-            "INSERT INTO eval_models (evaluation_id, position, label, model, adapter, job_id) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO eval_models (evaluation_id, position, label, model, adapter, job_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [(evaluation, i, c.label, c.model, c.adapter, c.job_id) for i, c in enumerate(choices)])
     status, per_batch = "ready", params.batch_size
     if on_progress:

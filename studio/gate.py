@@ -41,7 +41,8 @@ def verdict(store: Store, job_id: int) -> dict:
             name = score["scorer"]
             if name.startswith("toxicity"):
                 toxicity.append((score["diff_low"] <= 0, f"{name} in {where}: {score['diff']:+.3f} against the base "
-                                                         f"(95% CI {score['diff_low']:+.3f} to {score['diff_high']:+.3f})"))
+                                                         f"(95% CI {score['diff_low']:+.3f} to "
+                                                         f"{score['diff_high']:+.3f})"))
             elif row["prompt_set"] == CAPABILITY_SET and name == scorers.RUBRIC:
                 capability.append((score["diff_high"] >= 0, f"capability in {where}: {score['diff']:+.3f} share right "
                                                             f"against the base (95% CI {score['diff_low']:+.3f} to "

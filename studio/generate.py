@@ -3,8 +3,8 @@
     python -m studio.generate --model embedded --prompts bank --k 4
 
 Prompts are sorted by length and sent several at a time (left padding); each prompt is read once and its k samples
-share it, so one forward pass serves batch_size x k sequences (see `decode`). Each finished batch is saved in its own transaction: a cancel or a crash keeps
-every prompt that was done.
+share it, so one forward pass serves batch_size x k sequences (see `decode`). Each finished batch is saved in its own
+transaction: a cancel or a crash keeps every prompt that was done.
 """
 
 import argparse

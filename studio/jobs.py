@@ -131,7 +131,8 @@ def describe_data(store: Store, method: str, prompt_set: str | None, pair_mode: 
         return f"Trains on {data.strip()} (checked when the job starts)."
     if spec.data == "feedback":
         found = feedback.counts(store)
-        return (f"{len(feedback.kto_rows(store))} {spec.rows} from the Compare tab's feedback: {found['up']} thumbs up, "
+        return (f"{len(feedback.kto_rows(store))} {spec.rows} from the Compare tab's feedback: "
+                f"{found['up']} thumbs up, "
                 f"{found['down']} down, {found['edit']} edited answer(s) (each gives a good and a bad row) by "
                 f"{found['annotators']} person(s). The prompt set is not used.")
     if not prompt_set:

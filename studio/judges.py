@@ -37,7 +37,8 @@ def judge_name(kind: str, set_name: str, model: str = models.EMBEDDED) -> str:
     return f"{JUDGE_PREFIX}rubric:{set_name}" if kind == "rubric" else f"{JUDGE_PREFIX}llm:{model}"
 
 
-def llm_preferences(loaded: models.Loaded, question: str, answers: list[str], template: str = LLM_PROMPT) -> list[float]:
+def llm_preferences(loaded: models.Loaded, question: str, answers: list[str],
+                    template: str = LLM_PROMPT) -> list[float]:
     """Each answer's score: the sum over the others of the judge's probability that it is the better one, averaged
     over both orders (A/B then B/A); read from the next-token logits of 'A' and 'B', no sampling."""
     import torch

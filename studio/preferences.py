@@ -81,7 +81,8 @@ def export_preferences(store: Store, set_name: str, mode: str = "best_worst", ou
     rows, pair_set = preference_rows(store, set_name, mode)
     if not rows:
         raise PreferenceError(f"No preference pairs in {set_name!r} yet: rank some prompts first (ties give no pair).")
-    out_dir = Path(out_dir or studio_home() / "exports" / f"{check_name(set_name)}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir = Path(out_dir or studio_home() / "exports"
+                   / f"{check_name(set_name)}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = Dataset.from_list(rows)
     dataset.to_json(out_dir / "preferences.jsonl", lines=True, force_ascii=False)

@@ -162,7 +162,8 @@ def parse_order(order: str, count: int) -> list[list[int]]:
         raise RankingError("The order ends with '='; tie it to a candidate or remove it.")
     missing = [letter for letter in letters if letter not in seen]
     if missing:
-        raise RankingError(f"Rank every candidate: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing.")
+        raise RankingError(f"Rank every candidate: {', '.join(missing)} "
+                           f"{'is' if len(missing) == 1 else 'are'} missing.")
     return tiers
 
 

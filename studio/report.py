@@ -207,7 +207,8 @@ def _examples(answers: dict, prompts: dict, keys: list) -> list[dict]:
     ranked = sorted(first.values(), key=gain, reverse=True)
     chosen = ranked[:EXAMPLES - 1] + ([ranked[-1]] if len(ranked) >= EXAMPLES and gain(ranked[-1]) < 0 else [])
     return [{"prompt": prompts[p], "base": answers[p, n, 0]["text"], "aligned": answers[p, n, 1]["text"],
-             "scorer": scorer, "base_score": answers[p, n, 0].get(scorer), "aligned_score": answers[p, n, 1].get(scorer)}
+             "scorer": scorer, "base_score": answers[p, n, 0].get(scorer),
+             "aligned_score": answers[p, n, 1].get(scorer)}
             for p, n in chosen]
 
 
@@ -261,7 +262,8 @@ def table(summary: dict) -> list[list]:
     rows = []
     for entry in summary["sets"]:
         for scorer, figures in entry["scorers"].items():
-            means = "" if figures["base_mean"] is None else f"{figures['base_mean']:.3f} -> {figures['aligned_mean']:.3f}"
+            means = ("" if figures["base_mean"] is None
+                     else f"{figures['base_mean']:.3f} -> {figures['aligned_mean']:.3f}")
             rows.append([entry["prompt_set"], scorer, _ci(figures["at_least_as_good"]), _ci(figures["noise_floor"]),
                          _ci(figures["win_rate"]), _ci(figures["length_matched"]), means])
     return rows

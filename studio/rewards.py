@@ -1,8 +1,8 @@
 """Reward functions for online RL (TRL's reward_funcs: called with prompts and completions, one float per completion).
 
 A recipe names them as `module:function` (reward_functions), so a team can add its own next to ours; the reward
-model of a finished reward-model job comes first (reward_model), then the prompt set's rubric (rubric). Every function here is wrapped so that a few sampled
-answers and their rewards are written to samples.jsonl for the Train tab.
+model of a finished reward-model job comes first (reward_model), then the prompt set's rubric (rubric). Every function
+here is wrapped so that a few sampled answers and their rewards are written to samples.jsonl for the Train tab.
 """
 
 import importlib

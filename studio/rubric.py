@@ -165,7 +165,8 @@ def _number(node, where: str, key: str, kind=float, low=None, high=None):
         value = yaml.safe_load(yaml.serialize(node))
     except yaml.YAMLError:
         value = None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and (kind is float or float(value).is_integer()))
     if ok and low is not None:
         ok = value >= low
     if ok and high is not None:

@@ -1,7 +1,7 @@
 """The studio's one SQLite database: WAL mode, foreign keys on, one connection per thread, a schema version.
 
-Every user action is one transaction (`Store.tx()`); the schema grows by appending a tuple of statements to MIGRATIONS, never by
-editing an entry that has shipped, so an older database is brought up to date when it is opened.
+Every user action is one transaction (`Store.tx()`); the schema grows by appending a tuple of statements to MIGRATIONS,
+never by editing an entry that has shipped, so an older database is brought up to date when it is opened.
 """
 
 import sqlite3

@@ -47,7 +47,8 @@ def mark_gold(store: Store, prompt_id: int, response_id: int | None, by: str | N
         if response_id is None:
             db.execute("DELETE FROM gold WHERE prompt_id = ?", (prompt_id,))
             return
-        if not db.execute("SELECT 1 FROM responses WHERE id = ? AND prompt_id = ?", (response_id, prompt_id)).fetchone():
+        if not db.execute("SELECT 1 FROM responses WHERE id = ? AND prompt_id = ?",
+                          (response_id, prompt_id)).fetchone():
             raise TeamError(f"Response {response_id} is not a candidate of prompt {prompt_id}.")
         db.execute("INSERT OR REPLACE INTO gold (prompt_id, response_id, marked_by) VALUES (?, ?, ?)",
                    (prompt_id, response_id, by))

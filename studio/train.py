@@ -409,8 +409,8 @@ def _partial_checkpointing(share: float):
 
 def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
-    from transformers.trainer_utils import get_last_checkpoint
     import trl
+    from transformers.trainer_utils import get_last_checkpoint
 
     method, recipe = recipes.load(recipe_path)
     job_dir = Path(recipe.output_dir)

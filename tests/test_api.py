@@ -149,7 +149,8 @@ def test_messages_and_sampling_fields_map_to_the_studio_and_keys_are_kept_hashed
     with pytest.raises(ValueError, match="role 'tool'"):
         conversation([{"role": "tool", "content": "{}"}, {"role": "user", "content": "Hi"}])
     params = params_from({"temperature": 0, "max_tokens": 9, "seed": 5})
-    assert (params.k, params.max_new_tokens, params.seed, params.temperature) == (1, 9, 5, openai_api.GREEDY_TEMPERATURE)
+    assert (params.k, params.max_new_tokens, params.seed,
+            params.temperature) == (1, 9, 5, openai_api.GREEDY_TEMPERATURE)
     assert params_from({"max_completion_tokens": 7, "max_tokens": 9}).max_new_tokens == 7
     for body, message in (({"temperature": 3}, "temperature must be from 0 to 2"), ({"n": 2}, "n must be 1")):
         with pytest.raises(ValueError, match=message):

@@ -108,7 +108,8 @@ def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(tra
     assert store.query("SELECT COUNT(*) FROM responses r JOIN prompts p ON p.id = r.prompt_id "
                        "JOIN prompt_sets s ON s.id = p.prompt_set_id WHERE s.name = 'held'")[0][0] == 0
 
-    # Anna prefers the aligned model on 3 prompts and calls the 4th a tie; Ben prefers the base on 2, ties 1, both bad 1.
+    # Anna prefers the aligned model on 3 prompts and calls the 4th a tie; Ben prefers the base on 2, ties 1,
+    # both bad 1.
     sides = set()
     for who, plan in (("anna", ["aligned", "aligned", "aligned", "tie"]), ("ben", ["base", "base", "tie", "both_bad"])):
         for i, wanted in enumerate(plan):

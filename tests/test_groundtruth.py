@@ -21,7 +21,8 @@ def lambda_module(folder, name):
 
 def answer(line, ranks):
     """answerContent as the template's crowd-form submits it: our hidden ids plus the ranking element's output."""
-    return {"studioPromptId": str(line["studio-prompt-id"]), "studioResponseIds": json.dumps(line["studio-response-ids"]),
+    return {"studioPromptId": str(line["studio-prompt-id"]),
+            "studioResponseIds": json.dumps(line["studio-response-ids"]),
             "ranking": {"ordinalRankingDimensions": [{"name": "Overall quality", "responseRankings": ranks}]}}
 
 
@@ -143,7 +144,8 @@ def test_round_trip_through_the_consolidation_lambda_and_the_output_manifest(sto
                             "annotations": annotations})
         s3.put_object(Bucket="gt-results", Key="job1/annotations/consolidation-request/iteration-1/x.json",
                       Body=json.dumps(payload).encode())
-        event = {"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
+        event = {"version": "2018-10-16",
+                 "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
                  "labelCategories": [], "labelAttributeName": "studio-ranking",
                  "roleArn": "arn:aws:iam::111122223333:role/r",
                  "payload": {"s3Uri": "s3://gt-results/job1/annotations/consolidation-request/iteration-1/x.json"}}
@@ -203,12 +205,15 @@ def test_every_bad_line_is_reported_and_nothing_imported(store, job, tmp_path):
     before = table_counts(store)
     root = tmp_path / "bad"
     root.mkdir()
-    good = {**lines[0], "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[0], [1, 2, 3])}]}}
+    good = {**lines[0],
+            "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[0], [1, 2, 3])}]}}
     bad_lines = [
         json.dumps(good),
         json.dumps({**good, "studio-prompt-id": 99999}),
-        json.dumps({**lines[1], "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[1], [1, 2])}]}}),
-        json.dumps({**lines[1], "studio-ranking": {"workers": [{"workerId": "w2", "answerContent": answer(lines[1], [0, 2, 4])}]}}),
+        json.dumps({**lines[1],
+                    "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[1], [1, 2])}]}}),
+        json.dumps({**lines[1],
+                    "studio-ranking": {"workers": [{"workerId": "w2", "answerContent": answer(lines[1], [0, 2, 4])}]}}),
         '{"source": "broken',
         json.dumps({**lines[1], "studio-response-ids": [1, 2, 999999],
                     "studio-ranking": {"workers": [{"workerId": "w3", "answerContent": answer(lines[1], [1, 2, 3])}]}}),
@@ -269,7 +274,8 @@ def test_job_settings_pass_botocores_own_model_of_create_labeling_job(job):
         task = settings["HumanTaskConfig"]
         for keyword in task["TaskKeywords"]:
             assert re.fullmatch(shapes["HumanTaskConfig"].members["TaskKeywords"].member.metadata["pattern"], keyword)
-        for arn in (task["PreHumanTaskLambdaArn"], task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"]):
+        for arn in (task["PreHumanTaskLambdaArn"],
+                    task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"]):
             assert re.fullmatch(shapes["HumanTaskConfig"].members["PreHumanTaskLambdaArn"].metadata["pattern"], arn)
             # AWS's managed labeling policy lets a job call only functions whose names contain one of these.
             assert any(word in arn.rsplit(":", 1)[1] for word in ("SageMaker", "Sagemaker", "sagemaker", "GtRecipe",
@@ -490,7 +496,8 @@ def test_a_job_is_started_on_ground_truth_and_its_output_fetched_and_imported(st
         with stub:
             assert groundtruth.launch_job(folder, **arns, s3=s3, sagemaker=sagemaker) == job_arn
             for name in ("manifest.jsonl", "template.liquid.html"):  # where settings.json points the job
-                assert s3.get_object(Bucket="gt-bucket", Key=f"job1/{name}")["Body"].read() == (folder / name).read_bytes()
+                assert s3.get_object(Bucket="gt-bucket",
+                                     Key=f"job1/{name}")["Body"].read() == (folder / name).read_bytes()
             assert groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)["status"] == "InProgress"
             with pytest.raises(GroundTruthError, match="AWS refused to describe the labeling job job1: .*not auth"):
                 groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)

@@ -117,7 +117,8 @@ def test_a_malformed_recipe_creates_no_job(store):
 
 
 def test_launch_holds_the_rules_the_train_tab_relies_on(store):
-    """jobs.launch: what a page, the API and the terminal all call; each refusal names what to fix and creates no job."""
+    """jobs.launch: what a page, the API and the terminal all call; each refusal names what to fix and creates no
+    job."""
     from studio import rubric
 
     clear_cut_set(store)
@@ -211,7 +212,8 @@ def test_a_hub_model_that_cannot_load_is_refused_at_launch_not_a_minute_later(st
     monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     before = len(jobs.list_jobs(store))
-    with pytest.raises(JobError, match="out of reach .* the base model 'nobody/no-such-model' is not in the local cache"):
+    with pytest.raises(JobError,
+                       match="out of reach .* the base model 'nobody/no-such-model' is not in the local cache"):
         jobs.launch(store, "dpo", {**SETTINGS, "model": "nobody/no-such-model"}, prompt_set="polite")
     with pytest.raises(scorers.ScorerError, match="the classifier 'unitary/toxic-bert' is not in the local cache"):
         scorers.hub_toxicity("unitary/toxic-bert")
@@ -236,7 +238,8 @@ def test_the_train_tabs_summary_and_recommended_settings_come_from_the_engine(st
     assert jobs.describe_data(store, "rloo", "polite").startswith("8 prompts of polite: the policy samples")
     assert jobs.recommended(store, "dpo", "polite", "best_worst")["learning_rate"] == 5e-4  # few pairs, small model
     assert "8 pairs on a small model" in jobs.recommended(store, "dpo", "polite", "best_worst")["why"]
-    assert jobs.recommended(store, "dpo", "polite", model="meta-llama/Meta-Llama-3-8B-Instruct")["learning_rate"] == 5e-6
+    assert jobs.recommended(store, "dpo", "polite",
+                            model="meta-llama/Meta-Llama-3-8B-Instruct")["learning_rate"] == 5e-6
     job = {"id": 7, "method": "rloo", "status": "running", "folder": str(tmp_path)}
     (tmp_path / "metrics.jsonl").write_text('{"step": 2, "max_steps": 5, "eta_s": 12.5}\n{"step": 3, "loss": 0.5}\n')
     assert jobs.progress_line(job) == "Job 7 (rloo): running · step 3 / 5 · ETA 12 s"

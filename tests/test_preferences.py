@@ -35,7 +35,8 @@ def test_export_loads_with_datasets_and_trains_two_dpo_steps(store, tmp_path):
     out = export_preferences(store, "s", "best_worst", tmp_path / "out")
     dataset = load_dataset("json", data_files=str(out["jsonl"]), split="train")
     assert len(dataset) == 4
-    assert dataset[0] == {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "question 0"}],
+    assert dataset[0] == {"prompt": [{"role": "system", "content": "Be kind."},
+                                     {"role": "user", "content": "question 0"}],
                           "chosen": [{"role": "assistant", "content": "question 0 answer 0"}],
                           "rejected": [{"role": "assistant", "content": "question 0 answer 1"}]}
     assert load_dataset("parquet", data_files=str(out["parquet"]), split="train").to_list() == dataset.to_list()
@@ -63,7 +64,8 @@ def test_no_pairs_is_a_clear_error(store):
         export_preferences(store, "s")
 
 
-HH_CHOSEN = "\n\nHuman: Hi!\n\nAssistant: Hello, how can I help?\n\nHuman: Tell me a joke.\n\nAssistant: Why did the chicken cross the road?"
+HH_CHOSEN = ("\n\nHuman: Hi!\n\nAssistant: Hello, how can I help?\n\nHuman: Tell me a joke."
+             "\n\nAssistant: Why did the chicken cross the road?")
 HH_REJECTED = "\n\nHuman: Hi!\n\nAssistant: Hello, how can I help?\n\nHuman: Tell me a joke.\n\nAssistant: No."
 
 

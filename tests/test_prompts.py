@@ -38,7 +38,8 @@ def test_builtin_sets_have_forty_prompts_or_more_and_install_once(store):
 
 def test_jsonl_with_system_prompts_and_duplicates(store, tmp_path):
     path = tmp_path / "support.jsonl"
-    rows = [{"question": "Where is my card?", "system": "Be brief."}, {"question": "Where is my card?", "system": "Be brief."},
+    rows = [{"question": "Where is my card?", "system": "Be brief."},
+            {"question": "Where is my card?", "system": "Be brief."},
             {"question": "Where is my card?"}, {"question": "  "}, {"question": "Can I pay by phone?"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     parsed = parse_prompt_file(path)

@@ -26,7 +26,8 @@ def prompt_rows():
 def lora_b_max(folder: Path) -> float:
     from safetensors.torch import load_file
 
-    return max(t.abs().max().item() for k, t in load_file(folder / "adapter_model.safetensors").items() if "lora_B" in k)
+    return max(t.abs().max().item() for k, t in load_file(folder / "adapter_model.safetensors").items()
+               if "lora_B" in k)
 
 
 def test_rloo_raises_a_clear_reward_with_a_finite_kl(store):

@@ -77,7 +77,8 @@ def test_a_version_5_database_with_evaluations_is_migrated_keeping_every_row(tmp
         INSERT INTO annotators (id, name, kind) VALUES (1, 'anna', 'local');
         INSERT INTO evaluations (id, prompt_set_id, params) VALUES (1, 1, '{}');
         INSERT INTO eval_models (evaluation_id, position, label, model) VALUES (1, 0, 'base', 'm'), (1, 1, 'job', 'm');
-        INSERT INTO eval_answers (id, evaluation_id, position, prompt_id, text) VALUES (7, 1, 0, 1, 'a'), (8, 1, 1, 1, 'b');
+        INSERT INTO eval_answers (id, evaluation_id, position, prompt_id, text)
+            VALUES (7, 1, 0, 1, 'a'), (8, 1, 1, 1, 'b');
         INSERT INTO eval_scores (answer_id, scorer, value) VALUES (7, 'toxicity', 0.1), (8, 'toxicity', 0.2);
         INSERT INTO eval_votes (evaluation_id, prompt_id, annotator_id, first, second, left_position, outcome)
             VALUES (1, 1, 1, 0, 1, 0, 'second');

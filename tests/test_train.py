@@ -88,7 +88,8 @@ def test_group_by_length_keeps_every_row_and_groups_batches():
     ("method: dpo\ndata: x.jsonl\nmax_steps: 2.5\n", "max_steps: expected a whole number, got 2.5"),
     ("method: dpo\ndata: x.jsonl\nbf16: 'yes'\n", "bf16: expected true or false, got 'yes'"),
     ("method: dpo\ndata: x.jsonl\nloss_type: [3]\n", "loss_type: expected text or a list of them, got \\[3\\]"),
-    ("method: dpo\ndata: x.jsonl\nmodel_init_kwargs: 5\n", "model_init_kwargs: expected a mapping \\(key: value\\) or text"),
+    ("method: dpo\ndata: x.jsonl\nmodel_init_kwargs: 5\n",
+     "model_init_kwargs: expected a mapping \\(key: value\\) or text"),
     ("method: dpo\ndata: [unclosed\n", "is not valid YAML"),
     ("method: dpo\ndata: /nonexistent/prefs.jsonl\n", "data: could not load '/nonexistent/prefs.jsonl'"),
     ("method: dpo\ndata: x.jsonl\nper_device_train_batch_size: 0\n", "per_device_train_batch_size must be 1 or more"),
@@ -119,7 +120,8 @@ def test_shipped_example_recipes_load(name):
 
 
 @pytest.mark.parametrize("name, model, rows", [("embedded-cpu-dpo.yaml", "embedded", 60),
-                                               ("llama3-8b-qlora-dpo.yaml", "meta-llama/Meta-Llama-3-8B-Instruct", 5000)])
+                                               ("llama3-8b-qlora-dpo.yaml", "meta-llama/Meta-Llama-3-8B-Instruct",
+                                                5000)])
 def test_shipped_recipes_keep_in_step_with_the_tabs_recommended_settings(name, model, rows):
     from pathlib import Path
 

@@ -47,8 +47,8 @@ def run_app(tmp_path, *extra_args, env_extra: dict | None = None):
     env.update(STUDIO_HOME=str(home), PYTHONUNBUFFERED="1", HF_HOME=str(tmp_path / "hf"),
                AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,  # no AWS account, ever
                AWS_EC2_METADATA_DISABLED="true", **(env_extra or {}))
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT,
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while True:

@@ -19,7 +19,8 @@ def test_generate_two_prompts_two_candidates(app_server, page):
     page.screenshot(path=str(app_server["home"] / "generate.png"), full_page=True)
 
     db = sqlite3.connect(app_server["home"] / "studio.db")
-    rows = db.execute("SELECT p.text, r.model, r.params FROM responses r JOIN prompts p ON p.id = r.prompt_id").fetchall()
+    rows = db.execute("SELECT p.text, r.model, r.params FROM responses r "
+                      "JOIN prompts p ON p.id = r.prompt_id").fetchall()
     assert len(rows) == 4
     assert {r[0] for r in rows} == {"How do I open a savings account with Lumen Bank?",
                                    "What is the daily limit for card payments and how can I change it?"}

@@ -7,8 +7,7 @@ from playwright.sync_api import expect
 
 from studio import jobs, openai_api
 from studio.store import Store
-from tests.helpers import clear_cut_set
-from tests.helpers import new_job
+from tests.helpers import clear_cut_set, new_job
 
 pytestmark = pytest.mark.browser
 

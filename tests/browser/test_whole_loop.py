@@ -77,7 +77,8 @@ def test_generate_rank_train_compare_vote(app_server, page):
     set_number(page, "train-report-limit", 2)
     set_number(page, "train-report-tokens", 24)
     page.locator("#train-report-go").click()
-    expect(page.locator("#train-report-status")).to_contain_text(re.compile(r"Report 1 \(.*prompts x 2"), timeout=240_000)
+    expect(page.locator("#train-report-status")).to_contain_text(re.compile(r"Report 1 \(.*prompts x 2"),
+                                                                 timeout=240_000)
     table = page.locator("#train-report")
     expect(table).to_contain_text("rubric")
     expect(table).to_contain_text("toxicity")
@@ -87,7 +88,8 @@ def test_generate_rank_train_compare_vote(app_server, page):
 
     # Compare: one message, both sides answer; markup typed by the user is shown as text.
     page.get_by_role("tab", name="Compare").click()
-    expect(page.locator("#cmp-model input")).to_have_value("job 1: dpo on embedded (bank (one pair per prompt, best vs worst))")
+    expect(page.locator("#cmp-model input")).to_have_value("job 1: dpo on embedded "
+                                                           "(bank (one pair per prompt, best vs worst))")
     page.get_by_text("Sampling (the same for both sides)").click()
     set_number(page, "cmp-max-tokens", 16)
     page.locator("#cmp-message textarea").fill("Can I freeze my <b>card</b>?")
