@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from studio import models, report
+from studio import models, report, sagemaker
 from studio.jobs import Manager
 from studio.paths import db_path, persistence_warning
 from studio.prompts import install_builtin_sets, list_prompt_sets
@@ -139,7 +139,8 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
     ctx = Ctx(store or Store(db_path()))
     install_builtin_sets(ctx.store)
     report.interrupted(ctx.store)
-    ctx.jobs = Manager(ctx.store, on_finished=lambda job_id: report.when_finished(ctx.store, job_id))
+    ctx.jobs = Manager(ctx.store, on_finished=lambda job_id: report.when_finished(ctx.store, job_id),
+                       remote=sagemaker)
     ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     with gr.Blocks(title="Align Studio") as demo:
         gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, evaluate, publish.")

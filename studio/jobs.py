@@ -461,10 +461,13 @@ def alive(pid: int | None, *words: str) -> bool:
 class Manager:
     """Starts queued jobs one at a time and keeps the jobs table in step with the processes."""
 
-    def __init__(self, store: Store, on_finished=None):
-        """`on_finished(job_id)` is called (in the watcher's thread) when a job is seen to finish."""
+    def __init__(self, store: Store, on_finished=None, remote=None):
+        """`on_finished(job_id)` is called (in the watcher's thread) when a job is seen to finish. `remote`: the runner
+        of jobs that run elsewhere (studio.sagemaker, passed in by the app: follow, stop, resume and remote_info of a
+        job, SageMakerError for what it cannot reach); without it such jobs are left alone."""
         self.store = store
         self.on_finished = on_finished
+        self.remote = remote
         self._processes: dict[int, subprocess.Popen] = {}
         self.remote_every_s = FOLLOW_REMOTE_S
         self._lock = threading.Lock()
@@ -538,13 +541,12 @@ class Manager:
 
     def _follow_remote(self, job: dict) -> None:
         """A job on SageMaker: asked about every remote_every_s (its state, metrics and, once done, its output)."""
-        from studio import sagemaker
-
-        if time.time() - sagemaker.remote_info(job).get("followed_at", 0) < self.remote_every_s:
+        if self.remote is None or \
+                time.time() - self.remote.remote_info(job).get("followed_at", 0) < self.remote_every_s:
             return
         try:
-            job = sagemaker.follow(self.store, job["id"])
-        except sagemaker.SageMakerError as error:  # no network or credentials now: the next tick asks again
+            job = self.remote.follow(self.store, job["id"])
+        except self.remote.SageMakerError as error:  # no network or credentials now: the next tick asks again
             print(f"job {job['id']}: {error}", file=sys.stderr)
             return
         if job["status"] == "finished" and self.on_finished is not None:
@@ -556,9 +558,7 @@ class Manager:
         access.check_lead(by, "stop a job")
         job = get(self.store, job_id)
         if job["remote"] and job["status"] == "running":
-            from studio import sagemaker
-
-            return sagemaker.stop(self.store, job_id, by)
+            return self._runner(job_id).stop(self.store, job_id, by)
         if job["status"] == "queued":
             with self.store.tx() as db:
                 db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ? AND status = 'queued'", (job_id,))
@@ -595,17 +595,20 @@ class Manager:
         if job["status"] not in ("stopped", "failed"):
             raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")
         if job["remote"]:
-            from studio import sagemaker
-
-            if not sagemaker.remote_info(job).get("name"):
+            if not self._runner(job_id).remote_info(job).get("name"):
                 raise JobError(f"Job {job_id} never started on SageMaker; launch it again.")
-            return sagemaker.resume(self.store, job_id, by)
+            return self.remote.resume(self.store, job_id, by)
         if not has_checkpoint(job):
             raise JobError(f"Job {job_id} has no checkpoint to resume from; launch it again instead.")
         with self.store.tx() as db:
             db.execute("UPDATE jobs SET status = 'queued', resume = 1, error = NULL WHERE id = ?", (job_id,))
         self.refresh()
         return "Resuming from the latest checkpoint."
+
+    def _runner(self, job_id: int):
+        if self.remote is None:
+            raise JobError(f"Job {job_id} runs on SageMaker, and this studio was started without its runner.")
+        return self.remote
 
     def start_watcher(self, every_s: float = 2.0) -> threading.Thread:
         """A daemon thread that refreshes the jobs, so queued jobs start with no browser open."""

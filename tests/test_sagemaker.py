@@ -70,7 +70,7 @@ def test_a_job_trains_on_sagemaker_comes_back_and_serves_on_an_endpoint(store, a
     clear_cut_set(store)
     job_id = jobs.launch(store, "dpo", {**SETTINGS, "max_steps": 2}, prompt_set="polite", where="sagemaker")
     finished = []
-    manager = Manager(store, on_finished=finished.append)
+    manager = Manager(store, on_finished=finished.append, remote=sagemaker)
     manager.remote_every_s = 0
     manager.refresh()
     assert jobs.get(store, job_id)["status"] == "queued"  # the local queue leaves a SageMaker job alone
@@ -168,7 +168,7 @@ def test_stop_and_resume_on_sagemaker(store, aws):
         stub.assert_no_pending_responses()
     with pytest.raises(publish.PublishError, match="is stopped and has no adapter"):
         sagemaker.deploy(store, job_id, prefix=PREFIX, role_arn=ROLE)
-    assert Manager(store).resume(job_id).startswith("Resuming on SageMaker as align-studio-")
+    assert Manager(store, remote=sagemaker).resume(job_id).startswith("Resuming on SageMaker as align-studio-")
     second = sagemaker.remote_info(jobs.get(store, job_id))["name"]
     again = client.describe_training_job(TrainingJobName=second)
     assert second != first and again["CheckpointConfig"] == described["CheckpointConfig"]
@@ -187,3 +187,20 @@ def test_launch_argv_joins_several_machines():
     flags = dict(zip(argv[::1], argv[1:]))
     assert (flags["--num_machines"], flags["--machine_rank"], flags["--main_process_ip"],
             flags["--num_processes"]) == ("2", "1", "algo-1", "2")
+
+
+def test_the_job_manager_follows_sagemaker_jobs_only_through_the_runner_it_is_given(store):
+    """jobs.Manager does not import studio.sagemaker (that closed an import cycle): the app passes it in. Without it,
+    a SageMaker job is left alone by the queue and its stop and resume say why they cannot act."""
+    clear_cut_set(store)
+    job_id = jobs.launch(store, "dpo", {**SETTINGS, "max_steps": 2}, prompt_set="polite", where="sagemaker")
+    manager = Manager(store)
+    manager.remote_every_s = 0
+    manager.refresh()
+    assert jobs.get(store, job_id)["status"] == "queued"
+    with store.tx() as db:
+        db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job_id,))
+    manager.refresh()  # a running remote job is not followed without the runner, and nothing fails
+    assert jobs.get(store, job_id)["status"] == "running"
+    with pytest.raises(jobs.JobError, match="started without its runner"):
+        manager.stop(job_id)
