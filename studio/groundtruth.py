@@ -449,7 +449,7 @@ def _find_ref(root: Path, ref, files: set[Path]) -> Path | None:
     return None
 
 
-def _files(root: Path, found: "Found") -> list[Path]:
+def _files(root: Path, found: Found) -> list[Path]:
     """The folder's regular files. A symbolic link is never read, whatever it points to (a link could bring in any
     file of this machine): each one is listed as a problem, and so is anything that resolves outside the folder."""
     base, files = root.resolve(), []

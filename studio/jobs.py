@@ -595,9 +595,10 @@ class Manager:
         if job["status"] not in ("stopped", "failed"):
             raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")
         if job["remote"]:
-            if not self._runner(job_id).remote_info(job).get("name"):
+            runner = self._runner(job_id)
+            if not runner.remote_info(job).get("name"):
                 raise JobError(f"Job {job_id} never started on SageMaker; launch it again.")
-            return self.remote.resume(self.store, job_id, by)
+            return runner.resume(self.store, job_id, by)
         if not has_checkpoint(job):
             raise JobError(f"Job {job_id} has no checkpoint to resume from; launch it again instead.")
         with self.store.tx() as db:
