@@ -36,16 +36,16 @@ if __name__ == "__main__":
     auth = [tuple(pair.split(":", 1)) for pair in args.auth] if args.auth else None
     if auth and any(len(pair) != 2 or not all(pair) for pair in auth):
         parser.error("--auth takes user:password pairs, e.g. --auth anna:secret bob:secret2")
-    # None lets Gradio read GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (a Hugging Face Space sets them).
-    server, _, _ = demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth,
-                                       inbrowser=not args.no_browser, prevent_thread_lock=True)
-    # The OpenAI-compatible endpoint (/v1) on the same server; behind a login, or listening beyond the loopback
-    # address, it asks for a lead's API key.
-    for router in demo.studio_routers:  # the Rank tab's submissions (pages/rank.py)
-        server.include_router(router)
+    # The Rank tab's submissions (pages/rank.py) and the OpenAI-compatible endpoint (/v1) on the same server, given
+    # to the server before it starts (added after launch, a request could arrive first and get a 404). Behind a
+    # login, or listening beyond the loopback address, /v1 asks for a lead's API key.
     host = args.host or os.environ.get("GRADIO_SERVER_NAME")
     require_key = openai_api.needs_key(host, login=bool(auth or os.environ.get("SPACE_ID")))
-    server.include_router(openai_api.router(Store(db_path()), require_key=require_key))
+    routes = [route for router in [*demo.studio_routers, openai_api.router(Store(db_path()), require_key=require_key)]
+              for route in router.routes]
+    # None lets Gradio read GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (a Hugging Face Space sets them).
+    demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth, inbrowser=not args.no_browser,
+                        prevent_thread_lock=True, app_kwargs={"routes": routes})
     if require_key:
         print("The OpenAI-compatible endpoint (/v1) asks for an API key: create one with "
               "python -m studio.openai_api create-key <name>.")
