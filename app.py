@@ -6,27 +6,36 @@ import os
 # Gradio's usage analytics call out at launch; off unless the user opts in (GRADIO_ANALYTICS_ENABLED=True).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from studio.paths import use_space_storage_for_hub_cache  # noqa: E402
+from studio.core.paths import use_space_storage_for_hub_cache  # noqa: E402
 
 use_space_storage_for_hub_cache()  # before huggingface_hub reads HF_HOME
 
 from pages import build_demo  # noqa: E402  (after the analytics setting, which gradio reads on import)
-from studio import access, openai_api  # noqa: E402
-from studio.paths import db_path  # noqa: E402
-from studio.store import Store  # noqa: E402
+from studio.core import access  # noqa: E402
+from studio.core.paths import db_path  # noqa: E402
+from studio.core.store import Store  # noqa: E402
+from studio.shipping import openai_api  # noqa: E402
 
 demo = build_demo()
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Align Studio")
-    parser.add_argument("--host", default=None, help="address to listen on; 0.0.0.0 serves other machines (Docker, "
-                                                     "a g5 box). Default: GRADIO_SERVER_NAME, else 127.0.0.1")
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on; 0.0.0.0 serves other machines (Docker, "
+        "a g5 box). Default: GRADIO_SERVER_NAME, else 127.0.0.1",
+    )
     parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--auth", nargs="*", metavar="USER:PASSWORD", help="require a login (user:password pairs)")
-    parser.add_argument("--leads", nargs="*", metavar="USER",
-                        help="with --auth (or on a Space, hf usernames): only these "
-                        "users edit guidelines and rubrics, set targets, mark gold, train and push; the others rank "
-                        "and vote. Default: STUDIO_LEADS, else no roles")
+    parser.add_argument(
+        "--leads",
+        nargs="*",
+        metavar="USER",
+        help="with --auth (or on a Space, hf usernames): only these "
+        "users edit guidelines and rubrics, set targets, mark gold, train and push; the others rank "
+        "and vote. Default: STUDIO_LEADS, else no roles",
+    )
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     args = parser.parse_args()
     if args.leads:
@@ -41,12 +50,23 @@ if __name__ == "__main__":
     # login, or listening beyond the loopback address, /v1 asks for a lead's API key.
     host = args.host or os.environ.get("GRADIO_SERVER_NAME")
     require_key = openai_api.needs_key(host, login=bool(auth or os.environ.get("SPACE_ID")))
-    routes = [route for router in [*demo.studio_routers, openai_api.router(Store(db_path()), require_key=require_key)]
-              for route in router.routes]
+    routes = [
+        route
+        for router in [*demo.studio_routers, openai_api.router(Store(db_path()), require_key=require_key)]
+        for route in router.routes
+    ]
     # None lets Gradio read GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (a Hugging Face Space sets them).
-    demo.queue().launch(server_name=args.host, server_port=args.port, auth=auth, inbrowser=not args.no_browser,
-                        prevent_thread_lock=True, app_kwargs={"routes": routes})
+    demo.queue().launch(
+        server_name=args.host,
+        server_port=args.port,
+        auth=auth,
+        inbrowser=not args.no_browser,
+        prevent_thread_lock=True,
+        app_kwargs={"routes": routes},
+    )
     if require_key:
-        print("The OpenAI-compatible endpoint (/v1) asks for an API key: create one with "
-              "python -m studio.openai_api create-key <name>.")
+        print(
+            "The OpenAI-compatible endpoint (/v1) asks for an API key: create one with "
+            "python -m studio api create-key <name>."
+        )
     demo.block_thread()

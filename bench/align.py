@@ -5,7 +5,7 @@ preference (a prompt set's rubric by default; --judge module:function for anothe
 
 Round 1: split each training set into train and held-out parts (fixed seed), generate k candidates per train prompt
 with the studio's defaults, rank them with the scripted annotator, make pairs with the default rule, train DPO with
-the Train tab's defaults for that data size (a real `python -m studio.train` job), and make the alignment report on
+the Train tab's defaults for that data size (a real `python -m studio train` job), and make the alignment report on
 the held-out parts (and --extra sets): the base and the adapter answer each prompt several times, the same
 preference judges them. Round 2 generates candidates from the round-1 adapter, ranks them, continues training from
 the round-1 adapter and reports again. Prints each phase's time and, per held-out set, the effect with its 95%
@@ -54,18 +54,28 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=3, help="answers per held-out prompt and model")
     parser.add_argument("--judge", default="", help="module:function(prompt_row, answers) -> tiers; default: rubric")
     parser.add_argument("--home", default="", help="STUDIO_HOME to use (default: a fresh temporary folder)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a generation (k, temperature, max_new_tokens, ...) or training setting")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a generation (k, temperature, max_new_tokens, ...) or training setting",
+    )
     parser.add_argument("--pair-mode", default=None)
     args = parser.parse_args(argv)
 
     home = Path(args.home or tempfile.mkdtemp(prefix="align-bench-"))
     os.environ["STUDIO_HOME"] = str(home)
-    from studio import jobs, models, preferences, ranking, recipes, report, rubric
-    from studio.generate import GenerationParams, generate_candidates
-    from studio.paths import db_path, models_dir
-    from studio.prompts import get_prompts, install_builtin_sets, split_set
-    from studio.store import Store
+    from studio.core import jobs
+    from studio.core.paths import db_path, models_dir
+    from studio.core.store import Store
+    from studio.data import preferences, ranking, rubric
+    from studio.data.candidates import generate_candidates
+    from studio.data.prompts import get_prompts, install_builtin_sets, split_set
+    from studio.evaluation import report
+    from studio.inference import models
+    from studio.inference.decode import GenerationParams
+    from studio.training import launch, recipes
 
     shared = Path.home() / ".cache" / "align-studio" / "models" / models.EMBEDDED_FOLDER
     if shared.is_dir() and not (models_dir() / models.EMBEDDED_FOLDER).exists():
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
     gen = GenerationParams(**{k: v for k, v in overrides.items() if k in gen_fields})
     judge = None
     if args.judge:
-        from studio.rewards import load_function
+        from studio.training.rewards import load_function
 
         judge = load_function(args.judge)
 
@@ -108,7 +118,7 @@ def main(argv=None) -> int:
         return count
 
     parent, results = None, []
-    manager = jobs.Manager(store)
+    manager = launch.Manager(store)
     for round_ in range(1, args.rounds + 1):
         adapter = str(jobs.adapter_folder(jobs.get(store, parent))) if parent else None
         with clock(f"round {round_}: generate"):
@@ -129,9 +139,15 @@ def main(argv=None) -> int:
             if parent:
                 settings["continue_from"] = adapter
             print(f"  {len(rows)} pairs; settings {settings}", flush=True)
-            job_id = jobs.create(store, "dpo", settings, data_label=f"{'+'.join(train_sets)} round {round_}",
-                                 data_rows=rows, data_info={"prompt_set": train_sets[0], "pairs": len(rows)},
-                                 parent_job_id=parent)
+            job_id = launch.create(
+                store,
+                "dpo",
+                settings,
+                data_label=f"{'+'.join(train_sets)} round {round_}",
+                data_rows=rows,
+                data_info={"prompt_set": train_sets[0], "pairs": len(rows)},
+                parent_job_id=parent,
+            )
             while True:
                 manager.refresh()
                 job = jobs.get(store, job_id)
@@ -142,9 +158,17 @@ def main(argv=None) -> int:
                 print(job["error"], file=sys.stderr)
                 return 1
         with clock(f"round {round_}: report"):
-            report.create(store, job_id, report.ReportSettings(
-                prompt_sets=held_sets + extra, samples=args.samples, limit=args.limit,
-                max_new_tokens=gen.max_new_tokens, temperature=gen.temperature))
+            report.create(
+                store,
+                job_id,
+                report.ReportSettings(
+                    prompt_sets=held_sets + extra,
+                    samples=args.samples,
+                    limit=args.limit,
+                    max_new_tokens=gen.max_new_tokens,
+                    temperature=gen.temperature,
+                ),
+            )
             summary = report.latest(store, job_id)["summary"]
         results.append((round_, job_id, summary))
         print_summary(round_, summary)
@@ -158,17 +182,21 @@ def main(argv=None) -> int:
 
 
 def print_summary(round_, summary):
-    from studio.report import _ci
+    from studio.evaluation.report import _ci
 
     print(f"\nRound {round_}:")
     for entry in summary["sets"]:
-        print(f"  {entry['prompt_set']}: {entry['prompts']} prompts x {entry['samples']} samples; words "
-              f"{entry['words']['base']:.0f} -> {entry['words']['aligned']:.0f}; repetitive "
-              f"{entry['repetitive']['base']:.0%} -> {entry['repetitive']['aligned']:.0%}")
+        print(
+            f"  {entry['prompt_set']}: {entry['prompts']} prompts x {entry['samples']} samples; words "
+            f"{entry['words']['base']:.0f} -> {entry['words']['aligned']:.0f}; repetitive "
+            f"{entry['repetitive']['base']:.0%} -> {entry['repetitive']['aligned']:.0%}"
+        )
         for scorer, f in entry["scorers"].items():
-            print(f"    {scorer:10s} at least as good {_ci(f['at_least_as_good']):16s} noise floor "
-                  f"{_ci(f['noise_floor']):16s} win rate {_ci(f['win_rate']):16s} length-matched "
-                  f"{_ci(f['length_matched']):16s} mean {f['base_mean']:.4f} -> {f['aligned_mean']:.4f}")
+            print(
+                f"    {scorer:10s} at least as good {_ci(f['at_least_as_good']):16s} noise floor "
+                f"{_ci(f['noise_floor']):16s} win rate {_ci(f['win_rate']):16s} length-matched "
+                f"{_ci(f['length_matched']):16s} mean {f['base_mean']:.4f} -> {f['aligned_mean']:.4f}"
+            )
     for warning in summary["warnings"]:
         print(f"  warning: {warning}")
 

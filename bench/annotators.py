@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 from gradio_client import Client  # noqa: E402  (only to find the Rank tab's events)
 
 from pages.rank import RANK_ROUTE  # noqa: E402
-from studio.models import embedded_folder  # noqa: E402
-from studio.prompts import ParsedPrompts, add_prompt_set, get_prompts  # noqa: E402
-from studio.store import Store  # noqa: E402
+from studio.core.store import Store  # noqa: E402
+from studio.data.prompts import ParsedPrompts, add_prompt_set, get_prompts  # noqa: E402
+from studio.inference.models import embedded_folder  # noqa: E402
 
 SET = "team"
 CANDIDATES = 4
@@ -44,13 +44,16 @@ CANDIDATES = 4
 
 def prepare(home: Path, prompts: int) -> None:
     store = Store(home / "studio.db")
-    add_prompt_set(store, SET, ParsedPrompts(rows=[(f"Question {i}: how do I do thing {i}?", "") for i in
-                                                   range(prompts)]), "bench")
+    add_prompt_set(
+        store, SET, ParsedPrompts(rows=[(f"Question {i}: how do I do thing {i}?", "") for i in range(prompts)]), "bench"
+    )
     with store.tx() as db:
         for prompt in get_prompts(store, SET):
             for j in range(CANDIDATES):
-                db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'bench', ?, '{}')",
-                           (prompt["id"], f"Answer {j} to {prompt['text']} " + "words " * (20 + 7 * j)))
+                db.execute(
+                    "INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'bench', ?, '{}')",
+                    (prompt["id"], f"Answer {j} to {prompt['text']} " + "words " * (20 + 7 * j)),
+                )
 
 
 def start_app(home: Path) -> tuple[subprocess.Popen, str]:
@@ -62,8 +65,13 @@ def start_app(home: Path) -> tuple[subprocess.Popen, str]:
     if not (home / "models" / shared.name).exists():
         (home / "models" / shared.name).symlink_to(shared)
     env = {**os.environ, "STUDIO_HOME": str(home)}
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--no-browser"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while True:
@@ -81,14 +89,23 @@ async def call(http, base: str, session: str, fn: dict, data: list) -> list:
     """One event as the page sends it: a direct POST for an event outside the queue, else through Gradio's queue
     (join, then read the session's event stream until the event completes)."""
     if not fn["queue"]:
-        answer = await http.post(f"{base}gradio_api/run/{fn['api_name']}", json={
-            "data": data, "fn_index": fn["fn_index"], "session_hash": session, "event_data": None,
-            "trigger_id": None})
+        answer = await http.post(
+            f"{base}gradio_api/run/{fn['api_name']}",
+            json={
+                "data": data,
+                "fn_index": fn["fn_index"],
+                "session_hash": session,
+                "event_data": None,
+                "trigger_id": None,
+            },
+        )
         answer.raise_for_status()
         return answer.json()["data"]
     fn_index = fn["fn_index"]
-    joined = await http.post(f"{base}gradio_api/queue/join", json={
-        "data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
+    joined = await http.post(
+        f"{base}gradio_api/queue/join",
+        json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None},
+    )
     joined.raise_for_status()
     event_id = joined.json()["event_id"]
     async with http.stream("GET", f"{base}gradio_api/queue/data", params={"session_hash": session}) as stream:
@@ -119,8 +136,10 @@ class Connection:
 
     async def post(self, route: str, body: dict):
         data = json.dumps(body).encode()
-        request = (f"POST {self.path}{route} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: "
-                   f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+        request = (
+            f"POST {self.path}{route} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        ).encode() + data
         for attempt in range(2):
             reused = self.streams is not None
             if not reused:
@@ -156,8 +175,19 @@ def shown(update, before):
     return update
 
 
-async def annotate(http, base: str, fns: dict, name: str, per: int, latencies: list, errors: list,
-                   ready: asyncio.Barrier, think: float, marks: dict, cpu_now) -> None:
+async def annotate(
+    http,
+    base: str,
+    fns: dict,
+    name: str,
+    per: int,
+    latencies: list,
+    errors: list,
+    ready: asyncio.Barrier,
+    think: float,
+    marks: dict,
+    cpu_now,
+) -> None:
     rng = random.Random(name)
     session = uuid.uuid4().hex[:11]
     prompt_id = layout = None  # on screen
@@ -176,8 +206,9 @@ async def annotate(http, base: str, fns: dict, name: str, per: int, latencies: l
         order = " ".join(rng.sample("abcd", CANDIDATES))
         started = time.perf_counter()
         try:
-            result = await connection.post(RANK_ROUTE, {"name": name, "set": SET, "prompt_id": prompt_id,
-                                                        "layout": layout, "text": order})
+            result = await connection.post(
+                RANK_ROUTE, {"name": name, "set": SET, "prompt_id": prompt_id, "layout": layout, "text": order}
+            )
         except Exception as error:
             errors.append(f"{name}: {error}")
             continue
@@ -188,18 +219,22 @@ async def annotate(http, base: str, fns: dict, name: str, per: int, latencies: l
     connection.close()
 
 
-async def team(base: str, fns: dict, names: list[str], per: int, latencies: list, errors: list,
-               think: float, marks: dict, cpu_now) -> None:
+async def team(
+    base: str, fns: dict, names: list[str], per: int, latencies: list, errors: list, think: float, marks: dict, cpu_now
+) -> None:
     ready = asyncio.Barrier(len(names))
     limits = httpx.Limits(max_connections=4 * len(names) + 10, max_keepalive_connections=4 * len(names) + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        tasks = [asyncio.create_task(annotate(http, base, fns, n, per, latencies, errors, ready, think, marks,
-                                                cpu_now)) for n in names]
+        tasks = [
+            asyncio.create_task(annotate(http, base, fns, n, per, latencies, errors, ready, think, marks, cpu_now))
+            for n in names
+        ]
         await asyncio.gather(*tasks)
 
 
-def run_team(url: str, fns: dict, home: Path, size: int, per: int, tag: str, server: subprocess.Popen,
-             think: float = 0.0) -> dict:
+def run_team(
+    url: str, fns: dict, home: Path, size: int, per: int, tag: str, server: subprocess.Popen, think: float = 0.0
+) -> dict:
     me, app = psutil.Process(), psutil.Process(server.pid)
 
     def cpu_now():
@@ -213,18 +248,33 @@ def run_team(url: str, fns: dict, home: Path, size: int, per: int, tag: str, ser
     wall = time.perf_counter() - started
     store = Store(home / "studio.db")
     marks = ",".join("?" * len(names))
-    stored = store.query(f"SELECT COUNT(*) AS n FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
-                         f"WHERE a.name IN ({marks}) AND r.status = 'current'", names)[0]["n"]
+    stored = store.query(
+        f"SELECT COUNT(*) AS n FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+        f"WHERE a.name IN ({marks}) AND r.status = 'current'",
+        names,
+    )[0]["n"]
     duplicated = store.query(
         f"SELECT COUNT(*) AS n FROM (SELECT r.prompt_id, a.name FROM rankings r JOIN annotators a ON "
         f"a.id = r.annotator_id WHERE a.name IN ({marks}) AND r.status = 'current' GROUP BY r.prompt_id, a.name "
-        f"HAVING COUNT(*) > 1)", names)[0]["n"]
+        f"HAVING COUNT(*) > 1)",
+        names,
+    )[0]["n"]
     sent = size * per
     ordered = sorted(latencies) or [float("nan")]
-    return {"size": size, "sent": sent, "stored": stored, "lost": sent - stored, "duplicated": duplicated,
-            "errors": errors[:3], "p50": statistics.median(ordered), "p95": ordered[int(0.95 * (len(ordered) - 1))],
-            "max": ordered[-1], "wall": wall, "cpu_bench": sum(me.cpu_times()[:2]) - cpu[0],
-            "cpu_app": sum(app.cpu_times()[:2]) - cpu[1]}
+    return {
+        "size": size,
+        "sent": sent,
+        "stored": stored,
+        "lost": sent - stored,
+        "duplicated": duplicated,
+        "errors": errors[:3],
+        "p50": statistics.median(ordered),
+        "p95": ordered[int(0.95 * (len(ordered) - 1))],
+        "max": ordered[-1],
+        "wall": wall,
+        "cpu_bench": sum(me.cpu_times()[:2]) - cpu[0],
+        "cpu_app": sum(app.cpu_times()[:2]) - cpu[1],
+    }
 
 
 def main() -> int:
@@ -232,33 +282,59 @@ def main() -> int:
     parser.add_argument("--annotators", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--per", type=int, default=20, help="submissions per annotator")
     parser.add_argument("--prompts", type=int, default=500, help="prompts in the set (4 candidates each)")
-    parser.add_argument("--think", type=float, nargs="+", default=[0.0, 2.0],
-                        help="seconds each annotator reads before a submission (mean of an exponential); 0: "
-                             "everyone submits again the moment the next prompt is on screen")
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs="+",
+        default=[0.0, 2.0],
+        help="seconds each annotator reads before a submission (mean of an exponential); 0: "
+        "everyone submits again the moment the next prompt is on screen",
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-annotators-"))
     prepare(home, prompts=args.prompts)  # every team ranks the same set, from its start: overlap, as with targets
     process, url = start_app(home)
     if os.environ.get("BENCH_PROFILE"):
-        subprocess.Popen(["py-spy", "record", "-d", "25", "-p", str(process.pid), "-o", os.environ["BENCH_PROFILE"],
-                          "-f", "raw", "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-d",
+                "25",
+                "-p",
+                str(process.pid),
+                "-o",
+                os.environ["BENCH_PROFILE"],
+                "-f",
+                "raw",
+                "-r",
+                "200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1)
     config = Client(url, verbose=False).config
-    fns = {f"/{d['api_name']}": {"fn_index": i, "api_name": d["api_name"], "queue": d.get("queue", True) is not False}
-           for i, d in enumerate(config["dependencies"]) if d.get("api_name")}
+    fns = {
+        f"/{d['api_name']}": {"fn_index": i, "api_name": d["api_name"], "queue": d.get("queue", True) is not False}
+        for i, d in enumerate(config["dependencies"])
+        if d.get("api_name")
+    }
     try:
         alone = run_team(url, fns, home, 1, args.per, "alone", process)
         print(f"baseline, 1 annotator alone: p50 {alone['p50'] * 1000:.0f} ms, p95 {alone['p95'] * 1000:.0f} ms")
         for size, think in [(size, think) for think in args.think for size in args.annotators]:
             r = run_team(url, fns, home, size, args.per, f"team{size}-{think:g}", process, think)
             pace = f"reading {think:g} s on average" if think else "back to back"
-            print(f"{size} annotators x {args.per}, {pace}: sent {r['sent']}, stored {r['stored']}, lost {r['lost']}, "
-                  f"duplicated {r['duplicated']}; latency p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, "
-                  f"max {r['max'] * 1000:.0f} ms ({r['p95'] / alone['p95']:.1f}x the p95 alone); "
-                  f"{r['sent'] / r['wall']:.0f} submissions/s; "
-                  f"CPU: app {r['cpu_app'] / r['sent'] * 1000:.0f} ms, bench "
-                  f"{r['cpu_bench'] / r['sent'] * 1000:.0f} ms per submission"
-                  + (f"; errors: {r['errors']}" if r["errors"] else ""))
+            print(
+                f"{size} annotators x {args.per}, {pace}: sent {r['sent']}, stored {r['stored']}, lost {r['lost']}, "
+                f"duplicated {r['duplicated']}; latency p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, "
+                f"max {r['max'] * 1000:.0f} ms ({r['p95'] / alone['p95']:.1f}x the p95 alone); "
+                f"{r['sent'] / r['wall']:.0f} submissions/s; "
+                f"CPU: app {r['cpu_app'] / r['sent'] * 1000:.0f} ms, bench "
+                f"{r['cpu_bench'] / r['sent'] * 1000:.0f} ms per submission"
+                + (f"; errors: {r['errors']}" if r["errors"] else "")
+            )
     finally:
         process.terminate()
         process.wait(10)

@@ -26,10 +26,11 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from bench.limits import describe  # noqa: E402
-from studio import models  # noqa: E402
-from studio.generate import GenerationParams, chat_texts, generate_candidates  # noqa: E402
-from studio.prompts import get_prompts, install_builtin_sets  # noqa: E402
-from studio.store import Store  # noqa: E402
+from studio.core.store import Store  # noqa: E402
+from studio.data.candidates import generate_candidates  # noqa: E402
+from studio.data.prompts import get_prompts, install_builtin_sets  # noqa: E402
+from studio.inference import models  # noqa: E402
+from studio.inference.decode import GenerationParams, chat_texts
 
 
 def naive(folder: str, prompts: list[dict], params: GenerationParams) -> tuple[int, int]:
@@ -41,8 +42,14 @@ def naive(folder: str, prompts: list[dict], params: GenerationParams) -> tuple[i
         inputs = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt", add_special_tokens=False)
         for _ in range(params.k):
             with torch.inference_mode():
-                out = model.generate(**inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                                     max_new_tokens=params.max_new_tokens, pad_token_id=tokenizer.eos_token_id)
+                out = model.generate(
+                    **inputs,
+                    do_sample=True,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    max_new_tokens=params.max_new_tokens,
+                    pad_token_id=tokenizer.eos_token_id,
+                )
             candidates += 1
             tokens += out.shape[1] - inputs["input_ids"].shape[1]
     return candidates, tokens
@@ -62,41 +69,54 @@ def main():
         install_builtin_sets(store)
         prompts = get_prompts(store, "bank", limit=args.prompts)
         loaded = models.load("embedded")
-        print(f"model: embedded ({loaded.path}), {loaded.device} {loaded.dtype}, torch threads "
-              f"{torch.get_num_threads()}; {len(prompts)} prompts x k={params.k}, max {params.max_new_tokens} "
-              f"new tokens, temperature {params.temperature}, top_p {params.top_p}")
+        print(
+            f"model: embedded ({loaded.path}), {loaded.device} {loaded.dtype}, torch threads "
+            f"{torch.get_num_threads()}; {len(prompts)} prompts x k={params.k}, max {params.max_new_tokens} "
+            f"new tokens, temperature {params.temperature}, top_p {params.top_p}"
+        )
         generate_candidates(store, "embedded", prompts[:2], GenerationParams(k=1, max_new_tokens=4))  # warm-up
 
         start = time.perf_counter()
         count, tokens = naive(loaded.path, prompts, params)
         naive_s = time.perf_counter() - start
-        print(f"naive (fp32)   : {count} candidates in {naive_s:7.1f} s = {count / naive_s:6.2f} candidates/s "
-              f"({tokens / naive_s:.0f} new tokens/s)")
+        print(
+            f"naive (fp32)   : {count} candidates in {naive_s:7.1f} s = {count / naive_s:6.2f} candidates/s "
+            f"({tokens / naive_s:.0f} new tokens/s)"
+        )
 
         start = time.perf_counter()
         result = generate_candidates(store, "embedded", prompts, params)
         studio_s = time.perf_counter() - start
-        print(f"studio ({loaded.dtype}): {result.responses_added} candidates in {studio_s:7.1f} s = "
-              f"{result.responses_added / studio_s:6.2f} candidates/s (batch of {params.batch_size} prompts x k)")
-        print("ratio (studio / naive candidates per second): "
-              f"{(result.responses_added / studio_s) / (count / naive_s):.2f}x")
-        texts = [r["text"] for r in store.query("SELECT text FROM responses ORDER BY id DESC LIMIT ?",
-                                                (result.responses_added,))]  # this run's (after the warm-up's)
+        print(
+            f"studio ({loaded.dtype}): {result.responses_added} candidates in {studio_s:7.1f} s = "
+            f"{result.responses_added / studio_s:6.2f} candidates/s (batch of {params.batch_size} prompts x k)"
+        )
+        print(
+            "ratio (studio / naive candidates per second): "
+            f"{(result.responses_added / studio_s) / (count / naive_s):.2f}x"
+        )
+        texts = [
+            r["text"]
+            for r in store.query("SELECT text FROM responses ORDER BY id DESC LIMIT ?", (result.responses_added,))
+        ]  # this run's (after the warm-up's)
         new_tokens = sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
         weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         weights = sum(p.numel() for p in loaded.model.parameters())
         rows = min(params.batch_size, len(prompts)) * params.k
-        flops, bandwidth, measured = describe("cuda" if str(loaded.device).startswith("cuda") else "cpu",
-                                              loaded.model.dtype)  # the matmul rate in the precision it decodes in
+        flops, bandwidth, measured = describe(
+            "cuda" if str(loaded.device).startswith("cuda") else "cpu", loaded.model.dtype
+        )  # the matmul rate in the precision it decodes in
         memory_bound = rows * bandwidth / weight_bytes  # the decode bound: every weight read once a step
         # A step also costs 2 FLOPs per weight per row; with many rows on a CPU that, not memory, may set the floor.
         step = max(weight_bytes / bandwidth, rows * 2 * weights / flops)
         roofline = rows / step
         rate = new_tokens / studio_s
         print(f"{measured}; weights {weight_bytes / 2**20:.0f} MiB")
-        print(f"studio: {rate:.0f} new tokens/s (tokens of the saved answers); decode bound (memory) at {rows} rows: "
-              f"{memory_bound:.0f} tokens/s -> {rate / memory_bound:.0%}; roofline (memory or matmul, whichever is "
-              f"slower per step): {roofline:.0f} tokens/s -> {rate / roofline:.0%}")
+        print(
+            f"studio: {rate:.0f} new tokens/s (tokens of the saved answers); decode bound (memory) at {rows} rows: "
+            f"{memory_bound:.0f} tokens/s -> {rate / memory_bound:.0%}; roofline (memory or matmul, whichever is "
+            f"slower per step): {roofline:.0f} tokens/s -> {rate / roofline:.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ The model: Llama 3 8B's shape (LlamaConfig hidden 4096, MLP 14336, 32 layers, 32
 tokenizer (SmolLM2's 49152 ids all lie inside the larger vocabulary); speed and memory do not depend on the weights.
 The folder (and a random LoRA adapter for section 4) is kept in --model-dir and reused by a later run.
 
-1 qlora: DPO through `python -m studio.train job/recipe.yaml` (a child process, as the app starts it), the shipped
+1 qlora: DPO through `python -m studio train job/recipe.yaml` (a child process, as the app starts it), the shipped
   assets/recipes/llama3-8b-qlora-dpo.yaml settings (4-bit NF4 base, LoRA r=16 on all linear layers, batch 1 x 8
   accumulated, gradient checkpointing, reference log-probabilities precomputed, max_length 1024) with our model, data
-  and --steps. studio.train does not report GPU memory: a sitecustomize.py on the child's PYTHONPATH (instrument()
-  below) reads torch.cuda.max_memory_allocated when it exits, and times TRL's DPOTrainer from its constructor to the
-  end of train() (so the studio's reference pass, done in the constructor, is inside the clock). Peak against 22 GiB
-  (what a 24 GB A10G leaves), tokens/s on that clock, and MFU.
+  and --steps. The train entry point does not report GPU memory: a sitecustomize.py on the child's PYTHONPATH
+  (instrument() below) reads torch.cuda.max_memory_allocated when it exits, and times TRL's DPOTrainer from its
+  constructor to the end of train() (so the studio's reference pass, done in the constructor, is inside the clock).
+  Peak against 22 GiB (what a 24 GB A10G leaves), tokens/s on that clock, and MFU.
 2 lora: the same recipe with the base in bf16 (no 4-bit); then TRL's DPOTrainer with DPOConfig's defaults (reference
   forward in every step, its own precision default bf16) on the same model, data, LoRA, batch and steps, in a child
   process of its own timed the same way: the ratio of tokens/s and of peak memory.
@@ -35,7 +35,7 @@ The folder (and a random LoRA adapter for section 4) is kept in --model-dir and 
   copy bandwidth measured now by bench/limits.py). Lengths are forced: the naive side with min_new_tokens; the studio's
   decode has no such setting, so the LM head's rows of the stop tokens are zeroed (a zero logit is never among the
   50 likeliest that sampling draws from with random weights), and every candidate is max_new_tokens long.
-4 compare: the Compare tab's path (models.with_adapters + generate.stream: one copy of the base, base and adapter rows
+4 compare: the Compare tab's path (models.with_adapters + decode.stream: one copy of the base, base and adapter rows
   in one batch) against two copies (the base, and a second copy with the adapter, one generate() each): tokens/s and
   peak GPU memory (torch.cuda.max_memory_allocated, reset before each side; the base copy is resident for both).
 5 handover and 6 vllm: not built / not on the machine: a line says so.
@@ -73,10 +73,22 @@ RECIPE = ROOT / "assets" / "recipes" / "llama3-8b-qlora-dpo.yaml"
 H200_BF16_FLOPS = 989e12  # dense, no sparsity (NVIDIA's H200 SXM sheet)
 H200_BANDWIDTH = 4.8e12  # HBM3e bytes/s (the same sheet)
 FITS_GIB = 22  # what a 24 GB A10G leaves for one job
-SHAPE_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-            "num_key_value_heads": 8, "vocab_size": 128256}
-SHAPE_TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": 49152}
+SHAPE_8B = {
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+}
+SHAPE_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 49152,
+}
 SECTIONS = {"1": "qlora", "2": "lora", "3": "generate", "4": "compare", "5": "handover", "6": "vllm"}
 PROBE = "ALIGN_GPU_BENCH_PROBE"
 UNWANTED = ("gradio", "profanity_check", "gguf")  # the GPU machine lacks them; the engine must not need them
@@ -191,8 +203,11 @@ def unmet_requirements(dists) -> list[str]:
                 require_version(requirement)
             except (ImportError, ValueError) as error:  # PackageNotFoundError is an ImportError
                 name = re.split(r"[<>=!~]", requirement, maxsplit=1)[0]
-                unmet.append(f"{dist} needs {requirement} (have {version(name)})" if isinstance(error, ImportError)
-                             else f"{dist}: cannot read {text!r}")
+                unmet.append(
+                    f"{dist} needs {requirement} (have {version(name)})"
+                    if isinstance(error, ImportError)
+                    else f"{dist}: cannot read {text!r}"
+                )
     return unmet
 
 
@@ -243,16 +258,21 @@ class Bench:
         carried = ROOT / ".wheels" / "tokenizer"
         if (carried / "tokenizer_config.json").is_file():
             return str(carried)
-        from studio.models import embedded_folder
+        from studio.inference.models import embedded_folder
 
         return str(embedded_folder())
 
     def config(self, tokenizer):
         from transformers import LlamaConfig
 
-        return LlamaConfig(**self.shape, max_position_embeddings=2048, tie_word_embeddings=False,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                           pad_token_id=tokenizer.pad_token_id)
+        return LlamaConfig(
+            **self.shape,
+            max_position_embeddings=2048,
+            tie_word_embeddings=False,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
 
     def prepare_model(self) -> None:
         """The random model as a safetensors folder with the tokenizer, and a random LoRA adapter beside it; reused
@@ -262,11 +282,16 @@ class Bench:
 
         marker = self.folder / "bench-shape.json"
         wanted = {**self.shape, "dtype": self.precision}
-        if marker.is_file() and json.loads(marker.read_text()) == wanted and \
-                (self.adapter / "adapter_config.json").is_file():
+        if (
+            marker.is_file()
+            and json.loads(marker.read_text()) == wanted
+            and (self.adapter / "adapter_config.json").is_file()
+        ):
             self.n_linear = self.count_linear()
-            self.report.line(f"[0 model] {self.shape_name} reused from {self.folder} "
-                             f"(N_linear {self.n_linear / 1e9:.3g}B, {folder_gb(self.folder):.2f} GB)")
+            self.report.line(
+                f"[0 model] {self.shape_name} reused from {self.folder} "
+                f"(N_linear {self.n_linear / 1e9:.3g}B, {folder_gb(self.folder):.2f} GB)"
+            )
             return
         shutil.rmtree(self.folder, ignore_errors=True)  # nothing left of a different or half-written model
         shutil.rmtree(self.adapter, ignore_errors=True)
@@ -287,15 +312,18 @@ class Bench:
         params = sum(p.numel() for p in model.parameters())
         from peft import LoraConfig, get_peft_model
 
-        get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                         init_lora_weights=False)).save_pretrained(self.adapter)
+        get_peft_model(
+            model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
+        ).save_pretrained(self.adapter)
         del model
         self.free()
         marker.write_text(json.dumps(wanted))
         self.n_linear = self.count_linear()
-        self.report.line(f"[0 model] {self.shape_name}: {params / 1e9:.3g}B parameters (N_linear "
-                         f"{self.n_linear / 1e9:.3g}B) built on {self.name} in {self.precision} in {built:.1f} s, "
-                         f"saved ({folder_gb(self.folder):.2f} GB, tokenizer from {source}) in {saved:.1f} s")
+        self.report.line(
+            f"[0 model] {self.shape_name}: {params / 1e9:.3g}B parameters (N_linear "
+            f"{self.n_linear / 1e9:.3g}B) built on {self.name} in {self.precision} in {built:.1f} s, "
+            f"saved ({folder_gb(self.folder):.2f} GB, tokenizer from {source}) in {saved:.1f} s"
+        )
 
     def count_linear(self) -> int:
         """N: every linear layer's weights (LM head included), counted on the meta device from the saved config."""
@@ -315,22 +343,26 @@ class Bench:
             flops = matmul_flops(size=8192, repeats=10, device="cuda", dtype=torch.bfloat16)
             bandwidth = memory_bandwidth(megabytes=2048, repeats=10, device="cuda")
             self.limits = (flops, bandwidth)
-            self.report.line(f"[0 limits] {self.name}: measured now (bench/limits.py): bf16 matmul "
-                             f"{flops / 1e12:.0f} TFLOP/s (8192^3) = {flops / H200_BF16_FLOPS:.0%} of the H200's "
-                             f"{H200_BF16_FLOPS / 1e12:.0f} TFLOP/s spec; copy {bandwidth / 1e12:.2f} TB/s (2 GiB, "
-                             f"read + write) = {bandwidth / H200_BANDWIDTH:.0%} of its {H200_BANDWIDTH / 1e12:.1f} "
-                             f"TB/s spec")
+            self.report.line(
+                f"[0 limits] {self.name}: measured now (bench/limits.py): bf16 matmul "
+                f"{flops / 1e12:.0f} TFLOP/s (8192^3) = {flops / H200_BF16_FLOPS:.0%} of the H200's "
+                f"{H200_BF16_FLOPS / 1e12:.0f} TFLOP/s spec; copy {bandwidth / 1e12:.2f} TB/s (2 GiB, "
+                f"read + write) = {bandwidth / H200_BANDWIDTH:.0%} of its {H200_BANDWIDTH / 1e12:.1f} "
+                f"TB/s spec"
+            )
         else:
             flops = matmul_flops(size=512, device="cpu", dtype=self.dtype)
             bandwidth = memory_bandwidth(megabytes=64, device="cpu")
             self.limits = (flops, bandwidth)
-            self.report.line(f"[0 limits] {self.name}: measured now (bench/limits.py): {self.precision} matmul "
-                             f"{flops / 1e9:.0f} GFLOP/s (512^3), copy {bandwidth / 1e9:.1f} GB/s")
+            self.report.line(
+                f"[0 limits] {self.name}: measured now (bench/limits.py): {self.precision} matmul "
+                f"{flops / 1e9:.0f} GFLOP/s (512^3), copy {bandwidth / 1e9:.1f} GB/s"
+            )
         self.free()
 
     def write_pairs(self, rows: int) -> Path:
         """Bank questions with answers of varied length (--answer-words), as bench/dpo.py makes them."""
-        from studio.prompts import ASSETS, parse_prompt_file
+        from studio.data.prompts import ASSETS, parse_prompt_file
 
         path = self.workdir / "pairs.jsonl"
         shortest, longest = self.args.answer_words
@@ -341,11 +373,19 @@ class Bench:
         def answer(opening):
             return opening + " " + " ".join(rng.choice(words) for _ in range(rng.randint(shortest, longest))) + "."
 
-        path.write_text("".join(
-            json.dumps({"prompt": [{"role": "user", "content": questions[i % len(questions)]}],
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "prompt": [{"role": "user", "content": questions[i % len(questions)]}],
                         "chosen": [{"role": "assistant", "content": answer("Happy to help:")}],
-                        "rejected": [{"role": "assistant", "content": answer("Not my problem:")}]}) + "\n"
-            for i in range(rows)))
+                        "rejected": [{"role": "assistant", "content": answer("Not my problem:")}],
+                    }
+                )
+                + "\n"
+                for i in range(rows)
+            )
+        )
         return path
 
     # -- training children -----------------------------------------------------------------------------------
@@ -354,8 +394,14 @@ class Bench:
 
         shipped = yaml.safe_load(RECIPE.read_text())
         shipped.pop("method")
-        settings = {**shipped, "model": str(self.folder), "data": str(data), "output_dir": str(job),
-                    "max_steps": self.args.steps, "load_in_4bit": four_bit}
+        settings = {
+            **shipped,
+            "model": str(self.folder),
+            "data": str(data),
+            "output_dir": str(job),
+            "max_steps": self.args.steps,
+            "load_in_4bit": four_bit,
+        }
         if self.args.tiny:  # a smoke test of the code path: 2 pairs per step instead of the recipe's 8
             settings["gradient_accumulation_steps"] = 2
         return settings
@@ -371,8 +417,13 @@ class Bench:
         probe_dir.mkdir(parents=True, exist_ok=True)
         (probe_dir / "sitecustomize.py").write_text(SITECUSTOMIZE.format(root=str(ROOT), probe=PROBE))
         paths = [str(probe_dir), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), PROBE: str(job / "probe.json"),
-                "HF_DATASETS_CACHE": str(job / "datasets-cache"), "TQDM_DISABLE": "1"}
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(paths),
+            PROBE: str(job / "probe.json"),
+            "HF_DATASETS_CACHE": str(job / "datasets-cache"),
+            "TQDM_DISABLE": "1",
+        }
 
     def keep_log(self, log: Path, job: Path) -> None:
         """A child's whole log beside gpu_bench.txt in $OUT, when it is set (the device returns that folder)."""
@@ -384,8 +435,15 @@ class Bench:
         log = job / "train.log"
         started = time.perf_counter()
         with open(log, "w") as out:
-            child = subprocess.Popen(command, cwd=ROOT, env=self.child_env(job), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            child = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.child_env(job),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 code = child.wait(timeout=max(1, min(self.args.child_timeout, self.remaining())))
             except subprocess.TimeoutExpired:
@@ -396,9 +454,10 @@ class Bench:
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
                 self.keep_log(log, job)
-                raise ChildFailed(f"{what} ran past --child-timeout {self.args.child_timeout} s or --deadline; "
-                                  "log tail:\n"
-                                  + tail(log))
+                raise ChildFailed(
+                    f"{what} ran past --child-timeout {self.args.child_timeout} s or --deadline; "
+                    "log tail:\n" + tail(log)
+                )
         wall = time.perf_counter() - started
         self.keep_log(log, job)
         result = job / "result.json"
@@ -410,19 +469,21 @@ class Bench:
             raise ChildFailed(f"{what}: no probe written (the sitecustomize hook did not run); log tail:\n" + tail(log))
         found = json.loads(probe.read_text())
         if "trainer_init" not in found or "train_end" not in found:
-            raise ChildFailed(f"{what}: the probe saw no DPOTrainer ({found.get('probe_error', 'no error')}); "
-                              "log tail:\n" + tail(log))
+            raise ChildFailed(
+                f"{what}: the probe saw no DPOTrainer ({found.get('probe_error', 'no error')}); log tail:\n" + tail(log)
+            )
         found["wall"] = wall
         return found
 
     def studio_job(self, name: str, four_bit: bool, data: Path) -> dict:
-        from studio import recipes
+        from studio.training import recipes
 
         job = self.new_job(name)
         settings = self.recipe_settings(four_bit, data, job)
         recipes.save(job / "recipe.yaml", "dpo", settings)
-        found = self.run_child([sys.executable, "-m", "studio.train", str(job / "recipe.yaml")], job,
-                               "python -m studio.train")
+        found = self.run_child(
+            [sys.executable, "-m", "studio.training.train", str(job / "recipe.yaml")], job, "python -m studio train"
+        )
         rows = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
         found["tokens"] = int(max(row.get("num_tokens", 0) for row in rows))
         found["train_runtime"] = next((row["train_runtime"] for row in rows if "train_runtime" in row), None)
@@ -435,13 +496,26 @@ class Bench:
 
     def trl_job(self, settings: dict, data: Path) -> dict:
         job = self.new_job("trl-defaults")
-        (job / "settings.json").write_text(json.dumps({
-            "model": str(self.folder), "data": str(data), "steps": self.args.steps,
-            "batch": settings["per_device_train_batch_size"], "accumulation": settings["gradient_accumulation_steps"],
-            "lora": {"r": settings["lora_r"], "lora_alpha": settings["lora_alpha"],
-                     "lora_dropout": settings["lora_dropout"], "target_modules": settings["lora_target_modules"]}}))
-        found = self.run_child([sys.executable, str(Path(__file__).resolve()), "--trl-child", str(job)], job,
-                               "TRL's DPOTrainer (defaults)")
+        (job / "settings.json").write_text(
+            json.dumps(
+                {
+                    "model": str(self.folder),
+                    "data": str(data),
+                    "steps": self.args.steps,
+                    "batch": settings["per_device_train_batch_size"],
+                    "accumulation": settings["gradient_accumulation_steps"],
+                    "lora": {
+                        "r": settings["lora_r"],
+                        "lora_alpha": settings["lora_alpha"],
+                        "lora_dropout": settings["lora_dropout"],
+                        "target_modules": settings["lora_target_modules"],
+                    },
+                }
+            )
+        )
+        found = self.run_child(
+            [sys.executable, str(Path(__file__).resolve()), "--trl-child", str(job)], job, "TRL's DPOTrainer (defaults)"
+        )
         found.update(json.loads((job / "trl-result.json").read_text()))
         return found
 
@@ -450,12 +524,16 @@ class Bench:
         rate = found["tokens"] / seconds
         useful = 6 * self.n_linear * rate
         flops = self.limits[0] if self.limits else None
-        return {"seconds": seconds, "rate": rate, "mfu_spec": useful / H200_BF16_FLOPS,
-                "mfu_measured": useful / flops if flops else None,
-                "peak_gib": (found.get("peak_bytes") or found.get("peak_rss_bytes", 0)) / 2**30,
-                "reserved_gib": found.get("peak_reserved_bytes", 0) / 2**30,
-                "memory": "torch.cuda.max_memory_allocated" if "peak_bytes" in found else "peak RSS (CPU)",
-                "load": found["trainer_init"] - found["start"]}
+        return {
+            "seconds": seconds,
+            "rate": rate,
+            "mfu_spec": useful / H200_BF16_FLOPS,
+            "mfu_measured": useful / flops if flops else None,
+            "peak_gib": (found.get("peak_bytes") or found.get("peak_rss_bytes", 0)) / 2**30,
+            "reserved_gib": found.get("peak_reserved_bytes", 0) / 2**30,
+            "memory": "torch.cuda.max_memory_allocated" if "peak_bytes" in found else "peak RSS (CPU)",
+            "load": found["trainer_init"] - found["start"],
+        }
 
     def training_line(self, key: str, label: str, found: dict, precision: str) -> dict:
         f = self.training_figures(found)
@@ -469,12 +547,14 @@ class Bench:
         self.report.line(
             f"{self.tag(key)} {label} | {self.name} | {precision} | peak {f['peak_gib']:.2f} GiB{fits} "
             f"({f['memory']}{reserved}) | {f['rate']:.0f} tokens/s ({found['tokens']} tokens in {f['seconds']:.1f} s "
-            f"from DPOTrainer() to the end of train()" + (f"; train_runtime {runtime:.1f} s" if runtime else "")
+            f"from DPOTrainer() to the end of train()"
+            + (f"; train_runtime {runtime:.1f} s" if runtime else "")
             + (f", steady {steady:.0f} tokens/s" if steady else "")
             + f") | MFU {' / '.join(filter(None, (spec, measured)))} "
             f"(6N per token, N={self.n_linear / 1e9:.3g}B) | {self.args.steps} steps; {f['load']:.0f} s from the "
             f"process start to the trainer (imports, data, model load), process {found['wall']:.0f} s"
-            + (f" | imported {', '.join(unwanted)}!" if unwanted else ""))
+            + (f" | imported {', '.join(unwanted)}!" if unwanted else "")
+        )
         return f
 
     # -- sections --------------------------------------------------------------------------------------------
@@ -482,8 +562,9 @@ class Bench:
         """The training pairs (written once per run): exactly the rows that --steps of the recipe's batch take."""
         if self._pairs is None:
             settings = self.recipe_settings(False, Path("x"), self.workdir)
-            self._pairs = self.write_pairs(self.args.steps * settings["per_device_train_batch_size"]
-                                           * settings["gradient_accumulation_steps"])
+            self._pairs = self.write_pairs(
+                self.args.steps * settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"]
+            )
         return self._pairs
 
     def section_qlora(self):
@@ -491,46 +572,62 @@ class Bench:
             self.report.line(f"{self.tag('1')} skipped on {self.name}: 4-bit NF4 (bitsandbytes) needs a CUDA GPU")
             return "skipped"
         found = self.studio_job("studio-qlora", True, self.pairs())
-        self.training_line("1", "studio DPO, QLoRA (python -m studio.train, shipped Llama 3 8B recipe)", found,
-                           "4-bit NF4 base, bf16 compute, LoRA r=16")
+        self.training_line(
+            "1",
+            "studio DPO, QLoRA (python -m studio train, shipped Llama 3 8B recipe)",
+            found,
+            "4-bit NF4 base, bf16 compute, LoRA r=16",
+        )
 
     def section_lora(self):
         data = self.pairs()
         studio = self.studio_job("studio-lora", False, data)
         precision = f"{self.precision} base, LoRA r=16"
-        s = self.training_line("2", "studio DPO, LoRA (python -m studio.train, the recipe without 4-bit)", studio,
-                               precision)
+        s = self.training_line(
+            "2", "studio DPO, LoRA (python -m studio train, the recipe without 4-bit)", studio, precision
+        )
         trl = self.trl_job(studio["settings"], data)
-        t = self.training_line("2", "TRL DPOTrainer with DPOConfig's defaults (same model, data, LoRA, batch, steps)",
-                               trl, f"{'bf16' if trl.get('bf16') else 'float32'} base (TRL's default), LoRA r=16")
-        tokens = "" if trl["tokens"] == studio["tokens"] else \
-            f" (token counts differ: studio {studio['tokens']}, TRL {trl['tokens']})"
+        t = self.training_line(
+            "2",
+            "TRL DPOTrainer with DPOConfig's defaults (same model, data, LoRA, batch, steps)",
+            trl,
+            f"{'bf16' if trl.get('bf16') else 'float32'} base (TRL's default), LoRA r=16",
+        )
+        tokens = (
+            ""
+            if trl["tokens"] == studio["tokens"]
+            else f" (token counts differ: studio {studio['tokens']}, TRL {trl['tokens']})"
+        )
         self.report.line(
             f"{self.tag('2')} ratio studio / TRL defaults | {self.name} | {precision} | tokens/s "
             f"{s['rate'] / t['rate']:.2f}x ({s['rate']:.0f} vs {t['rate']:.0f}), peak memory "
             f"{s['peak_gib'] / t['peak_gib']:.2f}x ({s['peak_gib']:.2f} vs {t['peak_gib']:.2f} GiB); TRL / studio "
             f"train_runtime {trl['train_runtime'] / studio['train_runtime']:.2f}x (the Trainer's clock alone, without "
-            f"the studio's reference pass){tokens}")
+            f"the studio's reference pass){tokens}"
+        )
 
     def loaded(self):
         """The model as the app loads it to answer (models.load: bf16 on a GPU), with the lengths forced."""
-        from studio import models
+        from studio.inference import models
 
         started = time.perf_counter()
         loaded = models.load(str(self.folder))
         if not getattr(loaded, "_bench_forced", False):
             never_stop(loaded.model, loaded.tokenizer)
             loaded._bench_forced = True
-            self.report.line(f"[0 load] models.load({self.folder.name}) on {self.name}: {loaded.device} "
-                             f"{loaded.dtype} in {time.perf_counter() - started:.1f} s")
+            self.report.line(
+                f"[0 load] models.load({self.folder.name}) on {self.name}: {loaded.device} "
+                f"{loaded.dtype} in {time.perf_counter() - started:.1f} s"
+            )
         return loaded
 
     def section_generate(self):
         import torch
 
-        from studio.generate import GenerationParams, chat_texts, generate_candidates
-        from studio.prompts import get_prompts, install_builtin_sets
-        from studio.store import Store
+        from studio.core.store import Store
+        from studio.data.candidates import generate_candidates
+        from studio.data.prompts import get_prompts, install_builtin_sets
+        from studio.inference.decode import GenerationParams, chat_texts
 
         args = self.args
         loaded = self.loaded()
@@ -549,19 +646,26 @@ class Bench:
         studio_rate = result.responses_added / studio_s
 
         def naive_one(prompt, new_tokens):
-            inputs = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt",
-                               add_special_tokens=False).to(model.device)
+            inputs = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt", add_special_tokens=False).to(
+                model.device
+            )
             with torch.inference_mode():
-                out = model.generate(**inputs, do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                                     max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                     pad_token_id=tokenizer.eos_token_id)
+                out = model.generate(
+                    **inputs,
+                    do_sample=True,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    pad_token_id=tokenizer.eos_token_id,
+                )
             return out.shape[1] - inputs["input_ids"].shape[1]
 
         naive_one(prompts[0], 4)  # warm-up
         self.sync()
         started = time.perf_counter()
         naive_count = naive_tokens = 0
-        for prompt in prompts[:args.naive_prompts]:
+        for prompt in prompts[: args.naive_prompts]:
             for _ in range(k):
                 naive_tokens += naive_one(prompt, tokens)
                 naive_count += 1
@@ -570,26 +674,34 @@ class Bench:
         naive_rate = naive_count / naive_s
         rows = len(prompts) * k
         embeddings = model.get_input_embeddings().weight
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters()) - \
-            embeddings.numel() * embeddings.element_size()
+        weight_bytes = (
+            sum(p.numel() * p.element_size() for p in model.parameters())
+            - embeddings.numel() * embeddings.element_size()
+        )
         studio_tokens_s = result.responses_added * tokens / studio_s
         bandwidth = self.limits[1] if self.limits else None
         spec_bound = rows * H200_BANDWIDTH / weight_bytes
-        measured = f", {studio_tokens_s / (rows * bandwidth / weight_bytes):.1%} of the bound at the measured " \
-                   f"{bandwidth / 1e12:.2f} TB/s" if bandwidth else ""
+        measured = (
+            f", {studio_tokens_s / (rows * bandwidth / weight_bytes):.1%} of the bound at the measured "
+            f"{bandwidth / 1e12:.2f} TB/s"
+            if bandwidth
+            else ""
+        )
         self.report.line(
             f"{self.tag('3')} studio generate_candidates vs naive loop | {self.name} | {loaded.dtype}, k={k}, "
             f"{tokens} new tokens each (forced) | studio {studio_rate:.2f} candidates/s ({result.responses_added} in "
             f"{studio_s:.1f} s, {len(prompts)} prompts x {k} in one batch, saved to SQLite) vs naive "
             f"{naive_rate:.2f} candidates/s ({naive_count} in {naive_s:.1f} s, model.generate one prompt and one "
-            f"candidate per call, min_new_tokens) = {studio_rate / naive_rate:.1f}x")
+            f"candidate per call, min_new_tokens) = {studio_rate / naive_rate:.1f}x"
+        )
         self.report.line(
             f"{self.tag('3')} studio vs decode bound | {self.name} | {loaded.dtype}, {rows} rows | "
             f"{studio_tokens_s:.0f} new tokens/s = {studio_tokens_s / spec_bound:.1%} of the bound "
             f"{spec_bound:.0f} tokens/s ({rows} rows x {H200_BANDWIDTH / 1e12:.1f} TB/s H200 spec / "
             f"{weight_bytes / 1e9:.2f} GB of weights read per step){measured}; naive "
             f"{naive_tokens / naive_s:.0f} tokens/s = {naive_tokens / naive_s / (H200_BANDWIDTH / weight_bytes):.1%} "
-            f"of its 1-row bound (time includes prefill and, for the studio, saving)")
+            f"of its 1-row bound (time includes prefill and, for the studio, saving)"
+        )
 
     def section_compare(self):
         import torch
@@ -597,8 +709,8 @@ class Bench:
         from transformers import AutoModelForCausalLM
 
         from bench.compare import prompts as compare_prompts
-        from studio import models
-        from studio.generate import GenerationParams, chat_texts, stream
+        from studio.inference import models
+        from studio.inference.decode import GenerationParams, chat_texts, stream
 
         args = self.args
         loaded = self.loaded()
@@ -620,8 +732,9 @@ class Bench:
         self.free()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
-        second = AutoModelForCausalLM.from_pretrained(self.folder, dtype=loaded.model.dtype,
-                                                      **({"device_map": self.device} if self.cuda else {}))
+        second = AutoModelForCausalLM.from_pretrained(
+            self.folder, dtype=loaded.model.dtype, **({"device_map": self.device} if self.cuda else {})
+        )
         never_stop(second, tokenizer)
         aligned = PeftModel.from_pretrained(second, str(self.adapter)).eval()
         naive_tokens, started = 0, None
@@ -629,13 +742,20 @@ class Bench:
             if i == 1:
                 self.sync()
                 started = time.perf_counter()
-            inputs = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt",
-                               add_special_tokens=False).to(loaded.model.device)
+            inputs = tokenizer(chat_texts(tokenizer, [prompt]), return_tensors="pt", add_special_tokens=False).to(
+                loaded.model.device
+            )
             for model in (loaded.model, aligned):
                 with torch.inference_mode():
-                    out = model.generate(**inputs, do_sample=True, temperature=params.temperature,
-                                         top_p=params.top_p, max_new_tokens=tokens, min_new_tokens=tokens,
-                                         pad_token_id=tokenizer.eos_token_id)
+                    out = model.generate(
+                        **inputs,
+                        do_sample=True,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        max_new_tokens=tokens,
+                        min_new_tokens=tokens,
+                        pad_token_id=tokenizer.eos_token_id,
+                    )
                 if i > 0:
                     naive_tokens += out.shape[1] - inputs["input_ids"].shape[1]
         self.sync()
@@ -666,19 +786,25 @@ class Bench:
             f"| {studio_tokens / studio_s:.0f} vs {naive_tokens / naive_s:.0f} tokens/s = "
             f"{(studio_tokens / studio_s) / (naive_tokens / naive_s):.2f}x ({args.compare_turns} turns x 2 answers x "
             f"{tokens} tokens: {studio_s:.1f} s vs {naive_s:.1f} s) | {what} {studio_peak:.2f} vs {naive_peak:.2f} "
-            f"GiB = {studio_peak / naive_peak:.2f}x")
+            f"GiB = {studio_peak / naive_peak:.2f}x"
+        )
 
     def section_handover(self):
-        self.report.line(f"{self.tag('5')} {self.name}: not implemented yet: the app does not hand the GPU memory of "
-                         "its loaded model over to a training job (the GPU-readiness issue); nothing measured")
+        self.report.line(
+            f"{self.tag('5')} {self.name}: not implemented yet: the app does not hand the GPU memory of "
+            "its loaded model over to a training job (the GPU-readiness issue); nothing measured"
+        )
 
     def section_vllm(self):
         if importlib.util.find_spec("vllm") is None:
-            self.report.line(f"{self.tag('6')} {self.name}: vLLM is not available on this machine (no vllm module); "
-                             "nothing measured")
+            self.report.line(
+                f"{self.tag('6')} {self.name}: vLLM is not available on this machine (no vllm module); nothing measured"
+            )
         else:
-            self.report.line(f"{self.tag('6')} {self.name}: vLLM {version('vllm')} is installed, but this bench does "
-                             "not drive it yet (the inference-servers issue); nothing measured")
+            self.report.line(
+                f"{self.tag('6')} {self.name}: vLLM {version('vllm')} is installed, but this bench does "
+                "not drive it yet (the inference-servers issue); nothing measured"
+            )
 
 
 def never_stop(model, tokenizer) -> None:
@@ -717,21 +843,39 @@ def trl_child(job: Path) -> None:
     settings = json.loads((job / "settings.json").read_text())
     # TRL's default precision (bf16=True) where the machine can run it; float32 on a CPU without bf16 products.
     precision = {} if torch.cuda.is_available() else {"bf16": False}
-    args = DPOConfig(output_dir=str(job), max_steps=settings["steps"], per_device_train_batch_size=settings["batch"],
-                     gradient_accumulation_steps=settings["accumulation"], report_to="none", save_strategy="no",
-                     seed=0, **precision)
-    model = AutoModelForCausalLM.from_pretrained(settings["model"],
-                                                 dtype=torch.bfloat16 if args.bf16 else torch.float32)
-    trainer = DPOTrainer(model=model, args=args, processing_class=AutoTokenizer.from_pretrained(settings["model"]),
-                         train_dataset=load_dataset("json", data_files=settings["data"], split="train"),
-                         peft_config=LoraConfig(task_type="CAUSAL_LM", **settings["lora"]))
+    args = DPOConfig(
+        output_dir=str(job),
+        max_steps=settings["steps"],
+        per_device_train_batch_size=settings["batch"],
+        gradient_accumulation_steps=settings["accumulation"],
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        **precision,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        settings["model"], dtype=torch.bfloat16 if args.bf16 else torch.float32
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        processing_class=AutoTokenizer.from_pretrained(settings["model"]),
+        train_dataset=load_dataset("json", data_files=settings["data"], split="train"),
+        peft_config=LoraConfig(task_type="CAUSAL_LM", **settings["lora"]),
+    )
     trainer.train()
     trainer.save_model(str(job / "adapter"))
     logs = trainer.state.log_history
     tokens = getattr(trainer, "_total_train_tokens", None) or max(row.get("num_tokens", 0) for row in logs)
-    (job / "trl-result.json").write_text(json.dumps({
-        "tokens": int(tokens), "bf16": bool(args.bf16),
-        "train_runtime": next(row["train_runtime"] for row in logs if "train_runtime" in row)}))
+    (job / "trl-result.json").write_text(
+        json.dumps(
+            {
+                "tokens": int(tokens),
+                "bf16": bool(args.bf16),
+                "train_runtime": next(row["train_runtime"] for row in logs if "train_runtime" in row),
+            }
+        )
+    )
 
 
 def parse_sections(text: str) -> list[str]:
@@ -757,11 +901,18 @@ def words_range(text: str) -> tuple[int, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a tiny Llama on the CPU in float32 (the test suite's run)")
-    parser.add_argument("--sections", type=parse_sections, default=parse_sections("1,2,3,4,5,6"),
-                        help="which checks, by number or name: 1 qlora, 2 lora, 3 generate, 4 compare, 5 handover, "
-                             "6 vllm (default: all)")
-    parser.add_argument("--steps", type=int, help="optimizer steps per DPO run (default 6; 1 with --tiny); each is "
-                                                  "the recipe's 1 x 8 pairs")
+    parser.add_argument(
+        "--sections",
+        type=parse_sections,
+        default=parse_sections("1,2,3,4,5,6"),
+        help="which checks, by number or name: 1 qlora, 2 lora, 3 generate, 4 compare, 5 handover, "
+        "6 vllm (default: all)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="optimizer steps per DPO run (default 6; 1 with --tiny); each is the recipe's 1 x 8 pairs",
+    )
     parser.add_argument("--answer-words", type=words_range, help="answer length range in words (default 100-400)")
     parser.add_argument("--gen-prompts", type=int, help="prompts in the studio's generation batch (default 16)")
     parser.add_argument("--gen-tokens", type=int, help="new tokens per candidate (default 64)")
@@ -769,22 +920,35 @@ def main(argv=None) -> int:
     parser.add_argument("--compare-turns", type=int, help="timed chat turns in section 4 (default 3)")
     parser.add_argument("--compare-tokens", type=int, help="tokens per answer in section 4 (default 64)")
     parser.add_argument("--workdir", help="jobs, data and databases (default: a new temporary folder)")
-    parser.add_argument("--model-dir", help="the random model's folder, reused when there (default: "
-                                            "/tmp/align-gpu-bench/llama-8b; with --tiny, inside --workdir)")
+    parser.add_argument(
+        "--model-dir",
+        help="the random model's folder, reused when there (default: "
+        "/tmp/align-gpu-bench/llama-8b; with --tiny, inside --workdir)",
+    )
     parser.add_argument("--tokenizer", help="tokenizer folder (default: .wheels/tokenizer, else the embedded model's)")
     parser.add_argument("--child-timeout", type=int, help="seconds for one training child (default 240)")
-    parser.add_argument("--deadline", type=float, help="seconds for the whole run: a training child is stopped at it "
-                                                       "and later sections are not started (default: none)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds for the whole run: a training child is stopped at it "
+        "and later sections are not started (default: none)",
+    )
     parser.add_argument("--trl-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.trl_child:
         trl_child(args.trl_child)
         return 0
     tiny = args.tiny
-    defaults = {"steps": 1 if tiny else 6, "answer_words": (5, 20) if tiny else (100, 400),
-                "gen_prompts": 4 if tiny else 16, "gen_tokens": 8 if tiny else 64, "naive_prompts": 1 if tiny else 2,
-                "compare_turns": 2 if tiny else 3, "compare_tokens": 8 if tiny else 64,
-                "child_timeout": 240}
+    defaults = {
+        "steps": 1 if tiny else 6,
+        "answer_words": (5, 20) if tiny else (100, 400),
+        "gen_prompts": 4 if tiny else 16,
+        "gen_tokens": 8 if tiny else 64,
+        "naive_prompts": 1 if tiny else 2,
+        "compare_turns": 2 if tiny else 3,
+        "compare_tokens": 8 if tiny else 64,
+        "child_timeout": 240,
+    }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -806,21 +970,49 @@ def main(argv=None) -> int:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU)"
-    dists = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "huggingface_hub",
-             "pyarrow", "safetensors")
-    report.line(f"[0 versions] python {sys.version.split()[0]}, " + ", ".join(f"{d} {version(d)}" for d in dists)
-                + f", CUDA {torch.version.cuda}, device {device}"
-                + (f" ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
-                   if torch.cuda.is_available() else ""))
+    dists = (
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "accelerate",
+        "datasets",
+        "bitsandbytes",
+        "huggingface_hub",
+        "pyarrow",
+        "safetensors",
+    )
+    report.line(
+        f"[0 versions] python {sys.version.split()[0]}, "
+        + ", ".join(f"{d} {version(d)}" for d in dists)
+        + f", CUDA {torch.version.cuda}, device {device}"
+        + (
+            f" ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
+            if torch.cuda.is_available()
+            else ""
+        )
+    )
     unmet = unmet_requirements(("trl", "datasets", "bitsandbytes", "peft", "transformers", "accelerate"))
-    report.line("[0 requirements] " + ("; ".join(unmet) if unmet else "every declared requirement of trl, datasets, "
-                                       "bitsandbytes, peft, transformers and accelerate is met"))
+    report.line(
+        "[0 requirements] "
+        + (
+            "; ".join(unmet)
+            if unmet
+            else "every declared requirement of trl, datasets, bitsandbytes, peft, transformers and accelerate is met"
+        )
+    )
     if not torch.cuda.is_available() and not tiny:
         report.line("[0 device] no CUDA device: the 8B-shaped checks need a GPU; run with --tiny on a CPU")
         return 2
     bench = Bench(args, report)
-    steps = {"1": bench.section_qlora, "2": bench.section_lora, "3": bench.section_generate,
-             "4": bench.section_compare, "5": bench.section_handover, "6": bench.section_vllm}
+    steps = {
+        "1": bench.section_qlora,
+        "2": bench.section_lora,
+        "3": bench.section_generate,
+        "4": bench.section_compare,
+        "5": bench.section_handover,
+        "6": bench.section_vllm,
+    }
 
     def guarded(key: str, run) -> bool:
         try:
@@ -840,14 +1032,16 @@ def main(argv=None) -> int:
 
     def check_imports():
         """What the sections use, imported as the app's pages import it: none of what the GPU machine lacks."""
-        import studio.chat
-        import studio.generate
-        import studio.train
+        import studio.data.candidates
+        import studio.inference.chat
+        import studio.training.train
 
         del studio
         found = sorted({m.split(".")[0] for m in sys.modules} & set(UNWANTED))
-        report.line("[0 imports] studio.train, studio.generate, studio.chat: "
-                    + (f"imported {', '.join(found)}!" if found else f"none of {', '.join(UNWANTED)} imported"))
+        report.line(
+            "[0 imports] studio.training.train, studio.data.candidates, studio.inference.chat: "
+            + (f"imported {', '.join(found)}!" if found else f"none of {', '.join(UNWANTED)} imported")
+        )
 
     ready = True
     if any(key in args.sections for key in "1234"):
@@ -864,10 +1058,12 @@ def main(argv=None) -> int:
             continue
         if guarded(key, steps[key]) and key not in report.skipped:
             report.done.append(key)
-    report.line(f"[done] {bench.name} | {time.perf_counter() - started:.0f} s | sections ok: "
-                f"{', '.join(bench.tag(k) for k in report.done) or 'none'}; skipped: "
-                f"{', '.join(bench.tag(k) for k in report.skipped) or 'none'}; failed: "
-                f"{', '.join(bench.tag(k) for k in report.failed) or 'none'} | workdir {args.workdir}")
+    report.line(
+        f"[done] {bench.name} | {time.perf_counter() - started:.0f} s | sections ok: "
+        f"{', '.join(bench.tag(k) for k in report.done) or 'none'}; skipped: "
+        f"{', '.join(bench.tag(k) for k in report.skipped) or 'none'}; failed: "
+        f"{', '.join(bench.tag(k) for k in report.failed) or 'none'} | workdir {args.workdir}"
+    )
     return 1 if report.failed else 0
 
 

@@ -60,8 +60,14 @@ def describe(device: str = "cpu", dtype=None) -> tuple[float, float, str]:
     flops, bandwidth = matmul_flops(device=device, dtype=dtype), memory_bandwidth(device=device)
     where = f"{device}, {torch.get_num_threads()} torch threads" if device == "cpu" else device
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
-    return flops, bandwidth, (f"measured now ({where}): {name} matmul {flops / 1e9:.0f} GFLOP/s (2048^3, best of 5), "
-                              f"memory copy {bandwidth / 1e9:.1f} GB/s (512 MB, read + write)")
+    return (
+        flops,
+        bandwidth,
+        (
+            f"measured now ({where}): {name} matmul {flops / 1e9:.0f} GFLOP/s (2048^3, best of 5), "
+            f"memory copy {bandwidth / 1e9:.1f} GB/s (512 MB, read + write)"
+        ),
+    )
 
 
 if __name__ == "__main__":

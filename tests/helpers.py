@@ -4,9 +4,10 @@ and the Wilson interval written out."""
 import math
 import time
 
-from studio import jobs, recipes
-from studio.preferences import training_snapshot
-from studio.prompts import ParsedPrompts, add_prompt_set, get_prompts
+from studio.core import jobs
+from studio.data.preferences import training_snapshot
+from studio.data.prompts import ParsedPrompts, add_prompt_set, get_prompts
+from studio.training import launch, recipes
 
 
 def make_set(store, name="s", prompts=2, candidates=3, system="Be kind."):
@@ -15,34 +16,57 @@ def make_set(store, name="s", prompts=2, candidates=3, system="Be kind."):
     made = []
     with store.tx() as db:
         for prompt in get_prompts(store, name):
-            ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'm', ?, '{}')",
-                              (prompt["id"], f"{prompt['text']} answer {j}")).lastrowid for j in range(candidates)]
+            ids = [
+                db.execute(
+                    "INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'm', ?, '{}')",
+                    (prompt["id"], f"{prompt['text']} answer {j}"),
+                ).lastrowid
+                for j in range(candidates)
+            ]
             made.append((prompt["id"], ids))
     return made
 
 
-QUESTIONS = ["How do I reset my card PIN?", "Where can I see my statement?", "Can I open a joint account?",
-             "How do I report a lost card?", "What is my IBAN?", "How do I change my address?",
-             "Can I freeze my card?", "How long do transfers take?"]
+QUESTIONS = [
+    "How do I reset my card PIN?",
+    "Where can I see my statement?",
+    "Can I open a joint account?",
+    "How do I report a lost card?",
+    "What is my IBAN?",
+    "How do I change my address?",
+    "Can I freeze my card?",
+    "How long do transfers take?",
+]
 POLITE = "Happy to help! You can do that in the app under Settings. Let me know if you need anything else."
 RUDE = "Figure it out yourself, idiot. Stop wasting my time."
 
 
 def clear_cut_rows(n=8):
     """TRL conversational preference rows where the chosen answer is plainly better."""
-    return [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": POLITE}],
-             "rejected": [{"role": "assistant", "content": RUDE}]} for q in QUESTIONS[:n]]
+    return [
+        {
+            "prompt": [{"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": POLITE}],
+            "rejected": [{"role": "assistant", "content": RUDE}],
+        }
+        for q in QUESTIONS[:n]
+    ]
 
 
 def clear_cut_set(store, name="polite", n=8, annotator="anna"):
     """The same pairs as a studio prompt set with candidates and one annotator's rankings."""
-    from studio.ranking import submit
+    from studio.data.ranking import submit
 
     add_prompt_set(store, name, ParsedPrompts(rows=[(q, "") for q in QUESTIONS[:n]]), "test")
     for prompt in get_prompts(store, name):
         with store.tx() as db:
-            ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'm', ?, '{}')",
-                              (prompt["id"], text)).lastrowid for text in (RUDE, POLITE)]
+            ids = [
+                db.execute(
+                    "INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'm', ?, '{}')",
+                    (prompt["id"], text),
+                ).lastrowid
+                for text in (RUDE, POLITE)
+            ]
         submit(store, annotator, prompt["id"], [[ids[1]], [ids[0]]])
 
 
@@ -65,8 +89,14 @@ def mentions_app(prompt, answer):
     return "app" in answer.lower()
 
 
-SETTINGS = {"per_device_train_batch_size": 2, "learning_rate": 5e-4, "max_length": 128, "save_steps": 1000,
-            "gradient_checkpointing": False, **recipes.studio_defaults("dpo")}
+SETTINGS = {
+    "per_device_train_batch_size": 2,
+    "learning_rate": 5e-4,
+    "max_length": 128,
+    "save_steps": 1000,
+    "gradient_checkpointing": False,
+    **recipes.studio_defaults("dpo"),
+}
 
 
 def wait_for(predicate, manager, timeout=240):
@@ -81,8 +111,14 @@ def wait_for(predicate, manager, timeout=240):
 
 def new_job(store, steps, **extra):
     rows, info = training_snapshot(store, "polite")
-    return jobs.create(store, "dpo", {**SETTINGS, "max_steps": steps, **extra}, data_label="polite (best vs worst)",
-                       data_rows=rows, data_info=info)
+    return launch.create(
+        store,
+        "dpo",
+        {**SETTINGS, "max_steps": steps, **extra},
+        data_label="polite (best vs worst)",
+        data_rows=rows,
+        data_info=info,
+    )
 
 
 def steps_logged(job):
@@ -103,10 +139,12 @@ def random_lora(folder):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from studio.models import embedded_folder
+    from studio.inference.models import embedded_folder
 
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_folder()),
-                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(embedded_folder()),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     lora.save_pretrained(folder)
     return folder
 

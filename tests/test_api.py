@@ -8,9 +8,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from studio import openai_api
-from studio.openai_api import ApiKeyError, conversation, create_key, params_from
-from studio.store import Store
+from studio.core.store import Store
+from studio.shipping import openai_api
+from studio.shipping.openai_api import ApiKeyError, conversation, create_key, params_from
 from tests.browser.conftest import run_app
 from tests.helpers import random_lora
 
@@ -25,8 +25,11 @@ def app(tmp_path_factory):
     # A finished DPO job whose adapter is that one, as the jobs table records it: the endpoint serves it as job:1.
     random_lora(tmp_path / "job" / "adapter")
     with Store(app["home"] / "studio.db").tx() as db:
-        db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES ('dpo', 'finished', ?, "
-                   "'embedded', 'test')", (str(tmp_path / "job"),))
+        db.execute(
+            "INSERT INTO jobs (method, status, folder, base_model, data) VALUES ('dpo', 'finished', ?, "
+            "'embedded', 'test')",
+            (str(tmp_path / "job"),),
+        )
     yield {**app, "adapter": adapter}
     next(server, None)
 
@@ -34,8 +37,9 @@ def app(tmp_path_factory):
 def test_gradio_client_lists_models_and_chats_with_an_adapter(app):
     client = Client(app["url"], verbose=False)
     assert ["base: embedded", "base:embedded"] in client.predict(api_name="/models")
-    answer = client.predict("How do I reset my PIN?", "base:embedded", "You are Nova.", [], 12, 0.7, 0.9, 3,
-                            api_name="/chat")
+    answer = client.predict(
+        "How do I reset my PIN?", "base:embedded", "You are Nova.", [], 12, 0.7, 0.9, 3, api_name="/chat"
+    )
     assert isinstance(answer, str) and answer.strip()
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}]
     answer = client.predict("And my password?", str(app["adapter"]), "", history, 12, 0.7, 0.9, 3, api_name="/chat")
@@ -47,8 +51,12 @@ def test_gradio_client_lists_models_and_chats_with_an_adapter(app):
 def test_the_openai_client_lists_models_and_chats_with_the_base_and_an_adapter(app):
     client = openai.OpenAI(base_url=app["url"] + "v1", api_key="unused-without-a-login")
     assert "base:embedded" in [m.id for m in client.models.list()]
-    ask = {"model": "base:embedded", "max_tokens": 8, "temperature": 0,
-           "messages": [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "Hi!"}]}
+    ask = {
+        "model": "base:embedded",
+        "max_tokens": 8,
+        "temperature": 0,
+        "messages": [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "Hi!"}],
+    }
     reply = client.chat.completions.create(**ask)
     text = reply.choices[0].message.content
     assert text.strip() and reply.choices[0].finish_reason in ("stop", "length")
@@ -56,8 +64,12 @@ def test_the_openai_client_lists_models_and_chats_with_the_base_and_an_adapter(a
     assert client.chat.completions.create(**ask).choices[0].message.content == text  # temperature 0: greedy
 
     assert "job:1" in [m.id for m in client.models.list()]
-    ask = {"model": "job:1", "max_tokens": 8, "seed": 3,
-           "messages": [{"role": "user", "content": "How do I pay a bill?"}]}
+    ask = {
+        "model": "job:1",
+        "max_tokens": 8,
+        "seed": 3,
+        "messages": [{"role": "user", "content": "How do I pay a bill?"}],
+    }
     chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(chunks) >= 4 and streamed.strip() and chunks[-2].choices[0].finish_reason in ("stop", "length")
@@ -104,17 +116,20 @@ def test_requests_the_endpoint_cannot_honour_are_refused_in_openais_error_shape(
     hi = [{"role": "user", "content": "Hi"}]
     tool = {"type": "function", "function": {"name": "balance", "parameters": {"type": "object", "properties": {}}}}
     schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
-    image = [{"type": "text", "text": "What is this?"},
-             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    image = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
     for extra, param, said in (
-            ({"tools": [tool]}, "tools", "does not support tool calls"),
-            ({"response_format": {"type": "json_object"}}, "response_format", "does not support JSON output"),
-            ({"response_format": schema}, "response_format", "does not support JSON output"),
-            ({"logprobs": True, "top_logprobs": 2}, "logprobs", "does not support log-probabilities"),
-            ({"stop": ["\n"]}, "stop", "does not support stop sequences"),
-            ({"messages": [{"role": "user", "content": image}]}, "messages[0].content[1]", "only text parts"),
-            ({"extra_body": {"best_of": 3}}, "best_of", "Unrecognized request argument supplied: best_of"),
-            ({"temperature": "hot"}, "temperature", "temperature: expected a number")):
+        ({"tools": [tool]}, "tools", "does not support tool calls"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "does not support JSON output"),
+        ({"response_format": schema}, "response_format", "does not support JSON output"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs", "does not support log-probabilities"),
+        ({"stop": ["\n"]}, "stop", "does not support stop sequences"),
+        ({"messages": [{"role": "user", "content": image}]}, "messages[0].content[1]", "only text parts"),
+        ({"extra_body": {"best_of": 3}}, "best_of", "Unrecognized request argument supplied: best_of"),
+        ({"temperature": "hot"}, "temperature", "temperature: expected a number"),
+    ):
         with pytest.raises(openai.BadRequestError, match=said) as refused:
             client.chat.completions.create(**{"model": "base:embedded", "messages": hi, **extra})
         assert refused.value.param == param and refused.value.body["type"] == "invalid_request_error"
@@ -126,31 +141,59 @@ def test_requests_the_endpoint_cannot_honour_are_refused_in_openais_error_shape(
         answer = local.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
         assert answer.status_code == 400 and set(answer.json()["error"]) == {"message", "type", "param", "code"}
     # Their "off" values are what every client may send, and pass the check.
-    assert openai_api.check_request({"model": "m", "messages": hi, "tools": [], "logprobs": False, "stop": None,
-                                     "response_format": {"type": "text"}, "presence_penalty": 0.0, "user": "u"})
+    assert openai_api.check_request(
+        {
+            "model": "m",
+            "messages": hi,
+            "tools": [],
+            "logprobs": False,
+            "stop": None,
+            "response_format": {"type": "text"},
+            "presence_penalty": 0.0,
+            "user": "u",
+        }
+    )
 
 
 def test_the_endpoint_asks_for_a_key_beyond_the_loopback_address():
-    for host, login, needed in (("127.0.0.1", False, False), (None, False, False), ("localhost", False, False),
-                                ("::1", False, False), ("0.0.0.0", False, True), ("::", False, True),
-                                ("192.168.1.20", False, True), ("my-box.example", False, True),
-                                ("127.0.0.1", True, True)):
+    for host, login, needed in (
+        ("127.0.0.1", False, False),
+        (None, False, False),
+        ("localhost", False, False),
+        ("::1", False, False),
+        ("0.0.0.0", False, True),
+        ("::", False, True),
+        ("192.168.1.20", False, True),
+        ("my-box.example", False, True),
+        ("127.0.0.1", True, True),
+    ):
         assert openai_api.needs_key(host, login) is needed, host
 
 
 def test_messages_and_sampling_fields_map_to_the_studio_and_keys_are_kept_hashed(store):
-    assert conversation([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                         {"role": "assistant", "content": "Hello!"},
-                         {"role": "user", "content": [{"type": "text", "text": "My PIN?"}]}]) == {
-        "text": "My PIN?", "system": "Be brief.",
-        "context": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    assert conversation(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": [{"type": "text", "text": "My PIN?"}]},
+        ]
+    ) == {
+        "text": "My PIN?",
+        "system": "Be brief.",
+        "context": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+    }
     with pytest.raises(ValueError, match="last message must be the user's"):
         conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
     with pytest.raises(ValueError, match="role 'tool'"):
         conversation([{"role": "tool", "content": "{}"}, {"role": "user", "content": "Hi"}])
     params = params_from({"temperature": 0, "max_tokens": 9, "seed": 5})
-    assert (params.k, params.max_new_tokens, params.seed,
-            params.temperature) == (1, 9, 5, openai_api.GREEDY_TEMPERATURE)
+    assert (params.k, params.max_new_tokens, params.seed, params.temperature) == (
+        1,
+        9,
+        5,
+        openai_api.GREEDY_TEMPERATURE,
+    )
     assert params_from({"max_completion_tokens": 7, "max_tokens": 9}).max_new_tokens == 7
     for body, message in (({"temperature": 3}, "temperature must be from 0 to 2"), ({"n": 2}, "n must be 1")):
         with pytest.raises(ValueError, match=message):

@@ -8,9 +8,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_app_builds_without_loading_torch_or_a_model(tmp_path):
     # Start-up stays fast because nothing heavy is imported until a model is first used.
-    code = ("import sys, app; "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import at start-up'; "
-            "print(type(app.demo).__name__)")
+    code = (
+        "import sys, app; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import at start-up'; "
+        "print(type(app.demo).__name__)"
+    )
     env = dict(os.environ, STUDIO_HOME=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -37,14 +39,23 @@ def test_the_app_listens_where_gradio_environment_says_and_sends_no_analytics(tm
         port = s.getsockname()[1]
     env = dict(os.environ, STUDIO_HOME=str(tmp_path), GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port))
     env.pop("GRADIO_ANALYTICS_ENABLED", None)
-    process = subprocess.Popen([sys.executable, "app.py", "--no-browser"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--no-browser"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         listening = []
         while not listening and time.monotonic() < deadline and process.poll() is None:
-            listening = [c.laddr for c in psutil.Process(process.pid).net_connections(kind="tcp")
-                         if c.status == psutil.CONN_LISTEN]
+            listening = [
+                c.laddr
+                for c in psutil.Process(process.pid).net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            ]
             time.sleep(0.3)
         assert ("0.0.0.0", port) in [(a.ip, a.port) for a in listening], listening
         # Listening beyond the loopback address, the OpenAI-compatible endpoint asks for a key (no --auth given).
@@ -63,8 +74,14 @@ def test_the_app_listens_where_gradio_environment_says_and_sends_no_analytics(tm
         else:
             raise AssertionError("/v1/models never asked for a key")
         code = "import os, app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                             env={k: v for k, v in env.items() if k != "GRADIO_ANALYTICS_ENABLED"})
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in env.items() if k != "GRADIO_ANALYTICS_ENABLED"},
+        )
         assert out.stdout.strip().splitlines()[-1] == "False"
     finally:
         process.terminate()
@@ -72,7 +89,7 @@ def test_the_app_listens_where_gradio_environment_says_and_sends_no_analytics(tm
 
 
 def test_on_a_space_the_studio_keeps_its_data_on_persistent_storage_or_says_it_will_not(tmp_path, monkeypatch):
-    from studio import paths
+    from studio.core import paths
 
     monkeypatch.delenv("STUDIO_HOME", raising=False)
     monkeypatch.delenv("HF_HOME", raising=False)
@@ -101,6 +118,12 @@ def test_on_a_space_the_studio_keeps_its_data_on_persistent_storage_or_says_it_w
 def test_leads_need_a_login_to_tell_people_apart(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SPACE_ID"}
     env["STUDIO_HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "app.py", "--no-browser", "--leads", "anna"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "app.py", "--no-browser", "--leads", "anna"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "--leads needs a login to tell people apart: add --auth" in out.stderr

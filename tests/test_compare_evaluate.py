@@ -4,12 +4,16 @@ import json
 
 import pytest
 
-from studio import chat, evaluate, jobs, models, publish, report, rubric
-from studio.evaluate import EvaluationError
-from studio.generate import GenerationParams
-from studio.jobs import Manager
-from studio.prompts import ParsedPrompts, add_prompt_set
-from studio.store import Store
+from studio.core import jobs
+from studio.core.store import Store
+from studio.data import rubric
+from studio.data.prompts import ParsedPrompts, add_prompt_set
+from studio.evaluation import evaluate, report
+from studio.evaluation.evaluate import EvaluationError
+from studio.inference import chat, models
+from studio.inference.decode import GenerationParams
+from studio.shipping import publish
+from studio.training.launch import Manager
 from tests.helpers import QUESTIONS, clear_cut_set, new_job, wait_for, wilson
 
 
@@ -18,8 +22,12 @@ def trained(tmp_path_factory):
     """A store with a finished 3-step DPO job and a held-out set of 4 prompts."""
     store = Store(tmp_path_factory.mktemp("compare") / "studio.db")
     clear_cut_set(store)
-    add_prompt_set(store, "held", ParsedPrompts(rows=[(q, "") for q in ("Is my money safe?", "Hi!", "Who are you?",
-                                                                       "How do I pay a bill?")]), "test")
+    add_prompt_set(
+        store,
+        "held",
+        ParsedPrompts(rows=[(q, "") for q in ("Is my money safe?", "Hi!", "Who are you?", "How do I pay a bill?")]),
+        "test",
+    )
     job_id = new_job(store, 3)
     wait_for(lambda: jobs.get(store, job_id)["status"] == "finished", Manager(store))
     return store, job_id
@@ -41,9 +49,18 @@ def test_side_by_side_streams_both_models_from_one_copy_of_the_weights(trained):
 
     # A second turn continues each side's own conversation.
     history = [{"role": "user", "content": "Can I freeze my card?"}]
-    turn2 = list(chat.side_by_side(aligned, "Thanks. And unfreeze it?", "",
-                                   (history + [{"role": "assistant", "content": base_text}],
-                                    history + [{"role": "assistant", "content": aligned_text}]), params))
+    turn2 = list(
+        chat.side_by_side(
+            aligned,
+            "Thanks. And unfreeze it?",
+            "",
+            (
+                history + [{"role": "assistant", "content": base_text}],
+                history + [{"role": "assistant", "content": aligned_text}],
+            ),
+            params,
+        )
+    )
     assert turn2[-1][0] and turn2[-1][1]
 
     # One copy of the base: the loaded model is the PeftModel, and its base row computes what the plain model does.
@@ -98,15 +115,26 @@ def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(tra
     with pytest.raises(EvaluationError, match="at least two models"):
         evaluate.create_evaluation(store, "held", [aligned], GenerationParams())
     progress = []
-    evaluation = evaluate.create_evaluation(store, "held", [base, aligned], GenerationParams(max_new_tokens=16),
-                                            on_progress=lambda done, total: progress.append((done, total)))
+    evaluation = evaluate.create_evaluation(
+        store,
+        "held",
+        [base, aligned],
+        GenerationParams(max_new_tokens=16),
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
     assert progress[-1] == (4, 4)
-    answers = store.query("SELECT position, COUNT(*) AS n FROM eval_answers WHERE evaluation_id = ? GROUP BY position",
-                          (evaluation,))
+    answers = store.query(
+        "SELECT position, COUNT(*) AS n FROM eval_answers WHERE evaluation_id = ? GROUP BY position", (evaluation,)
+    )
     assert [tuple(r) for r in answers] == [(0, 4), (1, 4)]
     # Evaluation answers never enter the Rank queue or the training data.
-    assert store.query("SELECT COUNT(*) FROM responses r JOIN prompts p ON p.id = r.prompt_id "
-                       "JOIN prompt_sets s ON s.id = p.prompt_set_id WHERE s.name = 'held'")[0][0] == 0
+    assert (
+        store.query(
+            "SELECT COUNT(*) FROM responses r JOIN prompts p ON p.id = r.prompt_id "
+            "JOIN prompt_sets s ON s.id = p.prompt_set_id WHERE s.name = 'held'"
+        )[0][0]
+        == 0
+    )
 
     # Anna prefers the aligned model on 3 prompts and calls the 4th a tie; Ben prefers the base on 2, ties 1,
     # both bad 1.
@@ -129,7 +157,7 @@ def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(tra
     assert sides == {0, 1}  # both models were shown on the left at some point
 
     result = evaluate.results(store, evaluation)
-    (model, baseline, tally), = result["pairs"]
+    ((model, baseline, tally),) = result["pairs"]
     assert (model, baseline) == (f"job {job_id} (dpo)", "base (embedded)")
     assert (tally.wins, tally.ties, tally.losses, tally.both_bad) == (3, 2, 2, 1)
     rate, low, high = tally.win_rate()
@@ -152,8 +180,10 @@ def test_an_evaluation_votes_blind_and_reports_win_rates_scores_and_the_card(tra
         evaluate.score_evaluation(store, evaluation, f"reward:job {job_id}")
 
     card = publish.model_card(store, job_id)
-    assert f"Evaluation {evaluation} (prompt set `held`), blind A/B, job {job_id} (dpo) vs base (embedded): 8 votes, " \
-           "3 wins, 2 ties, 2 losses, 1 both bad; win rate 60.0%" in card
+    assert (
+        f"Evaluation {evaluation} (prompt set `held`), blind A/B, job {job_id} (dpo) vs base (embedded): 8 votes, "
+        "3 wins, 2 ties, 2 losses, 1 both bad; win rate 60.0%" in card
+    )
     assert f"Evaluation {evaluation} (prompt set `held`), toxicity: mean" in card
 
 
@@ -162,10 +192,14 @@ def test_bradley_terry_appears_once_three_models_were_compared(store):
     prompt_ids = [r["id"] for r in store.query("SELECT id FROM prompts")]
     with store.tx() as db:
         db.execute("INSERT INTO evaluations (id, prompt_set_id, params, status) VALUES (1, 1, '{}', 'ready')")
-        db.executemany("INSERT INTO eval_models (evaluation_id, position, label, model) VALUES (1, ?, ?, 'm')",
-                       [(0, "base"), (1, "dpo"), (2, "sft")])
-        db.executemany("INSERT INTO eval_answers (evaluation_id, position, prompt_id, text) VALUES (1, ?, ?, 'x')",
-                       [(m, p) for m in range(3) for p in prompt_ids])
+        db.executemany(
+            "INSERT INTO eval_models (evaluation_id, position, label, model) VALUES (1, ?, ?, 'm')",
+            [(0, "base"), (1, "dpo"), (2, "sft")],
+        )
+        db.executemany(
+            "INSERT INTO eval_answers (evaluation_id, position, prompt_id, text) VALUES (1, ?, ?, 'x')",
+            [(m, p) for m in range(3) for p in prompt_ids],
+        )
     outcomes = {(0, 1): "second", (0, 2): "second", (1, 2): "first"}  # dpo > sft > base on every prompt
     for who in ("a", "b"):
         while (task := evaluate.next_vote(store, 1, who)) is not None:
@@ -176,18 +210,23 @@ def test_bradley_terry_appears_once_three_models_were_compared(store):
     assert len(evaluate.results(store, 1)["pairs"]) == 3
 
 
-
-
 def test_an_alignment_report_is_computed_stored_and_in_the_card(trained):
     store, job_id = trained
-    rubric.save(store, "held", "checks:\n  - name: Friendly\n    any: ['happy|glad|help|sure']\n"
-                               "  - name: Brief\n    max_words: 12\n")
+    rubric.save(
+        store,
+        "held",
+        "checks:\n  - name: Friendly\n    any: ['happy|glad|help|sure']\n  - name: Brief\n    max_words: 12\n",
+    )
     assert report.default_sets(store, job_id) == ["held"]  # every prompt of polite trained the job
     with pytest.raises(report.ReportError, match="Every prompt of 'polite' was used to train"):
         report.create(store, job_id, report.ReportSettings(prompt_sets=["polite"]))
     progress = []
-    made = report.create(store, job_id, report.ReportSettings(samples=2, max_new_tokens=16),
-                         on_progress=lambda done, total, what: progress.append(what))
+    made = report.create(
+        store,
+        job_id,
+        report.ReportSettings(samples=2, max_new_tokens=16),
+        on_progress=lambda done, total, what: progress.append(what),
+    )
     found = report.latest(store, job_id)
     assert found["id"] == made and found["status"] == "ready" and "prompts answered" in progress
     (entry,) = found["summary"]["sets"]
@@ -198,8 +237,14 @@ def test_an_alignment_report_is_computed_stored_and_in_the_card(trained):
     assert 0 <= figures["at_least_as_good"]["low"] <= figures["at_least_as_good"]["value"] <= 1
     assert entry["words"]["base"] > 0 and 1 <= len(entry["examples"]) <= 4
     # Its answers are stored as an evaluation (people can vote on them blind), apart from the Rank candidates.
-    assert store.query("SELECT COUNT(*) AS n FROM eval_answers a JOIN evaluations e ON e.id = a.evaluation_id "
-                       "WHERE e.report_id = ?", (made,))[0]["n"] == 16
+    assert (
+        store.query(
+            "SELECT COUNT(*) AS n FROM eval_answers a JOIN evaluations e ON e.id = a.evaluation_id "
+            "WHERE e.report_id = ?",
+            (made,),
+        )[0]["n"]
+        == 16
+    )
     card = publish.model_card(store, job_id)
     assert "## Alignment report" in card and "Held-out set `held`: 4 prompts x 2 samples" in card
     assert "rubric: at least as good as the base in" in card
@@ -208,21 +253,25 @@ def test_an_alignment_report_is_computed_stored_and_in_the_card(trained):
 def test_the_capability_set_scores_base_and_adapter_and_feeds_the_gate(trained):
     """The alignment-tax check run for real: both models answer capability questions, the set's rubric scores each
     answer 1 (right) or 0, the Evaluate table pairs the adapter against the base, and the gate reads it."""
-    from studio import gate
-    from studio.prompts import install_builtin_sets
+    from studio.data.prompts import install_builtin_sets
+    from studio.evaluation import gate
 
     store, job_id = trained
     install_builtin_sets(store)
     base, aligned = chat.pick(store, "base:embedded"), chat.pick(store, f"job:{job_id}")
     assert "skills kept" in gate.verdict(store, job_id)["checks"]
     assert gate.verdict(store, job_id)["checks"]["skills kept"][0] is None  # no capability evaluation yet
-    evaluation = evaluate.create_evaluation(store, "capability", [base, aligned],
-                                            GenerationParams(max_new_tokens=12, temperature=0.1), limit=6)
+    evaluation = evaluate.create_evaluation(
+        store, "capability", [base, aligned], GenerationParams(max_new_tokens=12, temperature=0.1), limit=6
+    )
     assert evaluate.score_evaluation(store, evaluation, "rubric") == 12
     checks = rubric.for_set(store, "capability")
-    rows = store.query("""SELECT p.text AS prompt, a.text AS answer, s.value FROM eval_scores s
+    rows = store.query(
+        """SELECT p.text AS prompt, a.text AS answer, s.value FROM eval_scores s
                           JOIN eval_answers a ON a.id = s.answer_id JOIN prompts p ON p.id = a.prompt_id
-                          WHERE a.evaluation_id = ? AND s.scorer = 'rubric'""", (evaluation,))
+                          WHERE a.evaluation_id = ? AND s.scorer = 'rubric'""",
+        (evaluation,),
+    )
     assert {r["value"] for r in rows} <= {0.0, 1.0}
     assert [r["value"] for r in rows] == checks.score_many([r["prompt"] for r in rows], [r["answer"] for r in rows])
     table = {r["model"]: r for r in evaluate.score_table(store, evaluation) if r["scorer"] == "rubric"}

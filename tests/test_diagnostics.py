@@ -3,8 +3,8 @@
 import json
 import math
 
-from studio import jobs
-from studio.diagnostics import diagnose
+from studio.core import jobs
+from studio.training.diagnostics import diagnose
 
 
 def run(tmp_path, rows):
@@ -12,10 +12,23 @@ def run(tmp_path, rows):
     return jobs.metrics({"folder": str(tmp_path)})
 
 
-def dpo_rows(n=12, loss=lambda i: 0.69 - 0.03 * i, accuracy=lambda i: min(0.5 + 0.04 * i, 0.9),
-             chosen=lambda i: 0.01 * i, margin=lambda i: 0.05 * i):
-    return [{"step": i, "loss": loss(i), "rewards/accuracies": accuracy(i), "rewards/chosen": chosen(i),
-             "rewards/margins": margin(i)} for i in range(1, n + 1)]
+def dpo_rows(
+    n=12,
+    loss=lambda i: 0.69 - 0.03 * i,
+    accuracy=lambda i: min(0.5 + 0.04 * i, 0.9),
+    chosen=lambda i: 0.01 * i,
+    margin=lambda i: 0.05 * i,
+):
+    return [
+        {
+            "step": i,
+            "loss": loss(i),
+            "rewards/accuracies": accuracy(i),
+            "rewards/chosen": chosen(i),
+            "rewards/margins": margin(i),
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 def test_a_healthy_dpo_run_and_a_healthy_rl_run_get_no_finding(tmp_path):
@@ -29,8 +42,10 @@ def test_each_finding_fires_on_its_case(tmp_path):
     assert any("stays at 0.693" in f for f in flat)
     memorised = diagnose("dpo", run(tmp_path, dpo_rows(accuracy=lambda i: 1.0 if i >= 3 else 0.5)), pairs=30)
     assert any("accuracy reached 1.0 within 3 steps on 30 pairs: likely memorising" in f for f in memorised)
-    assert not any("memorising" in f for f in diagnose("dpo", run(tmp_path, dpo_rows(
-        accuracy=lambda i: 1.0 if i >= 3 else 0.5)), pairs=5000))  # plenty of pairs: not a worry
+    assert not any(
+        "memorising" in f
+        for f in diagnose("dpo", run(tmp_path, dpo_rows(accuracy=lambda i: 1.0 if i >= 3 else 0.5)), pairs=5000)
+    )  # plenty of pairs: not a worry
     falling = diagnose("dpo", run(tmp_path, dpo_rows(chosen=lambda i: -0.1 * i)), pairs=300)
     assert any("normal for DPO" in f for f in falling)
     rising = diagnose("sft", run(tmp_path, [{"step": i, "loss": 1.0 + 0.1 * i} for i in range(1, 13)]))

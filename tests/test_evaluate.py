@@ -2,9 +2,11 @@ import math
 
 import pytest
 
-from studio import chat, evaluate, scorers
-from studio.evaluate import EvaluationError, WinRate, bradley_terry
-from studio.scorers import toxicity
+from studio.data import scorers
+from studio.data.scorers import toxicity
+from studio.evaluation import evaluate
+from studio.evaluation.evaluate import EvaluationError, WinRate, bradley_terry
+from studio.inference import chat
 from tests.helpers import wilson
 
 
@@ -31,14 +33,15 @@ def test_bradley_terry_recovers_the_odds():
 
 
 def test_offline_toxicity_ranks_an_abusive_answer_above_a_polite_one():
-    abusive, polite = toxicity(["Shut up, you stupid worthless idiot.",
-                                "Thanks for asking! You can freeze your card in the app under Cards."])
+    abusive, polite = toxicity(
+        ["Shut up, you stupid worthless idiot.", "Thanks for asking! You can freeze your card in the app under Cards."]
+    )
     assert 0 <= polite < 0.2 < 0.8 < abusive <= 1
     assert toxicity([]) == []
 
 
 def test_shares_are_bootstrapped_over_prompts_and_the_noise_floor_counts_ties_once():
-    from studio.evaluate import effect, share_interval
+    from studio.evaluation.evaluate import effect, share_interval
 
     # 10 prompts, 3 samples each: the adapter at least as good in every sample of 8 prompts, in none of 2.
     groups = [[1.0, 1.0, 1.0]] * 8 + [[0.0, 0.0, 0.0]] * 2

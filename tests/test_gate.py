@@ -2,15 +2,19 @@
 
 import pytest
 
-from studio import gate, prompts, publish
-from studio.prompts import ParsedPrompts, add_prompt_set, get_prompts
-from studio.ranking import annotator_id
+from studio.data import prompts
+from studio.data.prompts import ParsedPrompts, add_prompt_set, get_prompts
+from studio.data.ranking import annotator_id
+from studio.evaluation import gate
+from studio.shipping import publish
 
 
 def job(store):
     with store.tx() as db:
-        return db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES "
-                          "('dpo', 'finished', '/nowhere', 'embedded', 'test')").lastrowid
+        return db.execute(
+            "INSERT INTO jobs (method, status, folder, base_model, data) VALUES "
+            "('dpo', 'finished', '/nowhere', 'embedded', 'test')"
+        ).lastrowid
 
 
 def evaluation(store, set_name, job_id, scores=None, votes=None):
@@ -18,21 +22,32 @@ def evaluation(store, set_name, job_id, scores=None, votes=None):
     per-prompt (base value, adapter value); `votes` is a list of outcomes ('second' = the adapter is better)."""
     items = get_prompts(store, set_name)
     with store.tx() as db:
-        ev = db.execute("INSERT INTO evaluations (prompt_set_id, params, status) SELECT id, '{}', 'ready' FROM "
-                        "prompt_sets WHERE name = ?", (set_name,)).lastrowid
+        ev = db.execute(
+            "INSERT INTO evaluations (prompt_set_id, params, status) SELECT id, '{}', 'ready' FROM "
+            "prompt_sets WHERE name = ?",
+            (set_name,),
+        ).lastrowid
         db.execute("INSERT INTO eval_models VALUES (?, 0, 'base (embedded)', 'embedded', NULL, NULL)", (ev,))
         db.execute("INSERT INTO eval_models VALUES (?, 1, ?, 'embedded', '/a', ?)", (ev, f"job {job_id}", job_id))
         for i, prompt in enumerate(items):
-            ids = [db.execute("INSERT INTO eval_answers (evaluation_id, position, prompt_id, sample, text) VALUES "
-                              "(?, ?, ?, 0, ?)", (ev, pos, prompt["id"], f"answer {pos}")).lastrowid for pos in (0, 1)]
+            ids = [
+                db.execute(
+                    "INSERT INTO eval_answers (evaluation_id, position, prompt_id, sample, text) VALUES "
+                    "(?, ?, ?, 0, ?)",
+                    (ev, pos, prompt["id"], f"answer {pos}"),
+                ).lastrowid
+                for pos in (0, 1)
+            ]
             for scorer, values in (scores or {}).items():
                 for answer, value in zip(ids, values[i % len(values)]):
                     db.execute("INSERT INTO eval_scores VALUES (?, ?, ?)", (answer, scorer, value))
         who = annotator_id(db, "vera")
         for i, outcome in enumerate(votes or []):
-            db.execute("INSERT INTO eval_votes (evaluation_id, prompt_id, sample, annotator_id, first, second, "
-                       "left_position, outcome) VALUES (?, ?, 0, ?, 0, 1, 0, ?)",
-                       (ev, items[i % len(items)]["id"], who, outcome))
+            db.execute(
+                "INSERT INTO eval_votes (evaluation_id, prompt_id, sample, annotator_id, first, second, "
+                "left_position, outcome) VALUES (?, ?, 0, ?, 0, 1, 0, ?)",
+                (ev, items[i % len(items)]["id"], who, outcome),
+            )
     return ev
 
 
@@ -42,8 +57,13 @@ def test_the_gate_passes_only_on_every_kind_of_evidence(store):
     job_id = job(store)
     assert gate.verdict(store, job_id)["status"] == "incomplete"  # no evidence at all
     # Preferred by votes, and by the rubric; toxicity the same (not worse).
-    evaluation(store, "held", job_id, {"toxicity": [(0.02, 0.02), (0.03, 0.02)], "rubric": [(0.5, 0.9), (0.6, 0.8)]},
-               votes=["second"] * 25 + ["tie"] * 5)
+    evaluation(
+        store,
+        "held",
+        job_id,
+        {"toxicity": [(0.02, 0.02), (0.03, 0.02)], "rubric": [(0.5, 0.9), (0.6, 0.8)]},
+        votes=["second"] * 25 + ["tie"] * 5,
+    )
     result = gate.verdict(store, job_id)
     assert result["checks"]["preferred"][0] is True and result["checks"]["not more toxic"][0] is True
     assert result["status"] == "incomplete" and "capability" in result["checks"]["skills kept"][1]
@@ -76,5 +96,5 @@ def test_a_push_that_did_not_pass_needs_confirmation(store, monkeypatch):
     monkeypatch.setattr(publish, "finished_job", lambda store, job_id: ({}, None))
     monkeypatch.setattr(publish.hub, "get_token", lambda token=None: "hf_test")
     monkeypatch.setattr(publish.hub, "reachable", lambda timeout=3.0: True)
-    with pytest.raises(publish.PublishError, match="The publish gate is incomplete .*Tick \"Push anyway\""):
+    with pytest.raises(publish.PublishError, match='The publish gate is incomplete .*Tick "Push anyway"'):
         publish.push_adapter(store, job_id, "me/adapter")

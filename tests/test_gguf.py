@@ -20,14 +20,14 @@ import gguf
 import numpy as np
 import pytest
 
-from studio import gguf_export, models
-from studio.gguf_export import ExportError
+from studio.inference import models
+from studio.shipping import gguf_export
+from studio.shipping.gguf_export import ExportError
 
 
 def test_the_export_matches_the_gguf_llama_cpp_wrote_for_the_embedded_model(tmp_path):
     folder = models.embedded_folder()
-    out = gguf_export.write_gguf(folder, tmp_path / "bank-f16.gguf", "f16", name="bank",
-                                 hub_id=models.EMBEDDED_HUB_ID)
+    out = gguf_export.write_gguf(folder, tmp_path / "bank-f16.gguf", "f16", name="bank", hub_id=models.EMBEDDED_HUB_ID)
     ours, theirs = gguf.GGUFReader(str(out)), gguf.GGUFReader(str(models._embedded_gguf()))
 
     mine = {t.name: t for t in ours.tensors}
@@ -39,8 +39,9 @@ def test_the_export_matches_the_gguf_llama_cpp_wrote_for_the_embedded_model(tmp_
         assert got.shape == expected.shape, reference.name
         # f16 of the Q4_1 values: within f16's rounding (a wrong q/k permutation would be off by the weights' size)
         assert np.abs(got - expected).max() <= 1e-3 * np.abs(expected).max(), reference.name
-        assert tensor.tensor_type == (gguf.GGMLQuantizationType.F32 if expected.ndim == 1
-                                      else gguf.GGMLQuantizationType.F16), reference.name
+        assert tensor.tensor_type == (
+            gguf.GGMLQuantizationType.F32 if expected.ndim == 1 else gguf.GGMLQuantizationType.F16
+        ), reference.name
 
     # Every setting llama.cpp reads, as llama.cpp's converter wrote it (general.* names and licences aside).
     for key, field in theirs.fields.items():
@@ -54,7 +55,7 @@ def test_the_export_matches_the_gguf_llama_cpp_wrote_for_the_embedded_model(tmp_
     assert "FROM ./bank-f16.gguf" in modelfile
     assert '{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n<|im_start|>assistant\n' in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
-    assert "SYSTEM \"\"\"You are Lumen Bank's assistant.\"\"\"" in modelfile
+    assert 'SYSTEM """You are Lumen Bank\'s assistant."""' in modelfile
 
 
 # llama.cpp as vendored in this release of llama-cpp-python (its source distribution on PyPI carries the converter).
@@ -65,8 +66,10 @@ def _converter(folder):
     """llama.cpp's convert_hf_to_gguf.py with its `conversion` package and its own gguf-py, from the source
     distribution on PyPI (checked against PyPI's sha256); None when the registry is out of reach."""
     name, version = CONVERTER_RELEASE
-    index = urllib.request.Request(f"https://pypi.org/simple/{name}/",  # PyPI's simple API, as pip reads it
-                                   headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    index = urllib.request.Request(
+        f"https://pypi.org/simple/{name}/",  # PyPI's simple API, as pip reads it
+        headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+    )
     try:
         files = json.load(urllib.request.urlopen(index, timeout=20))["files"]
     except OSError:
@@ -79,8 +82,12 @@ def _converter(folder):
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == sdist["hashes"]["sha256"]
     prefix = f"{archive.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
     with tarfile.open(archive) as tar:
-        wanted = [m for m in tar.getmembers() if m.name == prefix + "convert_hf_to_gguf.py"
-                  or m.name.startswith((prefix + "conversion/", prefix + "gguf-py/gguf/"))]
+        wanted = [
+            m
+            for m in tar.getmembers()
+            if m.name == prefix + "convert_hf_to_gguf.py"
+            or m.name.startswith((prefix + "conversion/", prefix + "gguf-py/gguf/"))
+        ]
         tar.extractall(folder, members=wanted, filter="data")
     return folder / prefix
 
@@ -93,12 +100,25 @@ def test_the_export_is_byte_for_byte_what_llama_cpp_s_own_converter_writes(tmp_p
         pytest.skip("PyPI is out of reach")
     folder = models.embedded_folder()
     theirs_path = tmp_path / "theirs.gguf"
-    done = subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(folder), "--outfile",
-                           str(theirs_path), "--outtype", "q8_0"], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(llama_cpp / "convert_hf_to_gguf.py"),
+            str(folder),
+            "--outfile",
+            str(theirs_path),
+            "--outtype",
+            "q8_0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    ours = gguf.GGUFReader(str(gguf_export.write_gguf(folder, tmp_path / "ours.gguf", "q8_0",
-                                                      hub_id=models.EMBEDDED_HUB_ID)))
+    ours = gguf.GGUFReader(
+        str(gguf_export.write_gguf(folder, tmp_path / "ours.gguf", "q8_0", hub_id=models.EMBEDDED_HUB_ID))
+    )
     theirs = gguf.GGUFReader(str(theirs_path))
     mine = {t.name: t for t in ours.tensors}
     assert set(mine) == {t.name for t in theirs.tensors}
@@ -112,11 +132,13 @@ def test_the_export_is_byte_for_byte_what_llama_cpp_s_own_converter_writes(tmp_p
 
 def test_what_the_export_cannot_write_is_said(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ExportError, match="Llama-architecture models; this one is 'gpt2': run llama.cpp's "
-                                          "convert_hf_to_gguf.py"):
+    with pytest.raises(
+        ExportError, match="Llama-architecture models; this one is 'gpt2': run llama.cpp's convert_hf_to_gguf.py"
+    ):
         gguf_export.write_gguf(tmp_path, tmp_path / "x.gguf")
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama",
-                                                      "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    )
     with pytest.raises(ExportError, match=r"rope scaling \(llama3\) needs llama.cpp's own converter"):
         gguf_export.write_gguf(tmp_path, tmp_path / "x.gguf")
     with pytest.raises(ExportError, match="choose one of q8_0, f16"):

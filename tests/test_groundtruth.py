@@ -5,9 +5,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from studio import groundtruth
-from studio.groundtruth import GroundTruthError, export_job, import_results
-from studio.ranking import current_rankings, save_guidelines
+from studio.data import groundtruth
+from studio.data.groundtruth import GroundTruthError, export_job, import_results
+from studio.data.ranking import current_rankings, save_guidelines
 from tests.conftest import table_counts
 from tests.helpers import make_set
 
@@ -21,9 +21,11 @@ def lambda_module(folder, name):
 
 def answer(line, ranks):
     """answerContent as the template's crowd-form submits it: our hidden ids plus the ranking element's output."""
-    return {"studioPromptId": str(line["studio-prompt-id"]),
-            "studioResponseIds": json.dumps(line["studio-response-ids"]),
-            "ranking": {"ordinalRankingDimensions": [{"name": "Overall quality", "responseRankings": ranks}]}}
+    return {
+        "studioPromptId": str(line["studio-prompt-id"]),
+        "studioResponseIds": json.dumps(line["studio-response-ids"]),
+        "ranking": {"ordinalRankingDimensions": [{"name": "Overall quality", "responseRankings": ranks}]},
+    }
 
 
 WORKER_RANKS = {"w1": [[1, 2, 3], [2, 1, 3]], "w2": [[1, 1, 2], [3, 2, 1]]}  # per worker, per prompt
@@ -52,8 +54,13 @@ def test_export_writes_a_complete_job(job):
     assert settings["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"] == "s3://b/job1/template.liquid.html"
     assert "create_labeling_job(**settings)" in (folder / "README.md").read_text()
     response = lambda_module(folder, "pre_annotation").lambda_handler(
-        {"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
-         "dataObject": lines[0]}, None)
+        {
+            "version": "2018-10-16",
+            "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
+            "dataObject": lines[0],
+        },
+        None,
+    )
     assert response["isHumanAnnotationRequired"] is True  # AWS documents a boolean, not the string "true"
 
 
@@ -96,8 +103,18 @@ def test_the_rendered_template_submits_ids_the_import_joins(store, job, tmp_path
         assert json.loads(form.ranking["responses"]) == line["responses"]
         assert form.ranking["text"] == line["source"]
         assert json.loads(form.ranking["ordinal-ranking-dimensions"])[0]["allowTie"] is True
-        answers = [{"workerId": w, "answerContent": {**form.hidden, "ranking": {"ordinalRankingDimensions": [
-            {"name": "Overall quality", "responseRankings": ranks[i]}]}}} for w, ranks in WORKER_RANKS.items()]
+        answers = [
+            {
+                "workerId": w,
+                "answerContent": {
+                    **form.hidden,
+                    "ranking": {
+                        "ordinalRankingDimensions": [{"name": "Overall quality", "responseRankings": ranks[i]}]
+                    },
+                },
+            }
+            for w, ranks in WORKER_RANKS.items()
+        ]
         (folder / str(i)).mkdir(parents=True)
         (folder / str(i) / "2026-11-20_10:01:00.json").write_text(json.dumps({"answers": answers}))
     assert import_results(store, tmp_path / "result")["rankings"] == 4
@@ -110,8 +127,11 @@ def expected_tiers(line, ranks):
 
 def check_round_trip(store, lines):
     got = {(r["annotator"], r["prompt_id"]): r["tiers"] for r in current_rankings(store, "s")}
-    assert got == {(f"gt:{w}", line["studio-prompt-id"]): expected_tiers(line, ranks[i])
-                   for w, ranks in WORKER_RANKS.items() for i, line in enumerate(lines)}
+    assert got == {
+        (f"gt:{w}", line["studio-prompt-id"]): expected_tiers(line, ranks[i])
+        for w, ranks in WORKER_RANKS.items()
+        for i, line in enumerate(lines)
+    }
     assert {r["source"] for r in current_rankings(store, "s")} == {"groundtruth"}
 
 
@@ -140,15 +160,22 @@ def test_round_trip_through_the_consolidation_lambda_and_the_output_manifest(sto
                     annotations.append({"workerId": w, "annotationData": {"s3Uri": f"s3://gt-results/{key}"}})
                 else:
                     annotations.append({"workerId": w, "annotationData": {"content": text}})
-            payload.append({"datasetObjectId": str(i), "dataObject": {"content": json.dumps(line)},
-                            "annotations": annotations})
-        s3.put_object(Bucket="gt-results", Key="job1/annotations/consolidation-request/iteration-1/x.json",
-                      Body=json.dumps(payload).encode())
-        event = {"version": "2018-10-16",
-                 "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
-                 "labelCategories": [], "labelAttributeName": "studio-ranking",
-                 "roleArn": "arn:aws:iam::111122223333:role/r",
-                 "payload": {"s3Uri": "s3://gt-results/job1/annotations/consolidation-request/iteration-1/x.json"}}
+            payload.append(
+                {"datasetObjectId": str(i), "dataObject": {"content": json.dumps(line)}, "annotations": annotations}
+            )
+        s3.put_object(
+            Bucket="gt-results",
+            Key="job1/annotations/consolidation-request/iteration-1/x.json",
+            Body=json.dumps(payload).encode(),
+        )
+        event = {
+            "version": "2018-10-16",
+            "labelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/job1",
+            "labelCategories": [],
+            "labelAttributeName": "studio-ranking",
+            "roleArn": "arn:aws:iam::111122223333:role/r",
+            "payload": {"s3Uri": "s3://gt-results/job1/annotations/consolidation-request/iteration-1/x.json"},
+        }
         labels = consolidation.lambda_handler(event, None)
     result = tmp_path / "result" / "job1" / "manifests" / "output"
     result.mkdir(parents=True)
@@ -157,8 +184,13 @@ def test_round_trip_through_the_consolidation_lambda_and_the_output_manifest(sto
             content = label["consolidatedAnnotation"]["content"]
             f.write(json.dumps({**line, **content, "studio-ranking-metadata": {"type": "groundtruth/custom"}}) + "\n")
     shutil.make_archive(str(tmp_path / "result"), "zip", tmp_path / "result")
-    assert import_results(store, tmp_path / "result.zip") == {"rankings": 4, "unchanged": 0, "workers": 2,
-                                                               "prompts": 2, "unlabelled": {}}
+    assert import_results(store, tmp_path / "result.zip") == {
+        "rankings": 4,
+        "unchanged": 0,
+        "workers": 2,
+        "prompts": 2,
+        "unlabelled": {},
+    }
     check_round_trip(store, lines)
     # Importing the same results again changes nothing.
     assert import_results(store, tmp_path / "result")["unchanged"] == 4
@@ -169,9 +201,17 @@ def write_worker_responses(root, lines):
     for i, line in enumerate(lines):
         folder = root / "job1" / "annotations" / "worker-response" / "iteration-1" / str(i)
         folder.mkdir(parents=True)
-        answers = [{"acceptanceTime": "2026-11-20T10:00:00.000Z", "submissionTime": "2026-11-20T10:01:00.000Z",
-                    "timeSpentInSeconds": 60.0, "workerId": w, "workerMetadata": {"identityData": {"sub": w}},
-                    "answerContent": answer(line, ranks[i])} for w, ranks in WORKER_RANKS.items()]
+        answers = [
+            {
+                "acceptanceTime": "2026-11-20T10:00:00.000Z",
+                "submissionTime": "2026-11-20T10:01:00.000Z",
+                "timeSpentInSeconds": 60.0,
+                "workerId": w,
+                "workerMetadata": {"identityData": {"sub": w}},
+                "answerContent": answer(line, ranks[i]),
+            }
+            for w, ranks in WORKER_RANKS.items()
+        ]
         (folder / "2026-11-20_10:01:00.json").write_text(json.dumps({"answers": answers}))
         refs.append(f"s3://b/job1/output/job1/annotations/worker-response/iteration-1/{i}/2026-11-20_10:01:00.json")
     return refs
@@ -181,9 +221,13 @@ def write_job_output(root, lines):
     """What Ground Truth writes under S3OutputPath: the worker responses and an output manifest that refers to them."""
     refs = write_worker_responses(root, lines)
     (root / "job1" / "manifests" / "output").mkdir(parents=True)
-    (root / "job1" / "manifests" / "output" / "output.manifest").write_text("\n".join(
-        json.dumps({**line, "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": ref}})
-        for line, ref in zip(lines, refs)) + "\n")
+    (root / "job1" / "manifests" / "output" / "output.manifest").write_text(
+        "\n".join(
+            json.dumps({**line, "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": ref}})
+            for line, ref in zip(lines, refs)
+        )
+        + "\n"
+    )
 
 
 def test_round_trip_through_worker_response_refs(store, job, tmp_path):
@@ -205,18 +249,30 @@ def test_every_bad_line_is_reported_and_nothing_imported(store, job, tmp_path):
     before = table_counts(store)
     root = tmp_path / "bad"
     root.mkdir()
-    good = {**lines[0],
-            "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[0], [1, 2, 3])}]}}
+    good = {
+        **lines[0],
+        "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[0], [1, 2, 3])}]},
+    }
     bad_lines = [
         json.dumps(good),
         json.dumps({**good, "studio-prompt-id": 99999}),
-        json.dumps({**lines[1],
-                    "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[1], [1, 2])}]}}),
-        json.dumps({**lines[1],
-                    "studio-ranking": {"workers": [{"workerId": "w2", "answerContent": answer(lines[1], [0, 2, 4])}]}}),
+        json.dumps(
+            {**lines[1], "studio-ranking": {"workers": [{"workerId": "w1", "answerContent": answer(lines[1], [1, 2])}]}}
+        ),
+        json.dumps(
+            {
+                **lines[1],
+                "studio-ranking": {"workers": [{"workerId": "w2", "answerContent": answer(lines[1], [0, 2, 4])}]},
+            }
+        ),
         '{"source": "broken',
-        json.dumps({**lines[1], "studio-response-ids": [1, 2, 999999],
-                    "studio-ranking": {"workers": [{"workerId": "w3", "answerContent": answer(lines[1], [1, 2, 3])}]}}),
+        json.dumps(
+            {
+                **lines[1],
+                "studio-response-ids": [1, 2, 999999],
+                "studio-ranking": {"workers": [{"workerId": "w3", "answerContent": answer(lines[1], [1, 2, 3])}]},
+            }
+        ),
     ]
     (root / "output.manifest").write_text("\n".join(bad_lines) + "\n")
     with pytest.raises(GroundTruthError) as error:
@@ -265,8 +321,13 @@ def test_job_settings_pass_botocores_own_model_of_create_labeling_job(job):
     folder = out["folder"]
     model = botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateLabelingJob")
     for workforce in groundtruth.WORKFORCES:
-        settings = json.loads(json.dumps(groundtruth.job_settings("job1", "b", 3, workforce)).replace(
-            "REGION", "us-east-1").replace("ACCOUNT", "111122223333").replace("<", "").replace(">", ""))
+        settings = json.loads(
+            json.dumps(groundtruth.job_settings("job1", "b", 3, workforce))
+            .replace("REGION", "us-east-1")
+            .replace("ACCOUNT", "111122223333")
+            .replace("<", "")
+            .replace(">", "")
+        )
         report = ParamValidator().validate(settings, model.input_shape)
         assert not report.has_errors(), report.generate_report()
         shapes = model.input_shape.members
@@ -274,12 +335,16 @@ def test_job_settings_pass_botocores_own_model_of_create_labeling_job(job):
         task = settings["HumanTaskConfig"]
         for keyword in task["TaskKeywords"]:
             assert re.fullmatch(shapes["HumanTaskConfig"].members["TaskKeywords"].member.metadata["pattern"], keyword)
-        for arn in (task["PreHumanTaskLambdaArn"],
-                    task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"]):
+        for arn in (
+            task["PreHumanTaskLambdaArn"],
+            task["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"],
+        ):
             assert re.fullmatch(shapes["HumanTaskConfig"].members["PreHumanTaskLambdaArn"].metadata["pattern"], arn)
             # AWS's managed labeling policy lets a job call only functions whose names contain one of these.
-            assert any(word in arn.rsplit(":", 1)[1] for word in ("SageMaker", "Sagemaker", "sagemaker", "GtRecipe",
-                                                                   "LabelingFunction"))
+            assert any(
+                word in arn.rsplit(":", 1)[1]
+                for word in ("SageMaker", "Sagemaker", "sagemaker", "GtRecipe", "LabelingFunction")
+            )
     public = groundtruth.job_settings("job1", "b", 3, "public")["HumanTaskConfig"]
     assert public["TaskAvailabilityLifetimeInSeconds"] <= 43200  # Mechanical Turk's ceiling
     policy = json.loads((folder / "lambda-role-policy.json").read_text())
@@ -309,13 +374,25 @@ def test_a_partly_done_job_imports_what_is_labelled_and_lists_the_rest(store, jo
     manifest.mkdir(parents=True)
     (manifest / "output.manifest").write_text(
         json.dumps({**lines[0], "studio-ranking": {}, "studio-ranking-metadata": {"worker-response-ref": refs[0]}})
-        + "\n" + json.dumps({**lines[1], "studio-ranking-metadata": {
-            "failure-reason": "ClientError: The data object expired before a worker labelled it",
-            "human-annotated": "no"}}) + "\n")
+        + "\n"
+        + json.dumps(
+            {
+                **lines[1],
+                "studio-ranking-metadata": {
+                    "failure-reason": "ClientError: The data object expired before a worker labelled it",
+                    "human-annotated": "no",
+                },
+            }
+        )
+        + "\n"
+    )
     # Files Ground Truth writes beside them do not stop the import.
-    for other in ("annotations/consolidated-annotation/consolidation-request/iteration-1/x.json",
-                  "annotations/consolidated-annotation/consolidation-response/iteration-1/x.json",
-                  "annotations/intermediate/1/annotations.manifest", "manifests/intermediate/1/output.manifest"):
+    for other in (
+        "annotations/consolidated-annotation/consolidation-request/iteration-1/x.json",
+        "annotations/consolidated-annotation/consolidation-response/iteration-1/x.json",
+        "annotations/intermediate/1/annotations.manifest",
+        "manifests/intermediate/1/output.manifest",
+    ):
         (root / "job1" / other).parent.mkdir(parents=True, exist_ok=True)
         (root / "job1" / other).write_text('[{"datasetObjectId": "0", "consolidatedAnnotation": {}}]')
     result = import_results(store, root)
@@ -332,8 +409,9 @@ def test_a_worker_response_ref_never_reads_outside_the_upload(store, job, tmp_pa
     for ref in ("s3://b/../../secret.json", "s3://b/../../no-such-file.json", "s3://b//etc/passwd", {"a": 1}):
         root = tmp_path / f"r{len(messages)}"
         root.mkdir()
-        (root / "output.manifest").write_text(json.dumps(
-            {**lines[0], "studio-ranking-metadata": {"worker-response-ref": ref}}) + "\n")
+        (root / "output.manifest").write_text(
+            json.dumps({**lines[0], "studio-ranking-metadata": {"worker-response-ref": ref}}) + "\n"
+        )
         with pytest.raises(GroundTruthError) as error:
             import_results(store, root)
         messages.append(str(error.value).split(":", 2)[-1])
@@ -352,15 +430,17 @@ def test_a_folder_import_never_follows_a_symbolic_link(store, job, tmp_path):
         if case == "folder":
             (root / "job1" / "annotations").mkdir(parents=True)
             (root / "job1" / "annotations" / "worker-response").symlink_to(
-                elsewhere / "job1" / "annotations" / "worker-response")
+                elsewhere / "job1" / "annotations" / "worker-response"
+            )
         else:
             refs = write_worker_responses(root, lines)
             inside = sorted(root.rglob("*.json"))
             inside[0].unlink()
             inside[0].symlink_to(outside[0])
             if case == "ref":
-                (root / "output.manifest").write_text(json.dumps(
-                    {**lines[0], "studio-ranking-metadata": {"worker-response-ref": refs[0]}}) + "\n")
+                (root / "output.manifest").write_text(
+                    json.dumps({**lines[0], "studio-ranking-metadata": {"worker-response-ref": refs[0]}}) + "\n"
+                )
         before = table_counts(store)
         with pytest.raises(GroundTruthError, match="a symbolic link, which is not followed"):
             import_results(store, root)
@@ -380,8 +460,12 @@ def test_a_line_from_another_studio_is_refused_naming_it(store, job, tmp_path):
     root = tmp_path / "foreign"
     root.mkdir()
     workers = {"workers": [{"workerId": "w1", "answerContent": answer(lines[0], [1, 2, 3])}]}
-    (root / "output.manifest").write_text(json.dumps({**lines[0], "studio-ranking": workers}) + "\n" + json.dumps(
-        {**lines[1], "source": "What is my balance?", "studio-ranking": workers}) + "\n")
+    (root / "output.manifest").write_text(
+        json.dumps({**lines[0], "studio-ranking": workers})
+        + "\n"
+        + json.dumps({**lines[1], "source": "What is my balance?", "studio-ranking": workers})
+        + "\n"
+    )
     before = table_counts(store)
     with pytest.raises(GroundTruthError, match=r"output.manifest:2: its source text is not the text of prompt"):
         import_results(store, root)
@@ -401,13 +485,16 @@ def test_the_check_writes_each_ranking_out_and_saves_nothing(store, job, tmp_pat
     assert "    A: 'question 0 answer 0'" in text
 
 
-@pytest.mark.parametrize("line_change, expected", [
-    ({"studio-prompt-id": float("inf")}, "no whole-number studio-prompt-id"),
-    ({"studio-prompt-id": True}, "no whole-number studio-prompt-id"),
-    ({"studio-response-ids": [[1, 2], [3]]}, "no whole-number studio-prompt-id"),
-    ({"studio-ranking-metadata": {"worker-response-ref": {"s3": "x"}}}, "not in the uploaded folder"),
-    ({"studio-ranking": {"workers": "everyone"}}, "the workers' answers are not a list"),
-])
+@pytest.mark.parametrize(
+    "line_change, expected",
+    [
+        ({"studio-prompt-id": float("inf")}, "no whole-number studio-prompt-id"),
+        ({"studio-prompt-id": True}, "no whole-number studio-prompt-id"),
+        ({"studio-response-ids": [[1, 2], [3]]}, "no whole-number studio-prompt-id"),
+        ({"studio-ranking-metadata": {"worker-response-ref": {"s3": "x"}}}, "not in the uploaded folder"),
+        ({"studio-ranking": {"workers": "everyone"}}, "the workers' answers are not a list"),
+    ],
+)
 def test_malformed_lines_are_reported_not_crashed_on(store, job, tmp_path, line_change, expected):
     out, lines = job
     root = tmp_path / "m"
@@ -425,7 +512,7 @@ def test_a_zip_with_forged_member_sizes_is_refused_with_a_message(store, tmp_pat
         archive.writestr("output.manifest", "x" * 5000)
     data = bytearray(path.read_bytes())
     central = data.rfind(b"PK\x01\x02")
-    data[central + 24:central + 28] = (10).to_bytes(4, "little")  # the directory claims 10 bytes
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")  # the directory claims 10 bytes
     path.write_bytes(bytes(data))
     with pytest.raises(GroundTruthError, match="not a readable zip file"):
         import_results(store, path)
@@ -460,32 +547,49 @@ def test_a_job_is_started_on_ground_truth_and_its_output_fetched_and_imported(st
     out, lines = job
     folder = export_job(store, "s", tmp_path / "aws-job", bucket="gt-bucket", name="job1")["folder"]  # a real name
     account = "arn:aws:{}:us-east-1:123456789012:{}"
-    arns = {"role_arn": "arn:aws:iam::123456789012:role/SageMakerGroundTruthRole",
-            "pre_lambda_arn": account.format("lambda", "function:SageMaker-align-studio-pre-annotation"),
-            "post_lambda_arn": account.format("lambda", "function:SageMaker-align-studio-consolidation"),
-            "workteam_arn": account.format("sagemaker", "workteam/private-crowd/bank-team")}
+    arns = {
+        "role_arn": "arn:aws:iam::123456789012:role/SageMakerGroundTruthRole",
+        "pre_lambda_arn": account.format("lambda", "function:SageMaker-align-studio-pre-annotation"),
+        "post_lambda_arn": account.format("lambda", "function:SageMaker-align-studio-consolidation"),
+        "workteam_arn": account.format("sagemaker", "workteam/private-crowd/bank-team"),
+    }
     job_arn = account.format("sagemaker", "labeling-job/job1")
     settings = json.loads((folder / "settings.json").read_text())
     settings["RoleArn"] = arns["role_arn"]
     settings["HumanTaskConfig"].update(PreHumanTaskLambdaArn=arns["pre_lambda_arn"], WorkteamArn=arns["workteam_arn"])
-    settings["HumanTaskConfig"]["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] = \
-        arns["post_lambda_arn"]
+    settings["HumanTaskConfig"]["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] = arns[
+        "post_lambda_arn"
+    ]
 
     def described(status, labeled):
         now = datetime.datetime(2026, 11, 22, tzinfo=datetime.timezone.utc)
-        return {**settings, "LabelingJobArn": job_arn, "LabelingJobStatus": status, "CreationTime": now,
-                "LastModifiedTime": now, "JobReferenceCode": "ref1",
-                "LabelCounters": {"TotalLabeled": labeled, "HumanLabeled": labeled, "Unlabeled": 2 - labeled},
-                **({"LabelingJobOutput": {"OutputDatasetS3Uri": "s3://gt-bucket/job1/output/job1/manifests/output/"
-                                                                "output.manifest"}} if labeled else {})}
+        return {
+            **settings,
+            "LabelingJobArn": job_arn,
+            "LabelingJobStatus": status,
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "JobReferenceCode": "ref1",
+            "LabelCounters": {"TotalLabeled": labeled, "HumanLabeled": labeled, "Unlabeled": 2 - labeled},
+            **(
+                {
+                    "LabelingJobOutput": {
+                        "OutputDatasetS3Uri": "s3://gt-bucket/job1/output/job1/manifests/output/output.manifest"
+                    }
+                }
+                if labeled
+                else {}
+            ),
+        }
 
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="gt-bucket")
         sagemaker = boto3.client("sagemaker", region_name="us-east-1")
         with pytest.raises(GroundTruthError, match="Give the ARN of the job's role"):
-            groundtruth.launch_job(folder, **{**arns, "role_arn": "<arn:aws:iam::ACCOUNT:role/R>"}, s3=s3,
-                                   sagemaker=sagemaker)
+            groundtruth.launch_job(
+                folder, **{**arns, "role_arn": "<arn:aws:iam::ACCOUNT:role/R>"}, s3=s3, sagemaker=sagemaker
+            )
         with pytest.raises(GroundTruthError, match="was not started on Ground Truth from the studio"):
             groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)
         stub = Stubber(sagemaker)
@@ -496,8 +600,9 @@ def test_a_job_is_started_on_ground_truth_and_its_output_fetched_and_imported(st
         with stub:
             assert groundtruth.launch_job(folder, **arns, s3=s3, sagemaker=sagemaker) == job_arn
             for name in ("manifest.jsonl", "template.liquid.html"):  # where settings.json points the job
-                assert s3.get_object(Bucket="gt-bucket",
-                                     Key=f"job1/{name}")["Body"].read() == (folder / name).read_bytes()
+                assert (
+                    s3.get_object(Bucket="gt-bucket", Key=f"job1/{name}")["Body"].read() == (folder / name).read_bytes()
+                )
             assert groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)["status"] == "InProgress"
             with pytest.raises(GroundTruthError, match="AWS refused to describe the labeling job job1: .*not auth"):
                 groundtruth.fetch_results(folder, s3=s3, sagemaker=sagemaker)

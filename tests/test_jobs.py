@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import trl
 
-from studio import feedback, jobs, methods, recipes
-from studio.jobs import JobError, Manager
-from studio.store import Store
+from studio.core import jobs, methods
+from studio.core.jobs import JobError
+from studio.core.store import Store
+from studio.data import feedback
+from studio.training import launch, recipes
+from studio.training.launch import Manager
 from tests.helpers import SETTINGS, clear_cut_set, new_job, steps_logged, wait_for
 
 
@@ -69,7 +72,7 @@ def test_two_processes_train_one_adapter_stop_together_and_resume(store):
     clear_cut_set(store)
     job_id = new_job(store, 12, processes=2, save_steps=1)
     folder = Path(jobs.get(store, job_id)["folder"])
-    argv = jobs.launch_argv(folder / "recipe.yaml")
+    argv = launch.launch_argv(folder / "recipe.yaml")
     assert argv[:2] == ["-m", "accelerate.commands.launch"] and argv[argv.index("--num_processes") + 1] == "2"
     manager = Manager(store)
     wait_for(lambda: len(steps_logged(jobs.get(store, job_id))) >= 2, manager)
@@ -117,28 +120,37 @@ def test_a_malformed_recipe_creates_no_job(store):
 
 
 def test_launch_holds_the_rules_the_train_tab_relies_on(store):
-    """jobs.launch: what a page, the API and the terminal all call; each refusal names what to fix and creates no
+    """launch.launch: what a page, the API and the terminal all call; each refusal names what to fix and creates no
     job."""
-    from studio import rubric
+    from studio.data import rubric
 
     clear_cut_set(store)
-    job_id = jobs.launch(store, "dpo", {**SETTINGS, "max_steps": 1}, prompt_set="polite", report=None)
+    job_id = launch.launch(store, "dpo", {**SETTINGS, "max_steps": 1}, prompt_set="polite", report=None)
     job = jobs.get(store, job_id)
     assert job["data"] == "polite (one pair per prompt, best vs worst)" and job["report_settings"] is None
     assert len((Path(job["folder"]) / "data.jsonl").read_text().splitlines()) == 8
     before = len(jobs.list_jobs(store))
     with pytest.raises(JobError, match="Online RL needs a reward"):
-        jobs.launch(store, "rloo", {"num_generations": 2}, prompt_set="polite")
+        launch.launch(store, "rloo", {"num_generations": 2}, prompt_set="polite")
     with pytest.raises(JobError, match="has no rubric to reward with"):
-        jobs.launch(store, "rloo", {"num_generations": 2}, prompt_set="polite", rubric_reward=True)
+        launch.launch(store, "rloo", {"num_generations": 2}, prompt_set="polite", rubric_reward=True)
     with pytest.raises(JobError, match="has no finished chat adapter"):
-        jobs.launch(store, "dpo", {"model": f"job:{job_id}"}, prompt_set="polite")  # still queued
+        launch.launch(store, "dpo", {"model": f"job:{job_id}"}, prompt_set="polite")  # still queued
     with pytest.raises(JobError, match="'job:x' is not a job"):
-        jobs.launch(store, "dpo", {"model": "job:x"}, prompt_set="polite")
+        launch.launch(store, "dpo", {"model": "job:x"}, prompt_set="polite")
     assert len(jobs.list_jobs(store)) == before
     rubric.save(store, "polite", "checks:\n  - name: Kind\n    any: ['happy']\n")
-    rl = jobs.get(store, jobs.launch(store, "rloo", {"num_generations": 4, "per_device_train_batch_size": 6},
-                                     prompt_set="polite", rubric_reward=True, report={"samples": 2}))
+    rl = jobs.get(
+        store,
+        launch.launch(
+            store,
+            "rloo",
+            {"num_generations": 4, "per_device_train_batch_size": 6},
+            prompt_set="polite",
+            rubric_reward=True,
+            report={"samples": 2},
+        ),
+    )
     _, recipe = recipes.load(Path(rl["folder"]) / "recipe.yaml")
     assert recipe.rubric == str(Path(rl["folder"]) / "rubric.yaml") and "Kind" in Path(recipe.rubric).read_text()
     assert recipe.per_device_train_batch_size == 8  # rounded up to whole groups of 4 answers
@@ -148,18 +160,37 @@ def test_launch_holds_the_rules_the_train_tab_relies_on(store):
 def test_the_form_sends_every_field_and_each_method_keeps_its_own(store):
     clear_cut_set(store)
     feedback.record(store, "anna", "up", [{"role": "user", "content": "Hi"}], "Hello!", "embedded")  # for KTO
-    form = {"beta": 0.3, "loss_type": "ipo", "num_generations": 2, "max_completion_length": 16, "max_steps": 1,
-            "learning_rate": 1e-4}
-    made = {m: recipes.load(Path(jobs.get(store, jobs.launch(
-        store, m, form, prompt_set="polite", reward_functions=["tests.helpers:polite_reward"]))["folder"])
-        / "recipe.yaml")[1] for m in methods.METHODS}
+    form = {
+        "beta": 0.3,
+        "loss_type": "ipo",
+        "num_generations": 2,
+        "max_completion_length": 16,
+        "max_steps": 1,
+        "learning_rate": 1e-4,
+    }
+    made = {
+        m: recipes.load(
+            Path(
+                jobs.get(
+                    store,
+                    launch.launch(
+                        store, m, form, prompt_set="polite", reward_functions=["tests.helpers:polite_reward"]
+                    ),
+                )["folder"]
+            )
+            / "recipe.yaml"
+        )[1]
+        for m in methods.METHODS
+    }
     assert made["dpo"].beta == 0.3 and made["dpo"].loss_type == ["ipo"]
     assert made["rloo"].beta == 0.3 and made["rloo"].num_generations == 2 and made["rloo"].max_completion_length == 16
     assert made["sft"].learning_rate == 1e-4 and made["reward"].max_steps == 1
     for method, recipe in made.items():  # TRL's defaults where the method does not offer the field
-        defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
-                    for f in dataclasses.fields(recipes.recipe_class(method))
-                    if (f.default, f.default_factory) != (dataclasses.MISSING, dataclasses.MISSING)}
+        defaults = {
+            f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(recipes.recipe_class(method))
+            if (f.default, f.default_factory) != (dataclasses.MISSING, dataclasses.MISSING)
+        }
         for key in set(methods.OPTIONS) - set(methods.get(method).options):
             if key in defaults:
                 assert getattr(recipe, key) == defaults[key], (method, key)
@@ -191,30 +222,37 @@ def test_the_log_view_leaves_library_warnings_out_and_the_file_keeps_them(tmp_pa
     log = tmp_path / "train.log"
     log.write_text(
         "/usr/lib/python3.11/site-packages/transformers/training_args.py:1541: FutureWarning: `gradient_checkpointing`"
-        " is deprecated\n  warnings.warn(f\"`{old}` is deprecated\", FutureWarning)\n"
+        ' is deprecated\n  warnings.warn(f"`{old}` is deprecated", FutureWarning)\n'
         "Tokenizing train dataset:  50%|#    | 2/4\rTokenizing train dataset: 100%|#####| 4/4\n"
         "/x/dataloader.py:759: UserWarning: 'pin_memory' argument is set as true\n  super().__init__(loader)\n"
         "{'loss': '0.6931', 'epoch': '0.5'}\n"
-        "Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\nValueError: bad\n")
+        'Traceback (most recent call last):\n  File "train.py", line 3, in <module>\nValueError: bad\n'
+    )
     shown = jobs.log_tail({"folder": str(tmp_path)})
-    assert shown.splitlines() == ["Tokenizing train dataset: 100%|#####| 4/4", "{'loss': '0.6931', 'epoch': '0.5'}",
-                                  "Traceback (most recent call last):", "  File \"train.py\", line 3, in <module>",
-                                  "ValueError: bad"]
+    assert shown.splitlines() == [
+        "Tokenizing train dataset: 100%|#####| 4/4",
+        "{'loss': '0.6931', 'epoch': '0.5'}",
+        "Traceback (most recent call last):",
+        '  File "train.py", line 3, in <module>',
+        "ValueError: bad",
+    ]
     assert "FutureWarning" in log.read_text()
 
 
 def test_a_hub_model_that_cannot_load_is_refused_at_launch_not_a_minute_later(store, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from studio import hub, scorers
+    from studio.core import hub
+    from studio.data import scorers
 
     clear_cut_set(store)
     monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     before = len(jobs.list_jobs(store))
-    with pytest.raises(JobError,
-                       match="out of reach .* the base model 'nobody/no-such-model' is not in the local cache"):
-        jobs.launch(store, "dpo", {**SETTINGS, "model": "nobody/no-such-model"}, prompt_set="polite")
+    with pytest.raises(
+        JobError, match="out of reach .* the base model 'nobody/no-such-model' is not in the local cache"
+    ):
+        launch.launch(store, "dpo", {**SETTINGS, "model": "nobody/no-such-model"}, prompt_set="polite")
     with pytest.raises(scorers.ScorerError, match="the classifier 'unitary/toxic-bert' is not in the local cache"):
         scorers.hub_toxicity("unitary/toxic-bert")
     assert len(jobs.list_jobs(store)) == before
@@ -224,29 +262,40 @@ def test_a_hub_model_that_cannot_load_is_refused_at_launch_not_a_minute_later(st
     (snapshot / "config.json").write_text("{}")
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    job = jobs.get(store, jobs.launch(store, "dpo", {**SETTINGS, "model": "nobody/cached-model"}, prompt_set="polite"))
+    job = jobs.get(
+        store, launch.launch(store, "dpo", {**SETTINGS, "model": "nobody/cached-model"}, prompt_set="polite")
+    )
     assert job["base_model"] == "nobody/cached-model"
 
 
 def test_the_train_tabs_summary_and_recommended_settings_come_from_the_engine(store, tmp_path):
-    assert jobs.describe_data(store, "dpo", None) == "Choose a prompt set, or give a file or a Hub data set id."
-    assert jobs.describe_data(store, "dpo", "x", data=" a.jsonl ") == "Trains on a.jsonl (checked when the job starts)."
+    assert launch.describe_data(store, "dpo", None) == "Choose a prompt set, or give a file or a Hub data set id."
+    assert (
+        launch.describe_data(store, "dpo", "x", data=" a.jsonl ") == "Trains on a.jsonl (checked when the job starts)."
+    )
     clear_cut_set(store)
-    assert jobs.describe_data(store, "dpo", "polite", "best_worst") == \
-        "8 pairs from 8 rankings by 1 annotator(s) on 8 prompts (0 conflicting, 0 dropped)."
-    assert jobs.describe_data(store, "sft", "polite", "best_worst").startswith("8 chosen answers from 8 rankings")
-    assert jobs.describe_data(store, "rloo", "polite").startswith("8 prompts of polite: the policy samples")
-    assert jobs.recommended(store, "dpo", "polite", "best_worst")["learning_rate"] == 5e-4  # few pairs, small model
-    assert "8 pairs on a small model" in jobs.recommended(store, "dpo", "polite", "best_worst")["why"]
-    assert jobs.recommended(store, "dpo", "polite",
-                            model="meta-llama/Meta-Llama-3-8B-Instruct")["learning_rate"] == 5e-6
+    assert (
+        launch.describe_data(store, "dpo", "polite", "best_worst")
+        == "8 pairs from 8 rankings by 1 annotator(s) on 8 prompts (0 conflicting, 0 dropped)."
+    )
+    assert launch.describe_data(store, "sft", "polite", "best_worst").startswith("8 chosen answers from 8 rankings")
+    assert launch.describe_data(store, "rloo", "polite").startswith("8 prompts of polite: the policy samples")
+    assert launch.recommended(store, "dpo", "polite", "best_worst")["learning_rate"] == 5e-4  # few pairs, small model
+    assert "8 pairs on a small model" in launch.recommended(store, "dpo", "polite", "best_worst")["why"]
+    assert (
+        launch.recommended(store, "dpo", "polite", model="meta-llama/Meta-Llama-3-8B-Instruct")["learning_rate"] == 5e-6
+    )
     job = {"id": 7, "method": "rloo", "status": "running", "folder": str(tmp_path)}
     (tmp_path / "metrics.jsonl").write_text('{"step": 2, "max_steps": 5, "eta_s": 12.5}\n{"step": 3, "loss": 0.5}\n')
     assert jobs.progress_line(job) == "Job 7 (rloo): running · step 3 / 5 · ETA 12 s"
     assert jobs.rl_samples(job) is None  # nothing sampled yet
-    (tmp_path / "samples.jsonl").write_text("".join(
-        json.dumps({"step": i, "reward_function": "f", "reward": 0.1 * i, "prompt": "p", "completion": "c"}) + "\n"
-        for i in range(20)) + '{"step": 20, "rew')  # the last line is being written
+    (tmp_path / "samples.jsonl").write_text(
+        "".join(
+            json.dumps({"step": i, "reward_function": "f", "reward": 0.1 * i, "prompt": "p", "completion": "c"}) + "\n"
+            for i in range(20)
+        )
+        + '{"step": 20, "rew'
+    )  # the last line is being written
     assert [r["step"] for r in jobs.rl_samples(job)] == list(range(19, 8, -1))  # newest first, the partial left out
     assert jobs.rl_samples({**job, "method": "dpo"}) is None
 
@@ -254,15 +303,32 @@ def test_the_train_tabs_summary_and_recommended_settings_come_from_the_engine(st
 def test_a_new_method_is_one_record(store, monkeypatch):
     """GRPO added as a record only: the launch, the recipe (TRL's GRPOConfig), the data check and the summary follow.
     (Trained one step by hand this way: `train.run` finished with an adapter; see issue 13's note.)"""
-    grpo = methods.Method("grpo", "Online RL (GRPO)", "Online RL (GRPO) on prompts", "GRPOConfig", "GRPOTrainer",
-                          "prompts", "chat", "prompts", columns=("prompt",),
-                          options=("beta", "num_generations", "max_completion_length"),
-                          defaults={"num_generations": 2, "per_device_train_batch_size": 2})
+    grpo = methods.Method(
+        "grpo",
+        "Online RL (GRPO)",
+        "Online RL (GRPO) on prompts",
+        "GRPOConfig",
+        "GRPOTrainer",
+        "prompts",
+        "chat",
+        "prompts",
+        columns=("prompt",),
+        options=("beta", "num_generations", "max_completion_length"),
+        defaults={"num_generations": 2, "per_device_train_batch_size": 2},
+    )
     monkeypatch.setitem(methods.METHODS, "grpo", grpo)
     clear_cut_set(store)
-    assert jobs.describe_data(store, "grpo", "polite").startswith("8 prompts of polite")
-    job = jobs.get(store, jobs.launch(store, "grpo", {"max_steps": 1, "loss_type": "ipo", "max_completion_length": 8},
-                                      prompt_set="polite", reward_functions=["tests.helpers:polite_reward"]))
+    assert launch.describe_data(store, "grpo", "polite").startswith("8 prompts of polite")
+    job = jobs.get(
+        store,
+        launch.launch(
+            store,
+            "grpo",
+            {"max_steps": 1, "loss_type": "ipo", "max_completion_length": 8},
+            prompt_set="polite",
+            reward_functions=["tests.helpers:polite_reward"],
+        ),
+    )
     method, recipe = recipes.load(Path(job["folder"]) / "recipe.yaml")
     assert method == "grpo" and isinstance(recipe, trl.GRPOConfig) and recipe.max_completion_length == 8
     assert recipe.loss_type != "ipo" and recipe.num_generations == 2  # DPO's field left out, the record's defaults in
@@ -271,7 +337,7 @@ def test_a_new_method_is_one_record(store, monkeypatch):
 
 def test_the_dpo_loss_is_named_in_the_table_lineage_and_card(store):
     clear_cut_set(store)
-    plain = jobs.get(store, jobs.launch(store, "dpo", {}, prompt_set="polite"))
-    ipo = jobs.get(store, jobs.launch(store, "dpo", {"loss_type": "ipo"}, prompt_set="polite"))
+    plain = jobs.get(store, launch.launch(store, "dpo", {}, prompt_set="polite"))
+    ipo = jobs.get(store, launch.launch(store, "dpo", {"loss_type": "ipo"}, prompt_set="polite"))
     assert jobs.method_label(plain) == "dpo" and jobs.method_label(ipo) == "dpo, ipo loss"
     assert jobs.lineage_line(store, ipo["id"]).startswith(f"Lineage: job {ipo['id']} (dpo, ipo loss, round 1")

@@ -7,8 +7,8 @@ import zipfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from studio import groundtruth, preferences, prompts, rubric
-from studio.store import Store
+from studio.core.store import Store
+from studio.data import groundtruth, preferences, prompts, rubric
 from tests.conftest import table_counts
 
 OURS = (prompts.PromptError, preferences.PreferenceError, groundtruth.GroundTruthError, rubric.RubricError)
@@ -17,18 +17,43 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(H
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=25)
+    max_leaves=25,
+)
 # Rows that look like what the readers expect, with junk where the values go.
-PROMPT_KEYS = ["prompt", "question", "instruction", "system", "chosen", "rejected", "content", "role", "source",
-               "studio-prompt-id", "studio-response-ids", "studio-ranking", "studio-ranking-metadata", "workers",
-               "worker-response-ref", "answers", "workerId", "answerContent", "messages"]
+PROMPT_KEYS = [
+    "prompt",
+    "question",
+    "instruction",
+    "system",
+    "chosen",
+    "rejected",
+    "content",
+    "role",
+    "source",
+    "studio-prompt-id",
+    "studio-response-ids",
+    "studio-ranking",
+    "studio-ranking-metadata",
+    "workers",
+    "worker-response-ref",
+    "answers",
+    "workerId",
+    "answerContent",
+    "messages",
+]
 keyed = st.recursive(
     json_values,
-    lambda inner: st.dictionaries(st.sampled_from(PROMPT_KEYS) | st.text(max_size=8), inner, max_size=5)
-    | st.lists(inner, max_size=3),
-    max_leaves=30)
-lines = st.lists(keyed.map(lambda v: json.dumps(v)) | st.text(max_size=60)
-                 | st.just("[" * 5000) | st.just('{"prompt": ' * 3000), min_size=1, max_size=6)
+    lambda inner: (
+        st.dictionaries(st.sampled_from(PROMPT_KEYS) | st.text(max_size=8), inner, max_size=5)
+        | st.lists(inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+lines = st.lists(
+    keyed.map(lambda v: json.dumps(v)) | st.text(max_size=60) | st.just("[" * 5000) | st.just('{"prompt": ' * 3000),
+    min_size=1,
+    max_size=6,
+)
 
 
 def _store(tmp_path_factory):

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from studio import models
-from studio.models import ModelError
+from studio.inference import models
+from studio.inference.models import ModelError
 
 
 def test_embedded_is_converted_to_a_plain_trainable_folder_once(monkeypatch):
@@ -31,12 +31,15 @@ def test_loaded_model_computes_in_bf16_on_an_amx_cpu_else_float32_left_padded_an
     assert models.load(" embedded ") is loaded
 
 
-@pytest.mark.parametrize("reference, expected", [
-    ("", "Choose a model"),
-    ("no such model!", "Unknown model 'no such model!'"),
-    ("/does/not/exist", "Unknown model '/does/not/exist'"),
-    ("a/b/c", "Unknown model 'a/b/c'"),
-])
+@pytest.mark.parametrize(
+    "reference, expected",
+    [
+        ("", "Choose a model"),
+        ("no such model!", "Unknown model 'no such model!'"),
+        ("/does/not/exist", "Unknown model '/does/not/exist'"),
+        ("a/b/c", "Unknown model 'a/b/c'"),
+    ],
+)
 def test_unknown_references_are_refused(reference, expected):
     with pytest.raises(ModelError, match=expected):
         models.resolve(reference)
@@ -93,8 +96,12 @@ def test_the_cpu_decode_attention_is_transformers_sdpa_with_the_heads_as_they_ar
         with torch.inference_mode():
             model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
             step_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            return model(input_ids=torch.tensor([[2683], [29]]), attention_mask=step_mask,
-                         position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
+            return model(
+                input_ids=torch.tensor([[2683], [29]]),
+                attention_mask=step_mask,
+                position_ids=positions[:, -1:] + 1,
+                past_key_values=cache,
+            ).logits
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
     with mock.patch("torch.nn.functional.scaled_dot_product_attention", wraps=sdpa) as spy:

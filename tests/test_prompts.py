@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from studio import prompts
-from studio.prompts import (
+from studio.data import prompts
+from studio.data.prompts import (
     PromptError,
     add_prompt_set,
     get_prompts,
@@ -27,7 +27,7 @@ def test_builtin_sets_have_forty_prompts_or_more_and_install_once(store):
     assert len(get_prompts(store, "bank", limit=3)) == 3
     assert all("Nova" in p["system"] for p in get_prompts(store, "provocative"))  # one assistant, one system prompt
     # Each comes with guidelines for annotators, written from its system prompt; an edit survives a restart.
-    from studio.ranking import get_guidelines, save_guidelines
+    from studio.data.ranking import get_guidelines, save_guidelines
 
     assert "freeze the card" in get_guidelines(store, "bank")
     assert all(get_guidelines(store, name).strip() for name in sets)
@@ -38,9 +38,13 @@ def test_builtin_sets_have_forty_prompts_or_more_and_install_once(store):
 
 def test_jsonl_with_system_prompts_and_duplicates(store, tmp_path):
     path = tmp_path / "support.jsonl"
-    rows = [{"question": "Where is my card?", "system": "Be brief."},
-            {"question": "Where is my card?", "system": "Be brief."},
-            {"question": "Where is my card?"}, {"question": "  "}, {"question": "Can I pay by phone?"}]
+    rows = [
+        {"question": "Where is my card?", "system": "Be brief."},
+        {"question": "Where is my card?", "system": "Be brief."},
+        {"question": "Where is my card?"},
+        {"question": "  "},
+        {"question": "Can I pay by phone?"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     parsed = parse_prompt_file(path)
     assert parsed.rows == [("Where is my card?", "Be brief."), ("Where is my card?", ""), ("Can I pay by phone?", "")]
@@ -56,18 +60,24 @@ def test_csv_with_instruction_column(tmp_path):
     assert parse_prompt_file(path).rows == [("Write a poem, short", ""), ("Explain tides", "")]
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("p.csv", b"text,notes\nhello,x\n", "has no prompt column: expected one of prompt, question, instruction; "
-                                        "found 'text', 'notes'"),
-    ("p.jsonl", b"", "p.jsonl is empty"),
-    ("p.jsonl", b"  \n\n", "p.jsonl is empty"),
-    ("p.csv", "prompt\ncaf\u00e9\n".encode("latin-1"), "is not UTF-8 text (byte 0xe9 at position 10)"),
-    ("p.jsonl", b'{"prompt": "a"}\n{"prompt": "b"\n', "p.jsonl line 2 is not valid JSON"),
-    ("p.jsonl", b'["a list"]\n', "line 1 is not a JSON object"),
-    ("p.jsonl", b'{"prompt": ""}\n{"prompt": "   "}\n', "has no prompts: every row's 'prompt' is empty"),
-    ("p.csv", b"prompt\n", "has a header row but no rows"),
-    ("p.txt", b"hello\n", "upload a .jsonl or .csv file"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        (
+            "p.csv",
+            b"text,notes\nhello,x\n",
+            "has no prompt column: expected one of prompt, question, instruction; found 'text', 'notes'",
+        ),
+        ("p.jsonl", b"", "p.jsonl is empty"),
+        ("p.jsonl", b"  \n\n", "p.jsonl is empty"),
+        ("p.csv", "prompt\ncaf\u00e9\n".encode("latin-1"), "is not UTF-8 text (byte 0xe9 at position 10)"),
+        ("p.jsonl", b'{"prompt": "a"}\n{"prompt": "b"\n', "p.jsonl line 2 is not valid JSON"),
+        ("p.jsonl", b'["a list"]\n', "line 1 is not a JSON object"),
+        ("p.jsonl", b'{"prompt": ""}\n{"prompt": "   "}\n', "has no prompts: every row's 'prompt' is empty"),
+        ("p.csv", b"prompt\n", "has a header row but no rows"),
+        ("p.txt", b"hello\n", "upload a .jsonl or .csv file"),
+    ],
+)
 def test_bad_uploads_are_refused_with_a_message(store, tmp_path, name, content, expected):
     before = table_counts(store)
     path = tmp_path / name
@@ -117,7 +127,8 @@ def test_data_set_loader_reads_the_named_column_and_split(store, tmp_path):
     folder = tmp_path / "ds"
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "test.jsonl").write_text(
-        "\n".join(json.dumps({"instruction": f"Task {i}", "output": "o"}) for i in [1, 2, 2, 3]) + "\n")
+        "\n".join(json.dumps({"instruction": f"Task {i}", "output": "o"}) for i in [1, 2, 2, 3]) + "\n"
+    )
     parsed = load_hub_prompts(str(folder), "test", "instruction")
     assert (parsed.rows, parsed.duplicates) == ([("Task 1", ""), ("Task 2", ""), ("Task 3", "")], 1)
     with pytest.raises(PromptError, match="has no column 'question'"):

@@ -9,10 +9,11 @@ from pathlib import Path
 import gguf
 import pytest
 
-from studio import jobs, publish
-from studio.jobs import Manager
-from studio.publish import PublishError
-from studio.store import Store
+from studio.core import jobs
+from studio.core.store import Store
+from studio.shipping import publish
+from studio.shipping.publish import PublishError
+from studio.training.launch import Manager
 from tests.helpers import clear_cut_set, new_job, wait_for
 
 
@@ -22,7 +23,7 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.models import embedded_folder
+    from studio.inference.models import embedded_folder
 
     clear_cut_set(store)
     job_id = new_job(store, 3)
@@ -36,10 +37,14 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
     assert (folder / "adapter_model.safetensors").is_file() and not (folder / "training_args.bin").exists()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(embedded_folder()), str(folder)).eval()
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Can I freeze my card?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Can I freeze my card?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = peft_model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    assert tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
     # On someone else's machine: a fresh process where the studio's folders do not exist, whose Hugging Face cache
     # holds the base under its Hub id (offline here, so the cache is laid out as the Hub client writes it), loads
@@ -65,11 +70,17 @@ def test_publish_folder_model_card_merge_and_push_errors(store, tmp_path, monkey
         "inputs = tokenizer.apply_chat_template([{'role': 'user', 'content': 'Can I freeze my card?'}],"
         " add_generation_prompt=True, return_tensors='pt', return_dict=True)\n"
         "with torch.inference_mode():\n"
-        "    torch.save(model(**inputs).logits, sys.argv[2])\n")
+        "    torch.save(model(**inputs).logits, sys.argv[2])\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("STUDIO_HOME", "HF_TOKEN")}
     env.update(HF_HOME=str(tmp_path / "elsewhere"), HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "-c", script, str(pushed), str(tmp_path / "theirs.pt")], env=env,
-                   cwd=tmp_path, check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", script, str(pushed), str(tmp_path / "theirs.pt")],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        timeout=300,
+    )
     theirs, ours = torch.load(tmp_path / "theirs.pt"), torch.load(tmp_path / "ours.pt")
     with torch.inference_mode(), peft_model.disable_adapter():
         plain = peft_model(**inputs).logits

@@ -2,8 +2,8 @@ import threading
 
 import pytest
 
-from studio import ranking
-from studio.ranking import (
+from studio.data import ranking
+from studio.data.ranking import (
     RankingError,
     agreement,
     current_rankings,
@@ -24,8 +24,14 @@ from tests.helpers import make_set
 def test_parse_order_forms_and_errors():
     assert parse_order("ba=cd", 4) == parse_order("B > A = C > D", 4) == [[1], [0, 2], [3]]
     assert parse_order("a=b", 2) == [[0, 1]]
-    for bad, message in [("ab", "C is missing"), ("aab", "A appears twice"), ("az", "'Z' is not a candidate"),
-                         ("=a", "start with a letter"), ("a=", "ends with '='"), ("  ", "Type the order")]:
+    for bad, message in [
+        ("ab", "C is missing"),
+        ("aab", "A appears twice"),
+        ("az", "'Z' is not a candidate"),
+        ("=a", "start with a letter"),
+        ("a=", "ends with '='"),
+        ("  ", "Type the order"),
+    ]:
         with pytest.raises(RankingError, match=message):
             parse_order(bad, 3)
 
@@ -43,8 +49,14 @@ def test_queue_skip_submit_change_and_undo(store):
     assert queue(store, "s", "anna") == [p3]
     assert queue(store, "s", "bob") == [p1, p2, p3]
     assert [h["prompt_id"] for h in history(store, "s", "anna")] == [p1, p2]
-    assert progress(store, "s", "anna") == {"total": 3, "mine": 2, "ranked_by_anyone": 2, "rankings": 2,
-                                            "target": None, "reached_target": None}
+    assert progress(store, "s", "anna") == {
+        "total": 3,
+        "mine": 2,
+        "ranked_by_anyone": 2,
+        "rankings": 2,
+        "target": None,
+        "reached_target": None,
+    }
 
     # Going back and changing an earlier ranking replaces it and keeps the old one as history.
     submit(store, "anna", p2, [[r2[2]], [r2[1]], [r2[0]]])
@@ -80,7 +92,12 @@ def test_pairs_ties_conflicts_and_majority():
     # One annotator, A > B = C > D: all pairs skip the tie B-C.
     one = [r(1, [[1], [2, 3], [4]])]
     assert [(p.chosen_id, p.rejected_id) for p in pairs_from_rankings(one, "all").pairs] == [
-        (1, 2), (1, 3), (1, 4), (2, 4), (3, 4)]
+        (1, 2),
+        (1, 3),
+        (1, 4),
+        (2, 4),
+        (3, 4),
+    ]
     assert [(p.chosen_id, p.rejected_id) for p in pairs_from_rankings(one, "best_worst").pairs] == [(1, 4)]
     assert pairs_from_rankings([r(1, [[1, 2]])], "all").pairs == []  # a full tie gives nothing
 
@@ -171,7 +188,7 @@ def test_the_order_box_commands_are_engine_rules(store):
 def test_a_single_answer_is_rated_up_or_down_and_becomes_a_kto_row(store):
     """A prompt with one candidate (k=1) has nothing to order: the Rank tab rates it good (+) or bad (-), stored as
     feedback on that response, which KTO learns from."""
-    from studio import feedback
+    from studio.data import feedback
 
     (p1, (r1,)), (p2, (r2,)) = make_set(store, prompts=2, candidates=1)
     with store.tx() as db:
@@ -203,8 +220,11 @@ def test_a_single_answer_is_rated_up_or_down_and_becomes_a_kto_row(store):
     assert [f["response_id"] for f in feedback.listed(store)] == [r2] and queue(store, "s", "anna") == [p1]
     # A second candidate arriving later makes it a prompt to rank again.
     with store.tx() as db:
-        db.execute("INSERT INTO responses (prompt_id, model, text, params, created_at) "
-                   "VALUES (?, 'm', 'later', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+1 second'))", (p2,))
+        db.execute(
+            "INSERT INTO responses (prompt_id, model, text, params, created_at) "
+            "VALUES (?, 'm', 'later', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+1 second'))",
+            (p2,),
+        )
     assert queue(store, "s", "anna") == [p1, p2] and len(load_task(store, p2, "anna").response_ids) == 2
 
 
@@ -215,6 +235,6 @@ def test_who_ranks_is_decided_by_the_engine(store):
     for reserved in ("gt:worker", "import:x", "hf:carol"):
         with pytest.raises(RankingError, match="reserved"):
             ranking.identity(reserved)
-        (prompt, ids), = make_set(store, name=f"r{len(reserved)}{reserved[:2]}", prompts=1)
+        ((prompt, ids),) = make_set(store, name=f"r{len(reserved)}{reserved[:2]}", prompts=1)
         with pytest.raises(RankingError, match="reserved"):  # nor can a script or the API save under such a name
             submit(store, reserved, prompt, [[ids[0]], [ids[1]]])

@@ -1,8 +1,8 @@
 import pytest
 
-from studio import ranking, rubric
-from studio.prompts import get_prompts, install_builtin_sets, split_set
-from studio.rubric import RubricError, parse
+from studio.data import ranking, rubric
+from studio.data.prompts import get_prompts, install_builtin_sets, split_set
+from studio.data.rubric import RubricError, parse
 from tests.helpers import make_set
 
 GOOD = """
@@ -39,29 +39,39 @@ def test_a_rubric_scores_an_answer_by_its_applicable_checks():
     assert rubric.rank(checks, "fraud", ["no.", good, "Happy to help: freeze the card."]) == [[1], [2], [0]]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("checks:\n  - name: A\n    must: ['(unclosed']\n", r"line 3: must pattern '\(unclosed' is not a valid regular"),
-    ("checks:\n  - name: A\n    max_words: 10\n    colour: red\n", r"line 4: unknown key 'colour' in a check"),
-    ("checks:\n  - name: A\n", "line 2: check 'A' tests nothing"),
-    ("chekcs:\n  - name: A\n", "line 1: unknown key 'chekcs'"),
-    ("checks:\n  - name: A\n    when: fraud\n    must: [x]\n", "line 3: when: 'fraud' is not a category"),
-    ("checks:\n  - name: A\n    max_toxicity: 2\n", "line 3: max_toxicity must be a number from 0 to 1"),
-    ("checks:\n  - name: A\n    min_words: many\n", "line 3: min_words must be a whole number"),
-    ("checks:\n  - name: A\n    function: no_such_module:check\n", "line 3: function 'no_such_module:check' cannot"),
-    ("checks: [\n", "not valid YAML"),
-    ("checks:\n  - name: A\n    any: [x]\n  - name: A\n    any: [y]\n", "line 4: two checks are named 'A'"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "checks:\n  - name: A\n    must: ['(unclosed']\n",
+            r"line 3: must pattern '\(unclosed' is not a valid regular",
+        ),
+        ("checks:\n  - name: A\n    max_words: 10\n    colour: red\n", r"line 4: unknown key 'colour' in a check"),
+        ("checks:\n  - name: A\n", "line 2: check 'A' tests nothing"),
+        ("chekcs:\n  - name: A\n", "line 1: unknown key 'chekcs'"),
+        ("checks:\n  - name: A\n    when: fraud\n    must: [x]\n", "line 3: when: 'fraud' is not a category"),
+        ("checks:\n  - name: A\n    max_toxicity: 2\n", "line 3: max_toxicity must be a number from 0 to 1"),
+        ("checks:\n  - name: A\n    min_words: many\n", "line 3: min_words must be a whole number"),
+        (
+            "checks:\n  - name: A\n    function: no_such_module:check\n",
+            "line 3: function 'no_such_module:check' cannot",
+        ),
+        ("checks: [\n", "not valid YAML"),
+        ("checks:\n  - name: A\n    any: [x]\n  - name: A\n    any: [y]\n", "line 4: two checks are named 'A'"),
+    ],
+)
 def test_a_bad_rubric_is_refused_naming_the_line(text, expected):
     with pytest.raises(RubricError, match=expected):
         parse(text, "rubric.yaml")
 
 
 def test_a_function_check_and_the_toxicity_ceiling():
-    checks = parse("checks:\n  - name: Mentions the app\n    function: tests.helpers:mentions_app\n"
-                   "  - name: Not toxic\n    max_toxicity: 0.5\n")
+    checks = parse(
+        "checks:\n  - name: Mentions the app\n    function: tests.helpers:mentions_app\n"
+        "  - name: Not toxic\n    max_toxicity: 0.5\n"
+    )
     assert checks.score("q", "Open the app.") == 1.0
-    assert checks.details("q", "Shut up, you stupid worthless idiot.")[1] == {"Mentions the app": 0.0,
-                                                                              "Not toxic": 0.0}
+    assert checks.details("q", "Shut up, you stupid worthless idiot.")[1] == {"Mentions the app": 0.0, "Not toxic": 0.0}
 
 
 def test_built_in_sets_come_with_rubrics_that_load_and_stay_removed_when_removed(store):
@@ -96,9 +106,10 @@ def test_split_copies_prompts_guidelines_and_rubric_reproducibly(store, tmp_path
 
 
 def test_the_suggestion_is_saved_only_when_accepted_with_its_source(store):
-    (prompt_id, ids), = make_set(store, prompts=1, candidates=3)
-    rubric.save(store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n"
-                            "    must_not: ['answer 1']\n")
+    ((prompt_id, ids),) = make_set(store, prompts=1, candidates=3)
+    rubric.save(
+        store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n    must_not: ['answer 1']\n"
+    )
     task = ranking.load_task(store, prompt_id, "anna")
     tiers, text, judge = ranking.suggestion(store, task)
     best = task.response_ids[tiers[0][0]]
@@ -117,14 +128,16 @@ def test_the_suggestion_is_saved_only_when_accepted_with_its_source(store):
 
 def test_a_rubric_rewards_online_rl_answers(tmp_path):
     """TRL calls reward functions with conversational prompts and completions; the rubric scores each answer."""
-    from studio.rewards import RubricReward
+    from studio.training.rewards import RubricReward
 
     path = tmp_path / "rubric.yaml"
     path.write_text(GOOD)
     reward = RubricReward(path)
     prompts = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Payments I did not make!"}]] * 2
-    completions = [[{"role": "assistant", "content": "Sorry! Freeze your card in the app and call our fraud line."}],
-                   [{"role": "assistant", "content": "Tell me your PIN."}]]
+    completions = [
+        [{"role": "assistant", "content": "Sorry! Freeze your card in the app and call our fraud line."}],
+        [{"role": "assistant", "content": "Tell me your PIN."}],
+    ]
     good, bad = reward(prompts, completions)
     assert good == 1.0 and bad < 0.3
     path.write_text("checks: []\n")
@@ -139,14 +152,18 @@ def test_the_capability_set_scores_right_answers_1_and_wrong_ones_0(store):
     prompts = [p["text"] for p in get_prompts(store, "capability")]
     assert len(prompts) >= 60
     assert all(sum(checks.applies(c, p) for c in checks.checks) == 1 for p in prompts)
-    right = {"What is 17 plus 25? Reply with the number only.": "42",
-             "How many minutes are in 2 hours? Reply with the number only.": "There are 120 minutes.",
-             "What is the capital of Canada? Answer in a few words.": "Ottawa.",
-             "Write the word 'banana' in capital letters and nothing else.": "BANANA"}
-    wrong = {"What is 17 plus 25? Reply with the number only.": "142",
-             "How many minutes are in 2 hours? Reply with the number only.": "60",
-             "What is the capital of Canada? Answer in a few words.": "Toronto.",
-             "Write the word 'banana' in capital letters and nothing else.": "banana"}
+    right = {
+        "What is 17 plus 25? Reply with the number only.": "42",
+        "How many minutes are in 2 hours? Reply with the number only.": "There are 120 minutes.",
+        "What is the capital of Canada? Answer in a few words.": "Ottawa.",
+        "Write the word 'banana' in capital letters and nothing else.": "BANANA",
+    }
+    wrong = {
+        "What is 17 plus 25? Reply with the number only.": "142",
+        "How many minutes are in 2 hours? Reply with the number only.": "60",
+        "What is the capital of Canada? Answer in a few words.": "Toronto.",
+        "Write the word 'banana' in capital letters and nothing else.": "banana",
+    }
     assert checks.score_many(list(right), list(right.values())) == [1.0] * 4
     assert checks.score_many(list(wrong), list(wrong.values())) == [0.0] * 4
 
@@ -165,8 +182,10 @@ def test_a_catastrophic_pattern_scores_in_linear_time():
     import subprocess
     import sys
 
-    code = ("from studio.rubric import parse; import sys; r = parse(sys.argv[1]); "
-            "print(r.score('q', 'a' * 5000 + '!'), r.score('q', 'a' * 5000))")
+    code = (
+        "from studio.data.rubric import parse; import sys; r = parse(sys.argv[1]); "
+        "print(r.score('q', 'a' * 5000 + '!'), r.score('q', 'a' * 5000))"
+    )
     out = subprocess.run([sys.executable, "-c", code, CATASTROPHIC], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0.0", "1.0"]
@@ -174,9 +193,12 @@ def test_a_catastrophic_pattern_scores_in_linear_time():
 
 def test_a_pattern_that_re2_lacks_is_refused_with_its_line():
     for pattern, feature in (("(?<![\\\\d.])42", "look-around"), ("(a)\\\\1", "back-references")):
-        with pytest.raises(RubricError, match="rubric line 4: must pattern .* is not a valid regular expression for "
-                                              "RE2 .*no look-around .* no back-references"):
-            parse(f"checks:\n  - name: x\n    must:\n    - \"{pattern}\"\n")
+        with pytest.raises(
+            RubricError,
+            match="rubric line 4: must pattern .* is not a valid regular expression for "
+            "RE2 .*no look-around .* no back-references",
+        ):
+            parse(f'checks:\n  - name: x\n    must:\n    - "{pattern}"\n')
 
 
 def test_the_rank_route_scores_in_a_worker_thread_so_the_server_answers_others_meanwhile(tmp_path):
@@ -186,7 +208,7 @@ def test_the_rank_route_scores_in_a_worker_thread_so_the_server_answers_others_m
     import threading
     import urllib.request
 
-    from studio.store import Store
+    from studio.core.store import Store
     from tests.browser.conftest import run_app
 
     gate = tmp_path / "gate"
@@ -200,9 +222,12 @@ def test_the_rank_route_scores_in_a_worker_thread_so_the_server_answers_others_m
         opened = {}
 
         def open_queue():
-            request = urllib.request.Request(app["url"] + "studio/rank", method="POST",
-                                             headers={"Content-Type": "application/json"},
-                                             data=json.dumps({"name": "anna", "set": "s", "open": True}).encode())
+            request = urllib.request.Request(
+                app["url"] + "studio/rank",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+                data=json.dumps({"name": "anna", "set": "s", "open": True}).encode(),
+            )
             with urllib.request.urlopen(request, timeout=180) as answer:
                 opened["body"] = json.loads(answer.read())
 

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from studio.store import SCHEMA_VERSION, Store
+from studio.core.store import SCHEMA_VERSION, Store
 
 
 def test_new_database_is_wal_with_foreign_keys_and_current_schema(store):
@@ -50,8 +50,10 @@ def test_threads_writing_at_once_lose_nothing(store):
     def write(n):
         for i in range(10):
             with store.tx() as db:
-                db.execute("INSERT INTO prompts (prompt_set_id, position, text) VALUES (?, ?, ?)",
-                           (set_id, n * 10 + i, f"prompt {n}-{i}"))
+                db.execute(
+                    "INSERT INTO prompts (prompt_set_id, position, text) VALUES (?, ?, ?)",
+                    (set_id, n * 10 + i, f"prompt {n}-{i}"),
+                )
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(20)]
     for t in threads:
@@ -62,7 +64,7 @@ def test_threads_writing_at_once_lose_nothing(store):
 
 
 def test_a_version_5_database_with_evaluations_is_migrated_keeping_every_row(tmp_path):
-    from studio.store import MIGRATIONS
+    from studio.core.store import MIGRATIONS
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -87,8 +89,10 @@ def test_a_version_5_database_with_evaluations_is_migrated_keeping_every_row(tmp
     conn.close()
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION
-    assert [tuple(r) for r in store.query("SELECT id, sample, text FROM eval_answers ORDER BY id")] == \
-        [(7, 0, "a"), (8, 0, "b")]
+    assert [tuple(r) for r in store.query("SELECT id, sample, text FROM eval_answers ORDER BY id")] == [
+        (7, 0, "a"),
+        (8, 0, "b"),
+    ]
     assert [tuple(r) for r in store.query("SELECT sample, outcome FROM eval_votes")] == [(0, "second")]
     assert store.connection().execute("PRAGMA foreign_keys").fetchone()[0] == 1
     # The rebuilt tables keep their references: deleting the evaluation removes its answers and their scores.

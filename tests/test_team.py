@@ -2,10 +2,14 @@
 
 import pytest
 
-from studio import access, active, chat, jobs, judges, models, ranking, rubric, team
-from studio.preferences import preference_rows
-from studio.ranking import load_task, next_task, progress, queue, submit
-from studio.team import TeamError
+from studio.core import access, jobs
+from studio.data import judges, ranking, rubric, team
+from studio.data.preferences import preference_rows
+from studio.data.ranking import load_task, next_task, progress, queue, submit
+from studio.data.team import TeamError
+from studio.evaluation import active
+from studio.inference import chat, models
+from studio.training import launch
 from tests.helpers import make_set, random_lora
 
 
@@ -35,7 +39,7 @@ def test_krippendorffs_alpha_on_a_hand_worked_example(store):
     # Coincidences: o(0,1) = o(1,0) = 2, o(2,2) = 2; n = 6, n_0 = n_1 = n_2 = 2. Ordinal distances:
     # d(0,1) = d(1,2) = (4 - 2)^2 = 4, d(0,2) = (6 - 2)^2 = 16. D_o = (2*4 + 2*4) / 6 = 8/3;
     # D_e = 2 (4*4 + 4*16 + 4*4) / (6*5) = 6.4; alpha = 1 - (8/3) / 6.4 = 7/12.
-    (prompt, (x, y, z)), = make_set(store, prompts=1)
+    ((prompt, (x, y, z)),) = make_set(store, prompts=1)
     submit(store, "anna", prompt, [[x], [y], [z]])
     submit(store, "bob", prompt, [[y], [x], [z]])
     assert team.alpha(team.human_rankings(store, "s")) == pytest.approx(7 / 12)
@@ -77,7 +81,7 @@ def test_only_leads_lead_once_leads_are_named(store, monkeypatch):
     monkeypatch.setenv(access.LEADS_ENV, "anna, hf-lead")
     assert access.is_lead("anna") and access.is_lead("hf:hf-lead") and not access.is_lead("bob")
     with pytest.raises(TeamError, match="Only a lead may launch training; bob ranks and votes"):
-        jobs.launch(store, "dpo", {}, prompt_set="s", by="bob")
+        launch.launch(store, "dpo", {}, prompt_set="s", by="bob")
     with pytest.raises(TeamError, match="Log in to set the overlap target"):
         team.set_target(store, "s", 2)
     with pytest.raises(TeamError, match="Only a lead may mark gold"):
@@ -96,18 +100,20 @@ def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_p
     judge, push, merge or hand out API keys: the engine refuses, whoever calls it, and nothing changes."""
     import json
 
-    from studio import groundtruth, openai_api, preferences, publish, sagemaker
+    from studio.data import groundtruth, preferences
+    from studio.shipping import openai_api, publish
+    from studio.training import sagemaker
     from tests.conftest import table_counts
     from tests.helpers import clear_cut_rows
 
     make_set(store, prompts=2)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps(row) for row in clear_cut_rows(2)) + "\n")
-    job_id = jobs.create(store, "dpo", {"max_steps": 1}, data_label="pairs", data_rows=clear_cut_rows(2))
+    job_id = launch.create(store, "dpo", {"max_steps": 1}, data_label="pairs", data_rows=clear_cut_rows(2))
     with store.tx() as db:
         db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ?", (job_id,))
     monkeypatch.setenv(access.LEADS_ENV, "anna")
-    manager = jobs.Manager(store)
+    manager = launch.Manager(store)
     before = table_counts(store)
     refused = [
         ("import preference data", lambda by: preferences.import_file(store, pairs, by=by)),
@@ -115,8 +121,12 @@ def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_p
         ("import Ground Truth results", lambda by: groundtruth.import_results(store, tmp_path, by=by)),
         ("import Ground Truth results", lambda by: groundtruth.fetch_and_import(store, tmp_path, by=by)),
         ("export a labeling job", lambda by: groundtruth.export_job(store, "s", tmp_path / "gt", by=by)),
-        ("start a labeling job", lambda by: groundtruth.launch_job(tmp_path / "gt", role_arn="", pre_lambda_arn="",
-                                                                   post_lambda_arn="", by=by)),
+        (
+            "start a labeling job",
+            lambda by: groundtruth.launch_job(
+                tmp_path / "gt", role_arn="", pre_lambda_arn="", post_lambda_arn="", by=by
+            ),
+        ),
         ("stop a job", lambda by: manager.stop(job_id, by=by)),
         ("resume a job", lambda by: manager.resume(job_id, by=by)),
         ("stop a job", lambda by: sagemaker.stop(store, job_id, by=by)),
@@ -147,12 +157,16 @@ def test_imports_exports_and_job_controls_are_a_leads_in_the_engine(store, tmp_p
 
 def test_a_judges_ranking_is_its_own_and_people_accept_it_as_theirs(store):
     (prompt_id, ids), (other, _) = make_set(store, prompts=2, candidates=3)
-    rubric.save(store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n"
-                            "    must_not: ['answer 1']\n")
+    rubric.save(
+        store, "s", "checks:\n  - name: Two\n    any: ['answer 2']\n  - name: Not one\n    must_not: ['answer 1']\n"
+    )
     name, done = judges.prerank(store, "s", "rubric")
     assert (name, done) == ("judge:rubric:s", 2)
-    judged = store.query("SELECT a.kind, r.tiers, r.source FROM rankings r JOIN annotators a ON "
-                         "a.id = r.annotator_id WHERE r.prompt_id = ?", (prompt_id,))
+    judged = store.query(
+        "SELECT a.kind, r.tiers, r.source FROM rankings r JOIN annotators a ON "
+        "a.id = r.annotator_id WHERE r.prompt_id = ?",
+        (prompt_id,),
+    )
     assert [tuple(r) for r in judged] == [("judge", f"[[{ids[2]}], [{ids[0]}], [{ids[1]}]]", "judge")]
     assert ranking.current_rankings(store, "s") == []  # not a person's vote
     assert progress(store, "s", "anna")["rankings"] == 0 and queue(store, "s", "anna")  # people still rank it
@@ -163,8 +177,12 @@ def test_a_judges_ranking_is_its_own_and_people_accept_it_as_theirs(store):
     ranking.submit_order(store, "bob", load_task(store, prompt_id, "bob"), "c b a")  # bob's own order
     rows = {r["annotator"]: r for r in ranking.current_rankings(store, "s")}
     assert set(rows) == {"anna", "bob"} and rows["anna"]["tiers"] == [[ids[2]], [ids[0]], [ids[1]]]
-    assert store.query("SELECT suggested_by FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
-                       "WHERE a.name = 'anna'")[0]["suggested_by"] == "judge:rubric:s"
+    assert (
+        store.query(
+            "SELECT suggested_by FROM rankings r JOIN annotators a ON a.id = r.annotator_id WHERE a.name = 'anna'"
+        )[0]["suggested_by"]
+        == "judge:rubric:s"
+    )
     (found,) = judges.agreement(store, "s")
     assert found["judge"] == "judge:rubric:s" and found["compared"] == 2 and found["accepted"] == 1
     assert found["identical"] == (1.0 if rows["bob"]["tiers"] == rows["anna"]["tiers"] else 0.5)
@@ -177,14 +195,17 @@ def test_a_judges_ranking_is_its_own_and_people_accept_it_as_theirs(store):
 
 def test_the_llm_judge_asks_both_orders_on_the_embedded_model(store):
     loaded = models.load(models.EMBEDDED)
-    answers = ["You can freeze your card in the app under Cards, then Freeze.", "No idea, go away.",
-               "Call us and we will help you freeze it."]
+    answers = [
+        "You can freeze your card in the app under Cards, then Freeze.",
+        "No idea, go away.",
+        "Call us and we will help you freeze it.",
+    ]
     scores = judges.llm_preferences(loaded, "How do I freeze my card?", answers)
     assert sum(scores) == pytest.approx(3.0)  # each of the 3 pairs shares one unit between its two answers
     # Both orders are asked, so where an answer stands in the list does not change its score.
     moved = judges.llm_preferences(loaded, "How do I freeze my card?", [answers[2], answers[0], answers[1]])
     assert [moved[1], moved[2], moved[0]] == pytest.approx(scores, abs=1e-3)
-    (prompt_id, ids), = make_set(store, prompts=1, candidates=2)
+    ((prompt_id, ids),) = make_set(store, prompts=1, candidates=2)
     assert judges.judge_prompt(store, "s") == judges.LLM_PROMPT  # none run yet: the default
     edited = judges.LLM_PROMPT.replace("You judge answers", "You judge a bank assistant's answers")
     assert judges.prerank(store, "s", "llm", template=edited, by="anna") == ("judge:llm:embedded", 1)
@@ -209,13 +230,17 @@ def test_active_order_puts_the_least_certain_prompt_first(store, tmp_path):
     # comes first. The adapter is a random LoRA (PEFT, not zero-initialised) on the embedded model.
     folder = random_lora(tmp_path / "job" / "adapter")
     with store.tx() as db:
-        job = db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES "
-                         "('dpo', 'finished', ?, 'embedded', 'test')", (str(folder.parent),)).lastrowid
+        job = db.execute(
+            "INSERT INTO jobs (method, status, folder, base_model, data) VALUES "
+            "('dpo', 'finished', ?, 'embedded', 'test')",
+            (str(folder.parent),),
+        ).lastrowid
         same = made[1][1]
         db.execute("UPDATE responses SET text = 'The same answer.' WHERE id IN (?, ?)", same)
     loaded, (name,) = chat.load_together([chat.pick(store, f"job:{job}")])
-    rewards = active.implicit_rewards(loaded, name, {"text": "Hi", "system": "", "context": ""},
-                                      ["Hello! How can I help?", "Go away."])
+    rewards = active.implicit_rewards(
+        loaded, name, {"text": "Hi", "system": "", "context": ""}, ["Hello! How can I help?", "Go away."]
+    )
     assert len(rewards) == 2 and rewards[0] != rewards[1]
     assert active.set_active_order(store, "s", f"job:{job}") == 3
     assert queue(store, "s", "dan")[0] == ids[1]
@@ -237,7 +262,7 @@ def test_the_next_prompt_is_the_queues_first_and_team_counts_may_lag_by_max_age(
         assert (task.prompt_id if task else None) == (queued[0] if queued else None), who
 
     for i, (prompt, responses) in enumerate(made[:7]):  # uneven votes: 3, 2, 1, 3, 2, 1, 3 on the first seven
-        for who in ("anna", "bob", "dan")[:3 - i % 3]:
+        for who in ("anna", "bob", "dan")[: 3 - i % 3]:
             submit(store, who, prompt, [[responses[0]], responses[1:]])
     ranking.skip(store, "carol", ids[8])
     ranking.skip(store, "carol", ids[0])  # the set's first: without the skip, carol's next
@@ -260,8 +285,9 @@ def test_the_next_prompt_is_the_queues_first_and_team_counts_may_lag_by_max_age(
     # A read of the set reused within max_age: erin's own progress and queue move at once, the team's counts wait.
     before = progress(store, "s", "erin", max_age=60)
     (prompt, responses) = made[11]
-    task, note = ranking.act(store, "erin", "local", "s", next_task(store, "s", "erin", 60).prompt_id, "a b c",
-                             max_age=60)
+    task, note = ranking.act(
+        store, "erin", "local", "s", next_task(store, "s", "erin", 60).prompt_id, "a b c", max_age=60
+    )
     assert note == "Saved."
     lagging = progress(store, "s", "erin", max_age=60)
     assert lagging["mine"] == before["mine"] + 1 and lagging["rankings"] == before["rankings"]

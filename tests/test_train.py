@@ -2,13 +2,19 @@ import json
 
 import pytest
 
-from studio import recipes, train
-from studio.generate import adapter_folded_in
-from studio.models import embedded_folder
+from studio.inference.decode import adapter_folded_in
+from studio.inference.models import embedded_folder
+from studio.training import recipes, train
 from tests.helpers import POLITE, QUESTIONS, RUDE, clear_cut_rows
 
-FAST = {"per_device_train_batch_size": 2, "learning_rate": 5e-4, "max_length": 128, "save_steps": 1000,
-        "gradient_checkpointing": False, **recipes.studio_defaults("dpo")}
+FAST = {
+    "per_device_train_batch_size": 2,
+    "learning_rate": 5e-4,
+    "max_length": 128,
+    "save_steps": 1000,
+    "gradient_checkpointing": False,
+    **recipes.studio_defaults("dpo"),
+}
 
 
 def run(tmp_path, method, steps, **settings):
@@ -39,7 +45,7 @@ def test_dpo_raises_the_margin_and_changes_the_adapter(tmp_path, monkeypatch):
     # The adapter starts as a no-op: the first margin is the reference pass's rounding against the policy's. The
     # reference reads each prompt once (shared_prompt_logps), the policy whole rows: in float32 they agree to 1e-5
     # per row; in bf16 (a CPU with AMX) to about 0.1 nats, a margin of 0.01 at beta 0.1.
-    from studio.models import cpu_bf16
+    from studio.inference.models import cpu_bf16
 
     assert metrics[0]["rewards/margins"] == pytest.approx(0, abs=0.03 if cpu_bf16() else 1e-4)
     assert metrics[-1]["rewards/margins"] > 1.0 and metrics[-1]["rewards/accuracies"] == 1.0
@@ -56,7 +62,7 @@ def test_sft_lowers_the_loss(tmp_path):
 
 
 def test_reward_model_scores_chosen_above_rejected(tmp_path):
-    from studio.scorers import RewardScorer
+    from studio.data.scorers import RewardScorer
 
     result, metrics = run(tmp_path, "reward", 10)
     assert result["status"] == "finished"
@@ -76,33 +82,48 @@ def test_group_by_length_keeps_every_row_and_groups_batches():
     assert all(abs(lengths[i] - lengths[i + 1]) < 10 for i in range(0, 8, 2))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("method: dpo\ndata: x.jsonl\nbogus: 1\n", "Unknown setting\\(s\\) for dpo: bogus"),
-    ("method: ppo\ndata: x.jsonl\n", "'ppo' is not one of dpo, sft, reward"),
-    ("data: x.jsonl\n", "a mapping with a 'method:' key"),
-    ("method: dpo\n", "data: say what to train on"),
-    ("method: dpo\ndata: x.jsonl\nlearning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
-    ("method: [dpo]\ndata: x.jsonl\n", "method: expected one name \\(dpo, sft, reward, kto, rloo\\), got \\['dpo'\\]"),
-    ("method: dpo\ndata: [x.jsonl]\n", "data: expected text, got \\['x.jsonl'\\]"),
-    ("method: dpo\ndata: x.jsonl\nlr_scheduler_type: [linear]\n", "lr_scheduler_type: expected text, got"),
-    ("method: dpo\ndata: x.jsonl\nmax_steps: 2.5\n", "max_steps: expected a whole number, got 2.5"),
-    ("method: dpo\ndata: x.jsonl\nbf16: 'yes'\n", "bf16: expected true or false, got 'yes'"),
-    ("method: dpo\ndata: x.jsonl\nloss_type: [3]\n", "loss_type: expected text or a list of them, got \\[3\\]"),
-    ("method: dpo\ndata: x.jsonl\nmodel_init_kwargs: 5\n",
-     "model_init_kwargs: expected a mapping \\(key: value\\) or text"),
-    ("method: dpo\ndata: [unclosed\n", "is not valid YAML"),
-    ("method: dpo\ndata: /nonexistent/prefs.jsonl\n", "data: could not load '/nonexistent/prefs.jsonl'"),
-    ("method: dpo\ndata: x.jsonl\nper_device_train_batch_size: 0\n", "per_device_train_batch_size must be 1 or more"),
-    ("method: dpo\ndata: x.jsonl\nlearning_rate: -1.0e-4\n", "learning_rate must be above 0"),
-    ("method: dpo\ndata: x.jsonl\noutput_dir: /tmp/elsewhere\n", "output_dir: /tmp/elsewhere is outside the recipe"),
-    ("method: dpo\ndata: x.jsonl\noutput_dir: ../escape\n", "output_dir: ../escape is outside the recipe"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("method: dpo\ndata: x.jsonl\nbogus: 1\n", "Unknown setting\\(s\\) for dpo: bogus"),
+        ("method: ppo\ndata: x.jsonl\n", "'ppo' is not one of dpo, sft, reward"),
+        ("data: x.jsonl\n", "a mapping with a 'method:' key"),
+        ("method: dpo\n", "data: say what to train on"),
+        ("method: dpo\ndata: x.jsonl\nlearning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
+        (
+            "method: [dpo]\ndata: x.jsonl\n",
+            "method: expected one name \\(dpo, sft, reward, kto, rloo\\), got \\['dpo'\\]",
+        ),
+        ("method: dpo\ndata: [x.jsonl]\n", "data: expected text, got \\['x.jsonl'\\]"),
+        ("method: dpo\ndata: x.jsonl\nlr_scheduler_type: [linear]\n", "lr_scheduler_type: expected text, got"),
+        ("method: dpo\ndata: x.jsonl\nmax_steps: 2.5\n", "max_steps: expected a whole number, got 2.5"),
+        ("method: dpo\ndata: x.jsonl\nbf16: 'yes'\n", "bf16: expected true or false, got 'yes'"),
+        ("method: dpo\ndata: x.jsonl\nloss_type: [3]\n", "loss_type: expected text or a list of them, got \\[3\\]"),
+        (
+            "method: dpo\ndata: x.jsonl\nmodel_init_kwargs: 5\n",
+            "model_init_kwargs: expected a mapping \\(key: value\\) or text",
+        ),
+        ("method: dpo\ndata: [unclosed\n", "is not valid YAML"),
+        ("method: dpo\ndata: /nonexistent/prefs.jsonl\n", "data: could not load '/nonexistent/prefs.jsonl'"),
+        (
+            "method: dpo\ndata: x.jsonl\nper_device_train_batch_size: 0\n",
+            "per_device_train_batch_size must be 1 or more",
+        ),
+        ("method: dpo\ndata: x.jsonl\nlearning_rate: -1.0e-4\n", "learning_rate must be above 0"),
+        (
+            "method: dpo\ndata: x.jsonl\noutput_dir: /tmp/elsewhere\n",
+            "output_dir: /tmp/elsewhere is outside the recipe",
+        ),
+        ("method: dpo\ndata: x.jsonl\noutput_dir: ../escape\n", "output_dir: ../escape is outside the recipe"),
+    ],
+)
 def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, capsys):
     (tmp_path / "recipe.yaml").write_text(text)
     assert train.main([str(tmp_path / "recipe.yaml")]) == 1
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "failed"
     import re
+
     assert re.search(message, result["error"]), result["error"]
 
 
@@ -113,22 +134,31 @@ def test_shipped_example_recipes_load(name):
     method, recipe = recipes.load(Path(__file__).resolve().parents[1] / "assets" / "recipes" / name)
     assert recipe.lora_target_modules == "all-linear" and recipe.load_in_4bit == name.startswith("llama3")
     if method == "rloo":
-        assert recipe.reward_model and recipe.reward_functions == "studio.rewards:toxicity_penalty"
+        assert recipe.reward_model and recipe.reward_functions == "studio.training.rewards:toxicity_penalty"
         assert recipe.reward_weights == [1.0, 2.0] and recipe.beta == 0.05
     else:
         assert method == "dpo" and recipe.precompute_ref_log_probs
 
 
-@pytest.mark.parametrize("name, model, rows", [("embedded-cpu-dpo.yaml", "embedded", 60),
-                                               ("llama3-8b-qlora-dpo.yaml", "meta-llama/Meta-Llama-3-8B-Instruct",
-                                                5000)])
+@pytest.mark.parametrize(
+    "name, model, rows",
+    [
+        ("embedded-cpu-dpo.yaml", "embedded", 60),
+        ("llama3-8b-qlora-dpo.yaml", "meta-llama/Meta-Llama-3-8B-Instruct", 5000),
+    ],
+)
 def test_shipped_recipes_keep_in_step_with_the_tabs_recommended_settings(name, model, rows):
     from pathlib import Path
 
     _, recipe = recipes.load(Path(__file__).resolve().parents[1] / "assets" / "recipes" / name)
     wanted = recipes.recommended("dpo", model, rows)
-    for key in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
-                "beta"):
+    for key in (
+        "learning_rate",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "beta",
+    ):
         assert getattr(recipe, key) == wanted[key], key
     assert recipe.loss_type == [wanted["loss_type"]]
     assert recipe.gradient_checkpointing is True
@@ -143,7 +173,6 @@ def test_each_dpo_loss_offered_on_the_train_tab_runs_a_step(tmp_path, loss):
     assert result["status"] == "finished" and len(metrics) == 1 and metrics[0]["loss"] == metrics[0]["loss"]
 
 
-
 def test_the_compact_head_gives_a_plain_forward_s_log_probs_and_gradient():
     """The studio's CPU head (compact_lm_head: only the answer tokens through the LM head, the statistics asked
     for and no others) against a plain padded forward."""
@@ -152,8 +181,9 @@ def test_the_compact_head_gives_a_plain_forward_s_log_probs_and_gradient():
     from trl.trainer.utils import add_fused_lm_head
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_folder())
-    batch = tokenizer([POLITE, RUDE, "Hi.", QUESTIONS[0] + " " + POLITE], return_tensors="pt", padding=True,
-                      padding_side="right")
+    batch = tokenizer(
+        [POLITE, RUDE, "Hi.", QUESTIONS[0] + " " + POLITE], return_tensors="pt", padding=True, padding_side="right"
+    )
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     labels[:, :2] = -100  # a "prompt" that does not count
 
@@ -195,10 +225,18 @@ def test_the_shared_prompt_reference_pass_gives_a_plain_forward_s_log_probs():
     def turn(question):
         return ids(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 
-    rows = [{"prompt_ids": turn(QUESTIONS[0]), "chosen_ids": ids(POLITE + "<|im_end|>"),
-             "rejected_ids": ids(RUDE + "<|im_end|>")},  # prompts of different lengths, answers longer and shorter
-            {"prompt_ids": turn("Hi"), "chosen_ids": ids("Hello! How can I help?<|im_end|>"),
-             "rejected_ids": ids(RUDE + " " + RUDE + "<|im_end|>")}]
+    rows = [
+        {
+            "prompt_ids": turn(QUESTIONS[0]),
+            "chosen_ids": ids(POLITE + "<|im_end|>"),
+            "rejected_ids": ids(RUDE + "<|im_end|>"),
+        },  # prompts of different lengths, answers longer and shorter
+        {
+            "prompt_ids": turn("Hi"),
+            "chosen_ids": ids("Hello! How can I help?<|im_end|>"),
+            "rejected_ids": ids(RUDE + " " + RUDE + "<|im_end|>"),
+        },
+    ]
     batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(rows)
     with torch.no_grad():
         shared = train.shared_prompt_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
@@ -209,8 +247,9 @@ def test_the_shared_prompt_reference_pass_gives_a_plain_forward_s_log_probs():
     # A pair whose two rows do not start with the same prompt is left to TRL's own computation.
     cut = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=12, truncation_mode="keep_end")
     short = cut(rows)
-    assert train.shared_prompt_logps(model, short["input_ids"], short["attention_mask"],
-                                     short["completion_mask"]) is None
+    assert (
+        train.shared_prompt_logps(model, short["input_ids"], short["attention_mask"], short["completion_mask"]) is None
+    )
 
 
 def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
@@ -232,15 +271,17 @@ def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
 
 
 def test_sampling_with_the_adapter_folded_in_matches_peft_and_leaves_the_base_untouched():
-    """Online RL samples on a CPU with each LoRA layer's weight folded into a copy (generate.adapter_folded_in): the
+    """Online RL samples on a CPU with each LoRA layer's weight folded into a copy (decode.adapter_folded_in): the
     same next-token logits as PEFT's adapter path, and the base's own tensors back, unchanged, afterwards."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_folder()),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)).eval()
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(embedded_folder()),
+        LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False),
+    ).eval()
     batch = AutoTokenizer.from_pretrained(embedded_folder())([POLITE, RUDE], return_tensors="pt", padding=True)
     base = {name: (p, p.data.clone()) for name, p in model.named_parameters() if "base_layer" in name}
     with torch.no_grad():

@@ -20,8 +20,12 @@ def consolidate(objects, label_attribute, read):
             data = annotation["annotationData"]
             text = data["content"] if data.get("content") is not None else read(data["s3Uri"])
             workers.append({"workerId": annotation["workerId"], "answerContent": json.loads(text)})
-        result.append({"datasetObjectId": item["datasetObjectId"],
-                       "consolidatedAnnotation": {"content": {label_attribute: {"workers": workers}}}})
+        result.append(
+            {
+                "datasetObjectId": item["datasetObjectId"],
+                "consolidatedAnnotation": {"content": {label_attribute: {"workers": workers}}},
+            }
+        )
     return result
 
 

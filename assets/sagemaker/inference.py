@@ -2,7 +2,7 @@
 
 The container's toolkit calls model_fn(model_dir) once, then predict_fn(data, model) with each request's decoded
 JSON body. model_dir holds either a merged model (config.json) or a LoRA adapter (adapter_config.json) whose base is
-the Hub id in the BASE_MODEL environment variable (set by studio/sagemaker.py when it creates the model).
+the Hub id in the BASE_MODEL environment variable (set by studio/training/sagemaker.py when it creates the model).
 
 Request:  {"inputs": "text" or [{"role": "user", "content": "..."}, ...], "parameters": {"max_new_tokens": 128, ...}}
 Response: {"generated_text": "..."}
@@ -40,4 +40,4 @@ def predict_fn(data, model_and_tokenizer, context=None):
     parameters = {"max_new_tokens": 128, "do_sample": False, **(data.get("parameters") or {})}
     with torch.no_grad():
         output = model.generate(**encoded, **parameters, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return {"generated_text": tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)}
+    return {"generated_text": tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.models import embedded_folder
+from studio.inference.models import embedded_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every wait is for a state the page must reach; how long it takes depends on how busy the machine is (two cores shared
@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # machine is slower, not failing.
 WAIT_MS = 60_000
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -44,11 +49,22 @@ def run_app(tmp_path, *extra_args, env_extra: dict | None = None):
     log = open(tmp_path / "app.log", "w")
     # No Hub login inside tests: a push must meet the no-token message, never a real account.
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN" and not k.startswith("AWS_")}
-    env.update(STUDIO_HOME=str(home), PYTHONUNBUFFERED="1", HF_HOME=str(tmp_path / "hf"),
-               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,  # no AWS account, ever
-               AWS_EC2_METADATA_DISABLED="true", **(env_extra or {}))
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args], cwd=ROOT,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    env.update(
+        STUDIO_HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        HF_HOME=str(tmp_path / "hf"),
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,  # no AWS account, ever
+        AWS_EC2_METADATA_DISABLED="true",
+        **(env_extra or {}),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--no-browser", *extra_args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while True:

@@ -56,7 +56,7 @@ def start_ranking(page, url: str, name: str):
 def train_on_polite(app, page):
     """A fresh app with tests.helpers.clear_cut_set's rankings, on the Train tab with that set chosen; returns the
     app's Store."""
-    from studio.store import Store
+    from studio.core.store import Store
     from tests.helpers import clear_cut_set
 
     store = Store(app["home"] / "studio.db")

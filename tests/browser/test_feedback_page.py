@@ -3,8 +3,8 @@
 import pytest
 from playwright.sync_api import expect
 
-from studio import feedback
-from studio.store import Store
+from studio.core.store import Store
+from studio.data import feedback
 from tests.helpers import random_lora
 
 pytestmark = pytest.mark.browser
@@ -42,8 +42,9 @@ def test_a_thumbs_down_and_an_edit_in_the_chat_reach_the_data_tab(app_server, pa
     expect(page.locator("#cmp-aligned")).to_contain_text("tap Cards, then Freeze")
 
     page.get_by_role("tab", name="Data").click()
-    expect(page.locator("#data-feedback")).to_contain_text("0 thumbs up, 1 thumbs down, 1 edited answer(s), by 1 "
-                                                           "person(s), on 2 model(s).")
+    expect(page.locator("#data-feedback")).to_contain_text(
+        "0 thumbs up, 1 thumbs down, 1 edited answer(s), by 1 person(s), on 2 model(s)."
+    )
     store = Store(app_server["home"] / "studio.db")
     down, edit = feedback.listed(store)
     assert (down["kind"], down["adapter"], down["annotator"]) == ("down", None, "erin")

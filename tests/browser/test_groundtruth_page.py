@@ -27,8 +27,9 @@ def test_export_then_start_says_what_is_missing(app_server, page):
     page.locator("#gt-team textarea").fill("arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t")
     page.locator("#gt-region textarea").fill("us-east-1")
     page.locator("#gt-start").click()  # this machine has no AWS credentials: AWS's own refusal, said plainly
-    expect(page.locator("#gt-status")).to_contain_text("AWS refused to take manifest.jsonl into s3://my-bucket/",
-                                                       timeout=30_000)
+    expect(page.locator("#gt-status")).to_contain_text(
+        "AWS refused to take manifest.jsonl into s3://my-bucket/", timeout=30_000
+    )
     expect(page.locator("#gt-status")).to_contain_text("Unable to locate credentials")
     page.locator("#gt-fetch").click()
     expect(page.locator("#gt-status")).to_contain_text("was not started on Ground Truth from the studio")

@@ -27,8 +27,11 @@ BROKEN_WORDS = """(root) => {
   return broken;
 }"""
 
-TABLES = {"Generate": ["#gen-table"], "Train": ["#train-jobs", "#train-report"], "Evaluate": ["#ev-results",
-                                                                                              "#ev-scores"]}
+TABLES = {
+    "Generate": ["#gen-table"],
+    "Train": ["#train-jobs", "#train-report"],
+    "Evaluate": ["#ev-results", "#ev-scores"],
+}
 
 
 def test_headers_keep_their_words_whole_and_cancel_is_live_only_while_running(app_server, browser):

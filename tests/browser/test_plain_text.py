@@ -3,7 +3,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from studio.store import Store
+from studio.core.store import Store
 
 pytestmark = pytest.mark.browser
 
@@ -13,18 +13,26 @@ PAYLOAD = "![pic](http://127.0.0.1:9/leak.png) [click](http://example.com) <b>bo
 def test_markdown_in_stored_labels_is_shown_literally(app_server, page):
     store = Store(app_server["home"] / "studio.db")
     with store.tx() as db:
-        db.execute("INSERT INTO jobs (method, status, folder, base_model, data) VALUES ('dpo', 'failed', ?, "
-                   "'embedded', ?)", (str(app_server["home"] / "jobs" / "1-dpo"), PAYLOAD))
+        db.execute(
+            "INSERT INTO jobs (method, status, folder, base_model, data) VALUES ('dpo', 'failed', ?, 'embedded', ?)",
+            (str(app_server["home"] / "jobs" / "1-dpo"), PAYLOAD),
+        )
         set_id = db.execute("SELECT id FROM prompt_sets WHERE name = 'bank'").fetchone()[0]
-        prompt_id = db.execute("SELECT id FROM prompts WHERE prompt_set_id = ? ORDER BY position", (set_id,)) \
-            .fetchone()[0]
-        evaluation = db.execute("INSERT INTO evaluations (prompt_set_id, params, status) VALUES (?, '{}', 'ready')",
-                                (set_id,)).lastrowid
+        prompt_id = db.execute(
+            "SELECT id FROM prompts WHERE prompt_set_id = ? ORDER BY position", (set_id,)
+        ).fetchone()[0]
+        evaluation = db.execute(
+            "INSERT INTO evaluations (prompt_set_id, params, status) VALUES (?, '{}', 'ready')", (set_id,)
+        ).lastrowid
         for position, label in enumerate(["base (embedded)", PAYLOAD]):
-            db.execute("INSERT INTO eval_models (evaluation_id, position, label, model) VALUES (?, ?, ?, 'embedded')",
-                       (evaluation, position, label))
-            db.execute("INSERT INTO eval_answers (evaluation_id, position, prompt_id, text) VALUES (?, ?, ?, ?)",
-                       (evaluation, position, prompt_id, f"answer {position}"))
+            db.execute(
+                "INSERT INTO eval_models (evaluation_id, position, label, model) VALUES (?, ?, ?, 'embedded')",
+                (evaluation, position, label),
+            )
+            db.execute(
+                "INSERT INTO eval_answers (evaluation_id, position, prompt_id, text) VALUES (?, ?, ?, ?)",
+                (evaluation, position, prompt_id, f"answer {position}"),
+            )
     fetched = []
     page.on("request", lambda request: fetched.append(request.url) if "leak.png" in request.url else None)
     page.goto(app_server["url"])

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from studio import jobs, openai_api
-from studio.store import Store
+from studio.core import jobs
+from studio.core.store import Store
+from studio.shipping import openai_api
 from tests.helpers import clear_cut_set, new_job
 
 pytestmark = pytest.mark.browser
@@ -18,8 +19,9 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
     job_id = new_job(store, 2)  # the app's job watcher starts it
     deadline = time.monotonic() + 180
     while jobs.get(store, job_id)["status"] != "finished":
-        assert time.monotonic() < deadline and jobs.get(store, job_id)["status"] in ("queued", "running"), \
-            jobs.get(store, job_id)
+        assert time.monotonic() < deadline and jobs.get(store, job_id)["status"] in ("queued", "running"), jobs.get(
+            store, job_id
+        )
         time.sleep(1)
     page.goto(app_server["url"])
     page.get_by_role("tab", name="Publish").click()

@@ -5,8 +5,8 @@ import pytest
 from playwright.sync_api import expect
 
 from pages.rank import RANK_ROUTE
-from studio.ranking import load_task
-from studio.store import Store
+from studio.core.store import Store
+from studio.data.ranking import load_task
 from tests.browser.helpers import start_ranking
 
 pytestmark = pytest.mark.browser
@@ -16,12 +16,17 @@ def seed_candidates(home, prompts=3, candidates=3):
     """Hand-written candidates for the first prompts of the built-in bank set (no model needed)."""
     store = Store(home / "studio.db")
     with store.tx() as db:
-        rows = db.execute("SELECT p.id, p.text FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
-                          "WHERE s.name = 'bank' ORDER BY p.position LIMIT ?", (prompts,)).fetchall()
+        rows = db.execute(
+            "SELECT p.id, p.text FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+            "WHERE s.name = 'bank' ORDER BY p.position LIMIT ?",
+            (prompts,),
+        ).fetchall()
         for prompt_id, _ in rows:
             for j in range(candidates):
-                db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
-                           (prompt_id, f"answer {j} <b>to</b> {prompt_id}"))
+                db.execute(
+                    "INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
+                    (prompt_id, f"answer {j} <b>to</b> {prompt_id}"),
+                )
     return store, [r[0] for r in rows]
 
 
@@ -60,10 +65,14 @@ def test_rank_two_prompts_with_the_keyboard_and_undo_one(app_server, page):
     expect(page.locator("#rank-progress")).to_contain_text("Ranked by you: 1 / 3")
 
     shown = load_task(store, p1, "anna").response_ids  # the letters anna saw, in order
-    rows = store.query("SELECT r.prompt_id, r.tiers, r.status, r.source, a.name FROM rankings r "
-                       "JOIN annotators a ON a.id = r.annotator_id ORDER BY r.id")
+    rows = store.query(
+        "SELECT r.prompt_id, r.tiers, r.status, r.source, a.name FROM rankings r "
+        "JOIN annotators a ON a.id = r.annotator_id ORDER BY r.id"
+    )
     assert [(r["prompt_id"], r["status"], r["source"], r["name"]) for r in rows] == [
-        (p1, "current", "local", "anna"), (p2, "undone", "local", "anna")]
+        (p1, "current", "local", "anna"),
+        (p2, "undone", "local", "anna"),
+    ]
     assert json.loads(rows[0]["tiers"]) == [[shown[1]], [shown[0], shown[2]]]
 
     # The earlier ranking, found in the list (filled when the panel opens) and shown to be changed.
@@ -105,8 +114,9 @@ def test_with_auth_the_logged_in_user_is_the_annotator(auth_server, page):
     page.get_by_role("button", name="Login").click()
     page.get_by_role("tab", name="Rank").click()
     expect(page.locator("#rank-annotator textarea, #rank-annotator input").first).to_have_value("carol")
-    expect(page.locator("#rank-prompt textarea")).to_have_value("How do I open a savings account with Lumen Bank?",
-                                                                timeout=30_000)  # the first prompt: see start_ranking
+    expect(page.locator("#rank-prompt textarea")).to_have_value(
+        "How do I open a savings account with Lumen Bank?", timeout=30_000
+    )  # the first prompt: see start_ranking
     page.locator("#rank-order textarea").fill("b")
     page.locator("#rank-order textarea").press("Enter")
     expect(page.locator("#rank-status")).to_contain_text("Saved.")
@@ -124,19 +134,27 @@ def test_with_auth_the_logged_in_user_is_the_annotator(auth_server, page):
     assert store.query("SELECT COUNT(*) AS n FROM rankings")[0]["n"] == 1
     answer = page.request.post(route, data=body)  # the page's own cookies
     assert answer.status == 200 and "Saved" in answer.json()[-1]
-    rows = store.query("SELECT a.name, r.status FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
-                       "ORDER BY r.id")
+    rows = store.query(
+        "SELECT a.name, r.status FROM rankings r JOIN annotators a ON a.id = r.annotator_id ORDER BY r.id"
+    )
     assert [tuple(r) for r in rows] == [("carol", "replaced"), ("carol", "current")]
 
 
 def test_the_rubric_suggestion_is_saved_only_when_accepted(app_server, page):
     store = Store(app_server["home"] / "studio.db")
     with store.tx() as db:
-        prompt_id = db.execute("SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
-                               "WHERE s.name = 'bank' ORDER BY p.position").fetchone()[0]
+        prompt_id = db.execute(
+            "SELECT p.id FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+            "WHERE s.name = 'bank' ORDER BY p.position"
+        ).fetchone()[0]
         good = "Happy to help! You can open a savings pot in the app under Accounts, then tap Add. It takes a minute."
-        ids = [db.execute("INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
-                          (prompt_id, text)).lastrowid for text in ("no", good)]
+        ids = [
+            db.execute(
+                "INSERT INTO responses (prompt_id, model, text, params) VALUES (?, 'embedded', ?, '{}')",
+                (prompt_id, text),
+            ).lastrowid
+            for text in ("no", good)
+        ]
     start_ranking(page, app_server["url"], "erin")
     suggestion = page.locator("#rank-suggestion textarea")
     expect(suggestion).to_have_value(re.compile(r"^([AB]) > ([AB]) \(scores \1 1\.00, \2 0\.\d\d\)$"))
@@ -155,7 +173,8 @@ def test_tabs_open_on_what_to_do_next_not_on_errors(app_server, page):
     page.locator("#rank-annotator textarea").press("Enter")
     expect(page.locator("#rank-prompt textarea")).to_have_value(
         "Generate candidates for this set first (Generate tab: 2 or more per prompt to rank them, or 1 to rate each "
-        "answer good or bad).")
+        "answer good or bad)."
+    )
     page.get_by_role("tab", name="Train").click()
     expect(page.locator("#train-data-summary")).to_contain_text("No preference pairs in 'bank' yet")
     page.get_by_role("tab", name="Evaluate").click()
@@ -181,11 +200,15 @@ def test_a_single_answer_is_rated_with_a_key_or_a_button_and_reaches_the_data_ta
     order.press("Enter")
     expect(page.locator("#rank-status")).to_contain_text("Saved.")
     expect(page.locator("#rank-prompt textarea")).to_have_value(
-        "What is the daily limit for card payments and how can I change it?")
+        "What is the daily limit for card payments and how can I change it?"
+    )
     page.get_by_role("button", name="Bad (-)").click()
     expect(page.locator("#rank-prompt textarea")).to_have_value("Nothing left to rank in this set for you.")
-    assert [(r["kind"], r["response_id"] is not None) for r in store.query(
-        "SELECT kind, response_id FROM feedback ORDER BY id")] == [("up", True), ("down", True)]
+    assert [
+        (r["kind"], r["response_id"] is not None)
+        for r in store.query("SELECT kind, response_id FROM feedback ORDER BY id")
+    ] == [("up", True), ("down", True)]
     page.get_by_role("tab", name="Data").click()
-    expect(page.locator("#data-feedback")).to_contain_text("1 thumbs up, 1 thumbs down, 0 edited answer(s), by 1 "
-                                                           "person(s), on 1 model(s).")
+    expect(page.locator("#data-feedback")).to_contain_text(
+        "1 thumbs up, 1 thumbs down, 0 edited answer(s), by 1 person(s), on 1 model(s)."
+    )

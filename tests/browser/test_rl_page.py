@@ -1,7 +1,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from studio.store import Store
+from studio.core.store import Store
 from tests.browser.helpers import set_number
 
 pytestmark = pytest.mark.browser
@@ -12,7 +12,8 @@ def test_launch_an_rloo_job_and_see_its_reward_plot_and_samples(app_server, page
     page.get_by_role("tab", name="Train").click()
     # Nothing ranked yet: said plainly, not as an error.
     expect(page.locator("#train-data-summary")).to_have_text(
-        "No preference pairs in 'bank' yet: rank some prompts first (ties give no pair).")
+        "No preference pairs in 'bank' yet: rank some prompts first (ties give no pair)."
+    )
     page.get_by_label("Online RL (RLOO)", exact=True).check()
     expect(page.locator("#train-data-summary")).to_contain_text("45 prompts of bank")
     expect(page.locator("#train-settings-note")).to_contain_text("RLOO: TRL-style defaults")  # settings followed

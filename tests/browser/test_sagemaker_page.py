@@ -15,8 +15,15 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def aws_app(tmp_path, aws):
-    yield from run_app(tmp_path, env_extra={"AWS_ENDPOINT_URL": aws, "AWS_ACCESS_KEY_ID": "testing",
-                                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    yield from run_app(
+        tmp_path,
+        env_extra={
+            "AWS_ENDPOINT_URL": aws,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
 
 
 def test_launch_a_job_on_sagemaker_from_the_train_tab(aws_app, page):
@@ -33,8 +40,7 @@ def test_launch_a_job_on_sagemaker_from_the_train_tab(aws_app, page):
     page.locator("#train-sm-role textarea").fill(ROLE)
     page.locator("#train-launch").click()
     status = page.locator("#train-launch-status")
-    expect(status).to_contain_text(re.compile(r"Job 1 is running on SageMaker as align-studio-1-dpo-"),
-                                   timeout=60_000)
+    expect(status).to_contain_text(re.compile(r"Job 1 is running on SageMaker as align-studio-1-dpo-"), timeout=60_000)
     name = re.search(r"align-studio-1-dpo-[0-9a-f-]+", status.inner_text()).group(0)
     expect(page.locator("#train-jobs")).to_contain_text("running on SageMaker")
     expect(page.locator("#train-progress")).to_contain_text(f"On SageMaker: {name} (us-east-1, 1 x ml.g5.2xlarge)")

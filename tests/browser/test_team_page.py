@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from studio import ranking
+from studio.data import ranking
 from tests.browser.conftest import WAIT_MS
 from tests.browser.helpers import set_number, start_ranking
 from tests.browser.test_rank_page import seed_candidates
@@ -41,9 +41,11 @@ def test_two_annotators_a_target_a_judge_and_the_lead_sees_the_team(app_server, 
             try:  # a loaded CI machine can take seconds; say what the page showed if it never came
                 expect(page.locator("#rank-progress")).to_contain_text(f"Ranked by you: {done} / 3")
             except AssertionError as error:
-                raise AssertionError(f"{error}\nstatus: {page.locator('#rank-status').inner_text()!r}, order box: "
-                                     f"{page.locator('#rank-order textarea').input_value()!r}, prompt before: "
-                                     f"{shown!r}, now: {page.locator('#rank-prompt textarea').input_value()!r}")
+                raise AssertionError(
+                    f"{error}\nstatus: {page.locator('#rank-status').inner_text()!r}, order box: "
+                    f"{page.locator('#rank-order textarea').input_value()!r}, prompt before: "
+                    f"{shown!r}, now: {page.locator('#rank-prompt textarea').input_value()!r}"
+                )
     expect(anna.locator("#rank-progress")).to_contain_text("3 / 3 reached 2 annotators")
 
     anna.locator("#rank-team-show").click()
@@ -56,8 +58,10 @@ def test_two_annotators_a_target_a_judge_and_the_lead_sees_the_team(app_server, 
     expect(table).to_contain_text("bob")
     anna.screenshot(path=str(app_server["home"] / "team.png"), full_page=True)
     # Stored as they were made: the judge's rankings under the judge, bob's accepted one under bob.
-    rows = store.query("SELECT a.name, a.kind, r.suggested_by FROM rankings r JOIN annotators a ON "
-                       "a.id = r.annotator_id WHERE r.status = 'current' ORDER BY r.id")
+    rows = store.query(
+        "SELECT a.name, a.kind, r.suggested_by FROM rankings r JOIN annotators a ON "
+        "a.id = r.annotator_id WHERE r.status = 'current' ORDER BY r.id"
+    )
     assert sum(1 for r in rows if r["kind"] == "judge") == 3
     assert [r["suggested_by"] for r in rows if r["name"] == "bob"].count("judge:rubric:bank") == 1
     assert len(ranking.current_rankings(store, "bank")) == 6

@@ -27,4 +27,5 @@ def test_launch_watch_and_stop_a_dpo_job(app_server, page):
     job = store.query("SELECT status, folder FROM jobs")[0]
     assert job["status"] == "stopped"
     from pathlib import Path
+
     assert any(Path(job["folder"]).glob("checkpoint-*"))

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from studio.store import Store
+from studio.core.store import Store
 from tests.browser.helpers import set_number, start_generation
 
 
@@ -67,8 +67,8 @@ def test_generate_rank_train_compare_vote(app_server, page):
     # The rewards plot draws its lines (chosen, rejected, margin), not only axes and a legend.
     expect(page.locator("#train-plot-1 canvas, #train-plot-1 svg").first).to_be_visible()
     page.wait_for_timeout(1000)
-    assert drawn(page.locator("#train-plot-1"), (0xf5, 0x85, 0x18)) > 80  # the "rejected" line, Vega's orange
-    assert drawn(page.locator("#train-plot-1"), (0xe4, 0x57, 0x56)) > 80  # the "margin" line, Vega's red
+    assert drawn(page.locator("#train-plot-1"), (0xF5, 0x85, 0x18)) > 80  # the "rejected" line, Vega's orange
+    assert drawn(page.locator("#train-plot-1"), (0xE4, 0x57, 0x56)) > 80  # the "margin" line, Vega's red
 
     # The alignment report: base and adapter on held-out prompts, scored, against the noise floor.
     expect(page.locator("#train-report-status")).to_contain_text("No report yet", timeout=30_000)
@@ -77,8 +77,9 @@ def test_generate_rank_train_compare_vote(app_server, page):
     set_number(page, "train-report-limit", 2)
     set_number(page, "train-report-tokens", 24)
     page.locator("#train-report-go").click()
-    expect(page.locator("#train-report-status")).to_contain_text(re.compile(r"Report 1 \(.*prompts x 2"),
-                                                                 timeout=240_000)
+    expect(page.locator("#train-report-status")).to_contain_text(
+        re.compile(r"Report 1 \(.*prompts x 2"), timeout=240_000
+    )
     table = page.locator("#train-report")
     expect(table).to_contain_text("rubric")
     expect(table).to_contain_text("toxicity")
@@ -88,8 +89,9 @@ def test_generate_rank_train_compare_vote(app_server, page):
 
     # Compare: one message, both sides answer; markup typed by the user is shown as text.
     page.get_by_role("tab", name="Compare").click()
-    expect(page.locator("#cmp-model input")).to_have_value("job 1: dpo on embedded "
-                                                           "(bank (one pair per prompt, best vs worst))")
+    expect(page.locator("#cmp-model input")).to_have_value(
+        "job 1: dpo on embedded (bank (one pair per prompt, best vs worst))"
+    )
     page.get_by_text("Sampling (the same for both sides)").click()
     set_number(page, "cmp-max-tokens", 16)
     page.locator("#cmp-message textarea").fill("Can I freeze my <b>card</b>?")
@@ -117,8 +119,9 @@ def test_generate_rank_train_compare_vote(app_server, page):
     expect(page.locator("#ev-progress")).to_contain_text("Comparison 1 of 2")
     vote_area = ["#ev-a", "#ev-b", "#ev-prompt", "#ev-progress", "#ev-reveal"]
     for selector in vote_area:  # no model name before the vote
-        text = page.locator(selector).inner_text() + (page.locator(f"{selector} textarea").input_value()
-                                                      if page.locator(f"{selector} textarea").count() else "")
+        text = page.locator(selector).inner_text() + (
+            page.locator(f"{selector} textarea").input_value() if page.locator(f"{selector} textarea").count() else ""
+        )
         assert "job" not in text and "base" not in text and "embedded" not in text
     page.locator("#ev-key textarea, #ev-key input").first.fill("b")
     page.locator("#ev-key textarea, #ev-key input").first.press("Enter")

@@ -1,0 +1,1 @@
+"""The ground floor: the database, paths, the Hub, roles, the method table and job records."""

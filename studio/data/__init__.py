@@ -1,0 +1,1 @@
+"""What people and judges make: prompt sets, candidates, rankings, rubrics, teams, feedback, pairs, imports."""

@@ -1,0 +1,1 @@
+"""Did the round help: scored evaluations, blind votes, the publish gate, reports, what to rank next."""

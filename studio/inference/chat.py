@@ -1,0 +1,128 @@
+"""Which models can answer (base models, finished jobs' adapters, adapter folders, Hub adapters) and chatting with
+them: the Compare tab's side by side (one copy of the base weights, the adapter on for one row of the batch and off
+for the other) and the `chat` API endpoint."""
+
+from dataclasses import dataclass
+
+from studio.core import jobs
+from studio.core.store import Store
+from studio.inference import models
+from studio.inference.decode import GenerationParams, stream
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A model that can answer: a base model, or a LoRA adapter on its base."""
+
+    label: str
+    model: str  # base model reference: embedded, Hub id, folder
+    adapter: str | None = None  # adapter folder (or Hub id as given), None for the plain base
+    job_id: int | None = None
+
+
+def options(store: Store) -> list[tuple[str, str]]:
+    """(label, key) for the dropdowns: each base model in use, then every finished job that has a chat adapter."""
+    finished = jobs.finished(store, "chat")
+    bases = [models.EMBEDDED] + sorted({j["base_model"] for j in finished} - {models.EMBEDDED})
+    return [(f"base: {b}", f"base:{b}") for b in bases] + [
+        (f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"{jobs.JOB_KEY}{j['id']}")
+        for j in finished
+    ]
+
+
+def default_keys(options_: list[tuple[str, str]], current: list[str] | None = None) -> list[str]:
+    """The models an evaluation starts with: the current choice where it still exists (typed adapters kept), else
+    the first base and the newest job, else nothing (with no job there is nothing to compare yet)."""
+    keys = [k for _, k in options_]
+    kept = [k for k in current or [] if k in keys or not k.startswith(("base:", jobs.JOB_KEY))]
+    if kept:
+        return kept
+    trained = [k for k in keys if k.startswith(jobs.JOB_KEY)]
+    return [keys[0], trained[0]] if trained else []
+
+
+def pick(store: Store, key: str) -> Choice:
+    """The Choice for a dropdown key, or for a typed adapter folder / Hub adapter id; ModelError says what is wrong."""
+    key = (key or "").strip()
+    if key.startswith("base:"):
+        model = key.removeprefix("base:")
+        models.resolve(model)  # refuses an unknown reference with its message
+        return Choice(f"base ({model})", model)
+    if key.startswith(jobs.JOB_KEY):
+        try:
+            job = jobs.referenced(store, key)
+        except jobs.JobError:
+            raise models.ModelError(f"There is no job {key.removeprefix(jobs.JOB_KEY)!r}.") from None
+        try:
+            folder = jobs.finished_folder(store, job["id"], "chat")
+        except jobs.JobError as error:
+            raise models.ModelError(str(error)) from None
+        return Choice(f"job {job['id']} ({job['method']})", job["base_model"], str(folder), job["id"])
+    if not key:
+        raise models.ModelError("Choose a model, or type an adapter folder or a Hub adapter id.")
+    folder = models.adapter_folder(key)
+    return Choice(key, models.adapter_base(folder), str(folder))
+
+
+def load_together(choices: list[Choice]) -> tuple[models.Loaded, list[str]]:
+    """The shared base loaded once, with every choice's adapter on it; ModelError if they need different bases."""
+    base = choices[0].model
+    for choice in choices[1:]:
+        if not models.same_model(choice.model, base):
+            raise models.ModelError(
+                f"{choice.label} is built on {choice.model}, {choices[0].label} on {base}: "
+                "compare models that share one base."
+            )
+    loaded = models.load(base)
+    return loaded, models.with_adapters(loaded, [c.adapter for c in choices])
+
+
+def prompt_from(message: str, system: str, history: list[dict]) -> dict:
+    context = [
+        {"role": m["role"], "content": text_of(m["content"])} for m in history if m["role"] in ("user", "assistant")
+    ]
+    return {"text": message, "system": system or "", "context": context}
+
+
+def text_of(content) -> str:
+    """Gradio may hand a message's content back as a list of parts; the model needs the text."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return str(content)
+
+
+def side_by_side(
+    aligned: Choice, message: str, system: str, histories: tuple[list, list], params: GenerationParams, cancel=None
+):
+    """Stream the base model's and `aligned`'s (from pick()) answers to `message` at once, each continuing its own
+    conversation; the same sampling settings and seed for both rows. Yields (base text, aligned text, seed)."""
+    if aligned.adapter is None:
+        raise models.ModelError("Choose an adapter (a finished job, a folder or a Hub id) to compare with its base.")
+    if not (message or "").strip():
+        raise models.ModelError("Type a message first.")
+    base = Choice(f"base ({aligned.model})", aligned.model)
+    loaded, names = load_together([base, aligned])
+    params = params.seeded()
+    prompts = [prompt_from(message, system, histories[0]), prompt_from(message, system, histories[1])]
+    for texts in stream(loaded, prompts, params, names, cancel):
+        yield texts[0], texts[1], params.seed
+
+
+def reply(
+    store: Store,
+    key: str,
+    message: str,
+    system: str = "",
+    history: list | None = None,
+    params: GenerationParams | None = None,
+) -> str:
+    """One answer from one model (the API endpoint): base or adapter, with earlier turns as a message list."""
+    choice = pick(store, key)
+    if not (message or "").strip():
+        raise models.ModelError("message is empty.")
+    loaded, names = load_together([choice])
+    params = (params or GenerationParams()).seeded()
+    text = ""
+    for texts in stream(loaded, [prompt_from(message, system, history or [])], params, names):
+        text = texts[0]
+    return text

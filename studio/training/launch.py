@@ -1,0 +1,550 @@
+"""Training jobs: create (recipe + data snapshot in a job folder), queue, start, watch, stop, resume.
+
+Each job runs `python -m studio train job_dir/recipe.yaml` as its own process group (list argv, no shell, output to
+job_dir/train.log). Its state lives in the jobs table, so a reload, a closed browser or an app restart changes
+nothing: a restarted app finds a still-running job by its pid, and a job that died without writing result.json is
+marked failed with the end of its log. One job runs at a time (one device); the others wait in the queue.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from studio.core import access, hub, methods
+from studio.core.jobs import (
+    JOB_KEY,
+    JobError,
+    adapter_folder,
+    alive,
+    base_model,
+    finished_folder,
+    get,
+    has_checkpoint,
+    jobs_dir,
+    lineage,
+    log_tail,
+    referenced,
+)
+from studio.core.paths import ROOT
+from studio.core.store import Store
+from studio.data import feedback, rubric
+from studio.data.preferences import PreferenceError, training_snapshot
+from studio.data.prompts import PromptError, get_prompts, messages_key, read_records
+from studio.data.ranking import PAIR_MODES
+from studio.inference import models
+from studio.inference.decode import prompt_messages
+from studio.training import recipes
+
+ACTIVE = ("running", "stopping")
+
+
+STOP_GRACE_S = 60
+
+
+FOLLOW_REMOTE_S = 30.0  # how often the watcher asks SageMaker about a job running there
+
+
+CLAIM_S = 60  # a claimed job gets its pid within this; after it, the claiming app is taken to have died
+
+
+def launch(
+    store: Store,
+    method: str,
+    settings: dict,
+    *,
+    prompt_set: str | None = None,
+    pair_mode: str = recipes.PAIR_MODE,
+    data: str = "",
+    reward_job: int | None = None,
+    reward_functions: list[str] = (),
+    rubric_reward: bool = False,
+    report: dict | None = None,
+    weighted: bool = False,
+    judges: bool = False,
+    by: str | None = None,
+    where: str = "local",
+) -> int:
+    """Queue a training job the way the Train tab, the API and tests do; returns its id.
+
+    `settings` are recipe fields; `model` may be `job:N` to continue from job N's adapter. The data is `data` (a
+    file or Hub data set id) or a snapshot of the prompt set: its preference pairs (`pair_mode`), or for online RL
+    its prompts. RL rewards: a finished reward-model job, `module:function`s, and/or the prompt set's rubric.
+    `report`: settings of the alignment report to make when the job finishes (None: none). `weighted`: pairs by a
+    majority weighted by annotator quality (team.quality); `judges`: judges' rankings count as votes. `by`: who
+    launches (a lead, where leads are named). `where`: "local" (the queue here) or "sagemaker" (queued for
+    studio.training.sagemaker.start, which runs it as a SageMaker training job; the local queue leaves it alone)."""
+    if where not in ("local", "sagemaker"):
+        raise JobError(f"A job runs here (local) or on SageMaker (sagemaker), not {where!r}.")
+    access.check_lead(by, "launch training")
+    spec = methods.get(method)
+    # The form sends every method's fields: the method keeps its own (methods.Method.options).
+    settings = {
+        **recipes.studio_defaults(method),
+        **{k: v for k, v in settings.items() if k not in methods.OPTIONS or k in spec.options},
+    }
+    if isinstance(settings.get("loss_type"), str):  # TRL takes a list of losses (their weighted sum)
+        settings["loss_type"] = [settings["loss_type"] or "sigmoid"]
+    parent = None
+    model = str(settings.get("model") or "embedded")
+    if model.startswith(JOB_KEY):
+        parent = referenced(store, model)
+        if not adapter_folder(parent) or not methods.get(parent["method"]).chats:
+            raise JobError(f"Job {parent['id']} has no finished chat adapter to continue from.")
+        settings["model"], settings["continue_from"] = parent["base_model"], str(adapter_folder(parent))
+    files = {}
+    if spec.data == "prompts":
+        settings.pop("max_length", None)  # RL bounds the sampled answer instead
+        functions = list(reward_functions)
+        if reward_job is not None:
+            settings["reward_model"] = str(finished_folder(store, int(reward_job), "reward"))
+        settings["reward_functions"] = ",".join(functions)
+        if rubric_reward:
+            if not prompt_set or not rubric.get_text(store, prompt_set).strip():
+                raise JobError(
+                    f"The prompt set {prompt_set!r} has no rubric to reward with; write one on the Rank "
+                    "tab or untick the rubric reward."
+                )
+            files["rubric.yaml"] = rubric.get_text(store, prompt_set)
+        if not settings.get("reward_model") and not functions and not rubric_reward:
+            raise JobError("Online RL needs a reward: a reward-model job, the rubric and/or reward functions.")
+        # TRL needs whole groups: the batch is rounded up to a multiple of the answers per prompt.
+        groups = int(settings.get("num_generations", 4))
+        batch = int(settings.get("per_device_train_batch_size", groups))
+        settings["per_device_train_batch_size"] = -(-batch // groups) * groups
+    model = settings["model"] = str(settings.get("model") or "embedded").strip()
+    if model != models.EMBEDDED and not Path(model).expanduser().is_dir():
+        try:  # a Hub id: refused now when it cannot load, not a minute into the job
+            hub.check_available(models.resolve(model), "the base model")
+        except ValueError as error:  # models.ModelError is one
+            raise JobError(str(error)) from None
+    if (data or "").strip():
+        rows, info, label = None, {}, data.strip()
+        settings["data"] = label
+    elif spec.data == "feedback":
+        rows = feedback.kto_rows(store)
+        if not rows:
+            raise JobError("No feedback yet: give thumbs up or down, or edit answers, on the Compare tab.")
+        info, label = {**feedback.counts(store), "rows": len(rows)}, "chat feedback (thumbs and edits)"
+    elif not prompt_set:
+        raise PreferenceError("Choose a prompt set, or give a file or a Hub data set id.")
+    elif spec.data == "prompts":
+        prompts = get_prompts(store, prompt_set)
+        rows = [{"prompt": prompt_messages(p)} for p in prompts]
+        info, label = {"prompt_set": prompt_set, "prompts": len(prompts)}, f"{prompt_set} (prompts)"
+    else:
+        rows, info = training_snapshot(store, prompt_set, pair_mode, weighted, judges)
+        label = (
+            f"{prompt_set} ({PAIR_MODES[pair_mode]}{', weighted by quality' if weighted else ''}"
+            f"{', with judges' if judges else ''})"
+        )
+    return create(
+        store,
+        method,
+        settings,
+        data_label=label,
+        data_rows=rows,
+        data_info=info,
+        parent_job_id=parent["id"] if parent else None,
+        files=files,
+        report=report,
+        remote={"service": where} if where != "local" else None,
+    )
+
+
+def describe_data(
+    store: Store, method: str, prompt_set: str | None, pair_mode: str = recipes.PAIR_MODE, data: str = ""
+) -> str:
+    """What a job of `method` would train on, in a line for the Train tab (an empty state is said in neutral words,
+    not as a mistake)."""
+    spec = methods.get(method)
+    if (data or "").strip():
+        return f"Trains on {data.strip()} (checked when the job starts)."
+    if spec.data == "feedback":
+        found = feedback.counts(store)
+        return (
+            f"{len(feedback.kto_rows(store))} {spec.rows} from the Compare tab's feedback: "
+            f"{found['up']} thumbs up, "
+            f"{found['down']} down, {found['edit']} edited answer(s) (each gives a good and a bad row) by "
+            f"{found['annotators']} person(s). The prompt set is not used."
+        )
+    if not prompt_set:
+        return "Choose a prompt set, or give a file or a Hub data set id."
+    if spec.data == "prompts":
+        return (
+            f"{len(get_prompts(store, prompt_set))} prompts of {prompt_set}: the policy samples its own answers, "
+            "the reward scores them."
+        )
+    try:
+        _, info = training_snapshot(store, prompt_set, pair_mode)
+    except PreferenceError as error:  # nothing ranked yet
+        return str(error)
+    return (
+        f"{info['pairs']} {spec.rows} from {info['rankings']} rankings by {len(info['annotators'])} "
+        f"annotator(s) on {info['prompts']} prompts ({info['conflicts']} conflicting, {info['unresolved']} "
+        "dropped)."
+    )
+
+
+def recommended(
+    store: Store,
+    method: str,
+    prompt_set: str | None,
+    pair_mode: str = recipes.PAIR_MODE,
+    data: str = "",
+    model: str = "embedded",
+) -> dict:
+    """recipes.recommended for this method, the base behind `model` (job:N: that job's base) and the number of rows
+    the data gives (0 for a file or Hub data, which is read only when the job starts)."""
+    rows = 0
+    if methods.get(method).data == "feedback":
+        rows = len(feedback.kto_rows(store))
+    elif prompt_set and not (data or "").strip():
+        if methods.get(method).data == "prompts":
+            rows = len(get_prompts(store, prompt_set))
+        else:
+            try:
+                rows = training_snapshot(store, prompt_set, pair_mode)[1]["pairs"]
+            except PreferenceError:
+                pass
+    return recipes.recommended(method, base_model(store, model or "embedded"), rows)
+
+
+def create(
+    store: Store,
+    method: str,
+    settings: dict,
+    *,
+    data_label: str,
+    data_rows: list[dict] | None = None,
+    data_info: dict | None = None,
+    parent_job_id: int | None = None,
+    files: dict | None = None,
+    report: dict | None = None,
+    remote: dict | None = None,
+) -> int:
+    """A queued job: its folder with recipe.yaml (checked) and, for studio data, a snapshot of the rows. `files`
+    (name -> text) are written into the folder too; `rubric.yaml` becomes the recipe's rubric. `remote`: where it
+    runs when not here (the jobs table's remote column)."""
+    settings = dict(settings)
+    with store.tx() as db:
+        job_id = db.execute(
+            "INSERT INTO jobs (method, status, folder, base_model, data, data_info, parent_job_id, round, "
+            "report_settings, remote) VALUES (?, 'queued', '', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                method,
+                settings.get("model", "embedded"),
+                data_label,
+                json.dumps(data_info or {}),
+                parent_job_id,
+                next_round(store, parent_job_id, (data_info or {}).get("prompt_set")),
+                json.dumps(report) if report is not None else None,
+                json.dumps(remote) if remote else None,
+            ),
+        ).lastrowid
+        folder = jobs_dir() / f"{job_id}-{method}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            if data_rows is not None:
+                # The job trains on a snapshot: later rankings do not change what this job saw.
+                with open(folder / "data.jsonl", "w", encoding="utf-8") as f:
+                    for row in data_rows:
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                settings["data"] = str(folder / "data.jsonl")
+            for name, text in (files or {}).items():
+                (folder / name).write_text(text, encoding="utf-8")
+            if "rubric.yaml" in (files or {}):
+                settings["rubric"] = str(folder / "rubric.yaml")
+            settings["output_dir"] = str(folder)
+            recipes.save(folder / "recipe.yaml", method, settings)
+            (folder / "data_info.json").write_text(json.dumps({"data": data_label, **(data_info or {})}, indent=2))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        db.execute("UPDATE jobs SET folder = ? WHERE id = ?", (str(folder), job_id))
+    return job_id
+
+
+def next_round(store: Store, parent_job_id: int | None, set_name: str | None) -> int:
+    """A new job's round: one more than its parent's, and than that of any job whose adapter wrote candidates in the
+    prompt set it learns from (round 1 learns from the base model's candidates)."""
+    rounds = [0]
+    if parent_job_id is not None:
+        rounds += [r["round"] for r in store.query("SELECT round FROM jobs WHERE id = ?", (parent_job_id,))]
+    if set_name:
+        rounds += [
+            r["round"]
+            for r in store.query(
+                """SELECT DISTINCT j.round FROM responses r JOIN prompts p ON p.id = r.prompt_id
+               JOIN prompt_sets s ON s.id = p.prompt_set_id JOIN jobs j ON r.adapter = j.folder || '/adapter'
+               WHERE s.name = ?""",
+                (set_name,),
+            )
+        ]
+    return max(rounds) + 1
+
+
+def training_prompt_keys(store: Store, job_id: int) -> set[tuple]:
+    """prompts.prompt_key of every prompt this job, and each job it continued from, trained on: read from the data
+    snapshot in its folder (or the local file its recipe names). Data only on the Hub cannot be checked here."""
+    keys = set()
+    for job in lineage(store, job_id):
+        path = Path(job["folder"]) / "data.jsonl"
+        if not path.is_file():
+            candidate = Path(job["data"]).expanduser()
+            path = candidate if candidate.is_file() else None
+        if path is None:
+            continue
+        try:
+            records = read_records(path, 10**9, (".jsonl", ".csv", ".parquet"))
+        except PromptError:
+            continue
+        for record in records:
+            key = messages_key(record.get("prompt") if "prompt" in record else record.get("messages"))
+            if key is not None:
+                keys.add(key)
+    return keys
+
+
+def launch_argv(recipe_path: Path, resume: bool = False, hosts: list[str] = (), rank: int = 0) -> list[str]:
+    """The training command after `python`: `-m studio.training.train recipe`, or through accelerate launch when the
+    recipe's
+    `processes` (0: one per GPU) is more than one, or `hosts` (several machines, this one `hosts[rank]`, as on a
+    SageMaker training job) are: data parallel, NCCL on GPUs, gloo on a CPU."""
+    argv = ["-m", "studio.training.train", str(recipe_path)] + (["--resume"] if resume else [])
+    gpus = _gpu_count()
+    processes = int((yaml.safe_load(Path(recipe_path).read_text()) or {}).get("processes") or gpus)
+    if processes <= 1 and len(hosts) <= 1:
+        return argv
+    # Without GPUs, accelerate's --multi_gpu launcher (torch.distributed.run) starts CPU processes that join by gloo.
+    config = (
+        ["--config_file", str(ROOT / "assets/accelerate/multi_gpu.yaml")]
+        if gpus
+        else ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    )
+    if len(hosts) > 1:  # every machine runs this with its own rank; they meet at the first one's port 29500
+        machines = [
+            "--num_machines",
+            str(len(hosts)),
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            hosts[0],
+            "--main_process_port",
+            "29500",
+        ]
+    else:
+        with socket.socket() as probe:  # a free port for the processes to meet on (another job may hold 29500)
+            probe.bind(("127.0.0.1", 0))
+            machines = ["--num_machines", "1", "--main_process_port", str(probe.getsockname()[1])]
+    return [
+        "-m",
+        "accelerate.commands.launch",
+        *config,
+        "--num_processes",
+        str(max(processes, 1) * max(len(hosts), 1)),
+        *machines,
+    ] + argv
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _seconds_since(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    started = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (datetime.now(timezone.utc) - started).total_seconds()
+
+
+class Manager:
+    """Starts queued jobs one at a time and keeps the jobs table in step with the processes."""
+
+    def __init__(self, store: Store, on_finished=None, remote=None):
+        """`on_finished(job_id)` is called (in the watcher's thread) when a job is seen to finish. `remote`: the runner
+        of jobs that run elsewhere (training/sagemaker.py, passed in by the app: follow, stop, resume and remote_info
+        of a job, SageMakerError for what it cannot reach); without it such jobs are left alone."""
+        self.store = store
+        self.on_finished = on_finished
+        self.remote = remote
+        self._processes: dict[int, subprocess.Popen] = {}
+        self.remote_every_s = FOLLOW_REMOTE_S
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._reconcile()
+            job = self._claim()
+            if job is not None:
+                self._launch(job)
+
+    def _claim(self) -> dict | None:
+        """The oldest queued job, claimed by one conditional UPDATE while no job runs: with two app processes on
+        one database, only one of them gets it (the process lock alone covers one app)."""
+        with self.store.tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET status = 'running', pid = NULL, error = NULL, finished_at = NULL, "
+                "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND remote IS NULL ORDER BY id LIMIT 1) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs WHERE status IN ('running', 'stopping') AND remote IS NULL) "
+                "RETURNING *"
+            ).fetchone()
+        return dict(row) if row else None
+
+    def _launch(self, job: dict) -> None:
+        """Start the claimed job's training process and record its pid."""
+        folder = Path(job["folder"])
+        argv = [sys.executable] + launch_argv(folder / "recipe.yaml", bool(job["resume"]))
+        try:
+            with open(folder / "train.log", "ab") as log:
+                process = subprocess.Popen(
+                    argv,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: stop reaches the whole tree
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+        except OSError as error:
+            with self.store.tx() as db:
+                db.execute(
+                    "UPDATE jobs SET status = 'failed', error = ? WHERE id = ?",
+                    (f"could not start the training process: {error}", job["id"]),
+                )
+            return
+        self._processes[job["id"]] = process
+        with self.store.tx() as db:
+            db.execute("UPDATE jobs SET pid = ? WHERE id = ?", (process.pid, job["id"]))
+
+    def _reconcile(self) -> None:
+        for job in self.store.query("SELECT * FROM jobs WHERE status IN ('running', 'stopping')"):
+            job = dict(job)
+            if job["remote"]:
+                self._follow_remote(job)
+                continue
+            process = self._processes.get(job["id"])
+            if process is None and job["pid"] is None and _seconds_since(job["started_at"]) < CLAIM_S:
+                continue  # claimed by an app process that is starting it right now
+            running = process.poll() is None if process else alive(job["pid"], "studio.training.train", job["folder"])
+            if running:
+                continue
+            self._processes.pop(job["id"], None)
+            result_path = Path(job["folder"]) / "result.json"
+            try:
+                result = json.loads(result_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                result = {"status": "failed", "error": "the training process ended without a result (killed?)"}
+            error = None
+            if result["status"] == "failed":
+                error = result.get("error", "failed") + "\n--- end of train.log ---\n" + log_tail(job, 15)
+            with self.store.tx() as db:
+                db.execute(
+                    "UPDATE jobs SET status = ?, error = ?, pid = NULL, "
+                    "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                    (result["status"], error, job["id"]),
+                )
+            if result["status"] == "finished" and self.on_finished is not None:
+                self.on_finished(job["id"])
+
+    def _follow_remote(self, job: dict) -> None:
+        """A job on SageMaker: asked about every remote_every_s (its state, metrics and, once done, its output)."""
+        if (
+            self.remote is None
+            or time.time() - self.remote.remote_info(job).get("followed_at", 0) < self.remote_every_s
+        ):
+            return
+        try:
+            job = self.remote.follow(self.store, job["id"])
+        except self.remote.SageMakerError as error:  # no network or credentials now: the next tick asks again
+            print(f"job {job['id']}: {error}", file=sys.stderr)
+            return
+        if job["status"] == "finished" and self.on_finished is not None:
+            self.on_finished(job["id"])
+
+    def stop(self, job_id: int, by: str | None = None, grace_s: float = STOP_GRACE_S) -> str:
+        """Queued: cancelled. Running: SIGTERM (checkpoint, then exit), SIGKILL if still alive after grace_s. On
+        SageMaker: StopTrainingJob. A lead's action."""
+        access.check_lead(by, "stop a job")
+        job = get(self.store, job_id)
+        if job["remote"] and job["status"] == "running":
+            return self._runner(job_id).stop(self.store, job_id, by)
+        if job["status"] == "queued":
+            with self.store.tx() as db:
+                db.execute("UPDATE jobs SET status = 'stopped' WHERE id = ? AND status = 'queued'", (job_id,))
+            return "Removed from the queue."
+        if job["status"] != "running":
+            raise JobError(f"Job {job_id} is {job['status']}; only a queued or running job can be stopped.")
+        pid = job["pid"]
+        if pid is None:
+            raise JobError(f"Job {job_id} is starting; stop it in a moment.")
+        with self.store.tx() as db:
+            db.execute("UPDATE jobs SET status = 'stopping' WHERE id = ?", (job_id,))
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return "The process had already ended."
+
+        def kill_if_alive():
+            if alive(pid, "studio.training.train", job["folder"]):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        timer = threading.Timer(grace_s, kill_if_alive)
+        timer.daemon = True
+        timer.start()
+        return "Stopping: a checkpoint is saved at the end of the current step."
+
+    def resume(self, job_id: int, by: str | None = None) -> str:
+        """A stopped or failed job again, from its latest checkpoint (on SageMaker: a new training job). A lead's
+        action."""
+        access.check_lead(by, "resume a job")
+        job = get(self.store, job_id)
+        if job["status"] not in ("stopped", "failed"):
+            raise JobError(f"Job {job_id} is {job['status']}; only a stopped or failed job can be resumed.")
+        if job["remote"]:
+            runner = self._runner(job_id)
+            if not runner.remote_info(job).get("name"):
+                raise JobError(f"Job {job_id} never started on SageMaker; launch it again.")
+            return runner.resume(self.store, job_id, by)
+        if not has_checkpoint(job):
+            raise JobError(f"Job {job_id} has no checkpoint to resume from; launch it again instead.")
+        with self.store.tx() as db:
+            db.execute("UPDATE jobs SET status = 'queued', resume = 1, error = NULL WHERE id = ?", (job_id,))
+        self.refresh()
+        return "Resuming from the latest checkpoint."
+
+    def _runner(self, job_id: int):
+        if self.remote is None:
+            raise JobError(f"Job {job_id} runs on SageMaker, and this studio was started without its runner.")
+        return self.remote
+
+    def start_watcher(self, every_s: float = 2.0) -> threading.Thread:
+        """A daemon thread that refreshes the jobs, so queued jobs start with no browser open."""
+
+        def loop():
+            while True:
+                try:
+                    self.refresh()
+                except Exception as error:  # keep watching; the next tick retries
+                    print(f"job watcher: {error}", file=sys.stderr)
+                threading.Event().wait(every_s)
+
+        thread = threading.Thread(target=loop, name="align-studio-jobs", daemon=True)
+        thread.start()
+        return thread
