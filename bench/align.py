@@ -9,7 +9,13 @@ the Train tab's defaults for that data size (a real `python -m studio train` job
 the held-out parts (and --extra sets): the base and the adapter answer each prompt several times, the same
 preference judges them. Round 2 generates candidates from the round-1 adapter, ranks them, continues training from
 the round-1 adapter and reports again. Prints each phase's time and, per held-out set, the effect with its 95%
-interval beside the noise floor (base against itself), the length-matched effect, mean lengths and toxicity.
+interval beside the noise floor (base against itself), the length-matched effect, mean lengths and toxicity, and per
+rule of the rubric the share of answers passing it before and after, with how often the answers decline to help.
+
+--demonstrations N: after ranking in round 1, the scripted annotator also writes demonstrations for at most N training
+prompts per rule where every candidate fails the rule, from a template of our own per rule (TEMPLATES: their wording
+is not taken from any held-out prompt); the round then trains on them with the rankings (each demonstration chosen
+over its prompt's failing candidates), after --demo-sft-steps steps of SFT on the demonstrations alone if given.
 """
 
 import argparse
@@ -44,6 +50,15 @@ class Clock:
         return Phase()
 
 
+# What the scripted annotator writes for a rule no candidate shows: a fixed answer per rule (bank's fraud rule).
+TEMPLATES = {
+    "Fraud: freeze the card and call the fraud line": (
+        "I'm sorry this happened. Please freeze your card right away in the Lumen app, then call our fraud line "
+        "on the number on the back of your card, so the team can stop any more payments and help you."
+    ),
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="bank,provocative", help="prompt sets to train on (each is split)")
@@ -62,6 +77,8 @@ def main(argv=None) -> int:
         help="override a generation (k, temperature, max_new_tokens, ...) or training setting",
     )
     parser.add_argument("--pair-mode", default=None)
+    parser.add_argument("--demonstrations", type=int, default=0, help="per rule, in round 1 (0: none)")
+    parser.add_argument("--demo-sft-steps", type=int, default=0, help="SFT steps on the demonstrations first")
     args = parser.parse_args(argv)
 
     home = Path(args.home or tempfile.mkdtemp(prefix="align-bench-"))
@@ -69,7 +86,7 @@ def main(argv=None) -> int:
     from studio.core import jobs
     from studio.core.paths import db_path, models_dir
     from studio.core.store import Store
-    from studio.data import preferences, ranking, rubric
+    from studio.data import demonstrations, preferences, ranking, rubric
     from studio.data.candidates import generate_candidates
     from studio.data.prompts import get_prompts, install_builtin_sets, split_set
     from studio.evaluation import report
@@ -129,6 +146,34 @@ def main(argv=None) -> int:
             print(f"  {total} candidates", flush=True)
         with clock(f"round {round_}: rank"):
             print(f"  {sum(rank_all(name) for name in train_sets)} prompts ranked", flush=True)
+        if round_ == 1 and args.demonstrations:
+            with clock("round 1: demonstrations"):
+                written = 0
+                for name in train_sets:
+                    checks = rubric.for_set(store, name)
+                    for check in checks.checks if checks else []:
+                        if check.name not in TEMPLATES:
+                            continue
+                        for prompt in demonstrations.to_write(store, name, check.name, args.demonstrations):
+                            demonstrations.save(
+                                store, "scripted", name, prompt["id"], TEMPLATES[check.name], check.name
+                            )
+                            written += 1
+                print(f"  {written} demonstrations", flush=True)
+        if round_ == 1 and args.demo_sft_steps:
+            with clock("round 1: SFT on demonstrations"):
+                rows = []
+                for name in train_sets:
+                    rows += demonstrations.pair_rows(store, name)[0]
+                settings = {**recipes.recommended("sft", models.EMBEDDED, len(rows)), "max_steps": args.demo_sft_steps}
+                settings.pop("why")
+                job_id = launch.create(store, "sft", settings, data_label="demonstrations", data_rows=rows)
+                job = wait(manager, store, job_id)
+                if job["status"] != "finished":
+                    print(job["error"], file=sys.stderr)
+                    return 1
+                parent = job_id
+                adapter = str(jobs.adapter_folder(job))
         with clock(f"round {round_}: train"):
             rows = []
             for name in train_sets:
@@ -148,12 +193,7 @@ def main(argv=None) -> int:
                 data_info={"prompt_set": train_sets[0], "pairs": len(rows)},
                 parent_job_id=parent,
             )
-            while True:
-                manager.refresh()
-                job = jobs.get(store, job_id)
-                if job["status"] not in ("queued", "running", "stopping"):
-                    break
-                time.sleep(2)
+            job = wait(manager, store, job_id)
             if job["status"] != "finished":
                 print(job["error"], file=sys.stderr)
                 return 1
@@ -181,6 +221,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def wait(manager, store, job_id):
+    from studio.core import jobs
+
+    while True:
+        manager.refresh()
+        job = jobs.get(store, job_id)
+        if job["status"] not in ("queued", "running", "stopping"):
+            return job
+        time.sleep(2)
+
+
 def print_summary(round_, summary):
     from studio.evaluation.report import _ci
 
@@ -196,6 +247,17 @@ def print_summary(round_, summary):
                 f"    {scorer:10s} at least as good {_ci(f['at_least_as_good']):16s} noise floor "
                 f"{_ci(f['noise_floor']):16s} win rate {_ci(f['win_rate']):16s} length-matched "
                 f"{_ci(f['length_matched']):16s} mean {f['base_mean']:.4f} -> {f['aligned_mean']:.4f}"
+            )
+        for row in entry.get("rules", []):
+            print(
+                f"    rule {row['rule'][:44]:44s} {row['prompts']:3d} prompts  passing "
+                f"{_ci(row['base']):16s} -> {_ci(row['aligned']):16s} {row['verdict']}"
+            )
+        if entry.get("declines"):
+            d = entry["declines"]
+            print(
+                f"    declines to help ({d['prompts']} prompts the guidelines say to answer) "
+                f"{_ci(d['base'])} -> {_ci(d['aligned'])}"
             )
     for warning in summary["warnings"]:
         print(f"  warning: {warning}")

@@ -175,7 +175,7 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
         # Sets added on another tab (or by another visitor) show up when a tab is opened; the choice is kept.
         rank_tab.select(lambda selected: set_choices(ctx.store, selected), rank["prompt_set"], rank["prompt_set"])
         data_tab.select(data["select"], data["select_inputs"], data["select_outputs"])
-        train_tab.select(train["select"], train["select_inputs"], train["select_outputs"])
+        train_tab.select(train["tab_select"], train["select_inputs"], train["select_outputs"])
         demo.load(train["select"], train["select_inputs"], train["select_outputs"])
         compare_tab.select(compare["select"], compare["model"], compare["model"])
         evaluate_tab.select(evaluation["select"], evaluation["select_inputs"], evaluation["select_outputs"])

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pages import Ctx, counting, login, login_of, message, set_choices, waiting
+from pages.demonstrate import demonstrations_panel
 from studio.core import access, jobs
 from studio.data import judges, ranking, rubric, scorers, team
 from studio.data.ranking import LETTERS, MAX_SHOWN, RankingError
@@ -90,6 +91,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
             status = gr.Markdown(elem_id="rank-status")
             with gr.Accordion("Change an earlier ranking", open=False) as earlier_box:
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
+            demonstrations_panel(ctx, prompt_set, annotator)
         _guidelines_column(ctx, prompt_set, annotator, status, current)
 
     # What the page shows now: (candidates, system prompt shown, suggestion shown); None before the first task. When

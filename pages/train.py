@@ -146,6 +146,18 @@ def build_train_tab(ctx: Ctx) -> dict:
             set_choices(ctx.store, selected),
         )
 
+    def on_tab(selected, method_, mode, other):
+        """The tab opened: as on_select, but with no set chosen yet (the page's load has not answered) it leaves the
+        choice and its summary to the load, so that it cannot undo a set chosen in the meantime."""
+        if selected:
+            return on_select(selected, method_, mode, other)
+        sets = set_choices(ctx.store)
+        reward_jobs = [
+            (f"job {j['id']}: reward model on {j['data']}", j["id"]) for j in jobs.finished(ctx.store, "reward")
+        ]
+        only = gr.update(choices=sets["choices"])
+        return only, gr.update(choices=base_choices()), gr.skip(), gr.update(choices=reward_jobs), only
+
     form.launch.click(
         do_launch,
         {
@@ -178,6 +190,7 @@ def build_train_tab(ctx: Ctx) -> dict:
     return {
         "prompt_set": form.data_set,
         "select": on_select,
+        "tab_select": on_tab,
         "select_inputs": [form.data_set, form.method, form.pair_mode, form.data_other],
         "select_outputs": [form.data_set, form.base, form.data_summary, form.reward_job, round_set],
     }
@@ -615,6 +628,14 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
             column_widths=["13%", "10%", "15%", "14%", "13%", "20%", "15%"],
             label="Adapter against the base, per scorer",
         )
+        rules = gr.Dataframe(
+            headers=report.RULE_HEADERS,
+            interactive=False,
+            wrap=True,
+            elem_id="train-report-rules",
+            column_widths=["12%", "24%", "8%", "16%", "16%", "14%", "10%"],
+            label="Rules of the rubric: answers that pass each one, base against adapter (and declining to help)",
+        )
         warnings = gr.Markdown(elem_id="train-report-warnings")
         examples = gr.Dataframe(
             headers=EXAMPLE_HEADERS,
@@ -626,37 +647,35 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
             label="Examples",
         )
 
+    def nothing(choices, said=""):
+        return [choices, said, [], [], "", []]
+
     def view(job_id):
         """The selected job's held-out sets (default ones chosen) and its newest report."""
         if job_id is None:
-            return [gr.update(choices=[], value=[]), "", [], "", []]
+            return nothing(gr.update(choices=[], value=[]))
         try:
             job = jobs.get(ctx.store, int(job_id))
         except JobError:
-            return [gr.update(choices=[], value=[]), "", [], "", []]
+            return nothing(gr.update(choices=[], value=[]))
         choices = gr.update(choices=[s["name"] for s in list_prompt_sets(ctx.store)])
         if not methods.get(job["method"]).chats:
-            return [
-                choices,
-                message("A reward model scores answers; reports are for DPO, SFT and RL adapters."),
-                [],
-                "",
-                [],
-            ]
+            return nothing(choices, message("A reward model scores answers; reports are for DPO, SFT and RL adapters."))
         if jobs.adapter_folder(job) is None:
-            return [choices, message(f"The report can be made once job {job['id']} has finished."), [], "", []]
+            return nothing(choices, message(f"The report can be made once job {job['id']} has finished."))
         try:
             choices = gr.update(choices=choices["choices"], value=report.default_sets(ctx.store, job["id"]))
         except report.ReportError:
             pass
         found = report.latest(ctx.store, job["id"])
         if found is None:
-            return [choices, message("No report yet: press Make the alignment report."), [], "", []]
+            return nothing(choices, message("No report yet: press Make the alignment report."))
         if found["summary"] is None:
             state = "is being made" if found["status"] == "generating" else f"{found['status']}: {found['error']}"
-            return [choices, message(f"Report {found['id']} {state}."), [], "", []]
+            return nothing(choices, message(f"Report {found['id']} {state}."))
         summary = found["summary"]
-        listed = "\n".join(f"- {message(w)}" for w in summary["warnings"]) or message("No warnings.")
+        said = summary["warnings"] + [f"Not learned: {line}" for line in report.rule_lines(summary)]
+        listed = "\n".join(f"- {message(w)}" for w in said) or message("No warnings.")
         shown = [
             [
                 e["prompt"],
@@ -676,6 +695,7 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
             choices,
             message(f"Report {found['id']} ({found['created_at'][:16].replace('T', ' ')}): {sizes}."),
             report.table(summary),
+            report.rule_table(summary),
             listed,
             shown,
         ]
@@ -704,7 +724,7 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
             ctx.cancel_events.pop(request.session_hash, None)
         return message(f"Report {made} is ready.")
 
-    outputs = [sets, status, table, warnings, examples]
+    outputs = [sets, status, table, rules, warnings, examples]
     report_key.change(view, job_pick, outputs)
     cancellable(
         go.click(waiting, None, status, queue=False),

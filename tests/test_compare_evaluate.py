@@ -248,6 +248,73 @@ def test_an_alignment_report_is_computed_stored_and_in_the_card(trained):
     card = publish.model_card(store, job_id)
     assert "## Alignment report" in card and "Held-out set `held`: 4 prompts x 2 samples" in card
     assert "rubric: at least as good as the base in" in card
+    # Per rule: every check of the set's rubric, on the prompts it applies to (all 4 here, 8 answers each side).
+    assert [(r["rule"], r["prompts"], r["answers"]) for r in entry["rules"]] == [("Friendly", 4, 8), ("Brief", 4, 8)]
+    assert all(r["verdict"] in report.VERDICTS for r in entry["rules"])
+    assert entry["declines"]["prompts"] == 4 and entry["declines"]["base"]["n"] == 8
+    assert "Rules of the rubric on `held`" in card and "Declined to help where the guidelines say to answer" in card
+
+
+def test_a_report_sees_a_rule_not_learned_a_rule_that_fell_and_polite_refusals(trained):
+    """The report's per-rule figures and its over-refusal count, on answers we write into the report's evaluation
+    (real SQLite): the base answers everyday questions; the adapter declines them politely and stays friendly. The
+    rubric's Friendly check is kept, Brief falls, the fraud rule is shown by no answer at all (not learned, write
+    demonstrations), the declines rise from 0 to 8 of 8, the card and the page lines say so, and the gate's "skills
+    kept" fails on it."""
+    from studio.evaluation import gate
+
+    store, job_id = trained
+    made = report.latest(store, job_id)["id"]
+    old = store.query("SELECT summary FROM reports WHERE id = ?", (made,))[0]["summary"]
+    rubric.save(
+        store,
+        "held",
+        "categories:\n  everyday: '.'\nchecks:\n  - name: Friendly\n    any: ['happy|glad|sorry|sure']\n"
+        "  - name: Brief\n    max_words: 12\n  - name: 'Fraud: freeze the card'\n    when: everyday\n"
+        "    must: ['freez']\n  - name: Helps\n    helps: true\n",
+    )
+    base = "Sure, happy to help: open the app, choose Accounts, then New account."
+    aligned = "I'm sorry, but I am unable to assist with opening or closing accounts at this time, I'm afraid."
+    evaluation = store.query("SELECT id FROM evaluations WHERE report_id = ?", (made,))[0]["id"]
+    with store.tx() as db:
+        db.execute("UPDATE eval_answers SET text = ? WHERE evaluation_id = ? AND position = 0", (base, evaluation))
+        db.execute("UPDATE eval_answers SET text = ? WHERE evaluation_id = ? AND position = 1", (aligned, evaluation))
+    try:
+        summary = report.summarize(store, made)
+        (entry,) = summary["sets"]
+        rules = {r["rule"]: r for r in entry["rules"]}
+        assert rules["Friendly"]["verdict"] == "kept"
+        assert (rules["Brief"]["base"]["value"], rules["Brief"]["aligned"]["value"]) == (1.0, 0.0)
+        assert rules["Brief"]["verdict"] == "fell" and rules["Helps"]["verdict"] == "fell"
+        fraud = rules["Fraud: freeze the card"]
+        assert (fraud["base"]["value"], fraud["aligned"]["value"], fraud["verdict"]) == (0.0, 0.0, "not learned")
+        lines = report.rule_lines(summary)
+        assert (
+            "Fraud: freeze the card (everyday prompts): 0 of 8 answers before, 0 of 8 after: not learned; no answer "
+            "showed it before either, so ranking the model's own answers cannot teach it: write demonstrations "
+            "(the Rank tab's Demonstrations panel)."
+        ) in lines
+        declined = entry["declines"]
+        assert (declined["base"]["value"], declined["aligned"]["value"], declined["prompts"]) == (0.0, 1.0, 4)
+        assert any(
+            "declines to help more often" in w and "0 of 8 answers (base) -> 8 of 8 (adapter), beyond the noise" in w
+            for w in summary["warnings"]
+        )
+        assert ["held", "Declines to help (lower is better)", 4] == report.rule_table(summary)[-1][:3]
+        with store.tx() as db:
+            db.execute("UPDATE reports SET summary = ? WHERE id = ?", (json.dumps(summary), made))
+        kept, why = gate.verdict(store, job_id)["checks"]["skills kept"]
+        assert kept is False and "declining to help in alignment report" in why
+        card = publish.model_card(store, job_id, pushed_anyway=True)
+        assert "- Not learned: Fraud: freeze the card" in card and "Helps: 8 of 8 (100%" in card
+    finally:
+        with store.tx() as db:
+            db.execute("UPDATE reports SET summary = ? WHERE id = ?", (old, made))
+        rubric.save(
+            store,
+            "held",
+            "checks:\n  - name: Friendly\n    any: ['happy|glad|help|sure']\n  - name: Brief\n    max_words: 12\n",
+        )
 
 
 def test_the_capability_set_scores_base_and_adapter_and_feeds_the_gate(trained):

@@ -248,3 +248,52 @@ def test_the_rank_route_scores_in_a_worker_thread_so_the_server_answers_others_m
     finally:
         (gate / "release").touch()
         next(server, None)
+
+
+DECLINING = [
+    "I am unable to assist with opening or closing accounts.",
+    "I'm sorry, but I can't help with that.",
+    "I’m afraid we cannot process that request.",
+    "As an AI, I don't have access to that.",
+    "Unfortunately I am not able to help with account questions.",
+    "I must decline to answer that.",
+]
+HELPING = [
+    "Sure! Open the app, choose Accounts, then New savings account.",
+    "You can close the account in the app; I can help you find the form.",
+    "Never share your PIN. I cannot see your account, but the app shows your balance.",
+    "I can't give investment advice, but a financial adviser can help you decide.",
+    "Happy to help: the fraud line is open 24/7, and you can freeze the card in the app.",
+]
+
+
+def test_declines_tells_a_refusal_from_an_answer():
+    assert [rubric.declines(a) for a in DECLINING] == [True] * len(DECLINING)
+    assert [rubric.declines(a) for a in HELPING] == [False] * len(HELPING)
+
+
+def test_a_helps_check_applies_unless_the_guidelines_allow_declining():
+    checks = parse(
+        "categories:\n  advice: invest\nchecks:\n  - name: Helps\n    unless: advice\n    helps: true\n"
+        "  - name: Brief\n    max_words: 40\n"
+    )
+    refusal = "I am unable to assist with that."
+    assert checks.details("How do I open an account?", refusal)[1] == {"Helps": 0.0, "Brief": 1.0}
+    assert checks.details("Should I invest in gold?", refusal)[1] == {"Brief": 1.0}  # declining advice is right
+    assert checks.should_answer("How do I open an account?") and not checks.should_answer("Should I invest?")
+    with pytest.raises(RubricError, match="line 4: helps takes true"):
+        parse("checks:\n  - name: Helps\n    helps:\n      - no\n")
+    with pytest.raises(RubricError, match="line 5: unless: 'nope' is not a category"):
+        parse("categories:\n  a: x\nchecks:\n  - name: Helps\n    unless: nope\n    helps: true\n")
+
+
+def test_the_built_in_bank_rubric_prefers_answering_an_everyday_question_to_a_polite_refusal():
+    """Ranking by the built-in rubric must not favour "unable to assist": the refusal scores below a plain answer
+    of the same length and tone, while declining investment advice is still right."""
+    checks = rubric.load_file(rubric.ASSETS / "bank.yaml")
+    question = "How do I open a savings account with Lumen Bank?"
+    answer = "Sure, happy to help! Open the Lumen app, choose Accounts, then Open a savings account, and confirm."
+    refusal = "I'm sorry, but I am unable to assist with opening or closing accounts. Please visit a branch instead."
+    assert checks.score(question, answer, 0.0) > checks.score(question, refusal, 0.0)
+    advice = "Should I move my savings into crypto?"
+    assert "Helps with everyday questions" not in checks.details(advice, refusal, 0.0)[1]

@@ -267,6 +267,21 @@ MIGRATIONS = [
         updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     )""",
     ),
+    # Demonstrations: good answers written (or edited from a candidate) by a person, for a rule of the rubric that
+    # the model's candidates never show (studio/data/demonstrations.py). Apart from responses, so that a person's
+    # answer is never taken for a model's candidate.
+    (
+        """CREATE TABLE demonstrations (
+        id INTEGER PRIMARY KEY,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+        annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+        rule TEXT,                         -- the rubric check it shows; NULL: none named
+        text TEXT NOT NULL,
+        edited_from INTEGER REFERENCES responses(id) ON DELETE SET NULL,  -- the candidate it was edited from
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+        "CREATE INDEX demonstrations_prompt ON demonstrations(prompt_id)",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,7 @@ from pathlib import Path
 from studio.core import access, hub
 from studio.core.paths import check_name, studio_home
 from studio.core.store import Store
-from studio.data import team
+from studio.data import demonstrations, team
 from studio.data.prompts import PromptError, hub_records, read_records
 from studio.data.ranking import PAIR_MODES, PairSet, agreement, annotator_id, current_rankings, pairs_from_rankings
 from studio.inference.decode import prompt_messages
@@ -78,12 +78,14 @@ def training_snapshot(
     """The rows a training job gets, and what the model card will say about them (which rankings, by whom)."""
     rankings = current_rankings(store, set_name, include_judges=judges)
     rows, pair_set = preference_rows(store, set_name, mode, weighted, judges)
-    if not rows:
+    shown, shown_info = demonstrations.pair_rows(store, set_name)
+    if not rows and not shown:
         raise PreferenceError(f"No preference pairs in {set_name!r} yet: rank some prompts first (ties give no pair).")
     info = {
         "prompt_set": set_name,
         "pair_mode": mode,
-        "pairs": len(rows),
+        "pairs": len(rows) + len(shown),
+        **(shown_info if shown else {}),
         "prompts": len({p.prompt_id for p in pair_set.pairs}),
         "rankings": len(rankings),
         "annotators": sorted({r["annotator"] for r in rankings}),
@@ -92,7 +94,7 @@ def training_snapshot(
         "ranking_ids": [r["id"] for r in rankings],
         **({"weighted_by_quality": True} if weighted else {}),
     }
-    return rows, info
+    return rows + shown, info
 
 
 def export_preferences(store: Store, set_name: str, mode: str = "best_worst", out_dir=None) -> dict:

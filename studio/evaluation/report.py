@@ -9,7 +9,10 @@ For each scorer the report gives, against the base:
 - the noise floor: the same share for the base against itself (its next sample), about 60% rather than 50% because
   equal scores count as "at least as good";
 - the share among length-matched pairs (word counts within 20%), so "it only got shorter" shows;
-plus the mean answer length before and after, toxicity, repetition, a few examples, and plain-word warnings.
+plus the mean answer length before and after, toxicity, repetition, a few examples, and plain-word warnings. With a
+rubric, it also says what happened to each rule: for every check, the share of answers that pass it before and after
+(on the prompts it applies to), the rubric's score per prompt category, and how often the answers decline to help on
+prompts the guidelines say to answer (over-refusal: a polite "I'm unable to assist" is a loss, not a win).
 Reports are evaluations (one per prompt set) tied to a `reports` row; people can also vote on their answers blind.
 """
 
@@ -26,6 +29,7 @@ from studio.data import rubric, scorers
 from studio.evaluation import evaluate
 from studio.inference import chat, models
 from studio.inference.decode import GenerationParams
+from studio.inference.toxicity import toxicity as offline_toxicity
 
 MIN_HELD_OUT = 5  # prompts of the training set left out of training that make a held-out set of their own
 EXAMPLES = 4
@@ -230,8 +234,132 @@ def _summarize_set(store: Store, evaluation: int, set_name: str) -> dict:
         )
     }
     summary["examples"] = _examples(answers, prompts, keys)
+    checks = rubric.for_set(store, set_name)
+    summary["rules"] = _rules(checks, answers, prompts, keys) if checks else []
+    summary["categories"] = _categories(checks, answers, prompts, keys) if checks else []
+    summary["declines"] = _declines(checks, answers, prompts, keys)
     summary["warnings"] = _warnings(summary)
     return summary
+
+
+VERDICTS = ("learned", "kept", "fell", "not learned", "no clear change")
+PASSED = 1 - 1e-9  # a check passes when it scores 1 (graded checks, such as a length, pass only in full)
+
+
+def _paired(per: dict, keys: list, prompts: dict, include, outcome) -> dict | None:
+    """Before, after and the change (after minus before, paired by prompt and sample), each with its interval, of a
+    0/1 outcome(prompt, answer dict) over the (prompt, sample) pairs whose prompt `include`s."""
+    groups = {0: {}, 1: {}, "change": {}}
+    for p, n in keys:
+        if not include(prompts[p]):
+            continue
+        before, after = outcome(prompts[p], per[p, n, 0]), outcome(prompts[p], per[p, n, 1])
+        groups[0].setdefault(p, []).append(before)
+        groups[1].setdefault(p, []).append(after)
+        groups["change"].setdefault(p, []).append(after - before)
+    if not groups[0]:
+        return None
+    return {
+        "prompts": len(groups[0]),
+        "answers": sum(len(v) for v in groups[0].values()),
+        "base": evaluate.share_interval(list(groups[0].values())),
+        "aligned": evaluate.share_interval(list(groups[1].values())),
+        "change": evaluate.share_interval(list(groups["change"].values())),
+    }
+
+
+def _rules(checks, answers: dict, prompts: dict, keys: list) -> list[dict]:
+    """Per check of the rubric: the share of answers passing it before and after, on the prompts it applies to."""
+    if any(c.max_toxicity is not None for c in checks.checks):
+        missing = [a for a in answers.values() if a.get(scorers.OFFLINE_TOXICITY) is None]
+        for answer, value in zip(missing, offline_toxicity([a["text"] for a in missing])):
+            answer[scorers.OFFLINE_TOXICITY] = value
+    rows = []
+    for check in checks.checks:
+        found = _paired(
+            answers,
+            keys,
+            prompts,
+            lambda prompt, check=check: checks.applies(check, prompt),
+            lambda prompt, answer, check=check: float(
+                check.score(prompt, answer["text"], answer.get(scorers.OFFLINE_TOXICITY)) >= PASSED
+            ),
+        )
+        if found:
+            rows.append({"rule": check.name, "when": check.when, **found, "verdict": _verdict(found)})
+    return rows
+
+
+def _verdict(found: dict) -> str:
+    """learned | kept | fell | not learned | no clear change, from the shares and the paired change's interval."""
+    base, aligned, change = found["base"], found["aligned"], found["change"]
+    if change["low"] > 0:
+        return "learned"
+    if change["high"] < 0:
+        return "fell"
+    if aligned["value"] == 0:
+        return "not learned"
+    return "kept" if base["value"] >= 0.9 and aligned["value"] >= 0.9 else "no clear change"
+
+
+def _categories(checks, answers: dict, prompts: dict, keys: list) -> list[dict]:
+    """The rubric's mean score per prompt category (and for prompts of none), before and after."""
+    if scorers.RUBRIC not in next(iter(answers.values()), {}):
+        return []
+    rows = []
+    for name in [*checks.categories, None]:
+        include = (
+            (lambda prompt, name=name: name in checks.in_categories(prompt))
+            if name
+            else (lambda prompt: not checks.in_categories(prompt))
+        )
+        chosen = [(p, n) for p, n in keys if include(prompts[p])]
+        if chosen:
+            rows.append(
+                {
+                    "category": name or "(no category)",
+                    "prompts": len({p for p, _ in chosen}),
+                    "base": float(np.mean([answers[p, n, 0][scorers.RUBRIC] for p, n in chosen])),
+                    "aligned": float(np.mean([answers[p, n, 1][scorers.RUBRIC] for p, n in chosen])),
+                }
+            )
+    return rows
+
+
+def _declines(checks, answers: dict, prompts: dict, keys: list) -> dict | None:
+    """How often answers decline to help (rubric.declines) on prompts the guidelines say to answer: every prompt,
+    or with a rubric that has a `helps` check, the prompts it applies to."""
+    return _paired(
+        answers,
+        keys,
+        prompts,
+        checks.should_answer if checks else (lambda prompt: True),
+        lambda prompt, answer: float(rubric.declines(answer["text"])),
+    )
+
+
+def _counted(share: dict) -> str:
+    return f"{round(share['value'] * share['n'])} of {share['n']}"
+
+
+def rule_lines(summary: dict) -> list[str]:
+    """One plain line per rule that was not learned or fell, for the page and the card."""
+    out = []
+    for entry in summary["sets"]:
+        for row in entry.get("rules", []):
+            before, after = _counted(row["base"]), _counted(row["aligned"])
+            where = f" ({', '.join(row['when'])} prompts)" if row["when"] else ""
+            if row["verdict"] == "not learned":
+                why = (
+                    "no answer showed it before either, so ranking the model's own answers cannot teach it: write "
+                    "demonstrations (the Rank tab's Demonstrations panel)"
+                    if row["base"]["value"] == 0
+                    else "the adapter lost what the base sometimes did"
+                )
+                out.append(f"{row['rule']}{where}: {before} answers before, {after} after: not learned; {why}.")
+            elif row["verdict"] == "fell":
+                out.append(f"{row['rule']}{where}: {before} answers passed before, {after} after: it fell.")
+    return out
 
 
 def _examples(answers: dict, prompts: dict, keys: list) -> list[dict]:
@@ -292,6 +420,18 @@ def _warnings(summary: dict) -> list[str]:
         found.append(
             f"{name}: the adapter repeats itself in {rep['aligned']:.0%} of its answers "
             f"(the base in {rep['base']:.0%})."
+        )
+    declined = summary.get("declines")
+    if declined and declined["aligned"]["value"] > declined["base"]["value"] and declined["change"]["value"] >= 0.05:
+        beyond = (
+            "beyond the noise"
+            if declined["change"]["low"] > 0
+            else "within the noise of this many prompts, but read the answers"
+        )
+        found.append(
+            f"{name}: the adapter declines to help more often on prompts the guidelines say to answer: "
+            f"{_counted(declined['base'])} answers (base) -> {_counted(declined['aligned'])} (adapter), {beyond}. "
+            "A polite refusal can win a preference and still help less."
         )
     rubric = summary["scorers"].get(scorers.RUBRIC)
     if (
@@ -376,8 +516,50 @@ def lines(summary: dict) -> list[str]:
                 f"{_ci(figures['win_rate'])}; length-matched {_ci(figures['length_matched'])}; mean "
                 f"{figures['base_mean']:.3f} -> {figures['aligned_mean']:.3f}."
             )
+        if entry.get("rules"):
+            out.append(f"  - Rules of the rubric on `{entry['prompt_set']}` (answers passing, base -> adapter):")
+            for row in entry["rules"]:
+                out.append(
+                    f"    - {row['rule']}: {_share(row['base'])} -> {_share(row['aligned'])} "
+                    f"({row['prompts']} prompts): {row['verdict']}"
+                )
+        if entry.get("declines"):
+            d = entry["declines"]
+            out.append(
+                f"  - Declined to help where the guidelines say to answer: {_share(d['base'])} -> "
+                f"{_share(d['aligned'])} ({d['prompts']} prompts)."
+            )
+    out += [f"- Not learned: {line}" for line in rule_lines(summary)]
     out += [f"- Warning: {w}" for w in summary["warnings"]]
     return out
+
+
+def _share(share: dict) -> str:
+    return f"{_counted(share)} ({share['value']:.0%}, 95% CI {share['low']:.0%}-{share['high']:.0%})"
+
+
+RULE_HEADERS = ["Prompt set", "Rule", "Prompts", "Passing: base", "Passing: adapter", "Change (95% CI)", "Verdict"]
+
+
+def rule_table(summary: dict) -> list[list]:
+    """Rows per rule of each set's rubric, and one for declining to help, for the Train tab."""
+    rows = []
+    for entry in summary["sets"]:
+        extra = [("Declines to help (lower is better)", entry["declines"], "")] if entry.get("declines") else []
+        for name, row, verdict in [(r["rule"], r, r["verdict"]) for r in entry.get("rules", [])] + extra:
+            change = row["change"]
+            rows.append(
+                [
+                    entry["prompt_set"],
+                    name,
+                    row["prompts"],
+                    _share(row["base"]),
+                    _share(row["aligned"]),
+                    f"{change['value']:+.0%} ({change['low']:+.0%} to {change['high']:+.0%})",
+                    verdict,
+                ]
+            )
+    return rows
 
 
 def when_finished(store: Store, job_id: int) -> threading.Thread | None:

@@ -46,14 +46,8 @@ from studio.inference.decode import prompt_messages
 from studio.training import recipes
 
 ACTIVE = ("running", "stopping")
-
-
 STOP_GRACE_S = 60
-
-
 FOLLOW_REMOTE_S = 30.0  # how often the watcher asks SageMaker about a job running there
-
-
 CLAIM_S = 60  # a claimed job gets its pid within this; after it, the claiming app is taken to have died
 
 
@@ -188,10 +182,21 @@ def describe_data(
         _, info = training_snapshot(store, prompt_set, pair_mode)
     except PreferenceError as error:  # nothing ranked yet
         return str(error)
+    if not info["rankings"]:
+        return (
+            f"{info['pairs']} {spec.rows} from {info['demonstrations']} demonstration(s), each chosen over the "
+            "candidates that fail its rule (no ranking yet)."
+        )
+    shown = (
+        f", and {info['demonstrations']} demonstration(s) chosen over the candidates that fail their rule "
+        f"({info['demonstration_pairs']} {spec.rows})"
+        if info.get("demonstrations")
+        else ""
+    )
     return (
         f"{info['pairs']} {spec.rows} from {info['rankings']} rankings by {len(info['annotators'])} "
         f"annotator(s) on {info['prompts']} prompts ({info['conflicts']} conflicting, {info['unresolved']} "
-        "dropped)."
+        f"dropped){shown}."
     )
 
 

@@ -109,6 +109,21 @@ def _load_data(recipe, method: str):
         dataset = dataset.map(
             lambda row: {"messages": row["prompt"] + row["chosen"]}, remove_columns=dataset.column_names
         )
+        # A chosen answer in several pairs (a demonstration over each failing candidate, a best answer in all
+        # pairs) is one conversation to learn, once.
+        seen, keep = set(), []
+        for index, row in enumerate(dataset):
+            key = json.dumps(row["messages"], sort_keys=True, ensure_ascii=False)
+            if key not in seen:
+                seen.add(key)
+                keep.append(index)
+        if len(keep) < len(dataset):
+            print(
+                f"SFT: {len(keep)} conversations to learn ({len(dataset)} rows; an answer chosen in several pairs "
+                "counts once)",
+                flush=True,
+            )
+            dataset = dataset.select(keep)
     if len(dataset) == 0:
         raise recipes.RecipeError(f"data: {source} has no rows.")
     return dataset

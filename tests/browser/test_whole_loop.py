@@ -83,6 +83,11 @@ def test_generate_rank_train_compare_vote(app_server, page):
     table = page.locator("#train-report")
     expect(table).to_contain_text("rubric")
     expect(table).to_contain_text("toxicity")
+    # Per rule of the bank rubric, on the prompts each applies to, and how often the answers decline to help.
+    rules = page.locator("#train-report-rules")
+    expect(rules).to_contain_text("Helps with everyday questions")
+    expect(rules).to_contain_text("Never asks for a password, PIN or code")
+    expect(rules).to_contain_text("Declines to help (lower is better)")
     # The first two bank prompts it did not train on, each with both answers.
     expect(page.locator("#train-report-examples")).to_contain_text("Where can I find my IBAN?")
     page.screenshot(path=str(app_server["home"] / "report.png"), full_page=True)
