@@ -14,9 +14,19 @@ from pages import build_demo  # noqa: E402  (after the analytics setting, which 
 from studio.core import access  # noqa: E402
 from studio.core.paths import db_path  # noqa: E402
 from studio.core.store import Store  # noqa: E402
+from studio.data.prompts import install_builtin_sets  # noqa: E402
+from studio.evaluation import report  # noqa: E402
 from studio.shipping import openai_api  # noqa: E402
+from studio.training import sagemaker  # noqa: E402
+from studio.training.launch import Manager  # noqa: E402
 
-demo = build_demo()
+# The app's parts: the database, the job manager with its runners (local processes; SageMaker for the jobs sent
+# there; an alignment report when a job that asked for one finishes), the pages over them, and (below) the routes.
+store = Store(db_path())
+install_builtin_sets(store)
+report.interrupted(store)
+manager = Manager(store, on_finished=lambda job_id: report.when_finished(store, job_id), remote=sagemaker)
+demo = build_demo(store, manager)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Align Studio")
@@ -52,9 +62,10 @@ if __name__ == "__main__":
     require_key = openai_api.needs_key(host, login=bool(auth or os.environ.get("SPACE_ID")))
     routes = [
         route
-        for router in [*demo.studio_routers, openai_api.router(Store(db_path()), require_key=require_key)]
+        for router in [*demo.studio_routers, openai_api.router(store, require_key=require_key)]
         for route in router.routes
     ]
+    manager.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
     # None lets Gradio read GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (a Hugging Face Space sets them).
     demo.queue().launch(
         server_name=args.host,

@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from studio.core.paths import db_path, persistence_warning
+from studio.core.paths import persistence_warning
 from studio.core.store import Store
-from studio.data.prompts import install_builtin_sets, list_prompt_sets
-from studio.evaluation import report
+from studio.data.prompts import list_prompt_sets
 from studio.inference import models
-from studio.training import sagemaker
 from studio.training.launch import Manager
 
 
@@ -135,7 +133,8 @@ def message(text: str, error: bool = False) -> str:
     return f"**Error:** {plain(text)}" if error else plain(text)
 
 
-def build_demo(store: Store | None = None) -> gr.Blocks:
+def build_demo(store: Store, manager: Manager) -> gr.Blocks:
+    """The tabs over `store`, launching and watching jobs through `manager` (app.py makes both and starts it)."""
     from pages.compare import build_compare_tab
     from pages.data import build_data_tab
     from pages.evaluate import build_evaluate_tab
@@ -144,11 +143,7 @@ def build_demo(store: Store | None = None) -> gr.Blocks:
     from pages.rank import build_rank_tab
     from pages.train import build_train_tab
 
-    ctx = Ctx(store or Store(db_path()))
-    install_builtin_sets(ctx.store)
-    report.interrupted(ctx.store)
-    ctx.jobs = Manager(ctx.store, on_finished=lambda job_id: report.when_finished(ctx.store, job_id), remote=sagemaker)
-    ctx.jobs.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open
+    ctx = Ctx(store, manager)
     with gr.Blocks(title="Align Studio") as demo:
         gr.Markdown("# Align Studio\nGenerate candidates, rank them, train, compare, evaluate, publish.")
         warning = persistence_warning()

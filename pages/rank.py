@@ -101,80 +101,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
     layout = gr.JSON(None, visible=False, elem_id="rank-layout")
     view_outputs = [current, layout, system, prompt, *candidates, pairwise, rating, suggested, order, progress, status]
 
-    def view(
-        task: ranking.Task | None,
-        who: str | None,
-        set_name: str | None,
-        note: str = "",
-        shown_layout: tuple | None = None,
-    ) -> list:
-        """Every output of a page update for `task` (None: the queue is empty)."""
-        # While there is more to rank, the team's counts may lag by TEAM_MAX_AGE; the last screen reads them now.
-        stats = (
-            ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0)
-            if set_name
-            else None
-        )
-        progress_text = (
-            f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
-            f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
-            if stats
-            else ""
-        )
-        if stats and stats["target"]:
-            progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
-        if set_name:
-            progress_text += " · " + active.describe(ctx.store, set_name)
-        if task is None:
-            done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
-            return [
-                None,
-                None,
-                gr.update(visible=False),
-                gr.update(value=done),
-                *[gr.update(visible=False)] * MAX_SHOWN,
-                gr.update(visible=False),
-                gr.update(visible=False),
-                gr.update(visible=False),
-                "",
-                message(progress_text),
-                note,
-            ]
-        if task.total_responses > MAX_SHOWN:
-            note = (note + " " if note else "") + (
-                f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates."
-            )
-        hint = ranking.suggestion(ctx.store, task)
-        count = len(task.responses)
-        now = (count, bool(task.system), hint is not None)
-        same = shown_layout is not None and tuple(shown_layout) == now
-        if same:  # plain values: nothing but the text changes
-            shown = [*task.responses, *[gr.skip()] * (MAX_SHOWN - count)]
-            rows = [gr.skip(), gr.skip()]
-        else:
-            shown = [gr.update(value=text, visible=True) for text in task.responses]
-            shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - count)
-            rows = [gr.update(visible=count == 2), gr.update(visible=count == 1)]
-        system_update = task.system if same else gr.update(value=task.system, visible=bool(task.system))
-        hint_text = hint[1] if hint else ""
-        hint_update = hint_text if same else gr.update(value=hint_text, visible=hint is not None)
-        order_update = (
-            task.order_text()
-            if same
-            else gr.update(value=task.order_text(), label=RATE_LABEL if count == 1 else ORDER_LABEL)
-        )
-        return [
-            task.prompt_id,
-            now,
-            system_update,
-            task.text,
-            *shown,
-            *rows,
-            hint_update,
-            order_update,
-            message(progress_text),
-            note,
-        ]
+    def view(task, who, set_name, note="", shown_layout=None) -> list:
+        return _view(ctx, task, who, set_name, note, shown_layout)
 
     def start(
         typed, set_name, shown_prompt, shown_layout, shown_for, username: str | None, hub_user: str | None
@@ -299,6 +227,81 @@ def build_rank_tab(ctx: Ctx) -> dict:
         "load_outputs": [prompt_set, annotator],
         "router": rank_router(ctx.store, start, act, len(view_outputs)),
     }
+
+
+def _view(
+    ctx: Ctx,
+    task: ranking.Task | None,
+    who: str | None,
+    set_name: str | None,
+    note: str = "",
+    shown_layout: tuple | None = None,
+) -> list:
+    """Every output of the queue's page update (RANK_OUTPUTS) for `task` (None: the queue is empty)."""
+    # While there is more to rank, the team's counts may lag by TEAM_MAX_AGE; the last screen reads them now.
+    stats = (
+        ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0)
+        if set_name
+        else None
+    )
+    progress_text = (
+        f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
+        f"{stats['ranked_by_anyone']} / {stats['total']} ({stats['rankings']} rankings)"
+        if stats
+        else ""
+    )
+    if stats and stats["target"]:
+        progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
+    if set_name:
+        progress_text += " · " + active.describe(ctx.store, set_name)
+    if task is None:
+        done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
+        return [
+            None,
+            None,
+            gr.update(visible=False),
+            gr.update(value=done),
+            *[gr.update(visible=False)] * MAX_SHOWN,
+            gr.update(visible=False),
+            gr.update(visible=False),
+            gr.update(visible=False),
+            "",
+            message(progress_text),
+            note,
+        ]
+    if task.total_responses > MAX_SHOWN:
+        note = (note + " " if note else "") + (f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates.")
+    hint = ranking.suggestion(ctx.store, task)
+    count = len(task.responses)
+    now = (count, bool(task.system), hint is not None)
+    same = shown_layout is not None and tuple(shown_layout) == now
+    if same:  # plain values: nothing but the text changes
+        shown = [*task.responses, *[gr.skip()] * (MAX_SHOWN - count)]
+        rows = [gr.skip(), gr.skip()]
+    else:
+        shown = [gr.update(value=text, visible=True) for text in task.responses]
+        shown += [gr.update(value="", visible=False)] * (MAX_SHOWN - count)
+        rows = [gr.update(visible=count == 2), gr.update(visible=count == 1)]
+    system_update = task.system if same else gr.update(value=task.system, visible=bool(task.system))
+    hint_text = hint[1] if hint else ""
+    hint_update = hint_text if same else gr.update(value=hint_text, visible=hint is not None)
+    order_update = (
+        task.order_text()
+        if same
+        else gr.update(value=task.order_text(), label=RATE_LABEL if count == 1 else ORDER_LABEL)
+    )
+    return [
+        task.prompt_id,
+        now,
+        system_update,
+        task.text,
+        *shown,
+        *rows,
+        hint_update,
+        order_update,
+        message(progress_text),
+        note,
+    ]
 
 
 RANK_ROUTE = "studio/rank"  # relative to the page, so that it works under a proxy's path too

@@ -61,8 +61,8 @@ def _candidates(store: Store, prompt_ids: list[int]) -> dict[int, list[dict]]:
 
 def to_write(store: Store, set_name: str, rule: str, limit: int = 10) -> list[dict]:
     """Prompts of the set that the rule applies to, that have candidates and whose candidates all fail it, and that
-    have no demonstration of it yet (the first `limit`): each with its candidates, the best of them (by the whole rubric) to start an edit
-    from, and the rule's name."""
+    have no demonstration of it yet (the first `limit`): each with its candidates, the best of them (by the whole
+    rubric) to start an edit from, and the rule's name."""
     try:
         prompts = get_prompts(store, set_name)
     except PromptError as error:
