@@ -171,9 +171,9 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # Wiring
     identity_inputs = [annotator, prompt_set]
     # Opening the queue and every submission (the order box, Submit and every key's button) go from the page's
-    # JavaScript straight to the studio's route (rank_router), not through Gradio's event machinery: that costs the
-    # server about 1 ms instead of 13-16 ms, so 50 annotators submitting at once do not wait for one another
-    # (bench/annotators.py). The route returns the same update list that a Gradio event would, and the page applies
+    # JavaScript straight to the studio's route (rank_router), not through Gradio's event machinery, which costs the
+    # server far more per submission, so that a team submitting at once does not wait on it (bench/annotators.py
+    # measures both). The route returns the same update list that a Gradio event would, and the page applies
     # it to these outputs. always_last: a trigger that comes while the page is still waiting for an answer runs
     # next instead of being dropped, so the page load's start (the set list filled) and the typed name's come in
     # order. The earlier-rankings list reads SQLite only and runs outside Gradio's queue.

@@ -325,8 +325,8 @@ class Store:
         """One transaction: committed when the block ends, rolled back whole if it raises."""
         conn = self.connection()
         # Writers of this process queue on a lock, handed over the moment a transaction ends; left to SQLite, a
-        # waiting writer sleeps in its busy handler (up to 100 ms a try), which 50 annotators submitting at once
-        # turned into seconds. Another process is still kept out by SQLite's own lock (busy timeout 30 s).
+        # waiting writer sleeps in its busy handler between tries, and a team submitting at once waits on those
+        # sleeps (bench/annotators.py). Another process is still kept out by SQLite's own lock (its busy timeout).
         with self._write_lock:
             # IMMEDIATE takes the write lock up front, so two writers queue instead of failing half-way.
             conn.execute("BEGIN IMMEDIATE")
