@@ -11,6 +11,7 @@ from studio.core.paths import use_space_storage_for_hub_cache  # noqa: E402
 use_space_storage_for_hub_cache()  # before huggingface_hub reads HF_HOME
 
 from pages import build_demo  # noqa: E402  (after the analytics setting, which gradio reads on import)
+from pages.rank import rank_router  # noqa: E402
 from studio.core import access  # noqa: E402
 from studio.core.paths import db_path  # noqa: E402
 from studio.core.store import Store  # noqa: E402
@@ -62,7 +63,7 @@ if __name__ == "__main__":
     require_key = openai_api.needs_key(host, login=bool(auth or os.environ.get("SPACE_ID")))
     routes = [
         route
-        for router in [*demo.studio_routers, openai_api.router(store, require_key=require_key)]
+        for router in [rank_router(store), openai_api.router(store, require_key=require_key)]
         for route in router.routes
     ]
     manager.start_watcher()  # queued jobs start, and finished ones are recorded, with no browser open

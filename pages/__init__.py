@@ -176,5 +176,4 @@ def build_demo(store: Store, manager: Manager) -> gr.Blocks:
         evaluate_tab.select(evaluation["select"], evaluation["select_inputs"], evaluation["select_outputs"])
         publish_tab.select(publish["select"], publish["select_inputs"], publish["select_outputs"])
         demo.unload(ctx.forget_session)
-    demo.studio_routers = [rank["router"]]  # plain routes on Gradio's server (app.py gives them to it before it starts)
     return demo

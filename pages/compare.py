@@ -44,8 +44,138 @@ def _before(history: list[dict], index: int, system: str) -> list[dict]:
     return ([{"role": "system", "content": system}] if (system or "").strip() else []) + history[:index]
 
 
-def build_compare_tab(ctx: Ctx) -> dict:
+def _shown(history):
+    return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in history]
+
+
+def _reacting(ctx: Ctx, side: int):
+    """Thumbs on one side's answer -> feedback.record (the conversation before it, which model answered)."""
+
+    def react(
+        key,
+        system_text,
+        typed,
+        both,
+        data: gr.LikeData,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+    ):
+        history = list(both[side])
+        try:
+            who_, kind = _who(typed, request, profile)
+            index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+            model, adapter = _answered_by(ctx, key, side)
+            feedback.record(
+                ctx.store,
+                who_,
+                "up" if data.liked else "down",
+                _before(history, index, system_text),
+                history[index]["content"],
+                model,
+                adapter,
+                annotator_kind=kind,
+            )
+        except (feedback.FeedbackError, models.ModelError, IndexError) as error:
+            return message(str(error), error=True)
+        return message(f"Saved: thumbs {'up' if data.liked else 'down'} on the {SIDES[side]} answer, by {who_}.")
+
+    return react
+
+
+def _editing(ctx: Ctx, side: int):
+    """An edited answer -> an edit in the feedback (the better answer), and the conversation goes on with it."""
+
+    def edit(
+        key,
+        system_text,
+        typed,
+        both,
+        data: gr.EditData,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+    ):
+        histories_ = [list(both[0]), list(both[1])]
+        history = histories_[side]
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        if not 0 <= index < len(history) or history[index]["role"] != "assistant":
+            return (
+                gr.update(value=_shown(history)),
+                gr.skip(),
+                message("Only an answer can be edited here; write a new message below instead.", error=True),
+            )
+        better = html.unescape(str(data.value))
+        try:
+            who_, kind = _who(typed, request, profile)
+            model, adapter = _answered_by(ctx, key, side)
+            feedback.record(
+                ctx.store,
+                who_,
+                "edit",
+                _before(history, index, system_text),
+                history[index]["content"],
+                model,
+                adapter,
+                edited=better,
+                annotator_kind=kind,
+            )
+        except (feedback.FeedbackError, models.ModelError) as error:
+            return gr.update(value=_shown(history)), gr.skip(), message(str(error), error=True)
+        history[index] = {"role": "assistant", "content": better}
+        return (
+            gr.update(value=_shown(history)),
+            tuple(histories_),
+            message(f"Saved: your better {SIDES[side]} answer, by {who_}; the conversation goes on with it."),
+        )
+
+    return edit
+
+
+def _api_endpoints(ctx: Ctx) -> None:
+    """The `chat` and `models` API endpoints (gradio_client, curl)."""
+
+    def chat_api(
+        message_text: str,
+        model: str,
+        system_prompt: str = "",
+        history: list[dict] | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int = -1,
+    ) -> str:
+        """Chat with one model: `model` is a key from the `models` endpoint (base:embedded, job:3) or an adapter
+        folder or Hub id; `history` is the earlier turns as [{"role": "user"|"assistant", "content": "..."}]."""
+        try:
+            params = GenerationParams(
+                k=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
+            )
+            return chat.reply(ctx.store, model, message_text, system_prompt, history or [], params)
+        except (models.ModelError, ValueError) as error:
+            raise gr.Error(str(error)) from None
+
+    def models_api() -> list[list[str]]:
+        """The models that can chat: [label, key] pairs; pass the key as `model` to the chat endpoint."""
+        return [[label, key] for label, key in chat.options(ctx.store)]
+
+    gr.api(chat_api, api_name="chat", concurrency_limit=1, concurrency_id="model")
+    gr.api(models_api, api_name="models")
+
+
+def _sampling() -> tuple:
+    """Temperature, top_p, max new tokens and seed: the same for both sides."""
     defaults = GenerationParams()
+    with gr.Accordion("Sampling (the same for both sides)", open=False):
+        with gr.Row():
+            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
+            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
+            max_new_tokens = gr.Slider(
+                8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="cmp-max-tokens"
+            )
+            seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new each turn)")
+    return temperature, top_p, max_new_tokens, seed
+
+
+def build_compare_tab(ctx: Ctx) -> dict:
     with gr.Row():
         aligned = gr.Dropdown(
             [],
@@ -61,14 +191,7 @@ def build_compare_tab(ctx: Ctx) -> dict:
             scale=3,
             elem_id="cmp-system",
         )
-    with gr.Accordion("Sampling (the same for both sides)", open=False):
-        with gr.Row():
-            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
-            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
-            max_new_tokens = gr.Slider(
-                8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="cmp-max-tokens"
-            )
-            seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new each turn)")
+    temperature, top_p, max_new_tokens, seed = _sampling()
     gr.Markdown(HELP)
     with gr.Row():
         # Model text is shown as text: no Markdown, no HTML.
@@ -95,9 +218,6 @@ def build_compare_tab(ctx: Ctx) -> dict:
     status = gr.Markdown(elem_id="cmp-status")
     # The conversations as the models see them; the chat boxes show them escaped, since gr.Chatbot renders HTML.
     histories = gr.State(([], []))
-
-    def shown(history):
-        return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in history]
 
     def respond(
         key, system_text, user_text, both, temp, top_p_, max_new, seed_, request: gr.Request, progress=gr.Progress()
@@ -126,8 +246,8 @@ def build_compare_tab(ctx: Ctx) -> dict:
                     aligned_history + [mine, {"role": "assistant", "content": aligned_text}],
                 )
                 yield (
-                    gr.update(value=shown(now[0]), label=labels[0]),
-                    gr.update(value=shown(now[1]), label=labels[1]),
+                    gr.update(value=_shown(now[0]), label=labels[0]),
+                    gr.update(value=_shown(now[1]), label=labels[1]),
                     now,
                     "",
                     gr.skip(),
@@ -138,91 +258,11 @@ def build_compare_tab(ctx: Ctx) -> dict:
         finally:
             ctx.cancel_events.pop(request.session_hash, None)
 
-    def reacting(side: int):
-        """Thumbs on one side's answer -> feedback.record (the conversation before it, which model answered)."""
-
-        def react(
-            key,
-            system_text,
-            typed,
-            both,
-            data: gr.LikeData,
-            request: gr.Request,
-            profile: gr.OAuthProfile | None = None,
-        ):
-            history = list(both[side])
-            try:
-                who_, kind = _who(typed, request, profile)
-                index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
-                model, adapter = _answered_by(ctx, key, side)
-                feedback.record(
-                    ctx.store,
-                    who_,
-                    "up" if data.liked else "down",
-                    _before(history, index, system_text),
-                    history[index]["content"],
-                    model,
-                    adapter,
-                    annotator_kind=kind,
-                )
-            except (feedback.FeedbackError, models.ModelError, IndexError) as error:
-                return message(str(error), error=True)
-            return message(f"Saved: thumbs {'up' if data.liked else 'down'} on the {SIDES[side]} answer, by {who_}.")
-
-        return react
-
-    def editing(side: int):
-        """An edited answer -> an edit in the feedback (the better answer), and the conversation goes on with it."""
-
-        def edit(
-            key,
-            system_text,
-            typed,
-            both,
-            data: gr.EditData,
-            request: gr.Request,
-            profile: gr.OAuthProfile | None = None,
-        ):
-            histories_ = [list(both[0]), list(both[1])]
-            history = histories_[side]
-            index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
-            if not 0 <= index < len(history) or history[index]["role"] != "assistant":
-                return (
-                    gr.update(value=shown(history)),
-                    gr.skip(),
-                    message("Only an answer can be edited here; write a new message below instead.", error=True),
-                )
-            better = html.unescape(str(data.value))
-            try:
-                who_, kind = _who(typed, request, profile)
-                model, adapter = _answered_by(ctx, key, side)
-                feedback.record(
-                    ctx.store,
-                    who_,
-                    "edit",
-                    _before(history, index, system_text),
-                    history[index]["content"],
-                    model,
-                    adapter,
-                    edited=better,
-                    annotator_kind=kind,
-                )
-            except (feedback.FeedbackError, models.ModelError) as error:
-                return gr.update(value=shown(history)), gr.skip(), message(str(error), error=True)
-            history[index] = {"role": "assistant", "content": better}
-            return (
-                gr.update(value=shown(history)),
-                tuple(histories_),
-                message(f"Saved: your better {SIDES[side]} answer, by {who_}; the conversation goes on with it."),
-            )
-
-        return edit
-
     # Wiring
     feedback_inputs = [aligned, system, who, histories]
     for side, box in enumerate((base_chat, aligned_chat)):
-        box.like(reacting(side), feedback_inputs, feedback_status, queue=False)
-        box.edit(editing(side), feedback_inputs, [box, histories, feedback_status], queue=False)
+        box.like(_reacting(ctx, side), feedback_inputs, feedback_status, queue=False)
+        box.edit(_editing(ctx, side), feedback_inputs, [box, histories, feedback_status], queue=False)
     inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
     outputs = [base_chat, aligned_chat, histories, text, status]
     # The old seed or error goes at once; the status says what happens now, also while waiting for the model.
@@ -244,32 +284,7 @@ def build_compare_tab(ctx: Ctx) -> dict:
         [base_chat, aligned_chat, histories, status],
     )
 
-    def chat_api(
-        message_text: str,
-        model: str,
-        system_prompt: str = "",
-        history: list[dict] | None = None,
-        max_new_tokens: int = 128,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        seed: int = -1,
-    ) -> str:
-        """Chat with one model: `model` is a key from the `models` endpoint (base:embedded, job:3) or an adapter
-        folder or Hub id; `history` is the earlier turns as [{"role": "user"|"assistant", "content": "..."}]."""
-        try:
-            params = GenerationParams(
-                k=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
-            )
-            return chat.reply(ctx.store, model, message_text, system_prompt, history or [], params)
-        except (models.ModelError, ValueError) as error:
-            raise gr.Error(str(error)) from None
-
-    def models_api() -> list[list[str]]:
-        """The models that can chat: [label, key] pairs; pass the key as `model` to the chat endpoint."""
-        return [[label, key] for label, key in chat.options(ctx.store)]
-
-    gr.api(chat_api, api_name="chat", concurrency_limit=1, concurrency_id="model")
-    gr.api(models_api, api_name="models")
+    _api_endpoints(ctx)
 
     def select(current):
         choices = [(label, key) for label, key in chat.options(ctx.store) if key.startswith(jobs.JOB_KEY)]

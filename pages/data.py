@@ -30,34 +30,9 @@ def build_data_tab(ctx: Ctx) -> dict:
                 private = gr.Checkbox(True, label="Private", scale=1)
             push = gr.Button("Push to the Hub")
             pairs_status = gr.Markdown(elem_id="data-status")
-            gr.Markdown(
-                "### Feedback: thumbs and edits\nThumbs and edits given in the Compare chat, and single "
-                "answers rated on the Rank tab: KTO learns from them (Train tab), and edits are preference "
-                "pairs."
-            )
-            feedback_summary = gr.Markdown(elem_id="data-feedback")
-            feedback_export = gr.Button("Export feedback (TRL's formats)", elem_id="data-feedback-export")
-            feedback_files = gr.File(
-                label="kto.jsonl (prompt / completion / label), edits.jsonl (prompt / chosen / rejected)",
-                file_count="multiple",
-                interactive=False,
-            )
+            feedback_summary, describe_feedback = _feedback_section(ctx)
         with gr.Column():
-            gr.Markdown(
-                "### Import preference data\nTRL standard or conversational (explicit or implicit prompt), "
-                "Anthropic HH transcripts, or prompt / chosen / rejected columns."
-            )
-            upload = gr.File(
-                label=".jsonl, .csv or .parquet", file_types=[".jsonl", ".csv", ".parquet"], elem_id="data-upload"
-            )
-            with gr.Row():
-                hub_id = gr.Textbox(label="or a Hub data set id", placeholder="Anthropic/hh-rlhf", scale=3)
-                split = gr.Textbox("train", label="Split", scale=1)
-            name = gr.Textbox(label="Name for the imported set", placeholder="from the file or id if empty")
-            with gr.Row():
-                import_file = gr.Button("Import file")
-                import_hub = gr.Button("Import from Hub")
-            import_status = gr.Markdown(elem_id="data-import-status")
+            _import_section(ctx, prompt_set)
             _groundtruth_section(ctx, prompt_set, mode, summary)
 
     def describe(set_name, pair_mode):
@@ -97,6 +72,39 @@ def build_data_tab(ctx: Ctx) -> dict:
             return message(f"The Hub refused the push: {error}", error=True)
         return message(f"Pushed to {url}.")
 
+    # Wiring
+    gr.on([prompt_set.change, mode.change], describe, [prompt_set, mode], summary)
+    export.click(do_export, [prompt_set, mode], [files, pairs_status])
+    push.click(do_push, [prompt_set, mode, repo, private], pairs_status)
+
+    def on_select(selected, pair_mode):
+        # Rankings made on the Rank tab (or by others) since change the count even when the set stays the same.
+        sets = set_choices(ctx.store, selected)
+        return sets, describe(sets.get("value"), pair_mode), describe_feedback()
+
+    return {
+        "prompt_set": prompt_set,
+        "select": on_select,
+        "select_inputs": [prompt_set, mode],
+        "select_outputs": [prompt_set, summary, feedback_summary],
+    }
+
+
+def _feedback_section(ctx: Ctx):
+    """Thumbs and edits from the chat and the Rank tab: counts and export; returns the summary and its filler."""
+    gr.Markdown(
+        "### Feedback: thumbs and edits\nThumbs and edits given in the Compare chat, and single "
+        "answers rated on the Rank tab: KTO learns from them (Train tab), and edits are preference "
+        "pairs."
+    )
+    feedback_summary = gr.Markdown(elem_id="data-feedback")
+    feedback_export = gr.Button("Export feedback (TRL's formats)", elem_id="data-feedback-export")
+    feedback_files = gr.File(
+        label="kto.jsonl (prompt / completion / label), edits.jsonl (prompt / chosen / rejected)",
+        file_count="multiple",
+        interactive=False,
+    )
+
     def describe_feedback():
         found = feedback.counts(ctx.store)
         if not any(found[k] for k in feedback.KINDS):
@@ -117,6 +125,26 @@ def build_data_tab(ctx: Ctx) -> dict:
         return [str(p) for p in out["files"].values()], message(
             f"Exported {out['kto']} KTO rows and {out['pairs']} pairs to {out['folder']}."
         )
+
+    feedback_export.click(do_feedback_export, None, [feedback_files, feedback_summary])
+    return feedback_summary, describe_feedback
+
+
+def _import_section(ctx: Ctx, prompt_set) -> None:
+    """Import preference data from a file or a Hub data set as a new prompt set."""
+    gr.Markdown(
+        "### Import preference data\nTRL standard or conversational (explicit or implicit prompt), "
+        "Anthropic HH transcripts, or prompt / chosen / rejected columns."
+    )
+    upload = gr.File(label=".jsonl, .csv or .parquet", file_types=[".jsonl", ".csv", ".parquet"], elem_id="data-upload")
+    with gr.Row():
+        hub_id = gr.Textbox(label="or a Hub data set id", placeholder="Anthropic/hh-rlhf", scale=3)
+        split = gr.Textbox("train", label="Split", scale=1)
+    name = gr.Textbox(label="Name for the imported set", placeholder="from the file or id if empty")
+    with gr.Row():
+        import_file = gr.Button("Import file")
+        import_hub = gr.Button("Import from Hub")
+    import_status = gr.Markdown(elem_id="data-import-status")
 
     def imported(result):
         return set_choices(ctx.store, result["prompt_set"]), message(
@@ -139,30 +167,14 @@ def build_data_tab(ctx: Ctx) -> dict:
         except (PreferenceError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
 
-    # Wiring
-    gr.on([prompt_set.change, mode.change], describe, [prompt_set, mode], summary)
-    export.click(do_export, [prompt_set, mode], [files, pairs_status])
-    push.click(do_push, [prompt_set, mode, repo, private], pairs_status)
     import_file.click(do_import_file, [upload, name], [prompt_set, import_status])
     import_hub.click(do_import_hub, [hub_id, split, name], [prompt_set, import_status])
-    feedback_export.click(do_feedback_export, None, [feedback_files, feedback_summary])
-
-    def on_select(selected, pair_mode):
-        # Rankings made on the Rank tab (or by others) since change the count even when the set stays the same.
-        sets = set_choices(ctx.store, selected)
-        return sets, describe(sets.get("value"), pair_mode), describe_feedback()
-
-    return {
-        "prompt_set": prompt_set,
-        "select": on_select,
-        "select_inputs": [prompt_set, mode],
-        "select_outputs": [prompt_set, summary, feedback_summary],
-    }
 
 
 def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
     """Export a prompt set as an Amazon SageMaker Ground Truth job; check and import its results."""
     gr.Markdown("### Amazon SageMaker Ground Truth")
+    gt_status = gr.Markdown(elem_id="gt-status", render=False)  # shown under the AWS part, which answers in it too
     with gr.Row():
         bucket = gr.Textbox("my-bucket", label="S3 bucket for the job")
         workers = gr.Number(3, precision=0, minimum=1, maximum=9, label="Workers per prompt")
@@ -195,26 +207,8 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         visible=False,
         elem_id="gt-preview",
     )
-    with gr.Accordion("Run it on Ground Truth with your AWS credentials", open=False):
-        gr.Markdown(
-            "Deploy the two Lambda functions first (the export's README, step 2). The studio calls AWS with "
-            "boto3's credentials (AWS_* environment variables, ~/.aws, or an instance role) and stores none "
-            "of them. Starting a job (it may cost money) is a lead's action."
-        )
-        gt_job = gr.Dropdown([], label="Exported job", elem_id="gt-job")
-        with gr.Row():
-            gt_role = gr.Textbox(label="Job's IAM role ARN", elem_id="gt-role")
-            gt_team = gr.Textbox(
-                label="Work team ARN", placeholder="the one in settings.json if empty", elem_id="gt-team"
-            )
-        with gr.Row():
-            gt_pre = gr.Textbox(label="Pre-annotation Lambda ARN", elem_id="gt-pre")
-            gt_post = gr.Textbox(label="Consolidation Lambda ARN", elem_id="gt-post")
-            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty", elem_id="gt-region")
-        with gr.Row():
-            gt_start = gr.Button("Start the labeling job", elem_id="gt-start")
-            gt_fetch = gr.Button("Fetch its results and import them", elem_id="gt-fetch")
-    gt_status = gr.Markdown(elem_id="gt-status")
+    gt_job = _groundtruth_aws(ctx, prompt_set, mode, summary, gt_status)
+    gt_status.render()
 
     def do_gt_export(
         set_name, bucket_name, per_prompt, name, force, request: gr.Request, profile: gr.OAuthProfile | None = None
@@ -253,15 +247,6 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             f"{found['unlabelled']} prompts not labelled. Nothing is saved until you press Import."
         )
 
-    def imported(result: dict) -> str:
-        unlabelled = (
-            f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." if result["unlabelled"] else ""
-        )
-        return message(
-            f"Imported {result['rankings']} rankings by {result['workers']} workers on "
-            f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"
-        )
-
     def do_gt_import(path, set_name, pair_mode, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not path:
             return message("Choose the zip of the Ground Truth output folder first.", error=True), gr.skip()
@@ -269,7 +254,38 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             result = groundtruth.import_results(ctx.store, path, by=login(request, profile))
         except (GroundTruthError, access.TeamError) as error:
             return message(str(error), error=True), gr.skip()
-        return imported(result), _pairs_summary(ctx, set_name, pair_mode)
+        return _gt_imported(result), _pairs_summary(ctx, set_name, pair_mode)
+
+    gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
+        lambda: gr.update(choices=(found := groundtruth.exported_jobs()), value=found[0] if found else None),
+        None,
+        gt_job,
+    )
+    gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
+    gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
+
+
+def _groundtruth_aws(ctx: Ctx, prompt_set, mode, summary, gt_status):
+    """Start an exported job on Ground Truth, fetch its results (boto3's credentials); returns the job list."""
+    with gr.Accordion("Run it on Ground Truth with your AWS credentials", open=False):
+        gr.Markdown(
+            "Deploy the two Lambda functions first (the export's README, step 2). The studio calls AWS with "
+            "boto3's credentials (AWS_* environment variables, ~/.aws, or an instance role) and stores none "
+            "of them. Starting a job (it may cost money) is a lead's action."
+        )
+        gt_job = gr.Dropdown([], label="Exported job", elem_id="gt-job")
+        with gr.Row():
+            gt_role = gr.Textbox(label="Job's IAM role ARN", elem_id="gt-role")
+            gt_team = gr.Textbox(
+                label="Work team ARN", placeholder="the one in settings.json if empty", elem_id="gt-team"
+            )
+        with gr.Row():
+            gt_pre = gr.Textbox(label="Pre-annotation Lambda ARN", elem_id="gt-pre")
+            gt_post = gr.Textbox(label="Consolidation Lambda ARN", elem_id="gt-post")
+            gt_region = gr.Textbox(label="Region", placeholder="your AWS configuration's if empty", elem_id="gt-region")
+        with gr.Row():
+            gt_start = gr.Button("Start the labeling job", elem_id="gt-start")
+            gt_fetch = gr.Button("Fetch its results and import them", elem_id="gt-fetch")
 
     def do_gt_start(
         name, role, pre, post, workteam, region, request: gr.Request, profile: gr.OAuthProfile | None = None
@@ -300,18 +316,22 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
         if "imported" not in state:
             counters = ", ".join(f"{k} {v}" for k, v in state["counters"].items())
             return message(f"The job is {state['status']} ({counters}). {state['failure']}".strip()), gr.skip()
-        return imported(state["imported"]), _pairs_summary(ctx, set_name, pair_mode)
+        return _gt_imported(state["imported"]), _pairs_summary(ctx, set_name, pair_mode)
 
-    gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
-        lambda: gr.update(choices=(found := groundtruth.exported_jobs()), value=found[0] if found else None),
-        None,
-        gt_job,
-    )
     gt_job.focus(lambda current: gr.update(choices=groundtruth.exported_jobs(), value=current), gt_job, gt_job)
     gt_start.click(do_gt_start, [gt_job, gt_role, gt_pre, gt_post, gt_team, gt_region], gt_status)
     gt_fetch.click(do_gt_fetch, [gt_job, gt_region, prompt_set, mode], [gt_status, summary])
-    gt_check.click(do_gt_check, gt_upload, [gt_preview, gt_status])
-    gt_import.click(do_gt_import, [gt_upload, prompt_set, mode], [gt_status, summary])
+    return gt_job
+
+
+def _gt_imported(result: dict) -> str:
+    unlabelled = (
+        f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." if result["unlabelled"] else ""
+    )
+    return message(
+        f"Imported {result['rankings']} rankings by {result['workers']} workers on "
+        f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"
+    )
 
 
 def _pairs_summary(ctx: Ctx, set_name, pair_mode) -> str:

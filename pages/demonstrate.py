@@ -12,6 +12,43 @@ SAVED_HEADERS = ["Prompt", "Rule", "Demonstration", "By"]
 LISTED = 50  # prompts listed per rule at a time
 
 
+def _table(ctx: Ctx, set_name):
+    """The demonstrations saved for a set, as the table shows them."""
+    found = demonstrations.listed(ctx.store, set_name) if set_name else []
+    return [[d["prompt"], d["rule"] or "", d["text"], d["annotator"]] for d in found]
+
+
+def _next_prompt(ctx: Ctx, set_name, rule_name, skipped: list, said: str = ""):
+    """The first prompt still to write for (not skipped), or a line saying there is none."""
+    if not set_name or not rule_name:
+        return message("Choose a prompt set and a rule.", error=True), "", "", None, said
+    try:
+        found = demonstrations.to_write(ctx.store, set_name, rule_name, limit=LISTED + len(skipped))
+    except DemonstrationError as error:
+        return message(str(error), error=True), "", "", None, said
+    left = [p for p in found if p["id"] not in skipped]
+    if not left:
+        return (
+            message(
+                f"No prompt left where every candidate fails {rule_name!r}"
+                + (" (skipped ones aside)." if skipped else ".")
+            ),
+            "",
+            "",
+            {"skipped": skipped},
+            said,
+        )
+    first = left[0]
+    best = first["best"]
+    more = f"{len(left)}{'+' if len(found) > LISTED else ''}"
+    about = message(
+        f"{more} prompt(s) where all {len(first['candidates'])} candidate(s) fail {rule_name!r}"
+        + (f". The answer below is the best candidate ({best['id']}): edit it." if best else ": write one.")
+    )
+    on_screen = {"prompt_id": first["id"], "edited_from": best["id"] if best else None, "skipped": skipped}
+    return about, first["text"], best["text"] if best else "", on_screen, said
+
+
 def demonstrations_panel(ctx: Ctx, prompt_set, annotator) -> None:
     with gr.Accordion("Demonstrations: teach a rule that no candidate shows", open=False, elem_id="demo-box"):
         gr.Markdown(
@@ -48,52 +85,20 @@ def demonstrations_panel(ctx: Ctx, prompt_set, annotator) -> None:
         # the demonstrations themselves are in the database).
         shown = gr.JSON(None, visible=False)
 
-    def table(set_name):
-        found = demonstrations.listed(ctx.store, set_name) if set_name else []
-        return [[d["prompt"], d["rule"] or "", d["text"], d["annotator"]] for d in found]
-
     def rules_of(set_name):
         checks = rubric.for_set(ctx.store, set_name) if set_name else None
         names = demonstrations.rules(checks) if checks else []
         said = "" if not set_name or checks else message("This prompt set has no rubric: write its rules first.")
-        return gr.update(choices=names, value=None), said, "", "", None, table(set_name)
-
-    def next_prompt(set_name, rule_name, skipped: list, said: str = ""):
-        """The first prompt still to write for (not skipped), or a line saying there is none."""
-        if not set_name or not rule_name:
-            return message("Choose a prompt set and a rule.", error=True), "", "", None, said
-        try:
-            found = demonstrations.to_write(ctx.store, set_name, rule_name, limit=LISTED + len(skipped))
-        except DemonstrationError as error:
-            return message(str(error), error=True), "", "", None, said
-        left = [p for p in found if p["id"] not in skipped]
-        if not left:
-            return (
-                message(
-                    f"No prompt left where every candidate fails {rule_name!r}"
-                    + (" (skipped ones aside)." if skipped else ".")
-                ),
-                "",
-                "",
-                {"skipped": skipped},
-                said,
-            )
-        first = left[0]
-        best = first["best"]
-        more = f"{len(left)}{'+' if len(found) > LISTED else ''}"
-        about = message(
-            f"{more} prompt(s) where all {len(first['candidates'])} candidate(s) fail {rule_name!r}"
-            + (f". The answer below is the best candidate ({best['id']}): edit it." if best else ": write one.")
-        )
-        on_screen = {"prompt_id": first["id"], "edited_from": best["id"] if best else None, "skipped": skipped}
-        return about, first["text"], best["text"] if best else "", on_screen, said
+        return gr.update(choices=names, value=None), said, "", "", None, _table(ctx, set_name)
 
     def start(set_name, rule_name):
-        return next_prompt(set_name, rule_name, [])
+        return _next_prompt(ctx, set_name, rule_name, [])
 
     def keep(set_name, rule_name, on_screen, text, typed, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if not on_screen or not on_screen.get("prompt_id"):
-            return *next_prompt(set_name, rule_name, [], message("List the prompts first.", error=True)), gr.skip()
+            return *_next_prompt(
+                ctx, set_name, rule_name, [], message("List the prompts first.", error=True)
+            ), gr.skip()
         try:
             who, kind = ranking.identity(
                 typed, getattr(request, "username", None), profile.username if profile else None
@@ -123,13 +128,15 @@ def demonstrations_panel(ctx: Ctx, prompt_set, annotator) -> None:
             else ": note that it does not pass the rule's check (the check's patterns may be narrower than the "
             "guideline; read it again)."
         )
-        return *next_prompt(set_name, rule_name, on_screen.get("skipped", []), message(said)), table(set_name)
+        return *_next_prompt(ctx, set_name, rule_name, on_screen.get("skipped", []), message(said)), _table(
+            ctx, set_name
+        )
 
     def pass_over(set_name, rule_name, on_screen):
         skipped = list((on_screen or {}).get("skipped", []))
         if on_screen and on_screen.get("prompt_id"):
             skipped.append(on_screen["prompt_id"])
-        return next_prompt(set_name, rule_name, skipped, message("Skipped."))
+        return _next_prompt(ctx, set_name, rule_name, skipped, message("Skipped."))
 
     shown_outputs = [about, prompt, answer, shown, status]
     prompt_set.change(rules_of, prompt_set, [rule, about, prompt, answer, shown, saved])

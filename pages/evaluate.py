@@ -83,67 +83,112 @@ def _ci(value) -> str:
     return "n/a" if value is None else f"{value[0]:.1%} ({value[1]:.1%} to {value[2]:.1%})"
 
 
-def build_evaluate_tab(ctx: Ctx) -> dict:
+def _new_evaluation_form() -> dict:
+    """The models, the prompt set and the settings of a new evaluation."""
     defaults = GenerationParams()
+    gr.Markdown("### New evaluation\nEvery chosen model answers every prompt; the first model is the baseline.")
+    chosen = gr.Dropdown(
+        [],
+        multiselect=True,
+        allow_custom_value=True,
+        elem_id="ev-models",
+        label="Models (first = baseline)",
+        info="base, jobs, or type an adapter folder/Hub id",
+    )
+    prompt_set = gr.Dropdown([], label="Prompt set (a held-out one by default)", elem_id="ev-set")
+    set_note = gr.Markdown(elem_id="ev-set-note")
+    limit = gr.Number(0, precision=0, minimum=0, label="Prompts: the first N (0 = all)", elem_id="ev-limit")
+    max_new_tokens = gr.Slider(
+        8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="ev-max-tokens"
+    )
+    with gr.Row():
+        samples = gr.Number(
+            3,
+            precision=0,
+            minimum=1,
+            maximum=8,
+            label="Answers per prompt (seeds)",
+            info="2 or more give the noise floor",
+            elem_id="ev-samples",
+        )
+        seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
+    with gr.Row():
+        create = gr.Button("Generate answers", variant="primary", elem_id="ev-create")
+        cancel = cancel_button(elem_id="ev-cancel")
+    create_status = gr.Markdown(elem_id="ev-create-status")
+    return {
+        "chosen": chosen,
+        "prompt_set": prompt_set,
+        "set_note": set_note,
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "samples": samples,
+        "seed": seed,
+        "create": create,
+        "cancel": cancel,
+        "create_status": create_status,
+    }
+
+
+def _vote_form() -> dict:
+    """The blind A/B vote: who votes, on which evaluation, the two answers and the vote buttons."""
+    gr.Markdown("### Blind A/B vote\nWhich model wrote which answer is shown only after your vote.")
+    with gr.Row():
+        annotator = gr.Textbox(label="Your name (annotator)", placeholder="type it, then Enter", elem_id="ev-annotator")
+        evaluation = gr.Dropdown([], label="Evaluation", elem_id="ev-pick")
+    progress = gr.Markdown(elem_id="ev-progress")
+    prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="ev-prompt")
+    with gr.Row():
+        left = gr.Textbox(label="Answer A", interactive=False, lines=6, max_lines=30, elem_id="ev-a")
+        right = gr.Textbox(label="Answer B", interactive=False, lines=6, max_lines=30, elem_id="ev-b")
+    with gr.Row():
+        buttons = {
+            choice: gr.Button(label)
+            for choice, label in (
+                ("left", "A better (a)"),
+                ("right", "B better (b)"),
+                ("tie", "Tie (=)"),
+                ("both_bad", "Both bad (x)"),
+            )
+        }
+    key = gr.Textbox(label="Vote key, then Enter", elem_id="ev-key", max_lines=1)
+    gr.Markdown(KEYS)
+    reveal = gr.Markdown(elem_id="ev-reveal")
+    return {
+        "annotator": annotator,
+        "evaluation": evaluation,
+        "progress": progress,
+        "prompt": prompt,
+        "left": left,
+        "right": right,
+        "buttons": buttons,
+        "key": key,
+        "reveal": reveal,
+    }
+
+
+def _show(task, note=""):
+    """A comparison on screen (or the line saying none is left)."""
+    if task is None:
+        return (None, "", "", "", message("No comparison left for you in this evaluation."), note)
+    return (
+        task,
+        task.prompt["text"],
+        task.left_text,
+        task.right_text,
+        f"Comparison {task.done + 1} of {task.total}.",
+        note,
+    )
+
+
+def build_evaluate_tab(ctx: Ctx) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            gr.Markdown("### New evaluation\nEvery chosen model answers every prompt; the first model is the baseline.")
-            chosen = gr.Dropdown(
-                [],
-                multiselect=True,
-                allow_custom_value=True,
-                elem_id="ev-models",
-                label="Models (first = baseline)",
-                info="base, jobs, or type an adapter folder/Hub id",
-            )
-            prompt_set = gr.Dropdown([], label="Prompt set (a held-out one by default)", elem_id="ev-set")
-            set_note = gr.Markdown(elem_id="ev-set-note")
-            limit = gr.Number(0, precision=0, minimum=0, label="Prompts: the first N (0 = all)", elem_id="ev-limit")
-            max_new_tokens = gr.Slider(
-                8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="ev-max-tokens"
-            )
-            with gr.Row():
-                samples = gr.Number(
-                    3,
-                    precision=0,
-                    minimum=1,
-                    maximum=8,
-                    label="Answers per prompt (seeds)",
-                    info="2 or more give the noise floor",
-                    elem_id="ev-samples",
-                )
-                seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: new)")
-            with gr.Row():
-                create = gr.Button("Generate answers", variant="primary", elem_id="ev-create")
-                cancel = cancel_button(elem_id="ev-cancel")
-            create_status = gr.Markdown(elem_id="ev-create-status")
+            new = _new_evaluation_form()
         with gr.Column(scale=2):
-            gr.Markdown("### Blind A/B vote\nWhich model wrote which answer is shown only after your vote.")
-            with gr.Row():
-                annotator = gr.Textbox(
-                    label="Your name (annotator)", placeholder="type it, then Enter", elem_id="ev-annotator"
-                )
-                evaluation = gr.Dropdown([], label="Evaluation", elem_id="ev-pick")
-            progress = gr.Markdown(elem_id="ev-progress")
-            prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, elem_id="ev-prompt")
-            with gr.Row():
-                left = gr.Textbox(label="Answer A", interactive=False, lines=6, max_lines=30, elem_id="ev-a")
-                right = gr.Textbox(label="Answer B", interactive=False, lines=6, max_lines=30, elem_id="ev-b")
-            with gr.Row():
-                buttons = {
-                    choice: gr.Button(label)
-                    for choice, label in (
-                        ("left", "A better (a)"),
-                        ("right", "B better (b)"),
-                        ("tie", "Tie (=)"),
-                        ("both_bad", "Both bad (x)"),
-                    )
-                }
-            key = gr.Textbox(label="Vote key, then Enter", elem_id="ev-key", max_lines=1)
-            gr.Markdown(KEYS)
-            reveal = gr.Markdown(elem_id="ev-reveal")
+            vote = _vote_form()
+    chosen, prompt_set, evaluation = new["chosen"], new["prompt_set"], vote["evaluation"]
     tables, table_outputs, scorer = _results_section(ctx, evaluation)
-    task_state = gr.State()  # the comparison on screen: ids only; votes are saved in the database at once
 
     def evaluation_choices(selected=None):
         rows = evaluate.list_evaluations(ctx.store)
@@ -188,7 +233,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             progress_(0, desc="Loading the models")
             trained = [c.job_id for c in picked if c.job_id is not None]
             shared, total = evaluate.overlap(ctx.store, trained, set_name)
-            new = evaluate.create_evaluation(
+            made = evaluate.create_evaluation(
                 ctx.store,
                 set_name,
                 picked,
@@ -209,23 +254,36 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         )
         return (
             message(
-                f"Evaluation {new}: {status['prompts']} prompts answered by every model ({status['status']})."
+                f"Evaluation {made}: {status['prompts']} prompts answered by every model ({status['status']})."
                 f"{left_out} Vote on the right."
             ),
-            evaluation_choices(new),
+            evaluation_choices(made),
         )
 
-    def show(task, note=""):
-        if task is None:
-            return (None, "", "", "", message("No comparison left for you in this evaluation."), note)
-        return (
-            task,
-            task.prompt["text"],
-            task.left_text,
-            task.right_text,
-            f"Comparison {task.done + 1} of {task.total}.",
-            note,
-        )
+    # Wiring
+    chosen.change(pick_set, chosen, [prompt_set, new["set_note"]])
+    cancellable(
+        new["create"].click(waiting, None, new["create_status"], queue=False),
+        new["cancel"],
+        run,
+        [chosen, prompt_set, *(new[k] for k in ("limit", "max_new_tokens", "seed", "samples"))],
+        [new["create_status"], evaluation],
+        concurrency_limit=1,
+        concurrency_id="model",
+    )
+    new["cancel"].click(ctx.canceller("Cancelling: answered prompts are kept…"), None, new["create_status"])
+    _wire_votes(ctx, vote, tables, table_outputs)
+    return {
+        "select": select,
+        "select_inputs": [chosen, evaluation, scorer],
+        "select_outputs": [chosen, prompt_set, new["set_note"], evaluation, scorer],
+    }
+
+
+def _wire_votes(ctx: Ctx, vote: dict, tables, table_outputs) -> None:
+    """Votes: the next comparison for whoever votes, a vote by button or key; the tables follow."""
+    annotator, evaluation, key = vote["annotator"], vote["evaluation"], vote["key"]
+    task_state = gr.State()  # the comparison on screen: ids only; votes are saved in the database at once
 
     def load_task(typed, selected, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if selected is None:
@@ -235,7 +293,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
             return (None, "", "", "", message("Enter your name above (press Enter) to start voting."), "")
         try:
             who, _ = identity(typed, request, profile)
-            return show(evaluate.next_vote(ctx.store, int(selected), who))
+            return _show(evaluate.next_vote(ctx.store, int(selected), who))
         except (RankingError, EvaluationError) as error:
             return (None, "", "", "", message(str(error), error=True), "")
 
@@ -245,45 +303,28 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
         try:
             who, kind = identity(typed, request, profile)
             note = evaluate.vote(ctx.store, task, who, choice, kind)
-            return (*show(evaluate.next_vote(ctx.store, task.evaluation, who), message(note)), "")
+            return (*_show(evaluate.next_vote(ctx.store, task.evaluation, who), message(note)), "")
         except (RankingError, EvaluationError) as error:
-            return (*show(task, message(str(error), error=True)), gr.skip())
+            return (*_show(task, message(str(error), error=True)), gr.skip())
 
     def by_key(text, typed, selected, task, request: gr.Request, profile: gr.OAuthProfile | None = None):
         try:
             choice = evaluate.vote_for_key(text)
         except EvaluationError as error:
-            return (*show(task, message(str(error), error=True)), "")
+            return (*_show(task, message(str(error), error=True)), "")
         return cast(choice, typed, selected, task, request, profile)
 
-    # Wiring
-    chosen.change(pick_set, chosen, [prompt_set, set_note])
-    cancellable(
-        create.click(waiting, None, create_status, queue=False),
-        cancel,
-        run,
-        [chosen, prompt_set, limit, max_new_tokens, seed, samples],
-        [create_status, evaluation],
-        concurrency_limit=1,
-        concurrency_id="model",
-    )
-    cancel.click(ctx.canceller("Cancelling: answered prompts are kept…"), None, create_status)
-    vote_outputs = [task_state, prompt, left, right, progress, reveal]
+    vote_outputs = [task_state, *(vote[k] for k in ("prompt", "left", "right", "progress", "reveal"))]
     gr.on([evaluation.change, annotator.submit], load_task, [annotator, evaluation], vote_outputs)
     # A vote only writes SQLite: outside Gradio's queue, as the Rank tab's submissions (a team votes at once); the
     # tables follow in the queue.
-    for choice, button in buttons.items():
+    for choice, button in vote["buttons"].items():
         button.click(
             cast, [gr.State(choice), annotator, evaluation, task_state], vote_outputs + [key], queue=False
         ).then(tables, evaluation, table_outputs)
     key.submit(by_key, [key, annotator, evaluation, task_state], vote_outputs + [key], queue=False).then(
         tables, evaluation, table_outputs
     )
-    return {
-        "select": select,
-        "select_inputs": [chosen, evaluation, scorer],
-        "select_outputs": [chosen, prompt_set, set_note, evaluation, scorer],
-    }
 
 
 def _results_section(ctx: Ctx, evaluation):

@@ -21,8 +21,87 @@ MODEL_CHOICES = [models.EMBEDDED, "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-l
 TABLE_HEADERS = ["#", "Prompt", "Candidate", "Model", "Answer"]
 
 
-def build_generate_tab(ctx: Ctx) -> dict:
+def _add_set_section(ctx: Ctx, prompt_set) -> None:
+    """Add a prompt set from a file or a Hub data set."""
+    with gr.Accordion("Add a prompt set", open=False):
+        upload = gr.File(
+            label="JSONL or CSV with a prompt, question or instruction column (system optional)",
+            file_types=[".jsonl", ".csv"],
+            elem_id="gen-upload",
+        )
+        hub_id = gr.Textbox(label="or a Hub data set id", placeholder="tatsu-lab/alpaca")
+        with gr.Row():
+            hub_split = gr.Textbox("train", label="Split")
+            hub_column = gr.Textbox(label="Column", placeholder="found automatically")
+        set_name = gr.Textbox(label="Name for the new set", placeholder="letters, digits, . _ -")
+        with gr.Row():
+            add_file = gr.Button("Add file")
+            add_hub = gr.Button("Load from Hub")
+        set_status = gr.Markdown(elem_id="gen-set-status")
+
+    def add_set(add):
+        try:
+            name, parsed = add()
+        except (PromptError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+        return set_choices(ctx.store, name), message(f"Added prompt set '{name}': {parsed.summary()}.")
+
+    def add_from_file(file_path, name):
+        if not file_path:
+            return gr.skip(), message("Choose a .jsonl or .csv file first.", error=True)
+        return add_set(lambda: import_prompt_file(ctx.store, file_path, name))
+
+    def add_from_hub(dataset_id, split, column, name):
+        return add_set(lambda: import_hub_prompts(ctx.store, dataset_id, split, column, name))
+
+    add_file.click(add_from_file, [upload, set_name], [prompt_set, set_status])
+    add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
+
+
+def _split_section(ctx: Ctx, prompt_set) -> None:
+    """Split the chosen set into train and held-out parts."""
+    with gr.Accordion("Split the set into train and held-out parts", open=False):
+        gr.Markdown(
+            "Generate and rank on `<set>-train`; report and evaluate on `<set>-heldout`, whose "
+            "prompts the model never trains on. The guidelines and the rubric are copied."
+        )
+        with gr.Row():
+            held_share = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Share held out", elem_id="gen-split-share")
+            split_seed = gr.Number(0, precision=0, label="Seed of the draw", elem_id="gen-split-seed")
+        split = gr.Button("Split", elem_id="gen-split")
+        split_status = gr.Markdown(elem_id="gen-split-status")
+
+    def do_split(selected, share, seed_):
+        if not selected:
+            return gr.skip(), message("Choose the prompt set to split.", error=True)
+        try:
+            train, held = split_set(ctx.store, selected, float(share), int(seed_ or 0))
+        except (PromptError, ValueError) as error:
+            return gr.skip(), message(str(error), error=True)
+        sizes = {s["name"]: s["prompts"] for s in list_prompt_sets(ctx.store)}
+        return set_choices(ctx.store, train), message(
+            f"{train}: {sizes[train]} prompts, {held}: {sizes[held]} prompts (seed {int(seed_ or 0)}). "
+            f"Generating on {train} now."
+        )
+
+    split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
+
+
+def _sampling_settings() -> tuple:
+    """k, temperature, top_p, max new tokens, seed and prompts per batch."""
     defaults = GenerationParams()
+    k = gr.Slider(1, 8, value=defaults.k, step=1, label="Candidates per prompt (k)", elem_id="gen-k")
+    temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
+    top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
+    max_new_tokens = gr.Slider(
+        8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="gen-max-tokens"
+    )
+    seed = gr.Number(defaults.seed, precision=0, minimum=-1, label="Seed (-1: new each run)")
+    batch_size = gr.Slider(1, 32, value=defaults.batch_size, step=1, label="Prompts per batch")
+    return k, temperature, top_p, max_new_tokens, seed, batch_size
+
+
+def build_generate_tab(ctx: Ctx) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             model = gr.Dropdown(
@@ -38,41 +117,9 @@ def build_generate_tab(ctx: Ctx) -> dict:
             limit = gr.Number(
                 0, precision=0, minimum=0, label="Prompts to use: the first N (0 = all)", elem_id="gen-limit"
             )
-            with gr.Accordion("Add a prompt set", open=False):
-                upload = gr.File(
-                    label="JSONL or CSV with a prompt, question or instruction column (system optional)",
-                    file_types=[".jsonl", ".csv"],
-                    elem_id="gen-upload",
-                )
-                hub_id = gr.Textbox(label="or a Hub data set id", placeholder="tatsu-lab/alpaca")
-                with gr.Row():
-                    hub_split = gr.Textbox("train", label="Split")
-                    hub_column = gr.Textbox(label="Column", placeholder="found automatically")
-                set_name = gr.Textbox(label="Name for the new set", placeholder="letters, digits, . _ -")
-                with gr.Row():
-                    add_file = gr.Button("Add file")
-                    add_hub = gr.Button("Load from Hub")
-                set_status = gr.Markdown(elem_id="gen-set-status")
-            with gr.Accordion("Split the set into train and held-out parts", open=False):
-                gr.Markdown(
-                    "Generate and rank on `<set>-train`; report and evaluate on `<set>-heldout`, whose "
-                    "prompts the model never trains on. The guidelines and the rubric are copied."
-                )
-                with gr.Row():
-                    held_share = gr.Slider(
-                        0.05, 0.95, value=0.3, step=0.05, label="Share held out", elem_id="gen-split-share"
-                    )
-                    split_seed = gr.Number(0, precision=0, label="Seed of the draw", elem_id="gen-split-seed")
-                split = gr.Button("Split", elem_id="gen-split")
-                split_status = gr.Markdown(elem_id="gen-split-status")
-            k = gr.Slider(1, 8, value=defaults.k, step=1, label="Candidates per prompt (k)", elem_id="gen-k")
-            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
-            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top_p")
-            max_new_tokens = gr.Slider(
-                8, 1024, value=defaults.max_new_tokens, step=8, label="Max new tokens", elem_id="gen-max-tokens"
-            )
-            seed = gr.Number(defaults.seed, precision=0, minimum=-1, label="Seed (-1: new each run)")
-            batch_size = gr.Slider(1, 32, value=defaults.batch_size, step=1, label="Prompts per batch")
+            _add_set_section(ctx, prompt_set)
+            _split_section(ctx, prompt_set)
+            k, temperature, top_p, max_new_tokens, seed, batch_size = _sampling_settings()
             with gr.Row():
                 start = gr.Button("Generate", variant="primary", elem_id="gen-start")
                 cancel = cancel_button(elem_id="gen-cancel")
@@ -94,34 +141,6 @@ def build_generate_tab(ctx: Ctx) -> dict:
 
     def show_table(selected, first_n):
         return candidates_table(ctx.store, selected, int(first_n or 0)) if selected else []
-
-    def add_set(add):
-        try:
-            name, parsed = add()
-        except (PromptError, ValueError) as error:
-            return gr.skip(), message(str(error), error=True)
-        return set_choices(ctx.store, name), message(f"Added prompt set '{name}': {parsed.summary()}.")
-
-    def add_from_file(file_path, name):
-        if not file_path:
-            return gr.skip(), message("Choose a .jsonl or .csv file first.", error=True)
-        return add_set(lambda: import_prompt_file(ctx.store, file_path, name))
-
-    def add_from_hub(dataset_id, split, column, name):
-        return add_set(lambda: import_hub_prompts(ctx.store, dataset_id, split, column, name))
-
-    def do_split(selected, share, seed_):
-        if not selected:
-            return gr.skip(), message("Choose the prompt set to split.", error=True)
-        try:
-            train, held = split_set(ctx.store, selected, float(share), int(seed_ or 0))
-        except (PromptError, ValueError) as error:
-            return gr.skip(), message(str(error), error=True)
-        sizes = {s["name"]: s["prompts"] for s in list_prompt_sets(ctx.store)}
-        return set_choices(ctx.store, train), message(
-            f"{train}: {sizes[train]} prompts, {held}: {sizes[held]} prompts (seed {int(seed_ or 0)}). "
-            f"Generating on {train} now."
-        )
 
     def run(
         model_ref,
@@ -174,9 +193,6 @@ def build_generate_tab(ctx: Ctx) -> dict:
 
     # Wiring
     gr.on([prompt_set.change, limit.change], show_table, [prompt_set, limit], table)
-    add_file.click(add_from_file, [upload, set_name], [prompt_set, set_status])
-    add_hub.click(add_from_hub, [hub_id, hub_split, hub_column, set_name], [prompt_set, set_status])
-    split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
     # One generation at a time holds the model; other visitors wait in the queue.
     cancellable(
         start.click(waiting, None, status, queue=False),

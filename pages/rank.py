@@ -27,12 +27,69 @@ KEYS = """**Keyboard** (the order box keeps the focus):
 """
 ORDER_LABEL = "Order, best to worst (e.g. B > A = C); Enter submits"
 RATE_LABEL = "One answer: + if it is good, - if it is bad; Enter submits"
+VIEW_OUTPUTS = 10 + MAX_SHOWN  # what the queue's page update sets (view_outputs in build_rank_tab)
 FOCUS_ORDER = "() => { setTimeout(() => document.querySelector('#rank-order textarea')?.focus(), 50); }"
 
 
 def identity(typed: str, request: gr.Request | None, profile: gr.OAuthProfile | None) -> tuple[str, str]:
     """(annotator name, kind) of whoever is at this page (ranking.identity holds the rule)."""
     return ranking.identity(typed, getattr(request, "username", None), profile.username if profile else None)
+
+
+def _task_form() -> dict:
+    """The prompt on screen, its candidates, the order box and the buttons (each types its key)."""
+    progress = gr.Markdown(elem_id="rank-progress")
+    system = gr.Textbox(label="System prompt", interactive=False, visible=False, elem_id="rank-system")
+    prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, max_lines=12, elem_id="rank-prompt")
+    candidates = [
+        gr.Textbox(
+            label=f"Candidate {letter}",
+            interactive=False,
+            lines=2,
+            max_lines=30,
+            visible=False,
+            elem_id=f"rank-cand-{letter.lower()}",
+        )
+        for letter in LETTERS
+    ]
+    with gr.Row(visible=False) as pairwise:
+        a_better = gr.Button("A better (a)")
+        b_better = gr.Button("B better (b)")
+        tie = gr.Button("Tie (=)")
+        both_bad = gr.Button("Both bad (x)")
+    with gr.Row(visible=False) as rating:
+        good = gr.Button("Good (+)", elem_id="rank-good")
+        bad = gr.Button("Bad (-)", elem_id="rank-bad")
+    suggested = gr.Textbox(
+        label="Suggested by a judge (press r then Enter, or the button, to accept it)",
+        interactive=False,
+        visible=False,
+        elem_id="rank-suggestion",
+    )
+    order = gr.Textbox(label=ORDER_LABEL, autofocus=True, elem_id="rank-order")
+    with gr.Row():
+        submit = gr.Button("Submit", variant="primary", elem_id="rank-submit")
+        accept = gr.Button("Accept suggestion (r)", elem_id="rank-accept")
+        skip = gr.Button("Skip (s)")
+        undo = gr.Button("Undo last (u)")
+        previous = gr.Button("Previous (p)")
+    status = gr.Markdown(elem_id="rank-status")
+    # Each button types its key into the submission, as the order box would.
+    keys = [(a_better, "a"), (b_better, "b"), (tie, "="), (both_bad, "x"), (good, "+"), (bad, "-")]
+    keys += [(skip, "s"), (undo, "u"), (previous, "p"), (accept, "r")]
+    return {
+        "progress": progress,
+        "system": system,
+        "prompt": prompt,
+        "candidates": candidates,
+        "pairwise": pairwise,
+        "rating": rating,
+        "suggested": suggested,
+        "order": order,
+        "submit": submit,
+        "status": status,
+        "keys": keys,
+    }
 
 
 def build_rank_tab(ctx: Ctx) -> dict:
@@ -53,46 +110,15 @@ def build_rank_tab(ctx: Ctx) -> dict:
                 if on_space:
                     gr.LoginButton()
                 prompt_set = gr.Dropdown([], label="Prompt set", elem_id="rank-set", scale=2)
-            progress = gr.Markdown(elem_id="rank-progress")
-            system = gr.Textbox(label="System prompt", interactive=False, visible=False, elem_id="rank-system")
-            prompt = gr.Textbox(label="Prompt", interactive=False, lines=2, max_lines=12, elem_id="rank-prompt")
-            candidates = [
-                gr.Textbox(
-                    label=f"Candidate {letter}",
-                    interactive=False,
-                    lines=2,
-                    max_lines=30,
-                    visible=False,
-                    elem_id=f"rank-cand-{letter.lower()}",
-                )
-                for letter in LETTERS
-            ]
-            with gr.Row(visible=False) as pairwise:
-                a_better = gr.Button("A better (a)")
-                b_better = gr.Button("B better (b)")
-                tie = gr.Button("Tie (=)")
-                both_bad = gr.Button("Both bad (x)")
-            with gr.Row(visible=False) as rating:
-                good = gr.Button("Good (+)", elem_id="rank-good")
-                bad = gr.Button("Bad (-)", elem_id="rank-bad")
-            suggested = gr.Textbox(
-                label="Suggested by a judge (press r then Enter, or the button, to accept it)",
-                interactive=False,
-                visible=False,
-                elem_id="rank-suggestion",
-            )
-            order = gr.Textbox(label=ORDER_LABEL, autofocus=True, elem_id="rank-order")
-            with gr.Row():
-                submit = gr.Button("Submit", variant="primary", elem_id="rank-submit")
-                accept = gr.Button("Accept suggestion (r)", elem_id="rank-accept")
-                skip = gr.Button("Skip (s)")
-                undo = gr.Button("Undo last (u)")
-                previous = gr.Button("Previous (p)")
-            status = gr.Markdown(elem_id="rank-status")
+            form = _task_form()
             with gr.Accordion("Change an earlier ranking", open=False) as earlier_box:
                 earlier = gr.Dropdown([], label="Prompts you ranked, newest first", elem_id="rank-earlier")
             demonstrations_panel(ctx, prompt_set, annotator)
-        _guidelines_column(ctx, prompt_set, annotator, status, current)
+        _guidelines_column(ctx, prompt_set, annotator, form["status"], current)
+    (progress, system, prompt, candidates, pairwise, rating, suggested, order, status) = (
+        form[k]
+        for k in ("progress", "system", "prompt", "candidates", "pairwise", "rating", "suggested", "order", "status")
+    )
 
     # What the page shows now: (candidates, system prompt shown, suggestion shown); None before the first task. When
     # the next task has the same layout, the update sends plain values: a Gradio update that changes a component's
@@ -100,46 +126,7 @@ def build_rank_tab(ctx: Ctx) -> dict:
     # submission's time when a team ranks at once (bench/annotators.py).
     layout = gr.JSON(None, visible=False, elem_id="rank-layout")
     view_outputs = [current, layout, system, prompt, *candidates, pairwise, rating, suggested, order, progress, status]
-
-    def view(task, who, set_name, note="", shown_layout=None) -> list:
-        return _view(ctx, task, who, set_name, note, shown_layout)
-
-    def start(
-        typed, set_name, shown_prompt, shown_layout, shown_for, username: str | None, hub_user: str | None
-    ) -> list:
-        """Open the annotator's queue (the name's Enter, a set chosen, the page's load): the first prompt to rank.
-        Called by the route that the page's JavaScript posts to (rank_router)."""
-        if not (typed or "").strip() and not username and not hub_user:
-            return [
-                *view(None, None, set_name, message("Type your name above and press Enter to start ranking.")),
-                None,
-            ]
-        try:
-            who, _ = ranking.identity(typed, username, hub_user)
-        except RankingError as error:
-            return [*view(None, None, set_name, message(str(error), error=True)), None]
-        if not set_name:
-            return [*view(None, who, None, message("Choose a prompt set.", error=True)), None]
-        if shown_prompt is not None and shown_for is not None and tuple(shown_for) == (who, set_name):
-            # Already ranking this set under this name (the page's load refilling the set list after the name was
-            # typed, or Enter pressed again): nothing to change. Rendering the queue again here would race with a
-            # submission made meanwhile (the submission runs outside the queue) and could put its prompt back on
-            # screen with the order box cleared.
-            return [gr.skip()] * (len(view_outputs) + 1)
-        return [
-            *view(ranking.next_task(ctx.store, set_name, who), who, set_name, shown_layout=shown_layout),
-            (who, set_name),
-        ]
-
-    def act(typed, set_name, prompt_id, shown_layout, text, username: str | None, hub_user: str | None) -> list:
-        """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous.
-        Called by the route that the page's JavaScript posts to (rank_router)."""
-        try:
-            who, kind = ranking.identity(typed, username, hub_user)
-            task, note = ranking.act(ctx.store, who, kind, set_name, prompt_id, text, ranking.TEAM_MAX_AGE)
-        except RankingError as error:
-            return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
-        return view(task, who, set_name, message(note) if note else "", shown_layout)
+    assert len(view_outputs) == VIEW_OUTPUTS  # the route (rank_router) answers with this many updates
 
     def open_earlier(
         typed, set_name, shown_layout, prompt_id, request: gr.Request, profile: gr.OAuthProfile | None = None
@@ -150,7 +137,8 @@ def build_rank_tab(ctx: Ctx) -> dict:
             who, _ = identity(typed, request, profile)
         except RankingError as error:
             return [gr.skip()] * (len(view_outputs) - 1) + [message(str(error), error=True)]
-        return view(
+        return _view(
+            ctx.store,
             ranking.load_task(ctx.store, prompt_id, who),
             who,
             set_name,
@@ -189,25 +177,14 @@ def build_rank_tab(ctx: Ctx) -> dict:
     ).then(None, js=FOCUS_ORDER)
     act_inputs = [annotator, prompt_set, current, layout]
     gr.on(
-        [order.submit, submit.click],
+        [order.submit, form["submit"].click],
         None,
         [*act_inputs, order],
         view_outputs,
         js=_submit_js(len(view_outputs)),
         trigger_mode="always_last",
     ).then(None, js=FOCUS_ORDER)
-    for button, key in [
-        (a_better, "a"),
-        (b_better, "b"),
-        (tie, "="),
-        (both_bad, "x"),
-        (good, "+"),
-        (bad, "-"),
-        (skip, "s"),
-        (undo, "u"),
-        (previous, "p"),
-        (accept, "r"),
-    ]:
+    for button, key in form["keys"]:
         button.click(
             None, act_inputs, view_outputs, js=_submit_js(len(view_outputs), key), trigger_mode="always_last"
         ).then(None, js=FOCUS_ORDER)
@@ -225,12 +202,50 @@ def build_rank_tab(ctx: Ctx) -> dict:
         "prompt_set": prompt_set,
         "load": on_load,
         "load_outputs": [prompt_set, annotator],
-        "router": rank_router(ctx.store, start, act, len(view_outputs)),
     }
 
 
+def _start(
+    store, typed, set_name, shown_prompt, shown_layout, shown_for, username: str | None, hub_user: str | None
+) -> list:
+    """Open the annotator's queue (the name's Enter, a set chosen, the page's load): the first prompt to rank.
+    Called by the route that the page's JavaScript posts to (rank_router)."""
+    if not (typed or "").strip() and not username and not hub_user:
+        return [
+            *_view(store, None, None, set_name, message("Type your name above and press Enter to start ranking.")),
+            None,
+        ]
+    try:
+        who, _ = ranking.identity(typed, username, hub_user)
+    except RankingError as error:
+        return [*_view(store, None, None, set_name, message(str(error), error=True)), None]
+    if not set_name:
+        return [*_view(store, None, who, None, message("Choose a prompt set.", error=True)), None]
+    if shown_prompt is not None and shown_for is not None and tuple(shown_for) == (who, set_name):
+        # Already ranking this set under this name (the page's load refilling the set list after the name was
+        # typed, or Enter pressed again): nothing to change. Rendering the queue again here would race with a
+        # submission made meanwhile (the submission runs outside the queue) and could put its prompt back on
+        # screen with the order box cleared.
+        return [gr.skip()] * (VIEW_OUTPUTS + 1)
+    return [
+        *_view(store, ranking.next_task(store, set_name, who), who, set_name, shown_layout=shown_layout),
+        (who, set_name),
+    ]
+
+
+def _act(store, typed, set_name, prompt_id, shown_layout, text, username: str | None, hub_user: str | None) -> list:
+    """Everything typed in the order box (and every button, which types its key): rank, skip, undo, previous.
+    Called by the route that the page's JavaScript posts to (rank_router)."""
+    try:
+        who, kind = ranking.identity(typed, username, hub_user)
+        task, note = ranking.act(store, who, kind, set_name, prompt_id, text, ranking.TEAM_MAX_AGE)
+    except RankingError as error:
+        return [gr.skip()] * (VIEW_OUTPUTS - 1) + [message(str(error), error=True)]
+    return _view(store, task, who, set_name, message(note) if note else "", shown_layout)
+
+
 def _view(
-    ctx: Ctx,
+    store,
     task: ranking.Task | None,
     who: str | None,
     set_name: str | None,
@@ -240,9 +255,7 @@ def _view(
     """Every output of the queue's page update (RANK_OUTPUTS) for `task` (None: the queue is empty)."""
     # While there is more to rank, the team's counts may lag by TEAM_MAX_AGE; the last screen reads them now.
     stats = (
-        ranking.progress(ctx.store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0)
-        if set_name
-        else None
+        ranking.progress(store, set_name, who, ranking.TEAM_MAX_AGE if task is not None else 0) if set_name else None
     )
     progress_text = (
         f"Ranked by you: {stats['mine']} / {stats['total']} prompts · by anyone: "
@@ -253,9 +266,9 @@ def _view(
     if stats and stats["target"]:
         progress_text += f" · {stats['reached_target']} / {stats['total']} reached {stats['target']} annotators"
     if set_name:
-        progress_text += " · " + active.describe(ctx.store, set_name)
+        progress_text += " · " + active.describe(store, set_name)
     if task is None:
-        done = ranking.empty_queue_note(ctx.store, set_name) if who and set_name else ""
+        done = ranking.empty_queue_note(store, set_name) if who and set_name else ""
         return [
             None,
             None,
@@ -271,7 +284,7 @@ def _view(
         ]
     if task.total_responses > MAX_SHOWN:
         note = (note + " " if note else "") + (f"Showing the {MAX_SHOWN} newest of {task.total_responses} candidates.")
-    hint = ranking.suggestion(ctx.store, task)
+    hint = ranking.suggestion(store, task)
     count = len(task.responses)
     now = (count, bool(task.system), hint is not None)
     same = shown_layout is not None and tuple(shown_layout) == now
@@ -317,9 +330,9 @@ class Submission(BaseModel):
     shown_for: list | None = None  # with open: the (annotator, set) the prompt on screen was opened for
 
 
-def rank_router(store, start, act, outputs: int) -> APIRouter:
+def rank_router(store) -> APIRouter:
     """POST /studio/rank: opening the Rank tab's queue, or one submission, answered with the page's update list
-    (Gradio's update format, which the page's JavaScript applies; `outputs` long, one more for an opening). Behind
+    (Gradio's update format, which the page's JavaScript applies; VIEW_OUTPUTS long, one more for an opening). Behind
     --auth the annotator is the login (Gradio's own session cookie; none: 401, the list says to log in again, and
     nothing is saved); on a Space, the Hugging Face login."""
     router = APIRouter()
@@ -328,7 +341,7 @@ def rank_router(store, start, act, outputs: int) -> APIRouter:
     async def submit(body: Submission, request: Request) -> JSONResponse:
         username, hub_user = login_of(request)
         if request.app.auth and username is None and hub_user is None:
-            said = [gr.skip()] * (outputs - 1) + [
+            said = [gr.skip()] * (VIEW_OUTPUTS - 1) + [
                 message(
                     "You are not logged in (the login may have expired): reload the page and log in; "
                     "nothing was saved.",
@@ -337,9 +350,9 @@ def rank_router(store, start, act, outputs: int) -> APIRouter:
             ]
             return JSONResponse(said + [gr.skip()] if body.open else said, status_code=401)
         if body.open:
-            call = (start, body.name, body.set, body.prompt_id, body.layout, body.shown_for, username, hub_user)
+            call = (_start, store, body.name, body.set, body.prompt_id, body.layout, body.shown_for, username, hub_user)
         else:
-            call = (act, body.name, body.set, body.prompt_id, body.layout, body.text, username, hub_user)
+            call = (_act, store, body.name, body.set, body.prompt_id, body.layout, body.text, username, hub_user)
         # In a worker thread, not on the event loop: opening the queue scores the candidates with the set's rubric
         # (the suggestion), and the database may be held by another writer of this process (an import, the job
         # watcher); either would hold up every other request of every user.
@@ -441,69 +454,15 @@ TEAM_WIDTHS = ["21%", "14%", "20%", "11%", "21%", "13%"]
 
 
 def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
-    """For the lead: the overlap target, gold answers, agreement and each annotator's quality (computed when asked
-    for, never on an annotator's submit)."""
+    """For the lead: the overlap target, gold answers, the judge, the queue's order, agreement and each annotator's
+    quality (computed when asked for, never on an annotator's submit)."""
     with gr.Accordion("Team: target, gold, agreement, quality", open=False, elem_id="rank-team"):
-        with gr.Row():
-            target = gr.Number(
-                0,
-                precision=0,
-                minimum=0,
-                maximum=50,
-                label="Annotators per prompt (0: no target)",
-                elem_id="rank-target",
-                scale=2,
-            )
-            save_target = gr.Button("Set the target", elem_id="rank-target-save", scale=1)
-        with gr.Row():
-            gold_letter = gr.Textbox(
-                label="Gold: the known best candidate of the prompt on screen (letter; empty clears)",
-                max_lines=1,
-                elem_id="rank-gold",
-                scale=2,
-            )
-            save_gold = gr.Button("Mark gold", elem_id="rank-gold-save", scale=1)
-        with gr.Row():
-            judge_kind = gr.Radio(
-                [("the set's rubric", "rubric"), ("an LLM judge", "llm")],
-                value="rubric",
-                label="Judge that pre-ranks the candidates (people see its order as a suggestion)",
-                elem_id="rank-judge-kind",
-                scale=2,
-            )
-            judge_model = gr.Dropdown(
-                ["embedded"],
-                value="embedded",
-                allow_custom_value=True,
-                scale=1,
-                label="LLM judge model (Hub id or folder)",
-                elem_id="rank-judge-model",
-            )
-        with gr.Accordion("LLM judge prompt", open=False):
-            judge_prompt = gr.Textbox(
-                judges.LLM_PROMPT,
-                lines=6,
-                label="{question}, {answer_a} and {answer_b} are "
-                "filled in; every pair is asked in both orders; kept for the set when the "
-                "judge runs",
-                elem_id="rank-judge-prompt",
-            )
-        with gr.Row():
-            prerank = gr.Button("Pre-rank the set with the judge", elem_id="rank-judge-go")
-            prerank_cancel = gr.Button("Cancel", variant="stop")
-        with gr.Row():
-            order_source = gr.Dropdown(
-                [],
-                label="Queue order: most informative prompts first, by",
-                scale=2,
-                info="a finished job's adapter (smallest implicit-reward margin), a reward "
-                "model (smallest margin), or disagreement",
-                elem_id="rank-order-source",
-            )
-            order_go = gr.Button("Order the queue", elem_id="rank-order-go", scale=1)
-            order_off = gr.Button("The set's own order", scale=1)
+        team_status = gr.Markdown(elem_id="rank-team-status", render=False)  # shown under the buttons, all answer there
+        target = _target_and_gold(ctx, prompt_set, annotator, current, team_status)
+        judge_prompt = _judge_section(ctx, prompt_set, team_status)
+        order_source = _queue_order_section(ctx, prompt_set, team_status)
         show = gr.Button("Show agreement and annotators", elem_id="rank-team-show")
-        team_status = gr.Markdown(elem_id="rank-team-status")
+        team_status.render()
         people = gr.Dataframe(
             headers=TEAM_HEADERS, interactive=False, wrap=True, column_widths=TEAM_WIDTHS, elem_id="rank-team-table"
         )
@@ -525,87 +484,6 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
             team.get_target(ctx.store, set_name) or 0 if set_name else 0,
             gr.update(choices=sources, value=current or active.DISAGREEMENT),
             judges.judge_prompt(ctx.store, set_name) if set_name else judges.LLM_PROMPT,
-        )
-
-    def do_order(set_name, source, request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
-        if not set_name:
-            return message("Choose a prompt set.", error=True)
-        try:
-            progress(0, desc=f"Scoring the candidates with {source}")
-            count = active.set_active_order(
-                ctx.store,
-                set_name,
-                source or None,
-                by=login(request, profile),
-                on_progress=counting(progress, "prompts"),
-            )
-        except (active.ActiveError, access.TeamError, scorers.ScorerError, models.ModelError) as error:
-            return message(str(error), error=True)
-        return message(
-            f"{active.describe(ctx.store, set_name)} ({count} prompts scored; annotators get it with "
-            "their next prompt)."
-            if source
-            else active.describe(ctx.store, set_name)
-        )
-
-    def do_target(set_name, value, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        if not set_name:
-            return message("Choose a prompt set.", error=True)
-        try:
-            team.set_target(ctx.store, set_name, int(value or 0), by=login(request, profile))
-        except (access.TeamError, ValueError) as error:
-            return message(str(error), error=True)
-        return message(
-            f"Each prompt of {set_name} now wants {int(value)} annotators: the queue serves prompts below that first."
-            if value
-            else f"{set_name} has no overlap target: the queue follows the set."
-        )
-
-    def do_gold(typed, set_name, prompt_id, letter, request: gr.Request, profile: gr.OAuthProfile | None = None):
-        if prompt_id is None:
-            return message("Open a prompt to rank first (its candidates are lettered as you see them).", error=True)
-        try:
-            who, _ = identity(typed, request, profile)
-            response = ranking.response_for_letter(ctx.store, prompt_id, who, letter)
-            team.mark_gold(ctx.store, prompt_id, response, by=login(request, profile))
-        except (access.TeamError, ranking.RankingError) as error:
-            return message(str(error), error=True)
-        return message(
-            f"Candidate {letter.strip().upper()} is this prompt's gold answer."
-            if response
-            else "This prompt is no longer gold."
-        )
-
-    def do_prerank(
-        set_name,
-        kind,
-        model,
-        prompt_text,
-        request: gr.Request,
-        profile: gr.OAuthProfile | None = None,
-        progress=gr.Progress(),
-    ):
-        if not set_name:
-            return message("Choose a prompt set.", error=True)
-        event = ctx.cancel_events[request.session_hash] = threading.Event()
-        try:
-            progress(0, desc="Loading the judge" if kind == "llm" else "Scoring with the rubric")
-            name, done = judges.prerank(
-                ctx.store,
-                set_name,
-                kind,
-                (model or "embedded").strip(),
-                prompt_text,
-                cancel=event,
-                on_progress=counting(progress, "prompts"),
-                by=login(request, profile),
-            )
-        except (judges.JudgeError, access.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
-            return message(str(error), error=True)
-        finally:
-            ctx.cancel_events.pop(request.session_hash, None)
-        return message(
-            f"{name} ranked {done} prompts of {set_name}: annotators see its order as a suggestion (r accepts it)."
         )
 
     def show_team(set_name):
@@ -652,13 +530,127 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
         return "\n".join(f"- {message(line)}" for line in lines), rows
 
     prompt_set.change(show_target, prompt_set, [target, order_source, judge_prompt])
-    order_go.click(waiting, None, team_status, queue=False).then(
-        do_order, [prompt_set, order_source], team_status, concurrency_limit=1, concurrency_id="model"
-    )
-    order_off.click(do_order, [prompt_set, gr.State(None)], team_status)
+    show.click(show_team, prompt_set, [team_status, people])
+
+
+def _target_and_gold(ctx: Ctx, prompt_set, annotator, current, team_status):
+    """The overlap target of the set, and the gold answer of the prompt on screen; returns the target box."""
+    with gr.Row():
+        target = gr.Number(
+            0,
+            precision=0,
+            minimum=0,
+            maximum=50,
+            label="Annotators per prompt (0: no target)",
+            elem_id="rank-target",
+            scale=2,
+        )
+        save_target = gr.Button("Set the target", elem_id="rank-target-save", scale=1)
+    with gr.Row():
+        gold_letter = gr.Textbox(
+            label="Gold: the known best candidate of the prompt on screen (letter; empty clears)",
+            max_lines=1,
+            elem_id="rank-gold",
+            scale=2,
+        )
+        save_gold = gr.Button("Mark gold", elem_id="rank-gold-save", scale=1)
+
+    def do_target(set_name, value, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        try:
+            team.set_target(ctx.store, set_name, int(value or 0), by=login(request, profile))
+        except (access.TeamError, ValueError) as error:
+            return message(str(error), error=True)
+        return message(
+            f"Each prompt of {set_name} now wants {int(value)} annotators: the queue serves prompts below that first."
+            if value
+            else f"{set_name} has no overlap target: the queue follows the set."
+        )
+
+    def do_gold(typed, set_name, prompt_id, letter, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if prompt_id is None:
+            return message("Open a prompt to rank first (its candidates are lettered as you see them).", error=True)
+        try:
+            who, _ = identity(typed, request, profile)
+            response = ranking.response_for_letter(ctx.store, prompt_id, who, letter)
+            team.mark_gold(ctx.store, prompt_id, response, by=login(request, profile))
+        except (access.TeamError, ranking.RankingError) as error:
+            return message(str(error), error=True)
+        return message(
+            f"Candidate {letter.strip().upper()} is this prompt's gold answer."
+            if response
+            else "This prompt is no longer gold."
+        )
+
     save_target.click(do_target, [prompt_set, target], team_status, queue=False)
     save_gold.click(do_gold, [annotator, prompt_set, current, gold_letter], team_status, queue=False)
-    show.click(show_team, prompt_set, [team_status, people])
+    return target
+
+
+def _judge_section(ctx: Ctx, prompt_set, team_status):
+    """The judge that pre-ranks the candidates (the rubric or an LLM); returns its prompt box."""
+    with gr.Row():
+        judge_kind = gr.Radio(
+            [("the set's rubric", "rubric"), ("an LLM judge", "llm")],
+            value="rubric",
+            label="Judge that pre-ranks the candidates (people see its order as a suggestion)",
+            elem_id="rank-judge-kind",
+            scale=2,
+        )
+        judge_model = gr.Dropdown(
+            ["embedded"],
+            value="embedded",
+            allow_custom_value=True,
+            scale=1,
+            label="LLM judge model (Hub id or folder)",
+            elem_id="rank-judge-model",
+        )
+    with gr.Accordion("LLM judge prompt", open=False):
+        judge_prompt = gr.Textbox(
+            judges.LLM_PROMPT,
+            lines=6,
+            label="{question}, {answer_a} and {answer_b} are "
+            "filled in; every pair is asked in both orders; kept for the set when the "
+            "judge runs",
+            elem_id="rank-judge-prompt",
+        )
+    with gr.Row():
+        prerank = gr.Button("Pre-rank the set with the judge", elem_id="rank-judge-go")
+        prerank_cancel = gr.Button("Cancel", variant="stop")
+
+    def do_prerank(
+        set_name,
+        kind,
+        model,
+        prompt_text,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+        progress=gr.Progress(),
+    ):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        event = ctx.cancel_events[request.session_hash] = threading.Event()
+        try:
+            progress(0, desc="Loading the judge" if kind == "llm" else "Scoring with the rubric")
+            name, done = judges.prerank(
+                ctx.store,
+                set_name,
+                kind,
+                (model or "embedded").strip(),
+                prompt_text,
+                cancel=event,
+                on_progress=counting(progress, "prompts"),
+                by=login(request, profile),
+            )
+        except (judges.JudgeError, access.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
+            return message(str(error), error=True)
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+        return message(
+            f"{name} ranked {done} prompts of {set_name}: annotators see its order as a suggestion (r accepts it)."
+        )
+
     prerank.click(waiting, None, team_status, queue=False).then(
         do_prerank,
         [prompt_set, judge_kind, judge_model, judge_prompt],
@@ -667,3 +659,46 @@ def _team_panel(ctx: Ctx, prompt_set, annotator, current) -> None:
         concurrency_id="model",
     )
     prerank_cancel.click(ctx.canceller("Cancelling: judged prompts are kept…"), None, team_status)
+    return judge_prompt
+
+
+def _queue_order_section(ctx: Ctx, prompt_set, team_status):
+    """The queue's order: most informative prompts first, by an adapter, a reward model or disagreement."""
+    with gr.Row():
+        order_source = gr.Dropdown(
+            [],
+            label="Queue order: most informative prompts first, by",
+            scale=2,
+            info="a finished job's adapter (smallest implicit-reward margin), a reward "
+            "model (smallest margin), or disagreement",
+            elem_id="rank-order-source",
+        )
+        order_go = gr.Button("Order the queue", elem_id="rank-order-go", scale=1)
+        order_off = gr.Button("The set's own order", scale=1)
+
+    def do_order(set_name, source, request: gr.Request, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
+        if not set_name:
+            return message("Choose a prompt set.", error=True)
+        try:
+            progress(0, desc=f"Scoring the candidates with {source}")
+            count = active.set_active_order(
+                ctx.store,
+                set_name,
+                source or None,
+                by=login(request, profile),
+                on_progress=counting(progress, "prompts"),
+            )
+        except (active.ActiveError, access.TeamError, scorers.ScorerError, models.ModelError) as error:
+            return message(str(error), error=True)
+        return message(
+            f"{active.describe(ctx.store, set_name)} ({count} prompts scored; annotators get it with "
+            "their next prompt)."
+            if source
+            else active.describe(ctx.store, set_name)
+        )
+
+    order_go.click(waiting, None, team_status, queue=False).then(
+        do_order, [prompt_set, order_source], team_status, concurrency_limit=1, concurrency_id="model"
+    )
+    order_off.click(do_order, [prompt_set, gr.State(None)], team_status)
+    return order_source

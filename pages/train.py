@@ -57,23 +57,16 @@ FOLLOWED = (
 EXAMPLE_HEADERS = ["Prompt", "Base answer", "Adapter's answer", "Score: base -> adapter"]
 
 
-def build_train_tab(ctx: Ctx) -> dict:
-    with gr.Row():
-        with gr.Column(scale=1, min_width=340):
-            form = _launch_form(ctx)
-        with gr.Column(scale=2):
-            view = _job_view(ctx)
-            _report_panel(ctx, view.job_pick, view.report_key)
-            view.samples.render()
-            round_set = _next_round_panel(ctx, view.job_pick)
-            view.job_error.render()
-            view.log.render()
+def _base_choices(ctx: Ctx) -> list:
+    """The base models offered, and the finished jobs to continue from."""
+    return BASE_CHOICES + [
+        (f"continue job {j['id']} ({j['method']}, {j['base_model']})", f"{jobs.JOB_KEY}{j['id']}")
+        for j in jobs.finished(ctx.store, "chat")
+    ]
 
-    def base_choices():
-        return BASE_CHOICES + [
-            (f"continue job {j['id']} ({j['method']}, {j['base_model']})", f"{jobs.JOB_KEY}{j['id']}")
-            for j in jobs.finished(ctx.store, "chat")
-        ]
+
+def _launching(ctx: Ctx, form: SimpleNamespace):
+    """The Launch button's handler over the form's components."""
 
     def do_launch(values: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """The form (a dict keyed by component) -> launch.launch, which holds every rule (a lead's, where leads are
@@ -87,8 +80,7 @@ def build_train_tab(ctx: Ctx) -> dict:
             name.strip() for name in (values[f.reward_functions] or "").split(",") if name.strip()
         ]
         method_ = values[f.method]
-        remote = values[f.where] == "sagemaker"
-        where = dict(
+        remote = dict(
             prefix=values[f.sm_prefix],
             role_arn=values[f.sm_role],
             instance_type=values[f.sm_instance],
@@ -97,12 +89,11 @@ def build_train_tab(ctx: Ctx) -> dict:
             image=values[f.sm_image] or "",
         )
         try:
-            if remote:  # what can be checked before the job is made
-                sagemaker.check(where["prefix"], where["role_arn"], where["instance_type"])
-            job_id = launch.launch(
-                ctx.store,
+            started = ctx.jobs.submit(
                 method_,
                 settings,
+                where=values[f.where],
+                remote=remote,
                 prompt_set=values[f.data_set],
                 pair_mode=values[f.pair_mode],
                 data=values[f.data_other] or "",
@@ -113,24 +104,30 @@ def build_train_tab(ctx: Ctx) -> dict:
                 weighted=bool(values[f.weighted]),
                 judges=bool(values[f.judges]),
                 by=login(request, profile),
-                where=values[f.where],
             )
         except (PreferenceError, PromptError, recipes.RecipeError, JobError, ValueError) as error:
             return message(str(error), error=True), gr.skip(), gr.skip()
-        if remote:
-            try:
-                name = sagemaker.start(ctx.store, job_id, **where, by=login(request, profile))
-                said = message(f"Job {job_id} is running on SageMaker as {name}; the jobs table follows it.")
-            except sagemaker.SageMakerError as error:
-                said = message(f"Job {job_id} could not start on SageMaker: {error}", error=True)
-        else:
-            ctx.jobs.refresh()
-            said = message(f"Job {job_id} is {jobs.get(ctx.store, job_id)['status']}.")
+        said, job_id = message(started["said"], error=started["failed"]), started["job"]
         return (
             said,
             gr.update(choices=_job_choices(jobs.list_jobs(ctx.store)), value=job_id),
-            gr.update(choices=base_choices()),
+            gr.update(choices=_base_choices(ctx)),
         )
+
+    return do_launch
+
+
+def build_train_tab(ctx: Ctx) -> dict:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=340):
+            form = _launch_form(ctx)
+        with gr.Column(scale=2):
+            view = _job_view(ctx)
+            _report_panel(ctx, view.job_pick, view.report_key)
+            view.samples.render()
+            round_set = _next_round_panel(ctx, view.job_pick)
+            view.job_error.render()
+            view.log.render()
 
     def on_select(selected, method_, mode, other):
         # Rankings made on the Rank tab since the last visit change the summary even when the set stays the same.
@@ -140,7 +137,7 @@ def build_train_tab(ctx: Ctx) -> dict:
         ]
         return (
             sets,
-            gr.update(choices=base_choices()),
+            gr.update(choices=_base_choices(ctx)),
             message(launch.describe_data(ctx.store, method_, sets.get("value"), mode, other)),
             gr.update(choices=reward_jobs),
             set_choices(ctx.store, selected),
@@ -156,10 +153,10 @@ def build_train_tab(ctx: Ctx) -> dict:
             (f"job {j['id']}: reward model on {j['data']}", j["id"]) for j in jobs.finished(ctx.store, "reward")
         ]
         only = gr.update(choices=sets["choices"])
-        return only, gr.update(choices=base_choices()), gr.skip(), gr.update(choices=reward_jobs), only
+        return only, gr.update(choices=_base_choices(ctx)), gr.skip(), gr.update(choices=reward_jobs), only
 
     form.launch.click(
-        do_launch,
+        _launching(ctx, form),
         {
             form.method,
             form.data_set,
@@ -199,7 +196,6 @@ def build_train_tab(ctx: Ctx) -> dict:
 def _launch_form(ctx: Ctx) -> SimpleNamespace:
     """The left column: method, data, base model, settings; the data summary and the recommended settings follow
     the choices."""
-    help_ = recipes.help_text
     f = SimpleNamespace()
     f.method = gr.Radio(
         [(m.label, m.key) for m in methods.METHODS.values()],
@@ -232,6 +228,51 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
         elem_id="train-base",
     )
     s = {}  # recipe field -> its component (launch.launch keeps the fields of the chosen method)
+    _model_settings(f, s)
+    settings_note = gr.Markdown(elem_id="train-settings-note")
+    _rl_settings(f, s)
+    f.auto_report = gr.Checkbox(
+        True,
+        label="Make the alignment report when the job finishes",
+        info=f"base and adapter answer up to {report.AUTO_LIMIT} held-out prompts per set, "
+        "3 times each; the report is on the right",
+        elem_id="train-auto-report",
+    )
+    _where_settings(f)
+    f.launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
+    f.launch_status = gr.Markdown(elem_id="train-launch-status")
+    f.settings = s
+
+    def describe(method_, set_name, mode, other):
+        return message(launch.describe_data(ctx.store, method_, set_name, mode, other))
+
+    def follow_data(method_, set_name, mode, other, base_ref):
+        """The recommended settings for this method, base and data size, and why."""
+        values = launch.recommended(ctx.store, method_, set_name, mode, other, base_ref)
+        return *[gr.update(value=values[name]) if name in values else gr.skip() for name in FOLLOWED], message(
+            values["why"]
+        )
+
+    gr.on(
+        [f.method.change, f.data_set.change, f.pair_mode.change, f.data_other.change],
+        describe,
+        [f.method, f.data_set, f.pair_mode, f.data_other],
+        f.data_summary,
+    )
+    # The data enters through its summary, which changes with the set, the pair rule, the file and with rankings made
+    # on the Rank tab since (describe is wired to those changes above): one run per change, not two.
+    gr.on(
+        [f.method.change, f.base.change, f.data_summary.change],
+        follow_data,
+        [f.method, f.data_set, f.pair_mode, f.data_other, f.base],
+        [s[name] for name in FOLLOWED] + [settings_note],
+    )
+    return f
+
+
+def _model_settings(f: SimpleNamespace, s: dict) -> None:
+    """LoRA and the hyperparameters: recipe fields into `s`, the target modules into `f`."""
+    help_ = recipes.help_text
     with gr.Accordion("LoRA", open=False):
         s["lora_r"] = gr.Number(16, precision=0, minimum=1, label="Rank r", info=help_("lora_r"))
         s["lora_alpha"] = gr.Number(32, precision=0, minimum=1, label="Alpha", info=help_("lora_alpha"))
@@ -294,7 +335,11 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
             info=help_("checkpoint_share"),
             elem_id="train-checkpoint-share",
         )
-    settings_note = gr.Markdown(elem_id="train-settings-note")
+
+
+def _rl_settings(f: SimpleNamespace, s: dict) -> None:
+    """Online RL: the rewards (into `f`) and the sampling settings (recipe fields, into `s`)."""
+    help_ = recipes.help_text
     with gr.Accordion("Online RL (RLOO)", open=False, elem_id="train-rl"):
         f.reward_job = gr.Dropdown([], label="Reward model: a finished reward-model job", elem_id="train-reward")
         f.toxicity_penalty = gr.Checkbox(
@@ -319,13 +364,10 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
             info=help_("max_completion_length"),
             elem_id="train-completion",
         )
-    f.auto_report = gr.Checkbox(
-        True,
-        label="Make the alignment report when the job finishes",
-        info=f"base and adapter answer up to {report.AUTO_LIMIT} held-out prompts per set, "
-        "3 times each; the report is on the right",
-        elem_id="train-auto-report",
-    )
+
+
+def _where_settings(f: SimpleNamespace) -> None:
+    """Where the job runs: here, or a SageMaker training job and its settings."""
     with gr.Accordion("Where it runs: this machine or SageMaker", open=False, elem_id="train-where-box"):
         f.where = gr.Radio(
             [("This machine", "local"), ("A SageMaker training job (your AWS credentials)", "sagemaker")],
@@ -357,35 +399,6 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
             placeholder=sagemaker.TRAINING_IMAGE.format(region="<region>"),
             elem_id="train-sm-image",
         )
-    f.launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
-    f.launch_status = gr.Markdown(elem_id="train-launch-status")
-    f.settings = s
-
-    def describe(method_, set_name, mode, other):
-        return message(launch.describe_data(ctx.store, method_, set_name, mode, other))
-
-    def follow_data(method_, set_name, mode, other, base_ref):
-        """The recommended settings for this method, base and data size, and why."""
-        values = launch.recommended(ctx.store, method_, set_name, mode, other, base_ref)
-        return *[gr.update(value=values[name]) if name in values else gr.skip() for name in FOLLOWED], message(
-            values["why"]
-        )
-
-    gr.on(
-        [f.method.change, f.data_set.change, f.pair_mode.change, f.data_other.change],
-        describe,
-        [f.method, f.data_set, f.pair_mode, f.data_other],
-        f.data_summary,
-    )
-    # The data enters through its summary, which changes with the set, the pair rule, the file and with rankings made
-    # on the Rank tab since (describe is wired to those changes above): one run per change, not two.
-    gr.on(
-        [f.method.change, f.base.change, f.data_summary.change],
-        follow_data,
-        [f.method, f.data_set, f.pair_mode, f.data_other, f.base],
-        [s[name] for name in FOLLOWED] + [settings_note],
-    )
-    return f
 
 
 def _job_choices(listed: list[dict]) -> list[tuple]:
@@ -483,78 +496,9 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
     v.report_key = gr.State("")
     timer = gr.Timer(2.0)
 
-    def show(job_id):
-        """Table, choices and the selected job's progress, plots, error and log. With none selected (a fresh page),
-        the running job is selected, else the newest one."""
-        listed = jobs.list_jobs(ctx.store)
-        if job_id is None and listed:
-            job_id = next((j["id"] for j in listed if j["status"] == "running"), listed[0]["id"])
-        outputs = [_job_rows(listed), gr.update(choices=_job_choices(listed), value=job_id)]
-        off = gr.update(interactive=False, variant="secondary")
-        if job_id is None:
-            return outputs + [
-                gr.update(value=0),
-                "",
-                "",
-                *[None] * len(PLOTS),
-                gr.update(visible=False),
-                "",
-                "",
-                gr.update(visible=False),
-                "",
-                off,
-                off,
-            ]
-        try:
-            job = jobs.get(ctx.store, int(job_id))
-        except JobError as error:
-            return outputs + [
-                gr.update(value=0),
-                message(str(error), error=True),
-                "",
-                *[None] * len(PLOTS),
-                gr.update(visible=False),
-                "",
-                "",
-                gr.update(visible=False),
-                "",
-                off,
-                off,
-            ]
-        rows = jobs.metrics(job)
-        last = jobs.last_metrics(rows)
-        step, total = int(last.get("step", 0)), int(last.get("max_steps", 0) or 1)
-        found = report.latest(ctx.store, job["id"])
-        sampled = jobs.rl_samples(job)
-        said = diagnostics.diagnose(job["method"], rows, json.loads(job["data_info"] or "{}").get("pairs"))
-        return outputs + [
-            gr.update(value=min(step, total), maximum=total),
-            message(" · ".join(filter(None, (jobs.progress_line(job, last), sagemaker.progress(job))))),
-            "\n".join(f"- {message(line)}" for line in said),
-            *_plot_frames(rows),
-            gr.update(value=job["error"] or "", visible=bool(job["error"])),
-            jobs.log_tail(job),
-            message(jobs.lineage_line(ctx.store, job["id"])),
-            gr.update(visible=False)
-            if sampled is None
-            else gr.update(
-                visible=True,
-                value=[
-                    [r["step"], r["reward_function"], _fmt(r["reward"]), r["prompt"], r["completion"]] for r in sampled
-                ],
-            ),
-            f"{job['id']}/{job['status']}/{found and found['id']}/{found and found['status']}",
-            # Stop for a job that is queued or running, Resume for one that stopped or failed.
-            gr.update(
-                interactive=(stoppable := job["status"] in ("queued", "running")),
-                variant="stop" if stoppable else "secondary",
-            ),
-            gr.update(interactive=job["status"] in ("stopped", "failed")),
-        ]
-
     gr.on(
         [timer.tick, v.job_pick.change],
-        show,
+        lambda job_id: _show_job(ctx, job_id),
         v.job_pick,
         [
             v.table,
@@ -574,6 +518,112 @@ def _job_view(ctx: Ctx) -> SimpleNamespace:
         show_progress="hidden",
     )
     return v
+
+
+def _no_job(said: str) -> list:
+    """The selected job's outputs (after the table and the choices) when there is none to show."""
+    off = gr.update(interactive=False, variant="secondary")
+    # progress, its line, findings, plots, error, log, lineage, samples, report key, Stop, Resume
+    hidden = gr.update(visible=False)
+    return [gr.update(value=0), said, "", *[None] * len(PLOTS), hidden, "", "", hidden, "", off, off]
+
+
+def _show_job(ctx: Ctx, job_id):
+    """Table, choices and the selected job's progress, plots, error and log. With none selected (a fresh page),
+    the running job is selected, else the newest one."""
+    listed = jobs.list_jobs(ctx.store)
+    if job_id is None and listed:
+        job_id = next((j["id"] for j in listed if j["status"] == "running"), listed[0]["id"])
+    outputs = [_job_rows(listed), gr.update(choices=_job_choices(listed), value=job_id)]
+    if job_id is None:
+        return outputs + _no_job("")
+    try:
+        job = jobs.get(ctx.store, int(job_id))
+    except JobError as error:
+        return outputs + _no_job(message(str(error), error=True))
+    rows = jobs.metrics(job)
+    last = jobs.last_metrics(rows)
+    step, total = int(last.get("step", 0)), int(last.get("max_steps", 0) or 1)
+    found = report.latest(ctx.store, job["id"])
+    sampled = jobs.rl_samples(job)
+    said = diagnostics.diagnose(job["method"], rows, json.loads(job["data_info"] or "{}").get("pairs"))
+    return outputs + [
+        gr.update(value=min(step, total), maximum=total),
+        message(" · ".join(filter(None, (jobs.progress_line(job, last), sagemaker.progress(job))))),
+        "\n".join(f"- {message(line)}" for line in said),
+        *_plot_frames(rows),
+        gr.update(value=job["error"] or "", visible=bool(job["error"])),
+        jobs.log_tail(job),
+        message(jobs.lineage_line(ctx.store, job["id"])),
+        gr.update(visible=False)
+        if sampled is None
+        else gr.update(
+            visible=True,
+            value=[[r["step"], r["reward_function"], _fmt(r["reward"]), r["prompt"], r["completion"]] for r in sampled],
+        ),
+        f"{job['id']}/{job['status']}/{found and found['id']}/{found and found['status']}",
+        # Stop for a job that is queued or running, Resume for one that stopped or failed.
+        gr.update(
+            interactive=(stoppable := job["status"] in ("queued", "running")),
+            variant="stop" if stoppable else "secondary",
+        ),
+        gr.update(interactive=job["status"] in ("stopped", "failed")),
+    ]
+
+
+def _no_report(choices, said=""):
+    return [choices, said, [], [], "", []]
+
+
+def _report_view(ctx: Ctx, job_id):
+    """The selected job's held-out sets (default ones chosen) and its newest report."""
+    if job_id is None:
+        return _no_report(gr.update(choices=[], value=[]))
+    try:
+        job = jobs.get(ctx.store, int(job_id))
+    except JobError:
+        return _no_report(gr.update(choices=[], value=[]))
+    choices = gr.update(choices=[s["name"] for s in list_prompt_sets(ctx.store)])
+    if not methods.get(job["method"]).chats:
+        return _no_report(choices, message("A reward model scores answers; reports are for DPO, SFT and RL adapters."))
+    if jobs.adapter_folder(job) is None:
+        return _no_report(choices, message(f"The report can be made once job {job['id']} has finished."))
+    try:
+        choices = gr.update(choices=choices["choices"], value=report.default_sets(ctx.store, job["id"]))
+    except report.ReportError:
+        pass
+    found = report.latest(ctx.store, job["id"])
+    if found is None:
+        return _no_report(choices, message("No report yet: press Make the alignment report."))
+    if found["summary"] is None:
+        state = "is being made" if found["status"] == "generating" else f"{found['status']}: {found['error']}"
+        return _no_report(choices, message(f"Report {found['id']} {state}."))
+    summary = found["summary"]
+    said = summary["warnings"] + [f"Not learned: {line}" for line in report.rule_lines(summary)]
+    listed = "\n".join(f"- {message(w)}" for w in said) or message("No warnings.")
+    shown = [
+        [
+            e["prompt"],
+            e["base"],
+            e["aligned"],
+            f"{e['base_score']:.2f} -> {e['aligned_score']:.2f}" if e["base_score"] is not None else "",
+        ]
+        for entry in summary["sets"]
+        for e in entry["examples"]
+    ]
+    sizes = ", ".join(
+        f"{e['prompt_set']} {e['prompts']} prompts x {e['samples']}, words "
+        f"{e['words']['base']:.0f} -> {e['words']['aligned']:.0f}"
+        for e in summary["sets"]
+    )
+    return [
+        choices,
+        message(f"Report {found['id']} ({found['created_at'][:16].replace('T', ' ')}): {sizes}."),
+        report.table(summary),
+        report.rule_table(summary),
+        listed,
+        shown,
+    ]
 
 
 def _report_panel(ctx: Ctx, job_pick, report_key):
@@ -647,59 +697,6 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
             label="Examples",
         )
 
-    def nothing(choices, said=""):
-        return [choices, said, [], [], "", []]
-
-    def view(job_id):
-        """The selected job's held-out sets (default ones chosen) and its newest report."""
-        if job_id is None:
-            return nothing(gr.update(choices=[], value=[]))
-        try:
-            job = jobs.get(ctx.store, int(job_id))
-        except JobError:
-            return nothing(gr.update(choices=[], value=[]))
-        choices = gr.update(choices=[s["name"] for s in list_prompt_sets(ctx.store)])
-        if not methods.get(job["method"]).chats:
-            return nothing(choices, message("A reward model scores answers; reports are for DPO, SFT and RL adapters."))
-        if jobs.adapter_folder(job) is None:
-            return nothing(choices, message(f"The report can be made once job {job['id']} has finished."))
-        try:
-            choices = gr.update(choices=choices["choices"], value=report.default_sets(ctx.store, job["id"]))
-        except report.ReportError:
-            pass
-        found = report.latest(ctx.store, job["id"])
-        if found is None:
-            return nothing(choices, message("No report yet: press Make the alignment report."))
-        if found["summary"] is None:
-            state = "is being made" if found["status"] == "generating" else f"{found['status']}: {found['error']}"
-            return nothing(choices, message(f"Report {found['id']} {state}."))
-        summary = found["summary"]
-        said = summary["warnings"] + [f"Not learned: {line}" for line in report.rule_lines(summary)]
-        listed = "\n".join(f"- {message(w)}" for w in said) or message("No warnings.")
-        shown = [
-            [
-                e["prompt"],
-                e["base"],
-                e["aligned"],
-                f"{e['base_score']:.2f} -> {e['aligned_score']:.2f}" if e["base_score"] is not None else "",
-            ]
-            for entry in summary["sets"]
-            for e in entry["examples"]
-        ]
-        sizes = ", ".join(
-            f"{e['prompt_set']} {e['prompts']} prompts x {e['samples']}, words "
-            f"{e['words']['base']:.0f} -> {e['words']['aligned']:.0f}"
-            for e in summary["sets"]
-        )
-        return [
-            choices,
-            message(f"Report {found['id']} ({found['created_at'][:16].replace('T', ' ')}): {sizes}."),
-            report.table(summary),
-            report.rule_table(summary),
-            listed,
-            shown,
-        ]
-
     def make(job_id, chosen_sets, samples_, first_n, tokens_, request: gr.Request, progress_=gr.Progress()):
         if job_id is None:
             return message("Choose a finished job above.", error=True)
@@ -725,7 +722,7 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
         return message(f"Report {made} is ready.")
 
     outputs = [sets, status, table, rules, warnings, examples]
-    report_key.change(view, job_pick, outputs)
+    report_key.change(lambda job_id: _report_view(ctx, job_id), job_pick, outputs)
     cancellable(
         go.click(waiting, None, status, queue=False),
         cancel,
@@ -734,7 +731,7 @@ def _report_panel(ctx: Ctx, job_pick, report_key):
         status,
         concurrency_limit=1,
         concurrency_id="model",
-    ).then(view, job_pick, outputs)
+    ).then(lambda job_id: _report_view(ctx, job_id), job_pick, outputs)
     cancel.click(ctx.canceller("Cancelling the report…"), None, status)
 
 

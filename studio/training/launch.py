@@ -534,9 +534,32 @@ class Manager:
         self.refresh()
         return "Resuming from the latest checkpoint."
 
-    def _runner(self, job_id: int):
+    def submit(self, method: str, settings: dict, *, where: str = "local", remote: dict | None = None, **data) -> dict:
+        """Launch a job and start it: here (the queue) or on SageMaker (checked before the job is made, then started
+        with `remote`: prefix, role_arn, instance_type, instance_count, region, image). `data` and `by` go to
+        launch(). Returns {"job": id, "said": the line for the user, "failed": the start failed (the job is kept,
+        marked failed, to be started again)}."""
+        if where == "sagemaker":
+            runner = self._runner(None)
+            remote = dict(remote or {})
+            runner.check(remote.get("prefix", ""), remote.get("role_arn", ""), remote.get("instance_type", ""))
+        job_id = launch(self.store, method, settings, where=where, **data)
+        if where != "sagemaker":
+            self.refresh()
+            return {"job": job_id, "said": f"Job {job_id} is {get(self.store, job_id)['status']}.", "failed": False}
+        try:
+            name = runner.start(self.store, job_id, **remote, by=data.get("by"))
+        except runner.SageMakerError as error:
+            return {"job": job_id, "said": f"Job {job_id} could not start on SageMaker: {error}", "failed": True}
+        said = f"Job {job_id} is running on SageMaker as {name}; the jobs table follows it."
+        return {"job": job_id, "said": said, "failed": False}
+
+    def _runner(self, job_id: int | None):
         if self.remote is None:
-            raise JobError(f"Job {job_id} runs on SageMaker, and this studio was started without its runner.")
+            raise JobError(
+                (f"Job {job_id} runs" if job_id is not None else "Jobs run")
+                + " on SageMaker, and this studio was started without its runner."
+            )
         return self.remote
 
     def start_watcher(self, every_s: float = 2.0) -> threading.Thread:
