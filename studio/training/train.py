@@ -23,8 +23,29 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
+import torch
+import torch.distributed as dist
+import trl
+from accelerate import PartialState
+from datasets import load_dataset
+from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
+from peft.tuners.tuners_utils import BaseTunerLayer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    DynamicCache,
+    TrainerCallback,
+)
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.trainer_utils import get_last_checkpoint
+from trl.trainer import dpo_trainer
+from trl.trainer.utils import FusedCausalLMOutput
+
 from studio.core import methods
 from studio.inference import models
+from studio.inference.decode import adapter_folded_in, decode_tokens, next_tokens
 from studio.training import recipes, rewards
 
 STOP = threading.Event()
@@ -32,8 +53,6 @@ ADAPTER = "adapter"
 
 
 def _metrics_callback(path: Path):
-    from transformers import TrainerCallback
-
     class MetricsCallback(TrainerCallback):
         """One JSON line per log step (loss, DPO rewards, learning rate, tokens/s, ETA); stops on SIGTERM."""
 
@@ -66,9 +85,6 @@ def _metrics_callback(path: Path):
 
         def on_step_end(self, args, state, control, **kwargs):
             if args.world_size > 1:  # several processes stop at the same step, or the others wait for it forever
-                import torch
-                import torch.distributed as dist
-
                 flag = torch.tensor([1.0 if STOP.is_set() else 0.0], device=args.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 if flag.item() > 0:
@@ -82,7 +98,6 @@ def _metrics_callback(path: Path):
 
 def _load_data(recipe, method: str):
     """The training data set; SFT turns preference rows into conversations ending in the chosen answer."""
-    from datasets import load_dataset
 
     source = recipe.data
     path = Path(source).expanduser()
@@ -146,9 +161,6 @@ def group_by_length(dataset, batch_size: int, seed: int, block: int = 16):
 
 
 def _model(recipe, method: str):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
-
     path = models.resolve(recipe.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
@@ -173,15 +185,12 @@ def _model(recipe, method: str):
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if recipe.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     return model, tokenizer, path
 
 
 def _peft(recipe, method: str, model):
     """A new LoRA config, or the earlier job's adapter loaded trainable (then the trainer gets no config)."""
-    from peft import LoraConfig, PeftModel
 
     if recipe.continue_from:
         folder = Path(recipe.continue_from).expanduser()
@@ -214,8 +223,6 @@ def compact_lm_head(model, outputs=("log_probs",), temperature: float = 1.0) -> 
     kernel runs as before. Call it right after TRL's add_fused_lm_head, on the same model, with the same `outputs`:
     a statistic nobody asked for (log_sum_sq_probs is WPO's only) is not computed, each one a pass over
     [tokens, vocabulary]."""
-    import torch
-    from trl.trainer.utils import FusedCausalLMOutput
 
     trl_forward = model.forward
 
@@ -272,8 +279,6 @@ def shared_prompt_logps(model, input_ids, attention_mask, completion_mask):
     gradient: on bench/dpo.py's pairs the prompt is 45% of a row's tokens. `model` is a causal LM (its decoder is
     `model.base_model`, its head the output embeddings). Returns None where a pair's two rows do not start with the
     same prompt (a truncation that cut them differently), and the caller computes them as TRL does."""
-    import torch
-    from transformers import DynamicCache
 
     decoder, head = model.base_model, model.get_output_embeddings()
     device = head.weight.device
@@ -331,7 +336,6 @@ def keep_lora_inputs_in_bf16(model) -> None:
     the Trainer's autocast the product is bf16 either way, so the casts are turned off (the adapter's weights, their
     gradients and the optimizer stay float32). DPO only, where every forward runs under autocast (online RL samples
     outside it, where the product needs the cast)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
 
     for module in model.modules():
         if isinstance(module, BaseTunerLayer):
@@ -346,7 +350,6 @@ def _with_studio_sampling(trainer_class):
     The answers are drawn exactly as TRL's generate() would (temperature, top_p, no top_k) and end with their end
     token as TRL's do; any other sampling setting (top_k, min_p, a repetition penalty, vLLM, images) goes to TRL's
     own path."""
-    import torch
 
     class StudioSampling(trainer_class):
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
@@ -368,7 +371,6 @@ def _with_studio_sampling(trainer_class):
             )
             if not plain:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
-            from studio.inference.decode import adapter_folded_in, decode_tokens, next_tokens
 
             width = max(len(ids) for ids, _ in groups)
             pad = self._tokenizer.pad_token_id
@@ -403,8 +405,6 @@ def _with_shared_prompt_reference(trainer_class):
     adapter switched off (TRL's own contexts: no gradient, no checkpointing, autocast), each pair's prompt read once.
     TRL's own computation where that does not apply: a separate reference model, length-desensitised DPO (ld_alpha),
     or a batch whose rows shared_prompt_logps declines."""
-    import torch
-    from trl.trainer import dpo_trainer
 
     class SharedPromptReference(trainer_class):
         def __init__(self, *args, **kwargs):
@@ -440,7 +440,6 @@ def _with_compact_head(trainer_class, module, lora_inputs_in_bf16: bool = False)
     """`trainer_class` built with compact_lm_head added wherever TRL's `module` adds its fused head (DPO computes the
     reference log-probs inside the constructor, so it must be in place by then); `lora_inputs_in_bf16`: also
     keep_lora_inputs_in_bf16 on a bf16 CPU model (for DPO, whose every forward runs under autocast)."""
-    import torch
 
     add_fused_lm_head = module.add_fused_lm_head
 
@@ -461,8 +460,6 @@ def _partial_checkpointing(share: float):
     """A callback that leaves gradient checkpointing on for `share` of the decoder layers, spread evenly, and off for
     the rest (transformers' checkpointing is a flag on each layer, which the Trainer sets on all of them when training
     begins). With half the layers, bench/dpo.py's job on a CPU ran as fast as with none at 0.8x its peak memory."""
-    from transformers import TrainerCallback
-    from transformers.modeling_layers import GradientCheckpointingLayer
 
     class PartialCheckpointing(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -475,13 +472,10 @@ def _partial_checkpointing(share: float):
 
 def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
-    import trl
-    from transformers.trainer_utils import get_last_checkpoint
 
     method, recipe = recipes.load(recipe_path)
     job_dir = Path(recipe.output_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
-    from accelerate import PartialState
 
     # Several processes (accelerate launch): the first one loads first, so that what loading writes once (the
     # embedded model's conversion, the data set's cache) is written by one process and read by the others.
@@ -563,8 +557,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-
         if not torch.cuda.is_available():  # several processes on a CPU: accelerate joins them with gloo only when
             os.environ["ACCELERATE_USE_CPU"] = "true"  # told the CPU is meant (else each trains alone)
     result_path = _result_dir(args.recipe) / "result.json"
