@@ -4,7 +4,7 @@ import gradio as gr
 
 from pages import Ctx, login, message, set_choices
 from studio.core import access
-from studio.data import feedback, groundtruth, preferences
+from studio.data import demonstrations, feedback, groundtruth, preferences, rubric
 from studio.data.groundtruth import GroundTruthError
 from studio.data.preferences import PreferenceError
 from studio.data.ranking import PAIR_MODES
@@ -191,6 +191,13 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             label="Workforce",
             elem_id="gt-workforce",
         )
+    gt_task = gr.Dropdown(
+        [("Rank the candidates", "")],
+        value="",
+        label="Task",
+        info="or write demonstrations: edit the best candidate into an answer that follows a rule none of them does",
+        elem_id="gt-task",
+    )
     gt_export = gr.Button("Export a Ground Truth job", elem_id="gt-export")
     gt_files = gr.File(label="Job (zip)", interactive=False, elem_id="gt-files")
     gt_upload = gr.File(
@@ -210,8 +217,22 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
     gt_job = _groundtruth_aws(ctx, prompt_set, mode, summary, gt_status)
     gt_status.render()
 
+    def tasks(set_name):
+        checks = rubric.for_set(ctx.store, set_name) if set_name else None
+        rules = demonstrations.rules(checks) if checks else []
+        return gr.update(
+            choices=[("Rank the candidates", "")] + [(f"Write demonstrations: {r}", r) for r in rules], value=""
+        )
+
     def do_gt_export(
-        set_name, bucket_name, per_prompt, name, force, request: gr.Request, profile: gr.OAuthProfile | None = None
+        set_name,
+        bucket_name,
+        per_prompt,
+        name,
+        force,
+        rule,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
     ):
         if not set_name:
             return gr.skip(), message("Choose a prompt set first.", error=True)
@@ -223,12 +244,14 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
                 workers_per_object=int(per_prompt or 3),
                 name=name,
                 workforce=force,
+                rule=rule or None,
                 by=login(request, profile),
             )
         except (GroundTruthError, ValueError) as error:
             return gr.skip(), message(str(error), error=True)
+        task = f"demonstrations of {rule!r}" if rule else "ranking"
         return str(out["zip"]), message(
-            f"Job {out['job_name']} for {out['prompts']} prompts in {out['folder']} (and "
+            f"Job {out['job_name']} ({task}) for {out['prompts']} prompts in {out['folder']} (and "
             "the zip): its README.md says how to start it."
         )
 
@@ -243,7 +266,8 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             return gr.update(visible=False), message(str(error), error=True)
         found = results.summary()
         return gr.update(value=groundtruth.preview(ctx.store, results), visible=True), message(
-            f"{found['answers']} rankings by {found['workers']} workers on {found['prompts']} prompts, "
+            f"{found['answers']} rankings and {found['demonstrations']} demonstrations by {found['workers']} workers "
+            f"on {found['prompts']} prompts, "
             f"{found['unlabelled']} prompts not labelled. Nothing is saved until you press Import."
         )
 
@@ -256,7 +280,10 @@ def _groundtruth_section(ctx: Ctx, prompt_set, mode, summary) -> None:
             return message(str(error), error=True), gr.skip()
         return _gt_imported(result), _pairs_summary(ctx, set_name, pair_mode)
 
-    gt_export.click(do_gt_export, [prompt_set, bucket, workers, gt_name, workforce], [gt_files, gt_status]).then(
+    prompt_set.change(tasks, prompt_set, gt_task)
+    gt_export.click(
+        do_gt_export, [prompt_set, bucket, workers, gt_name, workforce, gt_task], [gt_files, gt_status]
+    ).then(
         lambda: gr.update(choices=(found := groundtruth.exported_jobs()), value=found[0] if found else None),
         None,
         gt_job,
@@ -329,7 +356,8 @@ def _gt_imported(result: dict) -> str:
         f" {len(result['unlabelled'])} prompts were not labelled (listed by Check)." if result["unlabelled"] else ""
     )
     return message(
-        f"Imported {result['rankings']} rankings by {result['workers']} workers on "
+        f"Imported {result['rankings']} rankings and {result['demonstrations']} demonstrations by "
+        f"{result['workers']} workers on "
         f"{result['prompts']} prompts ({result['unchanged']} already there).{unlabelled}"
     )
 

@@ -140,3 +140,80 @@ def test_a_job_of_the_set_trains_on_demonstrations_chosen_over_the_failing_candi
     job = jobs.get(store, job_id)
     assert job["status"] == "finished", job["error"]
     assert "2 conversations to learn" in jobs.log_tail(job, 200)  # SFT: each demonstration once, not 4 rows
+
+
+def test_a_ground_truth_demonstrations_job_renders_and_its_answers_import_as_demonstrations(store, fraud_set, tmp_path):
+    """The demonstrations job: one manifest line per prompt where every candidate fails the rule; the template, rendered
+    with a real Liquid engine from the pre-annotation Lambda's output, starts the worker's text area from the best
+    candidate; what the form submits (crowd-text-area's output under its name, our hidden inputs) imports as
+    demonstrations by gt:<worker>, from the worker response files or our consolidation's output manifest."""
+    from html.parser import HTMLParser
+
+    from studio.data import groundtruth
+    from tests.test_groundtruth import lambda_module, render
+
+    ranking.save_guidelines(store, "fraud", "Fraud first: <b>freeze</b> the card.")
+    out = groundtruth.export_job(store, "fraud", tmp_path / "job", bucket="b", name="demo1", rule=RULE)
+    folder = out["folder"]
+    lines = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+    assert [line["studio-prompt-id"] for line in lines] == fraud_set[:2] and out["prompts"] == 2
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["LabelAttributeName"] == "studio-demonstration"
+    assert settings["HumanTaskConfig"]["TaskTitle"] == "Write the answer the guidelines ask for"
+    template = (folder / "template.liquid.html").read_text()
+    assert "&lt;b&gt;freeze&lt;/b&gt;" in template and "<b>freeze" not in template
+
+    class Form(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.area = {}, None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "input" and attrs.get("type") == "hidden":
+                self.hidden[attrs["name"]] = attrs["value"]
+            if tag == "crowd-text-area":
+                self.area = attrs
+
+    pre = lambda_module(folder, "pre_annotation")
+    responses = tmp_path / "result" / "demo1" / "annotations" / "worker-response" / "iteration-1"
+    manifest = []
+    for i, line in enumerate(lines):
+        form = Form()
+        page = render(template, pre.lambda_handler({"dataObject": line}, None)["taskInput"])
+        form.feed(page)
+        assert form.area["name"] == "demonstration" and form.area["value"] == line["candidate"]
+        assert form.area["value"] in CANDIDATES[i] and form.hidden["studioRule"] == RULE
+        assert RULE in page and line["source"] in page
+        submitted = {**form.hidden, "demonstration": f"{GOOD} ({i})"}
+        (responses / str(i)).mkdir(parents=True)
+        (responses / str(i) / "2026-12-06_10:00:00.json").write_text(
+            json.dumps({"answers": [{"workerId": "w1", "answerContent": submitted}]})
+        )
+        label = {"workers": [{"workerId": "w2", "answerContent": {**submitted, "demonstration": "Freeze it, sorry."}}]}
+        manifest.append(json.dumps({**line, "studio-demonstration": label}))
+    (tmp_path / "result" / "demo1" / "manifests" / "output").mkdir(parents=True)
+    (tmp_path / "result" / "demo1" / "manifests" / "output" / "output.manifest").write_text("\n".join(manifest))
+
+    checked = groundtruth.read_results(store, tmp_path / "result")
+    assert checked.summary()["demonstrations"] == 4 and "a demonstration of" in groundtruth.preview(store, checked)
+    result = groundtruth.import_results(store, tmp_path / "result")
+    assert result["demonstrations"] == 4 and result["rankings"] == 0 and result["workers"] == 2
+    saved = demonstrations.listed(store, "fraud")
+    assert sorted((d["annotator"], d["prompt_id"]) for d in saved) == sorted(
+        (w, p) for w in ("gt:w1", "gt:w2") for p in fraud_set[:2]
+    )
+    assert {d["rule"] for d in saved} == {RULE}
+    assert all(
+        d["edited_from"] == line["studio-edited-from"]
+        for d in saved
+        for line in lines
+        if line["studio-prompt-id"] == d["prompt_id"]
+    )
+    assert store.query("SELECT COUNT(*) AS n FROM responses")[0]["n"] == 8  # never a model's candidate
+    rows, info = training_snapshot(store, "fraud", recipes.PAIR_MODE)
+    assert info["demonstrations"] == 4 and any(row["chosen"][-1]["content"].startswith(GOOD) for row in rows)
+    assert groundtruth.import_results(store, tmp_path / "result")["unchanged"] == 4  # again: nothing new
+    # Nothing left to write for: the next export says so.
+    with pytest.raises(groundtruth.GroundTruthError, match="needs a demonstration"):
+        groundtruth.export_job(store, "fraud", tmp_path / "job2", bucket="b", name="demo2", rule=RULE)

@@ -186,6 +186,7 @@ def test_round_trip_through_the_consolidation_lambda_and_the_output_manifest(sto
     shutil.make_archive(str(tmp_path / "result"), "zip", tmp_path / "result")
     assert import_results(store, tmp_path / "result.zip") == {
         "rankings": 4,
+        "demonstrations": 0,
         "unchanged": 0,
         "workers": 2,
         "prompts": 2,

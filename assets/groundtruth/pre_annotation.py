@@ -7,6 +7,17 @@ Ground Truth calls it with {"version": ..., "labelingJobArn": ..., "dataObject":
 
 def lambda_handler(event, context):
     line = event["dataObject"]
+    if line.get("studio-task") == "demonstration":  # write the answer a rule asks for, from the best candidate
+        edited_from = line.get("studio-edited-from")
+        task = {
+            "source": line["source"],
+            "system": line.get("system", ""),
+            "rule": line["rule"],
+            "candidate": line.get("candidate", ""),
+            "studioPromptId": str(line["studio-prompt-id"]),
+            "studioEditedFrom": "" if edited_from is None else str(edited_from),
+        }
+        return {"taskInput": task, "isHumanAnnotationRequired": True}
     return {
         "taskInput": {
             "source": line["source"],

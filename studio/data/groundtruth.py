@@ -1,4 +1,7 @@
 """The SageMaker Ground Truth bridge: export a ranking job for a real workforce, import what the workers answered.
+A job can instead ask for demonstrations (`rule`): for each prompt where every candidate fails a rule of the rubric,
+the worker edits the best candidate (crowd-text-area, starting from it) into the answer the rule asks for; the import
+keeps each as a demonstration by gt:<workerId> (studio/data/demonstrations.py).
 
 Export writes a folder (and a zip of it): the input manifest, the worker task template (crowd-text-ranking, ties
 allowed), the pre-annotation and consolidation Lambda handlers, the CreateLabelingJob settings and a README with the
@@ -24,12 +27,17 @@ from pathlib import Path
 from studio.core import access
 from studio.core.paths import studio_home
 from studio.core.store import Store
+from studio.data import demonstrations, rubric
+from studio.data.demonstrations import DemonstrationError
 from studio.data.ranking import LETTERS, MAX_SHOWN, get_guidelines, insert_ranking
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "groundtruth"
 LINE_LIMIT = 100_000  # characters per manifest line
 ATTRIBUTE_LIMIT = 20_000  # characters per attribute
 LABEL_ATTRIBUTE = "studio-ranking"
+DEMO_LABEL = "studio-demonstration"  # the label attribute of a demonstrations job
+DEMO_TASK = "demonstration"  # a manifest line's studio-task in a demonstrations job
+DEMO_PROMPTS = 200  # prompts per demonstrations job at most
 DIMENSION = "Overall quality"
 MAX_IMPORT_BYTES = 500 * 1024 * 1024
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # AWS's LabelingJobName pattern
@@ -87,6 +95,29 @@ def manifest_lines(store: Store, set_name: str) -> list[dict]:
     return lines
 
 
+def demonstration_lines(store: Store, set_name: str, rule: str, limit: int = DEMO_PROMPTS) -> list[dict]:
+    """One manifest line per prompt where every candidate fails `rule` and nobody has written a demonstration of it
+    yet (demonstrations.to_write), with the best candidate to start the edit from."""
+    try:
+        found = demonstrations.to_write(store, set_name, rule, limit)
+    except DemonstrationError as error:
+        raise GroundTruthError(str(error)) from None
+    lines = []
+    for prompt in found:
+        line = {
+            "source": prompt["text"],
+            "rule": rule,
+            "candidate": prompt["best"]["text"] if prompt["best"] else "",
+            "studio-task": DEMO_TASK,
+            "studio-prompt-id": prompt["id"],
+            "studio-edited-from": prompt["best"]["id"] if prompt["best"] else None,
+        }
+        if prompt.get("system"):
+            line["system"] = prompt["system"]
+        lines.append(line)
+    return lines
+
+
 def check_limits(lines: list[dict]) -> list[str]:
     """Every line or attribute over Ground Truth's limits, naming its prompt."""
     problems = []
@@ -116,7 +147,18 @@ def worker_template(instructions: str, dimension: str = DIMENSION) -> str:
     return template.replace("__INSTRUCTIONS__", body).replace("__DIMENSION__", dimension_json)
 
 
-def job_settings(job_name: str, bucket: str, workers_per_object: int, workforce: str = "private") -> dict:
+def demonstration_template(instructions: str) -> str:
+    """The demonstrations task template, with the guidelines as escaped HTML paragraphs."""
+    paragraphs = [p.strip() for p in (instructions or "").split("\n\n") if p.strip()] or [
+        "Write the answer a good assistant would give, following the rule shown."
+    ]
+    body = "\n".join(f"    <p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+    return (ASSETS / "demonstration.liquid.html").read_text().replace("__INSTRUCTIONS__", body)
+
+
+def job_settings(
+    job_name: str, bucket: str, workers_per_object: int, workforce: str = "private", demonstrations: bool = False
+) -> dict:
     """The CreateLabelingJob request; ARNs the user fills in are marked <...>. Lambda names contain "SageMaker", as
     AWS's managed labeling policy (AmazonSageMakerGroundTruthExecution) requires of the functions a job may call."""
     if workforce not in WORKFORCES:
@@ -124,7 +166,7 @@ def job_settings(job_name: str, bucket: str, workers_per_object: int, workforce:
     prefix = f"s3://{bucket}/{job_name}"
     settings = {
         "LabelingJobName": job_name,
-        "LabelAttributeName": LABEL_ATTRIBUTE,
+        "LabelAttributeName": DEMO_LABEL if demonstrations else LABEL_ATTRIBUTE,
         "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"{prefix}/manifest.jsonl"}}},
         "OutputConfig": {"S3OutputPath": f"{prefix}/output/"},
         "RoleArn": "<arn:aws:iam::ACCOUNT:role/SageMakerGroundTruthRole>",
@@ -135,9 +177,13 @@ def job_settings(job_name: str, bucket: str, workers_per_object: int, workforce:
             "AnnotationConsolidationConfig": {
                 "AnnotationConsolidationLambdaArn": f"<arn:aws:lambda:REGION:ACCOUNT:function:{POST_LAMBDA}>"
             },
-            "TaskTitle": "Rank the answers",
-            "TaskDescription": "Rank an assistant's candidate answers from best to worst; ties allowed.",
-            "TaskKeywords": ["ranking", "text", "LLM"],
+            "TaskTitle": "Write the answer the guidelines ask for" if demonstrations else "Rank the answers",
+            "TaskDescription": (
+                "Edit an assistant's answer until it follows the rule shown."
+                if demonstrations
+                else "Rank an assistant's candidate answers from best to worst; ties allowed."
+            ),
+            "TaskKeywords": ["writing", "text", "LLM"] if demonstrations else ["ranking", "text", "LLM"],
             "NumberOfHumanWorkersPerDataObject": workers_per_object,
             "TaskTimeLimitInSeconds": 900,
             "TaskAvailabilityLifetimeInSeconds": WORKFORCES[workforce]["lifetime"],
@@ -162,7 +208,7 @@ def lambda_role_policy(bucket: str) -> dict:
 
 README = """# Ground Truth job for the prompt set {set_name}
 
-Made by Align Studio: {count} prompts, each with its candidate answers to rank (ties allowed).
+Made by Align Studio: {count} prompts, {what}.
 
 1. Upload `manifest.jsonl` and `template.liquid.html` to s3://{bucket}/{job_name}/.
 2. Create two Lambda functions (Python 3.12, handler `lambda_handler`) from `lambdas/pre_annotation.py` and
@@ -213,24 +259,33 @@ def export_job(
     name: str | None = None,
     workers_per_object: int = 3,
     workforce: str = "private",
+    rule: str | None = None,
     by: str | None = None,
 ) -> dict:
-    """Write the job folder and its zip; GroundTruthError (naming the prompts) if anything is over the limits."""
+    """Write the job folder and its zip; GroundTruthError (naming the prompts) if anything is over the limits.
+    `rule`: a demonstrations job for that rule of the set's rubric instead of a ranking job."""
     access.check_lead(by, "export a labeling job")
     name = job_name(set_name, name)
-    lines = manifest_lines(store, set_name)
+    lines = demonstration_lines(store, set_name, rule) if rule else manifest_lines(store, set_name)
+    if not lines and rule:
+        raise GroundTruthError(
+            f"No prompt of {set_name!r} needs a demonstration of {rule!r}: it has no prompt the rule applies to where "
+            "every candidate fails it (and none written yet). Generate candidates first, or choose another rule."
+        )
     if not lines:
         raise GroundTruthError(f"No prompt of {set_name!r} has two or more candidates: generate candidates first.")
     problems = check_limits(lines)
     if problems:
         raise GroundTruthError(_problems_message(f"Ground Truth export of {set_name!r}", problems))
-    settings = job_settings(name, bucket, workers_per_object, workforce)
+    settings = job_settings(name, bucket, workers_per_object, workforce, demonstrations=bool(rule))
     folder = Path(out_dir or studio_home() / "groundtruth" / name)
     (folder / "lambdas").mkdir(parents=True, exist_ok=True)
     with open(folder / "manifest.jsonl", "w", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    (folder / "template.liquid.html").write_text(worker_template(get_guidelines(store, set_name)), encoding="utf-8")
+    guidelines = get_guidelines(store, set_name)
+    template = demonstration_template(guidelines) if rule else worker_template(guidelines)
+    (folder / "template.liquid.html").write_text(template, encoding="utf-8")
     for file_name in ("pre_annotation.py", "consolidation.py"):
         shutil.copy(ASSETS / file_name, folder / "lambdas" / file_name)
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
@@ -240,6 +295,11 @@ def export_job(
         README.format(
             set_name=set_name,
             count=len(lines),
+            what=(
+                f"each with the best candidate to edit into an answer that follows the rule {rule!r}"
+                if rule
+                else "each with its candidate answers to rank (ties allowed)"
+            ),
             bucket=bucket,
             job_name=name,
             pre=PRE_LAMBDA,
@@ -250,7 +310,7 @@ def export_job(
         )
     )
     archive = shutil.make_archive(str(folder), "zip", folder)
-    return {"folder": folder, "zip": Path(archive), "prompts": len(lines), "job_name": name}
+    return {"folder": folder, "zip": Path(archive), "prompts": len(lines), "job_name": name, "rule": rule}
 
 
 # --- Run on AWS -----------------------------------------------------------------------------------------------------
@@ -456,8 +516,20 @@ class _Answer:
     where: str  # file:line, for messages
     worker: str
     prompt_id: int
-    response_ids: list
-    ranks: list
+    response_ids: list | None
+    ranks: list | None
+    text: str | None = None  # a demonstration's answer (then ranks is None)
+    rule: str | None = None
+    edited_from: int | None = None
+
+
+def _demonstration(content: dict, line: dict | None) -> tuple[str | None, int | None, object]:
+    """(rule, candidate edited from, text) of a demonstration answer: crowd-text-area's output under its name
+    ("demonstration": the text), our hidden inputs as strings; the manifest line's own, when there is one, win."""
+    source = line if line is not None else {}
+    rule = source.get("rule", content.get("studioRule"))
+    edited = source["studio-edited-from"] if "studio-edited-from" in source else content.get("studioEditedFrom")
+    return (rule if isinstance(rule, str) and rule.strip() else None), _whole_number(edited), content["demonstration"]
 
 
 @dataclass
@@ -467,9 +539,10 @@ class Found:
     unlabelled: dict = field(default_factory=dict)  # prompt id -> why (where, failure reason)
 
 
-def _add_answers(workers, label: str, found: Found, prompt_id=None, response_ids=None):
-    """Each worker's answer, checked; `label` (e.g. 'output.manifest:3 worker') says where, for the messages. The
-    manifest line's ids, when there is one, win over those that came back through the form."""
+def _add_answers(workers, label: str, found: Found, prompt_id=None, response_ids=None, line=None):
+    """Each worker's answer (a ranking, or a demonstration), checked; `label` (e.g. 'output.manifest:3 worker') says
+    where, for the messages. The manifest `line`'s ids, when there is one, win over those that came back through the
+    form."""
     if not isinstance(workers, list):
         found.problems.append(f"{label}: the workers' answers are not a list")
         return
@@ -477,6 +550,20 @@ def _add_answers(workers, label: str, found: Found, prompt_id=None, response_ids
         where = f"{label} {i + 1}"
         if not isinstance(worker, dict):
             found.problems.append(f"{where}: not a JSON object")
+            continue
+        content = worker.get("answerContent")
+        if isinstance(content, dict) and "demonstration" in content:
+            rule, edited_from, text = _demonstration(content, line)
+            prompt = prompt_id if prompt_id is not None else _whole_number(content.get("studioPromptId"))
+            who = worker.get("workerId")
+            if prompt is None or rule is None:
+                found.problems.append(f"{where}: a demonstration without its studio prompt id or rule")
+            elif not isinstance(text, str):
+                found.problems.append(f"{where}: the demonstration is not text")
+            elif not isinstance(who, str) or not who.strip() or len(who) > 200:
+                found.problems.append(f"{where}: the answer has no workerId")
+            else:
+                found.answers.append(_Answer(where, who.strip(), prompt, None, None, text, rule, edited_from))
             continue
         try:
             form_prompt, form_ids, ranks = read_answer(worker.get("answerContent"))
@@ -576,7 +663,8 @@ def _collect(root: Path, prompts: dict[int, str]) -> Found:
                 continue
             prompt_id = _whole_number(line.get("studio-prompt-id")) if isinstance(line, dict) else None
             response_ids = _id_list(line.get("studio-response-ids")) if isinstance(line, dict) else None
-            if prompt_id is None or response_ids is None:
+            demo = isinstance(line, dict) and line.get("studio-task") == DEMO_TASK
+            if prompt_id is None or (response_ids is None and not demo):
                 found.problems.append(
                     f"{where}: no whole-number studio-prompt-id / studio-response-ids: not a line we exported"
                 )
@@ -589,9 +677,11 @@ def _collect(root: Path, prompts: dict[int, str]) -> Found:
                 continue
             labelled = False
             for key, value in line.items():
-                if key == LABEL_ATTRIBUTE and isinstance(value, dict) and "workers" in value:  # our consolidation
-                    labelled = True
-                    _add_answers(value["workers"], f"{where} worker", found, prompt_id, response_ids)
+                if key in (LABEL_ATTRIBUTE, DEMO_LABEL) and isinstance(value, dict) and "workers" in value:
+                    labelled = True  # our consolidation's label
+                    _add_answers(
+                        value["workers"], f"{where} worker", found, prompt_id, response_ids, line if demo else None
+                    )
                 elif key.endswith("-metadata") and isinstance(value, dict) and "worker-response-ref" in value:
                     labelled = True
                     ref = _find_ref(root, value["worker-response-ref"], inside)
@@ -605,7 +695,14 @@ def _collect(root: Path, prompts: dict[int, str]) -> Found:
                     data = _read_json(ref, root, found)
                     if data is not None:
                         answers = data.get("answers") if isinstance(data, dict) else None
-                        _add_answers(answers, f"{ref.relative_to(root)} answer", found, prompt_id, response_ids)
+                        _add_answers(
+                            answers,
+                            f"{ref.relative_to(root)} answer",
+                            found,
+                            prompt_id,
+                            response_ids,
+                            line if demo else None,
+                        )
             if not labelled:
                 reason = next(
                     (
@@ -678,14 +775,38 @@ class Results:
     rankings: dict  # (worker, prompt id) -> (tiers, where)
     unlabelled: dict  # prompt id -> where
     source: str
+    demonstrations: dict = field(default_factory=dict)  # (worker, prompt id, rule) -> (text, edited from, where, set)
 
     def summary(self) -> dict:
+        keys = [*self.rankings, *((w, p) for w, p, _ in self.demonstrations)]
         return {
-            "workers": len({w for w, _ in self.rankings}),
-            "prompts": len({p for _, p in self.rankings}),
+            "workers": len({w for w, _ in keys}),
+            "prompts": len({p for _, p in keys}),
             "answers": len(self.rankings),
+            "demonstrations": len(self.demonstrations),
             "unlabelled": len(self.unlabelled),
         }
+
+
+def _check_demonstration(answer: _Answer, known: dict, set_of: dict, rules_of, problems: list[str]):
+    """A worker's demonstration, checked against this studio: its prompt, the rule in the prompt set's rubric, the
+    candidate it was edited from; (text, edited from, set) or None."""
+    text = answer.text.strip()
+    if answer.prompt_id not in set_of:
+        problems.append(f"{answer.where}: unknown prompt id {answer.prompt_id}")
+    elif answer.rule not in rules_of(set_of[answer.prompt_id]):
+        problems.append(
+            f"{answer.where}: the rubric of {set_of[answer.prompt_id]!r} has no rule named {answer.rule!r} (any more)"
+        )
+    elif answer.edited_from is not None and answer.edited_from not in known.get(answer.prompt_id, set()):
+        problems.append(f"{answer.where}: candidate {answer.edited_from} is not an answer to prompt {answer.prompt_id}")
+    elif not text or len(text) > demonstrations.MAX_CHARS:
+        problems.append(
+            f"{answer.where}: the demonstration is empty or over {demonstrations.MAX_CHARS} characters ({len(text)})"
+        )
+    else:
+        return text, answer.edited_from, set_of[answer.prompt_id]
+    return None
 
 
 def read_results(store: Store, path) -> Results:
@@ -706,8 +827,32 @@ def read_results(store: Store, path) -> Results:
     known: dict[int, set[int]] = {}
     for row in store.query("SELECT prompt_id, id FROM responses"):
         known.setdefault(row["prompt_id"], set()).add(row["id"])
+    set_of = {
+        r["id"]: r["name"]
+        for r in store.query("SELECT p.id, s.name FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id")
+    }
+    rubrics: dict[str, list[str]] = {}
+
+    def rules_of(set_name: str) -> list[str]:
+        if set_name not in rubrics:
+            checks = rubric.for_set(store, set_name)
+            rubrics[set_name] = demonstrations.rules(checks) if checks else []
+        return rubrics[set_name]
+
     chosen: dict[tuple[str, int], tuple[list, str]] = {}
+    written: dict[tuple[str, int, str], tuple] = {}
     for answer in found.answers:
+        if answer.text is not None:
+            demo = _check_demonstration(answer, known, set_of, rules_of, found.problems)
+            key = (answer.worker, answer.prompt_id, answer.rule)
+            if demo is not None and key in written and written[key][0] != demo[0]:
+                found.problems.append(
+                    f"{answer.where}: worker {answer.worker} wrote another demonstration of this rule for prompt "
+                    f"{answer.prompt_id} in {written[key][2]}"
+                )
+            elif demo is not None:
+                written.setdefault(key, (demo[0], demo[1], answer.where, demo[2]))
+            continue
         tiers = _tiers(answer, known, found.problems)
         if tiers is None:
             continue
@@ -720,10 +865,10 @@ def read_results(store: Store, path) -> Results:
         chosen.setdefault(key, (tiers, answer.where))
     if found.problems:
         raise GroundTruthError(_problems_message(f"Ground Truth import from {path.name}", found.problems))
-    if not chosen:
+    if not chosen and not written:
         listed = f" ({len(found.unlabelled)} objects were not labelled)" if found.unlabelled else ""
         raise GroundTruthError(f"{path.name} holds no worker answers{listed}.")
-    return Results(chosen, found.unlabelled, path.name)
+    return Results(chosen, found.unlabelled, path.name, written)
 
 
 def preview(store: Store, results: Results, limit: int = 20) -> str:
@@ -742,6 +887,12 @@ def preview(store: Store, results: Results, limit: int = 20) -> str:
     more = len(results.rankings) - limit
     if more > 0:
         out.append(f"... and {more} more rankings")
+    for (worker, prompt_id, rule), (text, edited_from, where, _) in list(sorted(results.demonstrations.items()))[
+        :limit
+    ]:
+        start = f", edited from candidate {edited_from}" if edited_from is not None else ""
+        out.append(f"gt:{worker} on prompt {prompt_id}, a demonstration of {rule!r}{start}   [{where}]")
+        out.append(f"    {text[:300]!r}")
     if results.unlabelled:
         out.append(
             f"Not labelled ({len(results.unlabelled)} prompts): "
@@ -751,8 +902,9 @@ def preview(store: Store, results: Results, limit: int = 20) -> str:
 
 
 def import_results(store: Store, path, by: str | None = None) -> dict:
-    """Import a Ground Truth output folder or zip: every labelled object, all in one transaction; unlabelled ones
-    are listed in the result. A lead's action: it adds rankings under the workers' names."""
+    """Import a Ground Truth output folder or zip: every labelled object (the rankings in one transaction, then the
+    demonstrations), all checked first; unlabelled ones are listed in the result. A lead's action: it adds rankings
+    and demonstrations under the workers' names."""
     access.check_lead(by, "import Ground Truth results")
     results = read_results(store, path)
     added = unchanged = 0
@@ -762,9 +914,21 @@ def import_results(store: Store, path, by: str | None = None) -> dict:
                 added += 1
             else:
                 unchanged += 1
+    demos = 0
+    for (worker, prompt_id, rule), (text, edited_from, _, set_name) in results.demonstrations.items():
+        if store.query(
+            "SELECT 1 FROM demonstrations d JOIN annotators a ON a.id = d.annotator_id "
+            "WHERE a.name = ? AND d.prompt_id = ? AND d.rule = ? AND d.text = ?",
+            (f"gt:{worker}", prompt_id, rule, text),
+        ):
+            unchanged += 1
+            continue
+        demonstrations.save(store, f"gt:{worker}", set_name, prompt_id, text, rule, edited_from, "groundtruth")
+        demos += 1
     summary = results.summary()
     return {
         "rankings": added,
+        "demonstrations": demos,
         "unchanged": unchanged,
         "workers": summary["workers"],
         "prompts": summary["prompts"],
