@@ -98,7 +98,9 @@ def counting(progress, unit: str):
 def waiting() -> str:
     """The status line of an action that needs the model, shown the moment it is asked for (before it may wait in
     line behind another tab's work): what is happening now, replacing whatever an earlier action said."""
-    busy = models.user()
+    busy, holder = models.user(), models.gpu_holder()
+    if holder:
+        return message(f"Waiting for the GPU: {holder}. This starts by itself when the job ends.")
     return message(
         f"Waiting for the model: it is {busy} for someone (another tab or visitor); yours is next."
         if busy

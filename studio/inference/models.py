@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -259,16 +260,32 @@ _use = threading.RLock()
 _user: str | None = None
 
 
+# One owner of a GPU at a time. A training job started on the GPU takes it from the app (training/launch.py's
+# Manager calls hand_over): the app's loaded model is released first, and while the job holds the GPU, loading or
+# using the app's model waits until the job gives it back (take_back). Never used on a CPU, where RAM is shared.
+_gpu = threading.Condition()
+_gpu_holder: str | None = None
+
+
 @contextmanager
 def in_use(what: str):
-    """Hold the model for `what` (e.g. 'the alignment report of job 3'); others wait until it is done."""
+    """Hold the model for `what` (e.g. 'the alignment report of job 3'); others wait until it is done, and all wait
+    while a training job holds the GPU."""
     global _user
-    with _use:
+    while True:
+        _wait_for_gpu()
+        _use.acquire()
+        if _gpu_holder is None:
+            break
+        _use.release()  # a job took the GPU in between: wait for it again
+    try:
         outer, _user = _user, what
         try:
             yield
         finally:
             _user = outer
+    finally:
+        _use.release()
 
 
 def user() -> str | None:
@@ -276,67 +293,118 @@ def user() -> str | None:
     return _user
 
 
+def hand_over(holder: str) -> bool:
+    """Give the GPU to `holder` (e.g. 'job 7 is training on it'): wait for the app's use of the model to end, release
+    the loaded model and the memory PyTorch keeps cached for it. Returns whether a model was released."""
+    global _loaded, _gpu_holder
+    with _lock, _use:  # the order with_adapters takes them in
+        released = _loaded is not None
+        _loaded = None
+        with _gpu:
+            _gpu_holder = holder
+    if "torch" in sys.modules:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return released
+
+
+def take_back() -> None:
+    """The job that held the GPU has ended: whatever waits for the model goes on."""
+    global _gpu_holder
+    with _gpu:
+        _gpu_holder = None
+        _gpu.notify_all()
+
+
+def gpu_holder() -> str | None:
+    """Who holds the GPU instead of the app (a training job), if anyone."""
+    return _gpu_holder
+
+
+def _wait_for_gpu() -> None:
+    with _gpu:
+        while _gpu_holder is not None:
+            _gpu.wait(1.0)
+
+
 def load(reference: str, quantize_4bit: bool = False) -> Loaded:
     """Load `reference` for generation, or return the copy already loaded.
 
     One model is kept at a time: switching models frees the previous one, so a laptop never holds two.
     """
-    global _loaded
     reference = (reference or "").strip()
-    with _lock:
-        if _loaded and _loaded.reference == reference and _loaded.quantized_4bit == quantize_4bit:
-            return _loaded
-        path = resolve(reference)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    while True:  # not while a training job holds the GPU (hand_over); waits for it to end
+        _wait_for_gpu()
+        _lock.acquire()
+        if _gpu_holder is None:
+            break
+        _lock.release()
+    try:
+        return _load(reference, quantize_4bit)
+    finally:
+        _lock.release()
 
-        device, dtype = inference_device_and_dtype()
-        kwargs = {"dtype": dtype}
-        if quantize_4bit:
-            if device != "cuda":
-                raise ModelError("4-bit loading needs a CUDA GPU; untick 4-bit to load the full model on this CPU.")
-            from transformers import BitsAndBytesConfig
 
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=torch.bfloat16,
-                bnb_4bit_use_double_quant=True,
-            )
-            kwargs["device_map"] = {"": 0}
-        freed = 0
-        if _loaded is not None and not _loaded.quantized_4bit:
-            freed = sum(p.numel() * p.element_size() for p in _loaded.model.parameters())
-        check_memory(reference, path, device, dtype, quantize_4bit, freed)
-        offline = not Path(path).is_dir() and not hub.reachable()
-        if offline:  # a Hub id may still be in the local cache
-            kwargs["local_files_only"] = True
-        _loaded = None  # drop the old model before the new one takes memory
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as error:
-            if offline:
-                raise ModelError(
-                    f"Could not load {reference!r}: the Hugging Face Hub is out of reach (no network?) and the "
-                    "model is not in the local cache. Use 'embedded' or a local folder."
-                ) from None
-            raise ModelError(f"Could not load {reference!r}: {error}. Check the id or the folder.") from None
-        if not quantize_4bit:
-            model.to(device)
-        if device == "cpu":
-            _register_cpu_attention()
-            try:
-                model.set_attn_implementation(CPU_ATTENTION)
-            except ValueError:  # a model without transformers' attention interface keeps its own attention
-                pass
-        model.eval()
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        # Decoder-only models continue from the right end, so batches are padded on the left.
-        tokenizer.padding_side = "left"
-        _loaded = Loaded(reference, path, model, tokenizer, device, str(dtype).removeprefix("torch."), quantize_4bit)
+def _load(reference: str, quantize_4bit: bool) -> Loaded:
+    global _loaded
+    if _loaded and _loaded.reference == reference and _loaded.quantized_4bit == quantize_4bit:
         return _loaded
+    path = resolve(reference)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = inference_device_and_dtype()
+    kwargs = {"dtype": dtype}
+    if quantize_4bit:
+        if device != "cuda":
+            raise ModelError("4-bit loading needs a CUDA GPU; untick 4-bit to load the full model on this CPU.")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        kwargs["device_map"] = {"": 0}
+    freed = 0
+    if _loaded is not None and not _loaded.quantized_4bit:
+        freed = sum(p.numel() * p.element_size() for p in _loaded.model.parameters())
+    check_memory(reference, path, device, dtype, quantize_4bit, freed)
+    offline = not Path(path).is_dir() and not hub.reachable()
+    if offline:  # a Hub id may still be in the local cache
+        kwargs["local_files_only"] = True
+    _loaded = None  # drop the old model before the new one takes memory
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        if offline:
+            raise ModelError(
+                f"Could not load {reference!r}: the Hugging Face Hub is out of reach (no network?) and the "
+                "model is not in the local cache. Use 'embedded' or a local folder."
+            ) from None
+        raise ModelError(f"Could not load {reference!r}: {error}. Check the id or the folder.") from None
+    if not quantize_4bit:
+        model.to(device)
+    if device == "cpu":
+        _register_cpu_attention()
+        try:
+            model.set_attn_implementation(CPU_ATTENTION)
+        except ValueError:  # a model without transformers' attention interface keeps its own attention
+            pass
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Decoder-only models continue from the right end, so batches are padded on the left.
+    tokenizer.padding_side = "left"
+    _loaded = Loaded(reference, path, model, tokenizer, device, str(dtype).removeprefix("torch."), quantize_4bit)
+    return _loaded
 
 
 def adapter_folder(reference: str) -> Path:

@@ -388,13 +388,26 @@ class Manager:
         self._processes: dict[int, subprocess.Popen] = {}
         self.remote_every_s = FOLLOW_REMOTE_S
         self._lock = threading.Lock()
+        self.gpu: bool | None = None  # whether jobs train on a GPU here (asked once, when first needed)
+
+    def on_gpu(self) -> bool:
+        if self.gpu is None:
+            self.gpu = _gpu_count() > 0
+        return self.gpu
 
     def refresh(self) -> None:
         with self._lock:
             self._reconcile()
+            if models.user() is not None and self.on_gpu():
+                return  # the app is generating on the GPU: the queued job starts when it is done, not beside it
             job = self._claim()
             if job is not None:
                 self._launch(job)
+
+    def gpu_line(self) -> str:
+        """What the app's model does while a job holds the GPU (empty on a CPU, or when no job holds it)."""
+        holder = models.gpu_holder()
+        return f"The app's model was unloaded from the GPU: {holder}." if holder else ""
 
     def _claim(self) -> dict | None:
         """The oldest queued job, claimed by one conditional UPDATE while no job runs: with two app processes on
@@ -410,7 +423,10 @@ class Manager:
         return dict(row) if row else None
 
     def _launch(self, job: dict) -> None:
-        """Start the claimed job's training process and record its pid."""
+        """Start the claimed job's training process and record its pid. On a GPU the job gets it to itself: the app's
+        model is released first (models.hand_over), and the app waits for the job to end before it loads again."""
+        if self.on_gpu():
+            models.hand_over(f"job {job['id']} is training on it")
         folder = Path(job["folder"])
         argv = [sys.executable] + launch_argv(folder / "recipe.yaml", bool(job["resume"]))
         try:
@@ -430,12 +446,15 @@ class Manager:
                     "UPDATE jobs SET status = 'failed', error = ? WHERE id = ?",
                     (f"could not start the training process: {error}", job["id"]),
                 )
+            if self.on_gpu():
+                models.take_back()
             return
         self._processes[job["id"]] = process
         with self.store.tx() as db:
             db.execute("UPDATE jobs SET pid = ? WHERE id = ?", (process.pid, job["id"]))
 
     def _reconcile(self) -> None:
+        training_here = False
         for job in self.store.query("SELECT * FROM jobs WHERE status IN ('running', 'stopping')"):
             job = dict(job)
             if job["remote"]:
@@ -443,9 +462,13 @@ class Manager:
                 continue
             process = self._processes.get(job["id"])
             if process is None and job["pid"] is None and _seconds_since(job["started_at"]) < CLAIM_S:
+                training_here = True
                 continue  # claimed by an app process that is starting it right now
             running = process.poll() is None if process else alive(job["pid"], "studio.training.train", job["folder"])
             if running:
+                training_here = True
+                if self.on_gpu() and models.gpu_holder() is None:  # started before this app did, or by another
+                    models.hand_over(f"job {job['id']} is training on it")
                 continue
             self._processes.pop(job["id"], None)
             result_path = Path(job["folder"]) / "result.json"
@@ -464,6 +487,8 @@ class Manager:
                 )
             if result["status"] == "finished" and self.on_finished is not None:
                 self.on_finished(job["id"])
+        if not training_here and models.gpu_holder() is not None:
+            models.take_back()  # the job that held the GPU has ended
 
     def _follow_remote(self, job: dict) -> None:
         """A job on SageMaker: asked about every remote_every_s (its state, metrics and, once done, its output)."""
@@ -546,7 +571,8 @@ class Manager:
         job_id = launch(self.store, method, settings, where=where, **data)
         if where != "sagemaker":
             self.refresh()
-            return {"job": job_id, "said": f"Job {job_id} is {get(self.store, job_id)['status']}.", "failed": False}
+            said = f"Job {job_id} is {get(self.store, job_id)['status']}. {self.gpu_line()}".strip()
+            return {"job": job_id, "said": said, "failed": False}
         try:
             name = runner.start(self.store, job_id, **remote, by=data.get("by"))
         except runner.SageMakerError as error:

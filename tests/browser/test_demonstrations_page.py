@@ -60,3 +60,10 @@ def test_write_a_demonstration_for_a_rule_no_candidate_shows(app_server, page):
     rows, info = training_snapshot(store, "bank")  # no ranking yet: the demonstration alone makes pairs
     assert info["demonstrations"] == 1 and len(rows) == 2
     assert store.query("SELECT COUNT(*) AS n FROM responses WHERE text LIKE '%fraud line%'")[0]["n"] == 0
+
+    # The same task for a workforce: a Ground Truth demonstrations job for the prompt still to write for.
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#gt-task input").click()
+    page.get_by_role("option", name=f"Write demonstrations: {RULE}").click()
+    page.locator("#gt-export").click()
+    expect(page.locator("#gt-status")).to_contain_text(f"(demonstrations of '{RULE}') for 1 prompts")
