@@ -230,6 +230,7 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     s = {}  # recipe field -> its component (launch.launch keeps the fields of the chosen method)
     _model_settings(f, s)
     settings_note = gr.Markdown(elem_id="train-settings-note")
+    f.fit = gr.Markdown(elem_id="train-fit")  # the job's estimated peak memory against what is free
     _rl_settings(f, s)
     f.auto_report = gr.Checkbox(
         True,
@@ -242,6 +243,7 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     f.launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
     f.launch_status = gr.Markdown(elem_id="train-launch-status")
     f.settings = s
+    _wire_fit_check(ctx, f)
 
     def describe(method_, set_name, mode, other):
         return message(launch.describe_data(ctx.store, method_, set_name, mode, other))
@@ -268,6 +270,35 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
         [s[name] for name in FOLLOWED] + [settings_note],
     )
     return f
+
+
+FIT_FIELDS = (
+    "per_device_train_batch_size",
+    "max_length",
+    "gradient_checkpointing",
+    "checkpoint_share",
+    "load_in_4bit",
+    "lora_r",
+    "max_completion_length",
+    "num_generations",
+)
+
+
+def _wire_fit_check(ctx: Ctx, f: SimpleNamespace) -> None:
+    """The fit line follows the base, the method, the data and the settings that change the peak memory."""
+    fields = [f.settings[name] for name in FIT_FIELDS]
+
+    def check(method_, set_name, mode, other, base, targets, *values):
+        settings = dict(zip(FIT_FIELDS, values), model=base or "embedded", lora_target_modules=targets)
+        return message(launch.fit_check(ctx.store, method_, settings, set_name, mode, other or ""))
+
+    gr.on(
+        [f.method.change, f.base.change, f.data_summary.change, f.targets.change, *(c.change for c in fields)],
+        check,
+        [f.method, f.data_set, f.pair_mode, f.data_other, f.base, f.targets, *fields],
+        f.fit,
+        show_progress="hidden",
+    )
 
 
 def _model_settings(f: SimpleNamespace, s: dict) -> None:

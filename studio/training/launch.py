@@ -43,7 +43,7 @@ from studio.data.prompts import PromptError, get_prompts, messages_key, read_rec
 from studio.data.ranking import PAIR_MODES
 from studio.inference import models
 from studio.inference.decode import prompt_messages
-from studio.training import recipes
+from studio.training import fit, recipes
 
 ACTIVE = ("running", "stopping")
 STOP_GRACE_S = 60
@@ -222,6 +222,44 @@ def recommended(
             except PreferenceError:
                 pass
     return recipes.recommended(method, base_model(store, model or "embedded"), rows)
+
+
+def fit_check(
+    store: Store,
+    method: str,
+    settings: dict,
+    prompt_set: str | None = None,
+    pair_mode: str = recipes.PAIR_MODE,
+    data: str = "",
+) -> str:
+    """The Train tab's line before launch: the job's estimated peak memory against what the device has free, and
+    what to change when it will not fit (training/fit.py). Empty when the base's shape cannot be read."""
+    spec = methods.get(method)
+    model = str(settings.get("model") or models.EMBEDDED).strip()
+    if model.startswith(JOB_KEY):
+        try:
+            model = referenced(store, model)["base_model"]
+        except JobError:
+            return ""
+    shape = fit.shape_of(model)
+    if shape is None:
+        return ""
+    settings = {**recipes.studio_defaults(method), **settings}
+    if spec.data == "prompts":  # online RL: a prompt and a sampled answer, num_generations of them per prompt
+        longest = 256 + int(settings.get("max_completion_length", 48))
+    elif prompt_set and not (data or "").strip() and spec.data == "pairs":
+        try:
+            rows = training_snapshot(store, prompt_set, pair_mode)[0]
+        except PreferenceError:
+            rows = []
+        longest = fit.longest_row(rows) if rows else int(settings.get("max_length") or 512)
+    else:  # a file, a Hub data set or the feedback: as long as max_length allows
+        longest = int(settings.get("max_length") or 512)
+    device, _ = models.device_and_dtype()
+    bf16 = device == "cuda" or models.cpu_bf16()
+    found = fit.estimate(shape, settings, method, longest, device, bf16)
+    found.free = fit.free_memory(device)
+    return found.line()
 
 
 def create(

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import sys
 import threading
@@ -550,6 +551,13 @@ def _result_dir(recipe_path) -> Path:
         return Path(recipe_path).resolve().parent
 
 
+def peak_memory() -> tuple[int, str]:
+    """This process's peak memory so far: what PyTorch allocated on the GPU, else the process's peak RSS."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated(), "gpu"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ram"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio train", description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", help="job_dir/recipe.yaml")
@@ -569,6 +577,7 @@ def main(argv=None) -> int:
     except Exception as error:  # any crash: recorded for the UI, traceback in the log
         traceback.print_exc()
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    result["peak_memory_bytes"], result["peak_memory_of"] = peak_memory()
     if os.environ.get("RANK", "0") == "0":  # several processes (accelerate launch): the first one reports
         result_path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result), flush=True)

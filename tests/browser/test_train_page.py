@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -9,6 +11,8 @@ pytestmark = pytest.mark.browser
 def test_launch_watch_and_stop_a_dpo_job(app_server, page):
     store = train_on_polite(app_server, page)
     expect(page.locator("#train-data-summary")).to_contain_text("8 pairs from 8 rankings by 1 annotator(s)")
+    # Before launch: the job's estimated peak memory against the RAM that is free.
+    expect(page.locator("#train-fit")).to_contain_text(re.compile(r"Estimated peak \d+\.\d GiB of RAM .*: fits the"))
     page.get_by_text("Hyperparameters").click()
     page.locator("#train-steps input").fill("40")
     page.locator("#train-steps input").press("Tab")
