@@ -123,6 +123,9 @@ def test_a_job_of_the_set_trains_on_demonstrations_chosen_over_the_failing_candi
     assert said == (
         "4 chosen answers from 2 demonstration(s), each chosen over the candidates that fail its rule (no ranking yet)."
     )
+    # The Train tab's recommended settings say how a round learns from them, with the figures behind the choice.
+    assert "Demonstrations: DPO takes each as the chosen answer" in launch.recommended(store, "dpo", "fraud")["why"]
+    assert "Demonstrations" not in launch.recommended(store, "dpo", None)["why"]
     settings = {
         **recipes.studio_defaults("sft"),
         "per_device_train_batch_size": 2,

@@ -210,7 +210,7 @@ def recommended(
 ) -> dict:
     """recipes.recommended for this method, the base behind `model` (job:N: that job's base) and the number of rows
     the data gives (0 for a file or Hub data, which is read only when the job starts)."""
-    rows = 0
+    rows, demonstrations = 0, 0
     if methods.get(method).data == "feedback":
         rows = len(feedback.kto_rows(store))
     elif prompt_set and not (data or "").strip():
@@ -218,10 +218,14 @@ def recommended(
             rows = len(get_prompts(store, prompt_set))
         else:
             try:
-                rows = training_snapshot(store, prompt_set, pair_mode)[1]["pairs"]
+                info = training_snapshot(store, prompt_set, pair_mode)[1]
+                rows, demonstrations = info["pairs"], info.get("demonstrations", 0)
             except PreferenceError:
                 pass
-    return recipes.recommended(method, base_model(store, model or "embedded"), rows)
+    found = recipes.recommended(method, base_model(store, model or "embedded"), rows)
+    if demonstrations:
+        found["why"] += " " + recipes.DEMONSTRATIONS_WHY
+    return found
 
 
 def fit_check(

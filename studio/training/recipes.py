@@ -213,6 +213,15 @@ def parameter_count(model: str) -> float | None:
     return None
 
 
+# How a round learns from demonstrations, found by experiment (docs/train.md, bench/RESULTS.md): as the chosen answer of
+# DPO pairs against the candidates that fail the rule, in the same job as the rankings.
+DEMONSTRATIONS_WHY = (
+    "Demonstrations: DPO takes each as the chosen answer over its prompt's candidates that fail the rule, in this "
+    "same job. On the embedded model, 6 of them took the bank set's fraud rule from 0% to 50% of held-out answers "
+    "(SFT on them first, then DPO: 33%), with refusals of everyday questions down from 5% to 0%."
+)
+
+
 def recommended(method: str, model: str, rows: int) -> dict:
     """The settings the Train tab opens on for `method` on `model` with `rows` training rows, and `why` (a line
     for the page). DPO on a small model with a few hundred pairs: the settings bench/align.py measured (README, Train);
