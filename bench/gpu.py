@@ -38,7 +38,10 @@ The folder (and a random LoRA adapter for section 4) is kept in --model-dir and 
 4 compare: the Compare tab's path (models.with_adapters + decode.stream: one copy of the base, base and adapter rows
   in one batch) against two copies (the base, and a second copy with the adapter, one generate() each): tokens/s and
   peak GPU memory (torch.cuda.max_memory_allocated, reset before each side; the base copy is resident for both).
-5 handover and 6 vllm: not built / not on the machine: a line says so.
+5 handover: the app's loaded model (models.load) handed over to a DPO job that the job manager starts (4-bit on a GPU):
+  the device memory the app holds before and while the job trains, the job's peak (result.json), their sum against
+  the app's model plus the job without the hand-over, and how long the app takes to load its model again.
+6 vllm: not on the machine: a line says so.
 
 MFU: useful FLOPs = tokens x 6N, N = the weights of every linear layer (LM head included; 7.50B for this shape):
 2N for the policy's forward, 2N for its backward to the activations (the base is frozen; LoRA's own gradients are
@@ -790,9 +793,57 @@ class Bench:
         )
 
     def section_handover(self):
+        """The app's loaded model handed over to a job that the job manager starts (models.hand_over): the device
+        memory the app holds before, while the job trains and after it, and the job's own peak; their sum is the
+        device's peak with the hand-over, against the app's model plus the job without it."""
+        import torch
+
+        from studio.core import jobs
+        from studio.core.store import Store
+        from studio.training import launch
+
+        def held() -> float:  # GiB this process holds on the device now
+            if self.cuda:
+                torch.cuda.synchronize()
+                return torch.cuda.memory_allocated() / 2**30
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2**30
+
+        self.loaded()
+        before = held()
+        home = self.new_job("handover")
+        os.environ["STUDIO_HOME"] = str(home)  # the job manager's jobs folder and database, for this section only
+        store = Store(home / "studio.db")
+        settings = self.recipe_settings(self.cuda, self.pairs(), home)
+        settings.pop("output_dir")
+        rows = [json.loads(line) for line in self.pairs().read_text().splitlines()]
+        job_id = launch.create(store, "dpo", settings, data_label="hand-over", data_rows=rows, data_info={})
+        manager = launch.Manager(store)
+        manager.gpu = self.cuda  # on a CPU the app keeps its model: RAM is shared
+        manager.refresh()
+        during, line = held(), manager.gpu_line()
+        deadline = time.time() + max(1, min(self.args.child_timeout, self.remaining()))
+        while jobs.get(store, job_id)["status"] in ("queued", "running", "stopping") and time.time() < deadline:
+            time.sleep(2)
+            manager.refresh()
+        job = jobs.get(store, job_id)
+        if job["status"] != "finished":
+            manager.stop(job_id)
+            raise ChildFailed(f"the hand-over's job ended {job['status']}: {job['error'] or 'past the deadline'}")
+        result = json.loads((Path(job["folder"]) / "result.json").read_text())
+        peak = result["peak_memory_bytes"] / 2**30
+        started = time.perf_counter()
+        self.loaded()
+        back = time.perf_counter() - started
+        where = "GPU memory allocated" if self.cuda else "RSS (CPU: the app keeps its model)"
         self.report.line(
-            f"{self.tag('5')} {self.name}: not implemented yet: the app does not hand the GPU memory of "
-            "its loaded model over to a training job (the GPU-readiness issue); nothing measured"
+            f"{self.tag('5')} app model handed over to job {job_id} | {self.name} | {where}: app {before:.2f} GiB "
+            f"before, {during:.2f} GiB while the job trains ({line or 'nothing handed over'}), job peak "
+            f"{peak:.2f} GiB ({result['peak_memory_of']}) | device peak with the hand-over {during + peak:.2f} GiB "
+            f"vs {before + peak:.2f} GiB without"
+            + (f" (fits {FITS_GIB} GiB: {'yes' if during + peak <= FITS_GIB else 'NO'})" if self.cuda else "")
+            + f" | the app loaded its model again in {back:.1f} s after the job"
         )
 
     def section_vllm(self):
@@ -1044,7 +1095,7 @@ def main(argv=None) -> int:
         )
 
     ready = True
-    if any(key in args.sections for key in "1234"):
+    if any(key in args.sections for key in "12345"):
         ready = guarded("0", check_imports) and guarded("0", bench.prepare_model)
         guarded("0", bench.measure_limits)  # without it, only the figures against the specs are printed
     for key in args.sections:

@@ -39,7 +39,7 @@ def test_gpu_bench_tiny_runs_every_section(tmp_path):
         "[3 generate] studio generate_candidates vs naive",
         "[3 generate] studio vs decode bound",
         "[4 compare] one copy, mixed-adapter batch vs two copies",
-        "[5 handover] ",
+        "[5 handover] app model handed over to job 1 | ",
         "[6 vllm] ",
         "[done]",
     ):
