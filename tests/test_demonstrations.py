@@ -150,10 +150,8 @@ def test_a_ground_truth_demonstrations_job_renders_and_its_answers_import_as_dem
     with a real Liquid engine from the pre-annotation Lambda's output, starts the worker's text area from the best
     candidate; what the form submits (crowd-text-area's output under its name, our hidden inputs) imports as
     demonstrations by gt:<worker>, from the worker response files or our consolidation's output manifest."""
-    from html.parser import HTMLParser
-
     from studio.data import groundtruth
-    from tests.test_groundtruth import lambda_module, render
+    from tests.test_groundtruth import FormReader, lambda_module, render
 
     ranking.save_guidelines(store, "fraud", "Fraud first: <b>freeze</b> the card.")
     out = groundtruth.export_job(store, "fraud", tmp_path / "job", bucket="b", name="demo1", rule=RULE)
@@ -166,23 +164,11 @@ def test_a_ground_truth_demonstrations_job_renders_and_its_answers_import_as_dem
     template = (folder / "template.liquid.html").read_text()
     assert "&lt;b&gt;freeze&lt;/b&gt;" in template and "<b>freeze" not in template
 
-    class Form(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.hidden, self.area = {}, None
-
-        def handle_starttag(self, tag, attrs):
-            attrs = dict(attrs)
-            if tag == "input" and attrs.get("type") == "hidden":
-                self.hidden[attrs["name"]] = attrs["value"]
-            if tag == "crowd-text-area":
-                self.area = attrs
-
     pre = lambda_module(folder, "pre_annotation")
     responses = tmp_path / "result" / "demo1" / "annotations" / "worker-response" / "iteration-1"
     manifest = []
     for i, line in enumerate(lines):
-        form = Form()
+        form = FormReader()
         page = render(template, pre.lambda_handler({"dataObject": line}, None)["taskInput"])
         form.feed(page)
         assert form.area["name"] == "demonstration" and form.area["value"] == line["candidate"]

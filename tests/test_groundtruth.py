@@ -75,12 +75,12 @@ def render(template_text: str, task_input: dict) -> str:
 
 
 class FormReader(HTMLParser):
-    """What the browser reads from the rendered page: the form's hidden inputs and the ranking element's
-    attributes, entities decoded."""
+    """What the browser reads from the rendered page: the form's hidden inputs and the attributes of the ranking
+    element (a ranking job) or of the text area (a demonstrations job), entities decoded."""
 
     def __init__(self):
         super().__init__()
-        self.hidden, self.ranking = {}, None
+        self.hidden, self.ranking, self.area = {}, None, None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -88,6 +88,8 @@ class FormReader(HTMLParser):
             self.hidden[attrs["name"]] = attrs["value"]
         if tag == "crowd-text-ranking":
             self.ranking = attrs
+        if tag == "crowd-text-area":
+            self.area = attrs
 
 
 def test_the_rendered_template_submits_ids_the_import_joins(store, job, tmp_path):
