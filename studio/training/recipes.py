@@ -217,8 +217,9 @@ def parameter_count(model: str) -> float | None:
 # DPO pairs against the candidates that fail the rule, in the same job as the rankings.
 DEMONSTRATIONS_WHY = (
     "Demonstrations: DPO takes each as the chosen answer over its prompt's candidates that fail the rule, in this "
-    "same job. On the embedded model, 6 of them took the bank set's fraud rule from 0% to 50% of held-out answers "
-    "(SFT on them first, then DPO: 33%), with refusals of everyday questions down from 5% to 0%."
+    "same job (SFT on them first did worse in every run). On the embedded model this taught the bank set's fraud "
+    "rule at one split (0% -> 50% of the answers on 2 held-out prompts) and not at another (0% -> 0% on 3): "
+    "check the report's rule table after the round."
 )
 
 
