@@ -243,7 +243,6 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     f.launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
     f.launch_status = gr.Markdown(elem_id="train-launch-status")
     f.settings = s
-    _wire_fit_check(ctx, f)
 
     def describe(method_, set_name, mode, other):
         return message(launch.describe_data(ctx.store, method_, set_name, mode, other))
@@ -263,12 +262,13 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     )
     # The data enters through its summary, which changes with the set, the pair rule, the file and with rankings made
     # on the Rank tab since (describe is wired to those changes above): one run per change, not two.
-    gr.on(
+    followed = gr.on(
         [f.method.change, f.base.change, f.data_summary.change],
         follow_data,
         [f.method, f.data_set, f.pair_mode, f.data_other, f.base],
         [s[name] for name in FOLLOWED] + [settings_note],
     )
+    _wire_fit_check(ctx, f, followed)
     return f
 
 
@@ -284,21 +284,18 @@ FIT_FIELDS = (
 )
 
 
-def _wire_fit_check(ctx: Ctx, f: SimpleNamespace) -> None:
-    """The fit line follows the base, the method, the data and the settings that change the peak memory."""
+def _wire_fit_check(ctx: Ctx, f: SimpleNamespace, followed) -> None:
+    """The fit line follows the base, the method and the data (once the recommended settings they bring are in:
+    `followed`), and every edit of a setting that changes the peak memory."""
     fields = [f.settings[name] for name in FIT_FIELDS]
 
     def check(method_, set_name, mode, other, base, targets, *values):
         settings = dict(zip(FIT_FIELDS, values), model=base or "embedded", lora_target_modules=targets)
         return message(launch.fit_check(ctx.store, method_, settings, set_name, mode, other or ""))
 
-    gr.on(
-        [f.method.change, f.base.change, f.data_summary.change, f.targets.change, *(c.change for c in fields)],
-        check,
-        [f.method, f.data_set, f.pair_mode, f.data_other, f.base, f.targets, *fields],
-        f.fit,
-        show_progress="hidden",
-    )
+    inputs = [f.method, f.data_set, f.pair_mode, f.data_other, f.base, f.targets, *fields]
+    followed.then(check, inputs, f.fit, show_progress="hidden")
+    gr.on([f.targets.input, *(c.input for c in fields)], check, inputs, f.fit, show_progress="hidden")
 
 
 def _model_settings(f: SimpleNamespace, s: dict) -> None:

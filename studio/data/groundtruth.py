@@ -822,15 +822,12 @@ def read_results(store: Store, path) -> Results:
                 raise GroundTruthError(f"{path.name} is not a zip file; upload a zip or point at a folder.")
             _extract(path, Path(tmp))
             root = Path(tmp)
-        prompts = {r["id"]: r["text"] for r in store.query("SELECT id, text FROM prompts")}
-        found = _collect(root, prompts)
+        prompts = store.query("SELECT p.id, p.text, s.name FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id")
+        found = _collect(root, {r["id"]: r["text"] for r in prompts})
     known: dict[int, set[int]] = {}
     for row in store.query("SELECT prompt_id, id FROM responses"):
         known.setdefault(row["prompt_id"], set()).add(row["id"])
-    set_of = {
-        r["id"]: r["name"]
-        for r in store.query("SELECT p.id, s.name FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id")
-    }
+    set_of = {r["id"]: r["name"] for r in prompts}
     rubrics: dict[str, list[str]] = {}
 
     def rules_of(set_name: str) -> list[str]:

@@ -272,20 +272,12 @@ def in_use(what: str):
     """Hold the model for `what` (e.g. 'the alignment report of job 3'); others wait until it is done, and all wait
     while a training job holds the GPU."""
     global _user
-    while True:
-        _wait_for_gpu()
-        _use.acquire()
-        if _gpu_holder is None:
-            break
-        _use.release()  # a job took the GPU in between: wait for it again
-    try:
+    with _when_gpu_free(_use):
         outer, _user = _user, what
         try:
             yield
         finally:
             _user = outer
-    finally:
-        _use.release()
 
 
 def user() -> str | None:
@@ -326,10 +318,27 @@ def gpu_holder() -> str | None:
     return _gpu_holder
 
 
-def _wait_for_gpu() -> None:
-    with _gpu:
-        while _gpu_holder is not None:
-            _gpu.wait(1.0)
+@contextmanager
+def _when_gpu_free(lock):
+    """Hold `lock` once no training job holds the GPU (and none took it while this waited for the lock)."""
+    while True:
+        with _gpu:
+            while _gpu_holder is not None:
+                _gpu.wait(1.0)
+        lock.acquire()
+        if _gpu_holder is None:
+            break
+        lock.release()  # a job took the GPU in between: wait for it again
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def loaded_bytes() -> int:
+    """Bytes the weights of the app's loaded model take (0 when none is loaded)."""
+    found = _loaded
+    return sum(p.numel() * p.element_size() for p in found.model.parameters()) if found else 0
 
 
 def load(reference: str, quantize_4bit: bool = False) -> Loaded:
@@ -338,16 +347,8 @@ def load(reference: str, quantize_4bit: bool = False) -> Loaded:
     One model is kept at a time: switching models frees the previous one, so a laptop never holds two.
     """
     reference = (reference or "").strip()
-    while True:  # not while a training job holds the GPU (hand_over); waits for it to end
-        _wait_for_gpu()
-        _lock.acquire()
-        if _gpu_holder is None:
-            break
-        _lock.release()
-    try:
+    with _when_gpu_free(_lock):  # not while a training job holds the GPU (hand_over): waits for it to end
         return _load(reference, quantize_4bit)
-    finally:
-        _lock.release()
 
 
 def _load(reference: str, quantize_4bit: bool) -> Loaded:
@@ -372,9 +373,7 @@ def _load(reference: str, quantize_4bit: bool) -> Loaded:
             bnb_4bit_use_double_quant=True,
         )
         kwargs["device_map"] = {"": 0}
-    freed = 0
-    if _loaded is not None and not _loaded.quantized_4bit:
-        freed = sum(p.numel() * p.element_size() for p in _loaded.model.parameters())
+    freed = loaded_bytes() if _loaded is not None and not _loaded.quantized_4bit else 0
     check_memory(reference, path, device, dtype, quantize_4bit, freed)
     offline = not Path(path).is_dir() and not hub.reachable()
     if offline:  # a Hub id may still be in the local cache

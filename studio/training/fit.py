@@ -150,7 +150,8 @@ class Estimate:
             return said + "."
         if self.fits:
             return said + f": fits the {self.free / GIB:.1f} GiB free."
-        return said + f": does NOT fit the {self.free / GIB:.1f} GiB free. " + " ".join(self.notes)
+        advice = " ".join(self.notes)
+        return said + f": does NOT fit the {self.free / GIB:.1f} GiB free. " + advice[:1].upper() + advice[1:]
 
 
 def estimate(shape: Shape, settings: dict, method: str, longest: int, device: str, bf16: bool) -> Estimate:
@@ -205,9 +206,7 @@ def free_memory(device: str) -> int:
         return psutil.virtual_memory().available
     import torch
 
-    loaded = models._loaded
-    held = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) if loaded else 0
-    return torch.cuda.mem_get_info()[0] + held
+    return torch.cuda.mem_get_info()[0] + models.loaded_bytes()
 
 
 def longest_row(rows: list[dict], tokenizer=None) -> int:
