@@ -4,7 +4,8 @@ import threading
 
 import gradio as gr
 
-from pages import Ctx, cancel_button, cancellable, counting, message, set_choices, waiting
+from pages import Ctx, cancel_button, cancellable, counting, login, message, set_choices, waiting
+from studio.core import access
 from studio.data.candidates import candidates_table, generate_candidates
 from studio.data.prompts import (
     PromptError,
@@ -14,7 +15,7 @@ from studio.data.prompts import (
     list_prompt_sets,
     split_set,
 )
-from studio.inference import models
+from studio.inference import models, servers
 from studio.inference.decode import GenerationParams
 
 MODEL_CHOICES = [models.EMBEDDED, "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
@@ -87,6 +88,73 @@ def _split_section(ctx: Ctx, prompt_set) -> None:
     split.click(do_split, [prompt_set, held_share, split_seed], [prompt_set, split_status])
 
 
+def model_choices(store) -> list[str]:
+    """The models to pick from: the in-process ones, then every served model of the studio's inference servers."""
+    return MODEL_CHOICES + servers.served_references(store)
+
+
+def _servers_section(ctx: Ctx, model) -> None:
+    """Inference servers (vLLM, llama.cpp, Ollama, TGI, SGLang, OpenAI): add one, see what each serves."""
+    with gr.Accordion("Inference servers: vLLM, llama.cpp, Ollama, TGI, SGLang, OpenAI", open=False):
+        gr.Markdown(
+            "A served model answers wherever the studio asks for a model (candidates, the LLM judge, evaluations) "
+            "as `server:<name>/<model>`. Several base URLs share the requests; one that fails is left and its "
+            "requests go to the others. The key stays in the environment: give the variable's name."
+        )
+        with gr.Row():
+            name = gr.Textbox(label="Name", placeholder="vllm-8b", elem_id="gen-server-name")
+            key_env = gr.Textbox(
+                label="Environment variable with the API key (empty: none)",
+                placeholder="OPENAI_API_KEY",
+                elem_id="gen-server-key-env",
+            )
+        urls = gr.Textbox(
+            label="Base URLs, one per line",
+            placeholder="http://localhost:8000/v1",
+            lines=2,
+            elem_id="gen-server-urls",
+        )
+        with gr.Row():
+            add = gr.Button("Add and check", elem_id="gen-server-add")
+            remove = gr.Button("Remove", elem_id="gen-server-remove")
+        listing = gr.Dataframe(
+            headers=["Name", "Base URLs", "Key from", "Models"],
+            value=lambda: _server_rows(ctx.store),
+            interactive=False,
+            wrap=True,
+            elem_id="gen-servers",
+        )
+        said = gr.Markdown(elem_id="gen-server-status")
+
+    def do_add(name_, urls_, key_env_, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        try:
+            connection = servers.add(ctx.store, name_, urls_, key_env_, by=login(request, profile))
+        except (servers.ServerError, access.TeamError) as error:
+            return gr.skip(), gr.skip(), message(str(error), error=True)
+        served = ", ".join(connection.models) or "no models"
+        return (
+            _server_rows(ctx.store),
+            gr.update(choices=model_choices(ctx.store)),
+            message(f"{connection.name} answers and serves {served}. Pick it as the model above."),
+        )
+
+    def do_remove(name_, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        try:
+            servers.remove(ctx.store, (name_ or "").strip(), by=login(request, profile))
+        except (servers.ServerError, access.TeamError) as error:
+            return gr.skip(), gr.skip(), message(str(error), error=True)
+        return _server_rows(ctx.store), gr.update(choices=model_choices(ctx.store)), message(f"Removed {name_}.")
+
+    add.click(do_add, [name, urls, key_env], [listing, model, said])
+    remove.click(do_remove, [name], [listing, model, said])
+
+
+def _server_rows(store) -> list[list[str]]:
+    return [
+        [c.name, "\n".join(c.urls), c.key_env or "(no key)", ", ".join(c.models)] for c in servers.connections(store)
+    ]
+
+
 def _sampling_settings() -> tuple:
     """k, temperature, top_p, max new tokens, seed and prompts per batch."""
     defaults = GenerationParams()
@@ -105,11 +173,11 @@ def build_generate_tab(ctx: Ctx) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             model = gr.Dropdown(
-                MODEL_CHOICES,
+                model_choices(ctx.store),
                 value=models.EMBEDDED,
                 allow_custom_value=True,
                 label="Model",
-                info="embedded works offline; or type a Hub id or a local folder",
+                info="embedded works offline; or type a Hub id or a local folder; server:<name>/<model> is served",
                 elem_id="gen-model",
             )
             quantize_4bit = gr.Checkbox(False, label="Load in 4-bit (NF4, CUDA GPU only)")
@@ -117,6 +185,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
             limit = gr.Number(
                 0, precision=0, minimum=0, label="Prompts to use: the first N (0 = all)", elem_id="gen-limit"
             )
+            _servers_section(ctx, model)
             _add_set_section(ctx, prompt_set)
             _split_section(ctx, prompt_set)
             k, temperature, top_p, max_new_tokens, seed, batch_size = _sampling_settings()
@@ -179,7 +248,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
                 cancel=event,
                 on_progress=counting(progress, "prompts"),
             )
-        except (PromptError, models.ModelError, ValueError) as error:
+        except (PromptError, models.ModelError, ValueError) as error:  # servers.ServerError is a ValueError
             return message(str(error), error=True), gr.skip()
         finally:
             ctx.cancel_events.pop(request.session_hash, None)

@@ -16,7 +16,7 @@ from studio.core import access, jobs
 from studio.data import judges, ranking, rubric, scorers, team
 from studio.data.ranking import LETTERS, MAX_SHOWN, RankingError
 from studio.evaluation import active
-from studio.inference import models
+from studio.inference import models, servers
 
 KEYS = """**Keyboard** (the order box keeps the focus):
 - type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
@@ -599,11 +599,11 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
             scale=2,
         )
         judge_model = gr.Dropdown(
-            ["embedded"],
+            ["embedded", *servers.served_references(ctx.store)],
             value="embedded",
             allow_custom_value=True,
             scale=1,
-            label="LLM judge model (Hub id or folder)",
+            label="LLM judge model (Hub id, folder or server:<name>/<model>)",
             elem_id="rank-judge-model",
         )
     with gr.Accordion("LLM judge prompt", open=False):

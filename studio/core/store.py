@@ -282,6 +282,18 @@ MIGRATIONS = [
     )""",
         "CREATE INDEX demonstrations_prompt ON demonstrations(prompt_id)",
     ),
+    # Inference servers (studio/inference/servers.py): OpenAI-compatible base URLs and the NAME of the environment
+    # variable that holds the key, never the key; the models the server listed when it was last checked.
+    (
+        """CREATE TABLE servers (
+        name TEXT PRIMARY KEY,
+        urls TEXT NOT NULL,                -- JSON list of base URLs ending in /v1; requests are spread over them
+        key_env TEXT,                      -- the environment variable with the API key; NULL: no key
+        models TEXT NOT NULL DEFAULT '[]', -- JSON list of model ids from GET /v1/models at the last check
+        added_by TEXT,
+        checked_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    )""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,11 +17,12 @@ from studio.core import jobs
 from studio.core.paths import db_path
 from studio.core.store import Store
 from studio.data.prompts import PromptError, get_prompts, install_builtin_sets
-from studio.inference import models
+from studio.inference import models, servers
 from studio.inference.decode import (
     GenerationParams,
     GenerationResult,
     chat_texts,
+    prompt_messages,
     sample,
 )
 
@@ -40,7 +41,10 @@ def generate_candidates(
     """Generate params.k candidates for every prompt (rows from prompts.get_prompts) and save them batch by batch.
     `on_progress(done, total)` counts prompts, with fractions while a batch is under way (see sample).
     With `adapter` (a LoRA folder on `model_reference`) the answers come from the aligned model and are saved with
-    the adapter, next to the plain model's."""
+    the adapter, next to the plain model's. A served model (`server:<connection>/<model>`) answers through its
+    inference server instead, each prompt saved as its answers come back."""
+    if servers.is_served(model_reference):
+        return _served_candidates(store, model_reference, prompts, params, cancel, on_progress)
     loaded = models.load(model_reference, quantize_4bit=quantize_4bit)
     names = models.with_adapters(loaded, [adapter]) if adapter else None
     # A new seed per run (unless one is given), so that generating again adds different candidates.
@@ -81,6 +85,26 @@ def generate_candidates(
     return GenerationResult(done, len(prompts), added, cancelled=done < len(prompts), seed=params.seed)
 
 
+def _served_candidates(store, model_reference, prompts, params, cancel, on_progress) -> GenerationResult:
+    served = servers.client(store, model_reference)
+    params = params.seeded()
+    stored = params.stored()
+    done = added = 0
+    if on_progress:
+        on_progress(0, len(prompts))
+    for index, texts, url in servers.answers(served, [prompt_messages(p) for p in prompts], params, cancel):
+        row = json.dumps({**stored, "served_by": url})  # which of the connection's servers wrote it
+        with store.tx() as db:
+            db.executemany(
+                "INSERT INTO responses (prompt_id, model, adapter, text, params) VALUES (?, ?, NULL, ?, ?)",
+                [(prompts[index]["id"], model_reference, text, row) for text in texts],
+            )
+        done, added = done + 1, added + len(texts)
+        if on_progress:
+            on_progress(done, len(prompts))
+    return GenerationResult(done, len(prompts), added, cancelled=done < len(prompts), seed=params.seed)
+
+
 def candidates_table(store: Store, set_name: str, limit: int | None = None) -> list[list]:
     """Rows of (prompt #, prompt, candidate #, model, answer) for the prompts of a set that have candidates."""
     rows = store.query(
@@ -116,7 +140,9 @@ def next_round_candidates(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=models.EMBEDDED, help="embedded, a Hub id or a local folder")
+    parser.add_argument(
+        "--model", default=models.EMBEDDED, help="embedded, a Hub id, a local folder, or server:<connection>/<model>"
+    )
     parser.add_argument("--prompts", default="bank", help="name of a prompt set in the studio database")
     parser.add_argument("--limit", type=int, default=0, help="only the first N prompts (0: all)")
     parser.add_argument("--4bit", dest="quantize_4bit", action="store_true", help="load in 4-bit NF4 (GPU only)")
@@ -140,7 +166,7 @@ def main(argv=None) -> int:
             quantize_4bit=args.quantize_4bit,
             on_progress=lambda done, total: print(f"{done}/{total} prompts", file=sys.stderr, flush=True),
         )
-    except (ValueError, PromptError, models.ModelError) as error:
+    except (ValueError, PromptError, models.ModelError, servers.ServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

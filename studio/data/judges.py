@@ -1,6 +1,6 @@
-"""Judges that rank the candidates before people do: the prompt set's rubric, or an LLM judge (any chat model asked
-which of two answers is better, every pair asked in both orders so that the judge's taste for the first or second
-place cancels out).
+"""Judges that rank the candidates before people do: the prompt set's rubric, or an LLM judge (any chat model, in
+process or on an inference server, asked which of two answers is better, every pair asked in both orders so that the
+judge's taste for the first or second place cancels out).
 
 A judge's ranking is stored under the judge's own name (`judge:rubric:<set>`, `judge:llm:<model>`, annotator kind
 `judge`), never as a person's. The Rank tab shows it as a suggestion; a person who accepts it unchanged saves their
@@ -17,7 +17,7 @@ from studio.core.store import Store
 from studio.data import rubric
 from studio.data.prompts import get_prompts
 from studio.data.ranking import JUDGE_PREFIX, annotator_id, current_rankings, insert_ranking
-from studio.inference import models
+from studio.inference import models, servers
 
 LLM_PROMPT = """You judge answers of an assistant. The question:
 {question}
@@ -68,7 +68,25 @@ def llm_preferences(
         else:
             logits = model(**batch).logits[:, -1, :]
     first = torch.softmax(logits[:, letters].float(), dim=-1)[:, 0].tolist()  # P(A is better)
-    scores = [0.0] * len(answers)
+    return _scores(pairs, first, len(answers))
+
+
+def served_preferences(served, question: str, answers: list[str], template: str = LLM_PROMPT) -> list[float]:
+    """llm_preferences through an inference server: every ordered pair asked at once, P(A) from the server's
+    log-probabilities of its next token where it returns them, else from the letter it answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _check_template(template)
+    pairs = list(itertools.permutations(range(len(answers)), 2))
+    texts = [template.format(question=question, answer_a=answers[i], answer_b=answers[j]) for i, j in pairs]
+    with ThreadPoolExecutor(max_workers=served.in_flight()) as pool:
+        first = list(pool.map(lambda text: servers.letter_preference(served, text), texts))
+    return _scores(pairs, first, len(answers))
+
+
+def _scores(pairs: list[tuple[int, int]], first: list[float], count: int) -> list[float]:
+    """Each answer's share of the judge's preference over all ordered pairs (P(A) is `first`)."""
+    scores = [0.0] * count
     for (i, j), p in zip(pairs, first):
         scores[i] += p / 2
         scores[j] += (1 - p) / 2
@@ -120,8 +138,12 @@ def prerank(
     elif kind == "llm":
         _check_template(template)
         store.set_text("judge_prompts", set_name, template, by)
-        loaded = models.load(model)
-        score = lambda prompt, answers: llm_preferences(loaded, prompt["text"], answers, template)  # noqa: E731
+        if servers.is_served(model):
+            served, loaded = servers.client(store, model), None
+            score = lambda prompt, answers: served_preferences(served, prompt["text"], answers, template)  # noqa: E731
+        else:
+            loaded = models.load(model)
+            score = lambda prompt, answers: llm_preferences(loaded, prompt["text"], answers, template)  # noqa: E731
     else:
         raise JudgeError(f"Unknown judge {kind!r}: rubric or llm.")
     done = 0

@@ -12,8 +12,7 @@ from studio.data import scorers, team
 from studio.data.prompts import get_prompts, prompt_key
 from studio.data.ranking import annotator_id
 from studio.data.rubric import word_count
-from studio.inference.chat import load_together
-from studio.inference.decode import sample
+from studio.inference.chat import answerers
 from studio.training import launch
 
 
@@ -149,7 +148,7 @@ def create_evaluation(
     prompts = prompts[:limit] if limit and limit > 0 else prompts
     if not prompts:
         raise EvaluationError(f"The prompt set {set_name!r} has no prompts.")
-    loaded, names = load_together(choices)  # before anything is saved: a model that cannot load leaves no rows
+    answer = answerers(store, choices)  # before anything is saved: a model that cannot load leaves no rows
     params = replace(params, k=samples).seeded()
     set_id = store.query("SELECT id FROM prompt_sets WHERE name = ?", (set_name,))[0]["id"]
     with store.tx() as db:
@@ -170,16 +169,12 @@ def create_evaluation(
         # Each model answers the chunk in a batch of its own (one adapter switch, no per-row routing); the chunk is
         # saved once every model has answered it.
         answers = []
-        for name in names:
-            done = (
-                None
-                if cancel is not None and cancel.is_set()
-                else sample(loaded, chunk, params, cancel, [name] * len(chunk))
-            )
+        for run in answer:
+            done = None if cancel is not None and cancel.is_set() else run(chunk, params, cancel)
             if done is None:
                 break
             answers.append(done)
-        if len(answers) < len(names):
+        if len(answers) < len(answer):
             status = "cancelled"
             break
         with store.tx() as db:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from studio.core import jobs
 from studio.core.store import Store
-from studio.inference import models
-from studio.inference.decode import GenerationParams, stream
+from studio.inference import models, servers
+from studio.inference.decode import GenerationParams, prompt_messages, sample, stream
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,15 @@ def options(store: Store) -> list[tuple[str, str]]:
     """(label, key) for the dropdowns: each base model in use, then every finished job that has a chat adapter."""
     finished = jobs.finished(store, "chat")
     bases = [models.EMBEDDED] + sorted({j["base_model"] for j in finished} - {models.EMBEDDED})
-    return [(f"base: {b}", f"base:{b}") for b in bases] + [
-        (f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"{jobs.JOB_KEY}{j['id']}")
-        for j in finished
-    ]
+    served = servers.served_references(store)
+    return (
+        [(f"base: {b}", f"base:{b}") for b in bases]
+        + [(f"served: {r}", f"base:{r}") for r in served]
+        + [
+            (f"job {j['id']}: {j['method']} on {j['base_model']} ({j['data']})", f"{jobs.JOB_KEY}{j['id']}")
+            for j in finished
+        ]
+    )
 
 
 def default_keys(options_: list[tuple[str, str]], current: list[str] | None = None) -> list[str]:
@@ -46,6 +51,9 @@ def pick(store: Store, key: str) -> Choice:
     key = (key or "").strip()
     if key.startswith("base:"):
         model = key.removeprefix("base:")
+        if servers.is_served(model):
+            servers.client(store, model)  # refuses an unknown connection with its message
+            return Choice(f"served ({model})", model)
         models.resolve(model)  # refuses an unknown reference with its message
         return Choice(f"base ({model})", model)
     if key.startswith(jobs.JOB_KEY):
@@ -75,6 +83,31 @@ def load_together(choices: list[Choice]) -> tuple[models.Loaded, list[str]]:
             )
     loaded = models.load(base)
     return loaded, models.with_adapters(loaded, [c.adapter for c in choices])
+
+
+def answerers(store: Store, choices: list[Choice]) -> list:
+    """Per choice, a function (prompts, params, cancel) -> params.k answers per prompt, or None once cancelled.
+    The in-process choices share one copy of their base (load_together, before anything runs: a model that cannot
+    load fails here); a served one asks its inference server, many prompts at a time."""
+    local = [c for c in choices if not servers.is_served(c.model)]
+    loaded, names = load_together(local) if local else (None, [])
+    names = dict(zip(local, names))
+
+    def in_process(name):
+        return lambda prompts, params, cancel: sample(loaded, prompts, params, cancel, [name] * len(prompts))
+
+    def served(client):
+        def answer(prompts, params, cancel):
+            texts = [None] * len(prompts)
+            for index, answers, _ in servers.answers(client, [prompt_messages(p) for p in prompts], params, cancel):
+                texts[index] = answers
+            return None if None in texts else texts
+
+        return answer
+
+    return [
+        served(servers.client(store, c.model)) if servers.is_served(c.model) else in_process(names[c]) for c in choices
+    ]
 
 
 def prompt_from(message: str, system: str, history: list[dict]) -> dict:

@@ -1,0 +1,308 @@
+"""Inference servers the team already runs, through their OpenAI-compatible API: vLLM (`vllm serve`), llama.cpp's
+`llama-server`, Ollama, TGI, SGLang, OpenAI itself.
+
+A connection is a name, one or more base URLs (`http://host:8000/v1`) and the NAME of the environment variable that
+holds the API key: the key is read from the environment at each request and never written anywhere. A served model
+is the model reference `server:<connection>/<model id>` and stands wherever the studio asks for a model: candidates,
+the LLM judge, evaluations. Requests run many at a time (the server batches them) and take turns over the base URLs;
+a URL that fails is left for the rest of the run and its request retried on the others, and a request no URL could
+answer ends the run with a message that names each server and what it said. Whatever the caller stored before that
+stays stored.
+"""
+
+import itertools
+import json
+import math
+import os
+import re
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from studio.core import access
+from studio.core.store import Store
+
+PREFIX = "server:"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KEY_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+IN_FLIGHT = 8  # requests in flight per base URL: enough for a server's continuous batching to fill its batch
+TIMEOUT = httpx.Timeout(10.0, read=300.0)  # connecting fails fast; a long answer on a busy server may take minutes
+
+
+class ServerError(ValueError):
+    """A server that cannot be used, or that failed; the message names the server and what it said."""
+
+
+class _Failed(Exception):
+    """One request to one base URL failed; `retry`: another URL may answer it (not a request the server refused)."""
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str
+    urls: tuple[str, ...]
+    key_env: str | None = None
+    models: tuple[str, ...] = ()  # as GET /v1/models listed them at the last check
+
+    def headers(self) -> dict:
+        if not self.key_env:
+            return {}
+        key = os.environ.get(self.key_env)
+        if not key:
+            raise ServerError(
+                f"The server {self.name!r} takes its API key from the environment variable {self.key_env}, which is "
+                "not set where the studio runs: set it and restart the studio, or edit the connection."
+            )
+        return {"Authorization": f"Bearer {key}"}
+
+
+def is_served(reference: str | None) -> bool:
+    return (reference or "").startswith(PREFIX)
+
+
+def reference(name: str, model: str) -> str:
+    return f"{PREFIX}{name}/{model}"
+
+
+def split(model_reference: str) -> tuple[str, str]:
+    """(connection name, model id) of `server:<connection>/<model id>`; the model id may itself hold slashes."""
+    name, _, model = model_reference.removeprefix(PREFIX).partition("/")
+    if not name or not model:
+        raise ServerError(f"{model_reference!r} names no model: write server:<connection>/<model id>.")
+    return name, model
+
+
+def base_url(url: str) -> str:
+    """A base URL as requests are sent to it: http(s) only, no trailing slash, `/v1` added to a bare host."""
+    url = (url or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServerError(f"{url!r} is not a server's base URL: write it as http://host:port/v1.")
+    if parts.username or parts.password:
+        raise ServerError(f"Put no password in the URL {url!r}: name the environment variable with the key instead.")
+    return url if parts.path else url + "/v1"
+
+
+def _said(response: httpx.Response) -> str:
+    """What a server said in an error answer: OpenAI's {"error": {"message": ...}} where it follows it."""
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message") or error.get("detail") if isinstance(error, dict) else error
+        if isinstance(message, str) and message:
+            return message[:500]
+    except ValueError:
+        pass
+    return response.text[:500] or response.reason_phrase
+
+
+def _send(connection: Connection, url: str, method: str, path: str, body: dict | None = None) -> dict:
+    try:
+        response = httpx.request(method, url + path, json=body, headers=connection.headers(), timeout=TIMEOUT)
+    except httpx.TimeoutException:
+        raise _Failed(f"{url} did not answer in time") from None
+    except httpx.HTTPError as error:
+        raise _Failed(f"{url} could not be reached ({type(error).__name__}: {error})") from None
+    if response.status_code >= 400:
+        # The server's own refusal (a model it does not serve, a bad parameter) is the same on every URL.
+        retry = response.status_code >= 500 or response.status_code in (408, 429)
+        raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry)
+    try:
+        return response.json()
+    except ValueError:
+        raise _Failed(f"{url} answered with something that is not JSON: {response.text[:200]!r}") from None
+
+
+def check(connection: Connection) -> tuple[str, ...]:
+    """The model ids every base URL serves (GET /v1/models); ServerError naming each URL that failed and why."""
+    served, errors = set(), []
+    for url in connection.urls:
+        try:
+            served |= {m["id"] for m in _send(connection, url, "GET", "/models")["data"]}
+        except _Failed as failed:
+            errors.append(str(failed))
+        except (KeyError, TypeError):
+            errors.append(f"{url}/models did not list models as an OpenAI-compatible server does")
+    if errors:
+        raise ServerError(f"The server {connection.name!r} cannot be used: " + "; ".join(errors))
+    return tuple(sorted(served))
+
+
+def add(store: Store, name: str, urls, key_env: str | None = None, by=None) -> Connection:
+    """Add (or change) a connection after checking it; only a lead may. `urls`: a list, or text with one base URL
+    per line or separated by commas."""
+    access.check_lead(by, "add an inference server")
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise ServerError("Name the server with letters, digits, '.', '_' or '-' (up to 64), e.g. vllm-8b.")
+    if isinstance(urls, str):
+        urls = urls.replace(",", "\n").split()
+    urls = tuple(dict.fromkeys(base_url(u) for u in urls if u.strip()))
+    if not urls:
+        raise ServerError("Give the server's base URL, e.g. http://localhost:8000/v1.")
+    key_env = (key_env or "").strip() or None
+    if key_env and not _KEY_ENV.match(key_env):
+        raise ServerError(
+            f"{key_env!r} is not the name of an environment variable (e.g. OPENAI_API_KEY): give the variable's "
+            "name, never the key itself."
+        )
+    connection = Connection(name, urls, key_env)
+    connection = Connection(name, urls, key_env, check(connection))
+    with store.tx() as db:
+        db.execute(
+            "INSERT INTO servers (name, urls, key_env, models, added_by) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET urls = excluded.urls, key_env = excluded.key_env, "
+            "models = excluded.models, added_by = excluded.added_by, "
+            "checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            (name, json.dumps(urls), key_env, json.dumps(connection.models), None if by is None else str(by)),
+        )
+    return connection
+
+
+def remove(store: Store, name: str, by=None) -> None:
+    access.check_lead(by, "remove an inference server")
+    with store.tx() as db:
+        if not db.execute("DELETE FROM servers WHERE name = ?", (name,)).rowcount:
+            raise ServerError(f"There is no inference server named {name!r}.")
+
+
+def _connection(row) -> Connection:
+    return Connection(row["name"], tuple(json.loads(row["urls"])), row["key_env"], tuple(json.loads(row["models"])))
+
+
+def connections(store: Store) -> list[Connection]:
+    return [_connection(r) for r in store.query("SELECT * FROM servers ORDER BY name")]
+
+
+def get(store: Store, name: str) -> Connection:
+    rows = store.query("SELECT * FROM servers WHERE name = ?", (name,))
+    if not rows:
+        raise ServerError(f"There is no inference server named {name!r}: add it first (Generate tab, Servers).")
+    return _connection(rows[0])
+
+
+def served_references(store: Store) -> list[str]:
+    """Every model of every connection as a model reference, as last checked."""
+    return [reference(c.name, m) for c in connections(store) for m in c.models]
+
+
+class Client:
+    """Chat completions from one model of a connection, taking turns over its base URLs; a URL that fails is left
+    for the rest of this client's life (a run) and the request goes to the next one."""
+
+    def __init__(self, connection: Connection, model: str):
+        self.connection, self.model = connection, model
+        self._turn = itertools.count()
+        self._down: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return reference(self.connection.name, self.model)
+
+    def in_flight(self) -> int:
+        return IN_FLIGHT * len(self.connection.urls)
+
+    def chat(self, messages: list[dict], **options) -> dict:
+        """The server's answer (OpenAI's chat.completion object) with `served_by`: the base URL that answered."""
+        urls = self.connection.urls
+        with self._lock:
+            start = next(self._turn) % len(urls)
+            up = [u for u in urls[start:] + urls[:start] if u not in self._down]
+        errors = []
+        for url in up or urls:
+            try:
+                request = {"model": self.model, "messages": messages, **options}
+                body = _send(self.connection, url, "POST", "/chat/completions", request)
+                choices = body["choices"]
+                if not choices or not all(isinstance(c["message"]["content"], str) for c in choices):
+                    raise _Failed(f"{url} answered with no text in its choices")
+                body["served_by"] = url
+                return body
+            except (KeyError, TypeError, IndexError):
+                failed = _Failed(f"{url} answered JSON that is not a chat completion")
+            except _Failed as error:
+                failed = error
+            errors.append(str(failed))
+            if not failed.retry:
+                break
+            with self._lock:
+                self._down[url] = str(failed)
+        said = "; ".join(errors)
+        raise ServerError(f"The server {self.connection.name!r} could not answer with {self.model}: {said}")
+
+
+def client(store: Store, model_reference: str) -> Client:
+    name, model = split(model_reference)
+    return Client(get(store, name), model)
+
+
+def sampling(params) -> dict:
+    """GenerationParams as OpenAI's request fields."""
+    return {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens}
+
+
+def answers(served: Client, conversations: list[list[dict]], params, cancel=None):
+    """Yield (index, k texts, base URL) for each conversation as its answers come back, many requests in flight.
+    Each asks for all k (`n`); a server that returns fewer (Ollama ignores `n`) is asked again for the rest, with
+    another seed. Stops early when `cancel` is set; a request that fails on every URL raises ServerError after the
+    ones already yielded."""
+
+    def one(index: int) -> tuple[int, list[str], str]:
+        texts, url, asked = [], None, 0
+        while len(texts) < params.k:
+            if cancel is not None and cancel.is_set():
+                return index, [], url
+            body = served.chat(
+                conversations[index],
+                n=params.k - len(texts),
+                seed=(params.seed + asked * 7919) % 2**32,
+                **sampling(params),
+            )
+            texts += [c["message"]["content"] for c in body["choices"]][: params.k - len(texts)]
+            url, asked = body["served_by"], asked + 1
+        return index, texts, url
+
+    with ThreadPoolExecutor(max_workers=served.in_flight()) as pool:
+        pending = {pool.submit(one, i) for i in range(len(conversations))}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index, texts, url = future.result()
+                    if texts:
+                        yield index, texts, url
+                if cancel is not None and cancel.is_set():
+                    break
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def letter_preference(served: Client, question_text: str) -> float:
+    """P('A') against P('B') for the judge's next token, from the server's top log-probabilities where it returns
+    them (vLLM, llama.cpp, OpenAI), else 1, 0 or 0.5 from the letter it answered."""
+    body = served.chat(
+        [{"role": "user", "content": question_text}], max_tokens=1, temperature=0, logprobs=True, top_logprobs=20
+    )
+    choice = body["choices"][0]
+    try:
+        top = choice["logprobs"]["content"][0]["top_logprobs"]
+        weights = {}
+        for entry in top:
+            letter = entry["token"].strip()
+            if letter in ("A", "B"):
+                weights[letter] = weights.get(letter, 0.0) + math.exp(entry["logprob"])
+        if weights:
+            return weights.get("A", 0.0) / sum(weights.values())
+    except (KeyError, TypeError, IndexError):
+        pass
+    said = choice["message"]["content"].strip()[:1].upper()
+    return {"A": 1.0, "B": 0.0}.get(said, 0.5)

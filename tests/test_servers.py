@@ -1,0 +1,254 @@
+"""Inference servers against a real one we did not write: llama.cpp's llama-server (built from llama-cpp-python's
+source distribution, tests/llama_server.py) serving the embedded model as GGUF, behind an API key. Candidates, the
+LLM judge and an evaluation go through it; a job's LoRA adapter, converted by llama.cpp's own convert_lora_to_gguf.py,
+moves the server's next-token distribution as it moves the in-process model's; a server that fails half way loses
+nothing stored and its requests go to the other one."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from studio.core import access
+from studio.data import judges
+from studio.data.candidates import generate_candidates
+from studio.data.prompts import ParsedPrompts, add_prompt_set, get_prompts
+from studio.evaluation import evaluate
+from studio.inference import chat, models, servers
+from studio.inference.decode import GenerationParams
+from studio.shipping import gguf_export
+from tests import llama_server
+from tests.conftest import table_counts
+from tests.helpers import QUESTIONS
+
+KEY_ENV = "STUDIO_TEST_SERVER_KEY"
+KEY = "s3cret-test-key"
+MODEL = "smollm2"
+FAST = GenerationParams(k=3, max_new_tokens=12, seed=7)
+
+
+@pytest.fixture(scope="module")
+def binary():
+    built = llama_server.server_binary()
+    if built is None:
+        if os.environ.get("STUDIO_REQUIRE_REGISTRY"):
+            pytest.fail("PyPI is out of reach: llama.cpp's source cannot be fetched")
+        pytest.skip("PyPI is out of reach")
+    return built
+
+
+@pytest.fixture(scope="module")
+def base_gguf(tmp_path_factory):
+    """The embedded model's own weights as f16 GGUF, so that server and in-process model compute the same thing."""
+    out = tmp_path_factory.mktemp("gguf") / "embedded-f16.gguf"
+    return gguf_export.write_gguf(models.embedded_folder(), out, "f16", hub_id=models.EMBEDDED_HUB_ID)
+
+
+@pytest.fixture(scope="module")
+def url(binary, base_gguf, tmp_path_factory):
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with llama_server.serve(binary, base_gguf, "--alias", MODEL, "--api-key", KEY, log=log) as base:
+        yield base
+
+
+@pytest.fixture
+def connected(store, url, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    servers.add(store, "llama", url, KEY_ENV)
+    return servers.reference("llama", MODEL)
+
+
+def _set(store, name="bank", n=4):
+    add_prompt_set(store, name, ParsedPrompts(rows=[(q, "") for q in QUESTIONS[:n]]), "test")
+    return get_prompts(store, name)
+
+
+def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, url, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(servers.ServerError, match=f"environment variable {KEY_ENV}, which is not set"):
+        servers.add(store, "llama", url, KEY_ENV)
+    monkeypatch.setenv(KEY_ENV, "wrong")
+    with pytest.raises(servers.ServerError, match=r"answered 401"):
+        servers.add(store, "llama", url, KEY_ENV)
+    with pytest.raises(servers.ServerError, match="not the name of an environment variable"):
+        servers.add(store, "llama", url, KEY)  # the key itself where its variable's name goes
+    dead = f"http://127.0.0.1:{llama_server.free_port()}/v1"
+    with pytest.raises(servers.ServerError, match=f"{dead} could not be reached"):
+        servers.add(store, "nobody", dead)
+    assert servers.connections(store) == []
+    monkeypatch.setenv(KEY_ENV, KEY)
+    connection = servers.add(store, "llama", url.removesuffix("/v1") + "/", KEY_ENV)  # a bare host gets /v1
+    assert connection.urls == (url,) and connection.models == (MODEL,)
+    assert servers.served_references(store) == [f"server:llama/{MODEL}"]
+    stored = json.dumps([dict(r) for r in store.query("SELECT * FROM servers")])
+    assert KEY_ENV in stored and KEY not in stored
+    monkeypatch.setenv(access.LEADS_ENV, "anna")
+    with pytest.raises(access.TeamError):
+        servers.add(store, "other", url, KEY_ENV, by="bob")
+    with pytest.raises(access.TeamError):
+        servers.remove(store, "llama", by="bob")
+
+
+def test_candidates_come_from_the_server_with_who_wrote_them(store, connected, url):
+    prompts = _set(store)
+    progress = []
+    result = generate_candidates(store, connected, prompts, FAST, on_progress=lambda d, t: progress.append(d))
+    assert (result.prompts_done, result.responses_added, result.cancelled) == (4, 12, False)
+    rows = store.query("SELECT prompt_id, model, text, params FROM responses")
+    assert {r["model"] for r in rows} == {connected}
+    assert {json.loads(r["params"])["served_by"] for r in rows} == {url}
+    for prompt in prompts:
+        texts = [r["text"] for r in rows if r["prompt_id"] == prompt["id"]]
+        assert len(texts) == 3 and all(t.strip() for t in texts)
+        assert len(set(texts)) > 1  # n=3 children sample with their own seeds
+    assert progress[-1] == 4
+
+
+def test_the_llm_judge_and_an_evaluation_go_through_the_server(store, connected):
+    prompts = _set(store, n=2)
+    generate_candidates(store, connected, prompts, FAST)
+    served = servers.client(store, connected)
+    p = servers.letter_preference(served, judges.LLM_PROMPT.format(question="Hi?", answer_a="Hello!", answer_b="x"))
+    assert 0.0 < p < 1.0  # read from the server's log-probabilities, not from the letter it wrote
+    name, ranked = judges.prerank(store, "bank", "llm", model=connected)
+    assert (name, ranked) == (f"judge:llm:{connected}", 2)
+    assert len(store.query("SELECT id FROM rankings WHERE source = 'judge'")) == 2
+    choices = [chat.pick(store, "base:embedded"), chat.pick(store, f"base:{connected}")]
+    assert ("served: " + connected, "base:" + connected) in chat.options(store)
+    evaluation = evaluate.create_evaluation(store, "bank", choices, GenerationParams(max_new_tokens=12), samples=2)
+    answers = store.query("SELECT position, text FROM eval_answers WHERE evaluation_id = ?", (evaluation,))
+    assert sorted(r["position"] for r in answers) == [0] * 4 + [1] * 4
+
+
+class _Faulty(BaseHTTPRequestHandler):
+    """Forwards to the real server; after `good` answers, answers 500 or drops the connection."""
+
+    target, good, mode, seen = "", 0, "500", 0
+    lock = threading.Lock()
+
+    def _pass(self, method):
+        cls = type(self)
+        with cls.lock:
+            cls.seen += 1
+            broken = cls.seen > cls.good
+        if broken and cls.mode == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if broken:
+            body = json.dumps({"error": {"message": "CUDA out of memory (injected)"}}).encode()
+            self.send_response(500)
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            upstream = httpx.request(
+                method,
+                cls.target + self.path.removeprefix("/v1"),
+                content=self.rfile.read(length) if length else None,
+                headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")},
+                timeout=300,
+            )
+            body = upstream.content
+            self.send_response(upstream.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._pass("GET")
+
+    def do_POST(self):
+        self._pass("POST")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def faulty(url):
+    handler = type("Handler", (_Faulty,), {"target": url, "seen": 0, "lock": threading.Lock()})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{proxy.server_address[1]}/v1"
+    proxy.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["500", "drop"])
+def test_a_server_failing_half_way_keeps_what_was_stored(store, url, faulty, monkeypatch, mode):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setattr(servers, "IN_FLIGHT", 1)  # one request at a time: the failure lands after the first answers
+    handler, proxy = faulty
+    handler.good, handler.mode = 3, mode  # the check (GET /models) and two prompts' answers, then failures
+    prompts = _set(store, n=6)
+    servers.add(store, "flaky", proxy, KEY_ENV)
+    with pytest.raises(servers.ServerError, match=r"'flaky' could not answer") as raised:
+        generate_candidates(store, "server:flaky/" + MODEL, prompts, FAST)
+    said = str(raised.value)
+    assert proxy in said and ("500: CUDA out of memory (injected)" in said if mode == "500" else "reached" in said)
+    assert table_counts(store)["responses"] == 2 * FAST.k  # the two prompts answered before the failure stay
+
+    # The same failing server beside a good one: its requests go to the good one, nothing is missing.
+    handler.seen, handler.good = 0, 2
+    servers.add(store, "pair", [proxy, url], KEY_ENV)
+    result = generate_candidates(store, "server:pair/" + MODEL, prompts, FAST)
+    assert (result.prompts_done, result.responses_added) == (6, 6 * FAST.k)
+    fresh = store.query("SELECT params FROM responses WHERE model = ?", ("server:pair/" + MODEL,))
+    assert {json.loads(r["params"])["served_by"] for r in fresh} == {proxy, url}
+
+
+def _next_token(logits, tokenizer) -> dict[str, float]:
+    import torch
+
+    top = torch.topk(torch.softmax(logits.float(), dim=-1), 50)
+    return {tokenizer.decode([int(i)]): float(p) for p, i in zip(top.values, top.indices)}
+
+
+def _distance(server: dict[str, float], model: dict[str, float]) -> float:
+    """Total variation over the server's top tokens."""
+    return sum(abs(p - model.get(token, 0.0)) for token, p in server.items())
+
+
+def test_a_lora_adapter_converted_by_llama_cpp_moves_the_server_as_it_moves_the_model(binary, base_gguf, tmp_path):
+    import math
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    # An adapter on every linear layer (the key projection's rotary permutation included) with random, non-zero B.
+    adapter = tmp_path / "adapter"
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(models.embedded_folder()),
+        LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False),
+    ).save_pretrained(adapter)
+    tree = binary.parents[2]  # llama.cpp's source tree: its converter and its own gguf-py
+    lora_gguf = tmp_path / "adapter.gguf"
+    done = subprocess.run(
+        [sys.executable, str(tree / "convert_lora_to_gguf.py"), str(adapter), "--base", str(models.embedded_folder()),
+         "--outfile", str(lora_gguf), "--outtype", "f32"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(tree / "gguf-py")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = models.load(models.EMBEDDED)
+    (name,) = models.with_adapters(loaded, [str(adapter)])
+    prompts = ["What is my IBAN?", "How do I freeze my card?", "Tell me about savings accounts."]
+    with llama_server.serve(binary, base_gguf, "--alias", MODEL, "--lora", str(lora_gguf), slots=1) as base:
+        served = servers.Client(servers.Connection("lora", (base,)), MODEL)
+        for question in prompts:
+            messages = [{"role": "user", "content": question}]
+            text = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(loaded.model.device)
+            with torch.inference_mode():
+                tuned = _next_token(loaded.model(**ids, adapter_names=[name]).logits[0, -1], loaded.tokenizer)
+                plain = _next_token(loaded.model(**ids, adapter_names=[models.BASE]).logits[0, -1], loaded.tokenizer)
+            body = served.chat(messages, max_tokens=1, temperature=0, logprobs=True, top_logprobs=10)
+            top = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            server = {t["token"]: math.exp(t["logprob"]) for t in top}
+            assert max(server, key=server.get) == max(tuned, key=tuned.get), (question, server, tuned)
+            near, moved = _distance(server, tuned), _distance(server, plain)
+            assert near < 0.05 and moved > 4 * near, (question, near, moved)  # the adapter's move, not the base's
