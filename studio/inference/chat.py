@@ -2,6 +2,7 @@
 them: the Compare tab's side by side (one copy of the base weights, the adapter on for one row of the batch and off
 for the other) and the `chat` API endpoint."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from studio.core import jobs
@@ -125,20 +126,59 @@ def text_of(content) -> str:
 
 
 def side_by_side(
-    aligned: Choice, message: str, system: str, histories: tuple[list, list], params: GenerationParams, cancel=None
+    aligned: Choice,
+    message: str,
+    system: str,
+    histories: tuple[list, list],
+    params: GenerationParams,
+    cancel=None,
+    base: Choice | None = None,
+    store: Store | None = None,
 ):
-    """Stream the base model's and `aligned`'s (from pick()) answers to `message` at once, each continuing its own
-    conversation; the same sampling settings and seed for both rows. Yields (base text, aligned text, seed)."""
-    if aligned.adapter is None:
-        raise models.ModelError("Choose an adapter (a finished job, a folder or a Hub id) to compare with its base.")
+    """Stream two models' answers to `message` at once, each continuing its own conversation, with the same sampling
+    settings and seed: `base` (default: the base model of `aligned`, which must then be an adapter) and `aligned`.
+    In-process sides share one copy of the base weights; a served side (`store` finds its server) answers in full
+    when its server does. Yields (base text, aligned text, seed)."""
+    if base is None:
+        if aligned.adapter is None:
+            raise models.ModelError(
+                "Choose an adapter (a finished job, a folder or a Hub id) to compare with its base, or choose the "
+                "model to compare it with."
+            )
+        base = Choice(f"base ({aligned.model})", aligned.model)
     if not (message or "").strip():
         raise models.ModelError("Type a message first.")
-    base = Choice(f"base ({aligned.model})", aligned.model)
-    loaded, names = load_together([base, aligned])
+    sides = (base, aligned)
+    served = {i: servers.client(store, c.model) for i, c in enumerate(sides) if servers.is_served(c.model)}
+    local = [i for i in (0, 1) if i not in served]
+    loaded, names = load_together([sides[i] for i in local]) if local else (None, [])
     params = params.seeded()
     prompts = [prompt_from(message, system, histories[0]), prompt_from(message, system, histories[1])]
-    for texts in stream(loaded, prompts, params, names, cancel):
-        yield texts[0], texts[1], params.seed
+    texts = ["", ""]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        asked = {i: pool.submit(_served_reply, client, prompts[i], params) for i, client in served.items()}
+        if local:
+            for rows in stream(loaded, [prompts[i] for i in local], params, names, cancel):
+                texts = _merged(texts, local, rows, asked)
+                yield texts[0], texts[1], params.seed
+        for i, answer in asked.items():
+            texts[i] = answer.result()
+    yield texts[0], texts[1], params.seed
+
+
+def _merged(texts: list[str], local: list[int], rows: list[str], asked: dict) -> list[str]:
+    texts = list(texts)
+    for i, text in zip(local, rows):
+        texts[i] = text
+    for i, answer in asked.items():
+        if answer.done():
+            texts[i] = answer.result()
+    return texts
+
+
+def _served_reply(client, prompt: dict, params: GenerationParams) -> str:
+    body = client.chat(prompt_messages(prompt), seed=params.seed, **servers.sampling(params))
+    return body["choices"][0]["message"]["content"]
 
 
 def reply(
@@ -153,8 +193,10 @@ def reply(
     choice = pick(store, key)
     if not (message or "").strip():
         raise models.ModelError("message is empty.")
-    loaded, names = load_together([choice])
     params = (params or GenerationParams()).seeded()
+    if servers.is_served(choice.model):
+        return _served_reply(servers.client(store, choice.model), prompt_from(message, system, history or []), params)
+    loaded, names = load_together([choice])
     text = ""
     for texts in stream(loaded, [prompt_from(message, system, history or [])], params, names):
         text = texts[0]

@@ -1,0 +1,48 @@
+"""The Generate tab's inference servers, in a real browser against llama.cpp's llama-server (tests/conftest.py's
+llama_url, behind an API key): a lead adds the server by URL and the name of the key's variable, picks the served
+model, and its candidates land in the table and the database."""
+
+import json
+import sqlite3
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import run_app
+from tests.browser.helpers import start_generation
+from tests.conftest import KEY, KEY_ENV, MODEL
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def app(tmp_path):
+    yield from run_app(tmp_path, env_extra={KEY_ENV: KEY})  # the key in the app's environment, nowhere else
+
+
+def test_candidates_from_a_server_added_on_the_page(app, llama_url, page):
+    page.goto(app["url"])
+    page.get_by_text("Inference servers: vLLM").click()
+    page.locator("#gen-server-name textarea").fill("llama")
+    page.locator("#gen-server-urls textarea").fill("http://127.0.0.1:1/v1")  # nothing listens there
+    page.locator("#gen-server-key-env textarea").fill(KEY_ENV)
+    page.locator("#gen-server-add").click()
+    expect(page.locator("#gen-server-status")).to_contain_text("http://127.0.0.1:1/v1 could not be reached")
+    page.locator("#gen-server-urls textarea").fill(llama_url)
+    page.locator("#gen-server-add").click()
+    expect(page.locator("#gen-server-status")).to_contain_text(f"llama answers and serves {MODEL}", timeout=30_000)
+    expect(page.locator("#gen-servers")).to_contain_text(KEY_ENV)
+    served = f"server:llama/{MODEL}"
+    model = page.locator("#gen-model input")
+    model.fill(served)
+    model.press("Enter")
+    start_generation(page, limit=2, k=2, max_new_tokens=16)
+    expect(page.locator("#gen-status")).to_contain_text("Saved 4 candidates for 2 of 2 prompts", timeout=120_000)
+    expect(page.locator("#gen-table")).to_contain_text(served)
+    page.screenshot(path=str(app["home"] / "servers.png"), full_page=True)
+    with sqlite3.connect(app["home"] / "studio.db") as db:
+        rows = db.execute("SELECT model, params FROM responses").fetchall()
+        stored = json.dumps(db.execute("SELECT * FROM servers").fetchall())
+    assert len(rows) == 4 and {r[0] for r in rows} == {served}
+    assert {json.loads(r[1])["served_by"] for r in rows} == {llama_url}
+    assert KEY not in stored and KEY_ENV in stored
