@@ -18,7 +18,7 @@ from studio.evaluation import report
 from studio.evaluation.evaluate import EvaluationError
 from studio.inference import models
 from studio.inference.decode import GenerationParams
-from studio.training import diagnostics, launch, recipes, sagemaker
+from studio.training import diagnostics, launch, recipes, rewards, sagemaker
 
 BASE_CHOICES = ["embedded", "HuggingFaceTB/SmolLM2-360M-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct"]
 # Round and parent are in the method cell ("dpo, round 2 from job 1"); the adapter's path is under the progress bar.
@@ -40,7 +40,8 @@ SERIES = {
     "rewards/accuracies": "pair accuracy",
     "mean_token_accuracy": "token accuracy",
 }
-TOXICITY_PENALTY = "studio.training.rewards:toxicity_penalty"
+REWARDS = "studio.training.rewards:"
+TOXICITY_PENALTY = REWARDS + "toxicity_penalty"
 # Settings that follow the method, the base model and the data size (launch.recommended), in the order of the
 # follow_data outputs.
 FOLLOWED = (
@@ -76,9 +77,11 @@ def _launching(ctx: Ctx, form: SimpleNamespace):
         settings.update(
             model=values[f.base] or "embedded", lora_target_modules=(values[f.targets] or "all-linear").strip()
         )
-        functions = ([TOXICITY_PENALTY] if values[f.toxicity_penalty] else []) + [
-            name.strip() for name in (values[f.reward_functions] or "").split(",") if name.strip()
-        ]
+        functions = (
+            ([TOXICITY_PENALTY] if values[f.toxicity_penalty] else [])
+            + [REWARDS + name for name in values[f.verifiable] or []]
+            + [name.strip() for name in (values[f.reward_functions] or "").split(",") if name.strip()]
+        )
         method_ = values[f.method]
         remote = dict(
             prefix=values[f.sm_prefix],
@@ -168,6 +171,7 @@ def build_train_tab(ctx: Ctx) -> dict:
             form.toxicity_penalty,
             form.rubric_reward,
             form.reward_functions,
+            form.verifiable,
             form.auto_report,
             form.weighted,
             form.judges,
@@ -250,9 +254,11 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     def follow_data(method_, set_name, mode, other, base_ref):
         """The recommended settings for this method, base and data size, and why."""
         values = launch.recommended(ctx.store, method_, set_name, mode, other, base_ref)
-        return *[gr.update(value=values[name]) if name in values else gr.skip() for name in FOLLOWED], message(
-            values["why"]
+        updates = [gr.update(value=values[name]) if name in values else gr.skip() for name in FOLLOWED]
+        updates[FOLLOWED.index("loss_type")] = gr.update(
+            choices=recipes.loss_choices(method_), value=values.get("loss_type", "sigmoid")
         )
+        return *updates, message(values["why"])
 
     gr.on(
         [f.method.change, f.data_set.change, f.pair_mode.change, f.data_other.change],
@@ -346,7 +352,7 @@ def _model_settings(f: SimpleNamespace, s: dict) -> None:
         s["loss_type"] = gr.Dropdown(
             [(label, key) for key, label in recipes.LOSS_TYPES.items()],
             value="sigmoid",
-            label="DPO loss",
+            label="Loss (DPO, GRPO)",
             info=help_("loss_type"),
             elem_id="train-loss",
         )
@@ -368,7 +374,7 @@ def _model_settings(f: SimpleNamespace, s: dict) -> None:
 def _rl_settings(f: SimpleNamespace, s: dict) -> None:
     """Online RL: the rewards (into `f`) and the sampling settings (recipe fields, into `s`)."""
     help_ = recipes.help_text
-    with gr.Accordion("Online RL (RLOO)", open=False, elem_id="train-rl"):
+    with gr.Accordion("Online RL (RLOO, GRPO): rewards and sampling", open=False, elem_id="train-rl"):
         f.reward_job = gr.Dropdown([], label="Reward model: a finished reward-model job", elem_id="train-reward")
         f.toxicity_penalty = gr.Checkbox(
             False, label="Add the toxicity penalty (minus offline toxicity, 0-1)", elem_id="train-toxicity"
@@ -376,10 +382,20 @@ def _rl_settings(f: SimpleNamespace, s: dict) -> None:
         f.rubric_reward = gr.Checkbox(
             False, label="Reward with the prompt set's rubric (0-1)", elem_id="train-rubric-reward"
         )
+        f.verifiable = gr.CheckboxGroup(
+            [(f"{name}: {line}", name) for name, line in rewards.VERIFIABLE.items()],
+            label="Checks against each prompt's reference answer (the set's answer column; bank_math has one)",
+            elem_id="train-verifiable",
+        )
         f.reward_functions = gr.Textbox(
             label="More reward functions (module:function, comma separated)",
             info=help_("reward_functions"),
             elem_id="train-reward-fns",
+        )
+        s["reward_weights"] = gr.Textbox(
+            label="Reward weights (comma separated; empty: all 1)",
+            info="in this order: reward model, rubric, toxicity, the checks above, more functions",
+            elem_id="train-reward-weights",
         )
         s["num_generations"] = gr.Number(
             4, precision=0, minimum=2, label="Answers sampled per prompt", info=help_("num_generations")

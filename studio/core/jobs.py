@@ -162,15 +162,31 @@ def rl_samples(job: dict, count: int = 12) -> list[dict] | None:
 
 def method_label(job: dict) -> str:
     """The method as the jobs table, the lineage and the card name it: `dpo`, or `dpo, ipo loss` when DPO trained
-    with another loss than TRL's default sigmoid (read from the job's recipe)."""
-    if job["method"] != "dpo":
-        return job["method"]
+    with another loss than TRL's default sigmoid; online RL with its rewards and their weights, `grpo, rewards:
+    correct_number x1, answer_line x0.5` (read from the job's recipe)."""
     try:
-        losses = (yaml.safe_load((Path(job["folder"]) / "recipe.yaml").read_text()) or {}).get("loss_type")
+        recipe = yaml.safe_load((Path(job["folder"]) / "recipe.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return job["method"]
+    if methods.get(job["method"]).data == "prompts":
+        named = reward_names(recipe)
+        weights = recipe.get("reward_weights") or [1] * len(named)
+        return f"{job['method']}, rewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(named, weights))
+    if job["method"] != "dpo":
+        return job["method"]
+    losses = recipe.get("loss_type")
     losses = [losses] if isinstance(losses, str) else list(losses or [])
     return job["method"] if losses in ([], ["sigmoid"]) else f"dpo, {'+'.join(losses)} loss"
+
+
+def reward_names(recipe: dict) -> list[str]:
+    """An online RL recipe's rewards by name, in TRL's order (reward model, rubric, functions)."""
+    functions = [spec.strip().rpartition(":")[2] for spec in (recipe.get("reward_functions") or "").split(",")]
+    return (
+        (["reward_model"] if recipe.get("reward_model") else [])
+        + (["rubric"] if recipe.get("rubric") else [])
+        + [name for name in functions if name]
+    )
 
 
 def lineage_line(store: Store, job_id: int) -> str:

@@ -7,7 +7,7 @@ chats, or a reward model that scores) all follow the record."""
 from dataclasses import dataclass, field
 
 # Recipe fields that belong to some methods only; the Train form sends them all, launch.launch keeps the method's own.
-OPTIONS = ("beta", "loss_type", "num_generations", "max_completion_length")
+OPTIONS = ("beta", "loss_type", "num_generations", "max_completion_length", "reward_weights")
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,32 @@ METHODS = {
             "chat",
             "prompts",
             columns=("prompt",),
-            options=("beta", "num_generations", "max_completion_length"),
+            options=("beta", "num_generations", "max_completion_length", "reward_weights"),
             defaults={
                 "num_generations": 4,
                 "per_device_train_batch_size": 4,
                 "max_completion_length": 48,
                 "beta": 0.05,
+                "temperature": 1.0,
+            },
+        ),
+        # GRPO: TRL's GRPOTrainer with its own defaults where they suit a small run (loss dapo, beta 0: no reference
+        # pass); the group, answer length and learning rate as for RLOO, found on the embedded model (docs/train.md).
+        Method(
+            "grpo",
+            "Online RL (GRPO)",
+            "Online RL (GRPO) on prompts, against reward functions: rubric, reference answers, a reward model, code",
+            "GRPOConfig",
+            "GRPOTrainer",
+            "prompts",
+            "chat",
+            "prompts",
+            columns=("prompt",),
+            options=("beta", "loss_type", "num_generations", "max_completion_length", "reward_weights"),
+            defaults={
+                "num_generations": 4,
+                "per_device_train_batch_size": 4,
+                "max_completion_length": 48,
                 "temperature": 1.0,
             },
         ),

@@ -294,6 +294,8 @@ MIGRATIONS = [
         checked_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     )""",
     ),
+    # A prompt's reference answer (an `answer` column in the upload), for verifiable rewards in online RL.
+    ("ALTER TABLE prompts ADD COLUMN answer TEXT",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -24,9 +24,11 @@ BUILTIN_SETS = {
     "helpful_harmless": "helpful_harmless.jsonl",
     "provocative": "provocative.jsonl",
     "capability": "capability.jsonl",
+    "bank_math": "bank_math.jsonl",  # fees and interest with numeric reference answers, for GRPO
 }
 PROMPT_COLUMNS = ("prompt", "question", "instruction")
 SYSTEM_COLUMN = "system"
+ANSWER_COLUMN = "answer"  # a reference answer, for verifiable rewards (training/rewards.py)
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PROMPTS = 20_000
 
@@ -38,12 +40,15 @@ class PromptError(ValueError):
 @dataclass
 class ParsedPrompts:
     rows: list[tuple[str, str]]  # (prompt, system prompt or '')
+    answers: list[str | None] = field(default_factory=list)  # a reference answer per row, where the file has them
     duplicates: int = 0
     empty: int = 0
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{len(self.rows)} prompts"]
+        if any(a is not None for a in self.answers):
+            parts.append(f"{sum(a is not None for a in self.answers)} with a reference answer")
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicated prompts removed")
         if self.empty:
@@ -67,6 +72,7 @@ def _from_records(records: list[dict], source: str, column: str | None = None) -
     elif column not in columns:
         raise PromptError(f"{source} has no column {column!r}; its columns are {', '.join(map(repr, columns))}.")
     system_key = next((c for c in columns if str(c).strip().lower() == SYSTEM_COLUMN), None)
+    answer_key = next((c for c in columns if str(c).strip().lower() == ANSWER_COLUMN), None)
     parsed = ParsedPrompts(rows=[])
     seen = set()
     for number, record in enumerate(records, start=1):
@@ -88,11 +94,22 @@ def _from_records(records: list[dict], source: str, column: str | None = None) -
             continue
         seen.add((text, system))
         parsed.rows.append((text, system))
+        if answer_key:
+            parsed.answers.append(_answer(record.get(answer_key), source, number))
     if not parsed.rows:
         raise PromptError(f"{source} has no prompts: every row's {column!r} is empty.")
     if len(parsed.rows) > MAX_PROMPTS:
         raise PromptError(f"{source} has {len(parsed.rows)} prompts; the limit is {MAX_PROMPTS}. Split it.")
     return parsed
+
+
+def _answer(value, source: str, number: int) -> str | None:
+    """A reference answer as text (a number in a JSONL file is one); None where a row has none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PromptError(f"{source} row {number}: the answer is {type(value).__name__}; write it as text or a number.")
+    return str(value).strip()
 
 
 def read_records(path, max_bytes: int | None = None, suffixes=(".jsonl", ".csv")) -> list[dict]:
@@ -190,9 +207,10 @@ def add_prompt_set(store: Store, name: str, parsed: ParsedPrompts, source: str) 
         if db.execute("SELECT 1 FROM prompt_sets WHERE name = ?", (name,)).fetchone():
             raise PromptError(f"A prompt set named {name!r} already exists; choose another name.")
         set_id = db.execute("INSERT INTO prompt_sets (name, source) VALUES (?, ?)", (name, source)).lastrowid
+        answers = parsed.answers or [None] * len(parsed.rows)
         db.executemany(
-            "INSERT INTO prompts (prompt_set_id, position, text, system) VALUES (?, ?, ?, ?)",
-            [(set_id, position, text, system) for position, (text, system) in enumerate(parsed.rows)],
+            "INSERT INTO prompts (prompt_set_id, position, text, system, answer) VALUES (?, ?, ?, ?, ?)",
+            [(set_id, i, text, system, answers[i]) for i, (text, system) in enumerate(parsed.rows)],
         )
     return set_id
 
@@ -256,7 +274,8 @@ def list_prompt_sets(store: Store) -> list[dict]:
 def get_prompts(store: Store, set_name: str, limit: int | None = None) -> list[dict]:
     """The prompts of a set in their order; PromptError if the set does not exist."""
     rows = store.query(
-        "SELECT p.id, p.text, p.system, p.context FROM prompts p JOIN prompt_sets s ON s.id = p.prompt_set_id "
+        "SELECT p.id, p.text, p.system, p.context, p.answer FROM prompts p "
+        "JOIN prompt_sets s ON s.id = p.prompt_set_id "
         "WHERE s.name = ? ORDER BY p.position LIMIT ?",
         (set_name, limit if limit and limit > 0 else -1),
     )
@@ -318,9 +337,17 @@ def split_set(store: Store, set_name: str, held_out: float = 0.3, seed: int = 0)
             set_id = db.execute("INSERT INTO prompt_sets (name, source) VALUES (?, ?)", (name, source)).lastrowid
             rows = [p for i, p in enumerate(prompts) if (i in held) == keep]
             db.executemany(
-                "INSERT INTO prompts (prompt_set_id, position, text, system, context) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO prompts (prompt_set_id, position, text, system, context, answer) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (set_id, position, p["text"], p["system"], json.dumps(p["context"]) if p["context"] else "")
+                    (
+                        set_id,
+                        position,
+                        p["text"],
+                        p["system"],
+                        json.dumps(p["context"]) if p["context"] else "",
+                        p["answer"],
+                    )
                     for position, p in enumerate(rows)
                 ],
             )

@@ -91,7 +91,8 @@ def model_card(store: Store, job_id: int, pushed_anyway: bool = False) -> str:
             f"annotator(s); {info['conflicts']} conflicting pairs, {info['unresolved']} dropped."
         )
     shown = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if k != "step")
-    settings = {k: getattr(recipe, k) for k in RECIPE_FIELDS + methods.get(job["method"]).options}
+    fields = RECIPE_FIELDS + methods.get(job["method"]).options
+    settings = {k: getattr(recipe, k) for k in fields if hasattr(recipe, k)}  # GRPO has no max_length
     recipe_text = yaml.safe_dump(settings, sort_keys=False)
     evaluation = (
         "\n".join(evaluate.summary_lines(store, job_id))

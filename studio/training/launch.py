@@ -86,7 +86,7 @@ def launch(
         **recipes.studio_defaults(method),
         **{k: v for k, v in settings.items() if k not in methods.OPTIONS or k in spec.options},
     }
-    if isinstance(settings.get("loss_type"), str):  # TRL takes a list of losses (their weighted sum)
+    if method == "dpo" and isinstance(settings.get("loss_type"), str):  # DPO takes a list (their weighted sum)
         settings["loss_type"] = [settings["loss_type"] or "sigmoid"]
     parent = None
     model = str(settings.get("model") or "embedded")
@@ -111,6 +111,9 @@ def launch(
             files["rubric.yaml"] = rubric.get_text(store, prompt_set)
         if not settings.get("reward_model") and not functions and not rubric_reward:
             raise JobError("Online RL needs a reward: a reward-model job, the rubric and/or reward functions.")
+        settings["reward_weights"] = _weights(
+            settings.get("reward_weights"), bool(settings.get("reward_model")) + bool(rubric_reward) + len(functions)
+        )
         # TRL needs whole groups: the batch is rounded up to a multiple of the answers per prompt.
         groups = int(settings.get("num_generations", 4))
         batch = int(settings.get("per_device_train_batch_size", groups))
@@ -134,6 +137,8 @@ def launch(
     elif spec.data == "prompts":
         prompts = get_prompts(store, prompt_set)
         rows = [{"prompt": prompt_messages(p)} for p in prompts]
+        if any(p["answer"] is not None for p in prompts):  # reference answers reach reward functions as `answer`
+            rows = [{**row, "answer": p["answer"]} for row, p in zip(rows, prompts)]
         info, label = {"prompt_set": prompt_set, "prompts": len(prompts)}, f"{prompt_set} (prompts)"
     else:
         rows, info = training_snapshot(store, prompt_set, pair_mode, weighted, judges)
@@ -361,6 +366,23 @@ def training_prompt_keys(store: Store, job_id: int) -> set[tuple]:
             if key is not None:
                 keys.add(key)
     return keys
+
+
+def _weights(given, count: int) -> list[float] | None:
+    """TRL's reward_weights from the form's text (or a list): one per reward, in the order reward model, rubric,
+    functions; None (all 1) when none are given."""
+    if given is None or (isinstance(given, str) and not given.strip()):
+        return None
+    try:
+        weights = [float(w) for w in (given.replace(",", " ").split() if isinstance(given, str) else given)]
+    except (TypeError, ValueError):
+        raise JobError(f"Reward weights must be numbers separated by commas, e.g. 1, 0.5; got {given!r}.") from None
+    if len(weights) != count:
+        raise JobError(
+            f"{len(weights)} reward weights for {count} rewards: give one per reward, in the order reward model, "
+            "rubric, functions (or none: all weigh 1)."
+        )
+    return weights
 
 
 def launch_argv(recipe_path: Path, resume: bool = False, hosts: list[str] = (), rank: int = 0) -> list[str]:

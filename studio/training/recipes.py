@@ -172,7 +172,7 @@ HELP = {
     "max_length": "Tokens kept per row (prompt and answer); longer rows are cut.",
     "save_steps": "A checkpoint every N steps (Stop also saves one).",
     "seed": "Seed for shuffling and initialisation, to repeat a run.",
-    "loss_type": "DPO's loss (TRL loss_type); sigmoid is the standard, see the README for when to pick another.",
+    "loss_type": "The loss (TRL loss_type): DPO's sigmoid and GRPO's dapo are TRL's defaults; see docs/train.md.",
     "num_generations": "RL: answers sampled per prompt; each is rewarded against the others of its group.",
     "max_completion_length": "RL: the longest sampled answer, in tokens.",
 }
@@ -187,6 +187,23 @@ LOSS_TYPES = {
 }
 
 
+# TRL's GRPO loss types offered on the Train tab (GRPOConfig.loss_type), with one line each.
+GRPO_LOSS_TYPES = {
+    "dapo": "dapo: TRL's default, tokens of the whole batch weigh alike (no length bias)",
+    "dr_grpo": "dr_grpo: Dr. GRPO, a constant normaliser (no length bias)",
+    "grpo": "grpo: the original, per-answer length normalised (favours short right answers)",
+    "bnpo": "bnpo: tokens of the local batch weigh alike",
+    "cispo": "cispo: clips the importance weights (MiniMax-M1)",
+    "sapo": "sapo: a soft gate instead of hard clipping",
+}
+
+
+def loss_choices(method: str) -> list[tuple[str, str]]:
+    """(label, key) of the losses the Train tab offers for `method`."""
+    table = GRPO_LOSS_TYPES if method == "grpo" else LOSS_TYPES
+    return [(label, key) for key, label in table.items()]
+
+
 def studio_defaults(method: str) -> dict:
     """Settings the studio chooses over TRL's defaults: a log line per step for the live plots, and the method's
     own (methods.Method.defaults)."""
@@ -194,6 +211,7 @@ def studio_defaults(method: str) -> dict:
 
 
 PAIR_MODE = "one_per_prompt"
+GRPO_SMALL_LR = 1e-4  # GRPO with LoRA on a model under 1B parameters (docs/train.md's GRPO experiment)
 SMALL_MODEL = 1e9  # parameters
 FEW_PAIRS = 1000
 
@@ -265,6 +283,13 @@ def recommended(method: str, model: str, rows: int) -> dict:
                 f"{settings['learning_rate']:g}, one epoch, 8 pairs per step, gradient checkpointing (the alignment "
                 "handbook's QLoRA DPO learning rate; not measured by us)."
             )
+    if method == "grpo":
+        settings.update(loss_type="dapo", beta=0.0, learning_rate=GRPO_SMALL_LR if small else 1e-5)
+        why = (
+            f"GRPO on {rows} prompts: TRL's loss (dapo) and beta 0 (no reference pass), learning rate "
+            f"{settings['learning_rate']:g} (on the embedded model, bench/align.py --grpo; for large models the "
+            "usual LoRA GRPO rate, not measured by us)."
+        )
     if settings["checkpoint_share"] < 1:
         why += (
             " Gradient checkpointing on every other layer: for a small model on a CPU as fast as none, at 1.35x "

@@ -7,6 +7,7 @@ here is wrapped so that a few sampled answers and their rewards are written to s
 
 import importlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -25,6 +26,113 @@ def _text(completion) -> str:
 def toxicity_penalty(prompts, completions, **kwargs) -> list[float]:
     """Minus the offline toxicity (0 to 1) of each answer: an abusive answer costs up to 1."""
     return [-t for t in scorers.toxicity([_text(c) for c in completions])]
+
+
+# Verifiable rewards: each compares an answer with the prompt's reference answer (the prompt set's `answer` column,
+# which TRL passes to reward functions as `answer`). 1 for a pass, 0 for a fail, None where a prompt has no reference
+# (TRL leaves a None out of the reward sum). Named in reward_functions as studio.training.rewards:<name>.
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_FINAL = re.compile(r"answer(?:\s+is|\s*[:=])\s*(.+)", re.IGNORECASE)
+
+
+def final_answer(text: str) -> str:
+    """What an answer gives as its result: the text after its last 'Answer:' ('the answer is ...'), else its last
+    non-empty line."""
+    found = _FINAL.findall(text)
+    if found:
+        return found[-1].strip()
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _number(text: str) -> float | None:
+    found = _NUMBER.findall(text)
+    return float(found[-1].replace(",", "")) if found else None
+
+
+def _references(answer, count: int) -> list:
+    return list(answer) if answer is not None else [None] * count
+
+
+def correct_number(prompts, completions, answer=None, **kwargs) -> list[float | None]:
+    """The number in the final answer equals the reference within a cent (or 0.1% of a large amount)."""
+    rewards = []
+    for completion, reference in zip(completions, _references(answer, len(completions))):
+        expected = _number(str(reference)) if reference is not None else None
+        if expected is None:
+            rewards.append(None)
+            continue
+        given = _number(final_answer(_text(completion)))
+        rewards.append(float(given is not None and abs(given - expected) <= max(0.01, 0.001 * abs(expected))))
+    return rewards
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" .!?\"'")
+
+
+def exact_answer(prompts, completions, answer=None, **kwargs) -> list[float | None]:
+    """The final answer is the reference, case, spaces and end punctuation aside."""
+    return [
+        None if reference is None else float(_plain(final_answer(_text(c))) == _plain(str(reference)))
+        for c, reference in zip(completions, _references(answer, len(completions)))
+    ]
+
+
+def matches_pattern(prompts, completions, answer=None, **kwargs) -> list[float | None]:
+    """The answer matches the reference read as a regular expression (RE2: linear time, whatever the pattern)."""
+    import re2
+
+    rewards = []
+    for completion, reference in zip(completions, _references(answer, len(completions))):
+        if reference is None:
+            rewards.append(None)
+            continue
+        try:
+            rewards.append(float(re2.search(str(reference), _text(completion)) is not None))
+        except re2.error:
+            raise ValueError(f"matches_pattern: the reference {reference!r} is not a regular expression.") from None
+    return rewards
+
+
+def valid_json(prompts, completions, answer=None, **kwargs) -> list[float]:
+    """The answer is JSON (a fenced ```json block counts) that the reference, read as a JSON schema, accepts; with
+    no reference, any JSON object or array."""
+    import jsonschema
+
+    rewards = []
+    for completion, reference in zip(completions, _references(answer, len(completions))):
+        text = _text(completion).strip()
+        if text.startswith("```"):
+            text = text.strip("`").removeprefix("json").strip()
+        try:
+            value = json.loads(text)
+            if reference is None:
+                ok = isinstance(value, (dict, list))
+            else:
+                jsonschema.validate(value, json.loads(str(reference)))
+                ok = True
+        except (ValueError, jsonschema.ValidationError):
+            ok = False
+        except jsonschema.SchemaError:
+            raise ValueError(f"valid_json: the reference {str(reference)[:80]!r} is not a JSON schema.") from None
+        rewards.append(float(ok))
+    return rewards
+
+
+def answer_line(prompts, completions, **kwargs) -> list[float]:
+    """The answer ends with an 'Answer: ...' line (the format the bank_math set asks for)."""
+    last_lines = [(_text(c).strip().splitlines() or [""])[-1] for c in completions]
+    return [float(bool(_FINAL.search(line))) for line in last_lines]
+
+
+VERIFIABLE = {  # what the Train tab offers, in plain words
+    "correct_number": "the number in the final answer matches the reference (within a cent)",
+    "exact_answer": "the final answer is the reference (case and spaces aside)",
+    "matches_pattern": "the answer matches the reference as a regular expression",
+    "valid_json": "the answer is JSON the reference (a JSON schema) accepts",
+    "answer_line": "the answer ends with an 'Answer: ...' line",
+}
 
 
 class RewardModel:
@@ -77,6 +185,10 @@ def load_function(spec: str):
     return function
 
 
+class RewardError(RuntimeError):
+    """A reward function that failed or answered wrongly; the message names it."""
+
+
 class Recorded:
     """Wraps a reward function: every `every` calls, the first `keep` answers with their reward go to samples.jsonl."""
 
@@ -89,7 +201,16 @@ class Recorded:
         if self.timed and step_began is not None and kwargs.get("log_metric"):
             # Seconds from the start of the step to the first reward call: the time spent sampling answers.
             kwargs["log_metric"]("generation_s", time.time() - step_began)
-        rewards = self.function(prompts, completions, **kwargs)
+        try:
+            rewards = self.function(prompts, completions, **kwargs)
+        except Exception as error:  # the job fails with the function named, whatever it raised
+            raise RewardError(f"The reward function {self.__name__} failed: {type(error).__name__}: {error}") from error
+        if not isinstance(rewards, (list, tuple)) or len(rewards) != len(completions):
+            got = f"{len(rewards)} values" if isinstance(rewards, (list, tuple)) else type(rewards).__name__
+            raise RewardError(
+                f"The reward function {self.__name__} returned {got} for {len(completions)} answers: it must return "
+                "one number (or None) per answer."
+            )
         if self.calls % self.every == 0:
             state = kwargs.get("trainer_state")
             with open(self.path, "a", encoding="utf-8") as f:

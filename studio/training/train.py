@@ -353,7 +353,10 @@ def _with_studio_sampling(trainer_class):
     own path."""
 
     class StudioSampling(trainer_class):
-        def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, *more, **named):
+            # GRPO's signature adds num_generations (for vLLM) and returns log-probabilities beside the answers
+            # (None: the trainer computes them), RLOO's returns the answers alone.
+            grpo = isinstance(self, trl.GRPOTrainer)
             groups = []  # TRL repeats each prompt once per answer, one after another
             for ids in prompt_ids:
                 if groups and groups[-1][0] == ids:
@@ -362,6 +365,8 @@ def _with_studio_sampling(trainer_class):
                     groups.append([ids, 1])
             plain = (
                 not self.use_vllm
+                and not getattr(self, "use_transformers_continuous_batching", False)
+                and not getattr(self, "tools", None)
                 and images is None
                 and not multimodal_fields
                 and not self.top_k
@@ -371,7 +376,7 @@ def _with_studio_sampling(trainer_class):
                 and len({count for _, count in groups}) == 1
             )
             if not plain:
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, *more, **named)
 
             width = max(len(ids) for ids, _ in groups)
             pad = self._tokenizer.pad_token_id
@@ -396,7 +401,8 @@ def _with_studio_sampling(trainer_class):
                         pass
             finally:
                 model.train(training)
-            return [list(row) for row in rows]
+            answers = [list(row) for row in rows]
+            return (answers, None) if grpo else answers
 
     return StudioSampling
 
