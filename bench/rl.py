@@ -1,15 +1,15 @@
-"""One online RL (RLOO) step on the embedded model: 1 prompt x 4 sampled answers x 24 new tokens, LoRA r=16 on all
-linear layers, the toxicity penalty as the reward.
+"""One online RL step (RLOO, or GRPO with --method grpo) on the embedded model: 1 prompt x 4 sampled answers x 24
+new tokens, LoRA r=16 on all linear layers, the toxicity penalty as the reward.
 
-    python bench/rl.py [--steps 8]
+    python bench/rl.py [--steps 8] [--method rloo|grpo]
 
-The same RLOO job runs three times, each in its own process with the same data and seed: TRL's RLOOTrainer as it
-comes (transformers' generate() for sampling, TRL's fused LM head) in float32, what the studio ran before this bench
-was written (the baseline); the same TRL trainer in the studio's precision (like for like); and the studio's job as
-it runs now: its decode loop for sampling, the compact LM head on a CPU, and the precision the studio picks here
-(bf16 on a GPU or a CPU with AMX). Prints the median step time (the first step, which warms up, left out), the time
-from the start of a step to its rewards (sampling, and the log-probabilities TRL computes before rewarding), and the
-ratios.
+The same job runs three times, each in its own process with the same data and seed: TRL's trainer (RLOOTrainer or
+GRPOTrainer) at its defaults (transformers' generate() for sampling, TRL's fused LM head) in float32, what the studio
+ran before this bench was written (the baseline); the same TRL trainer in the studio's precision (like for like); and
+the studio's job as it runs now: its decode loop for sampling, the compact LM head on a CPU, and the precision the
+studio picks here (bf16 on a GPU or a CPU with AMX). Prints the median step time (the first step, which warms up,
+left out), the time from the start of a step to its rewards (sampling, and the log-probabilities TRL computes before
+rewarding), and the ratios.
 """
 
 import argparse
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_side(out: Path, steps: int, stock: bool) -> dict:
+def run_side(out: Path, steps: int, stock: bool, method: str) -> dict:
     from studio.training import recipes, train
 
     if stock:  # TRL's trainer as it comes
@@ -38,9 +38,9 @@ def run_side(out: Path, steps: int, stock: bool) -> dict:
     )
     recipes.save(
         out / "recipe.yaml",
-        "rloo",
+        method,
         {
-            **recipes.studio_defaults("rloo"),
+            **recipes.studio_defaults(method),
             "data": str(out / "prompts.jsonl"),
             "model": "embedded",
             "lora_r": 16,
@@ -64,18 +64,19 @@ def run_side(out: Path, steps: int, stock: bool) -> dict:
     return {
         "step_s": statistics.median(times),
         "generation_s": statistics.median(r["generation_s"] for r in rows[1:]),
-        "bf16": recipes.build("rloo", {**recipes.studio_defaults("rloo"), "data": "x"}).bf16,
+        "bf16": recipes.build(method, {**recipes.studio_defaults(method), "data": "x"}).bf16,
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--method", choices=["rloo", "grpo"], default="rloo")
     parser.add_argument("--side", choices=["stock", "studio"], help=argparse.SUPPRESS)  # one side, in a child
     args = parser.parse_args()
     if args.side:
         with tempfile.TemporaryDirectory() as out:
-            print("RESULT " + json.dumps(run_side(Path(out), args.steps, args.side == "stock")))
+            print("RESULT " + json.dumps(run_side(Path(out), args.steps, args.side == "stock", args.method)))
         return
     from studio.inference.models import embedded_folder
 
@@ -90,7 +91,7 @@ def main():
     )
     for name, side, env in sides:
         child = subprocess.run(
-            [sys.executable, __file__, "--side", side, "--steps", str(args.steps)],
+            [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--method", args.method],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -106,7 +107,7 @@ def main():
         )
     base, same, studio = results.values()
     print(
-        f"RLOO step, 1 prompt x 4 answers x 24 tokens, embedded model: the studio's is "
+        f"{args.method.upper()} step, 1 prompt x 4 answers x 24 tokens, embedded model: the studio's is "
         f"{base['step_s'] / studio['step_s']:.2f}x as fast as TRL's in float32, "
         f"{same['step_s'] / studio['step_s']:.2f}x TRL's in the same precision"
     )

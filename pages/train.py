@@ -30,7 +30,9 @@ PLOTS = {  # plot title -> which logged values it shows
         (key.startswith("rewards/") and "accurac" not in key and not key.endswith("/std"))
         or key in ("margin", "reward")
     ),
-    "Accuracy · KL": lambda key: "accurac" in key or key == "kl",
+    "Accuracy · KL · groups": lambda key: (
+        "accurac" in key or key in ("kl", "frac_reward_zero_std", "completions/clipped_ratio")
+    ),
 }
 # Logged names as the plots' legends show them (short enough to fit under a third of the page).
 SERIES = {
@@ -39,6 +41,8 @@ SERIES = {
     "rewards/margins": "margin",
     "rewards/accuracies": "pair accuracy",
     "mean_token_accuracy": "token accuracy",
+    "frac_reward_zero_std": "groups with one reward",
+    "completions/clipped_ratio": "answers cut at max length",
 }
 REWARDS = "studio.training.rewards:"
 TOXICITY_PENALTY = REWARDS + "toxicity_penalty"

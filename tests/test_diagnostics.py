@@ -56,3 +56,5 @@ def test_each_finding_fires_on_its_case(tmp_path):
     assert any("KL to the starting model is rising fast" in f for f in kl)
     same = diagnose("rloo", run(tmp_path, [{"step": i, "loss": 0.1, "frac_reward_zero_std": 1.0} for i in range(1, 5)]))
     assert any("same reward" in f for f in same)
+    cut = diagnose("grpo", run(tmp_path, [{"step": i, "completions/clipped_ratio": 0.75} for i in range(1, 5)]))
+    assert any("75% of the sampled answers are cut at the max answer length" in f for f in cut)

@@ -90,4 +90,10 @@ def _online(rows) -> list[str]:
             "reward that tells answers apart (a reward model, a rubric with more checks), or sample more "
             "answers per prompt."
         )
+    clipped = _series(rows, "completions/clipped_ratio")
+    if len(clipped) >= 3 and _mean(v for _, v in clipped[-3:]) > 0.5:
+        found.append(
+            f"{_mean(v for _, v in clipped[-3:]):.0%} of the sampled answers are cut at the max answer length: the "
+            "rewards judge unfinished answers. Raise the max answer length, or reward answers that finish."
+        )
     return found
