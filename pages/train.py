@@ -16,7 +16,7 @@ from studio.data.prompts import PromptError, list_prompt_sets
 from studio.data.ranking import PAIR_MODES
 from studio.evaluation import report
 from studio.evaluation.evaluate import EvaluationError
-from studio.inference import models
+from studio.inference import models, servers
 from studio.inference.decode import GenerationParams
 from studio.training import diagnostics, launch, recipes, rewards, sagemaker
 
@@ -107,6 +107,7 @@ def _launching(ctx: Ctx, form: SimpleNamespace):
                 reward_job=values[f.reward_job],
                 reward_functions=functions,
                 rubric_reward=bool(values[f.rubric_reward]),
+                judge=values[f.judge] or "",
                 report=report.AUTO if values[f.auto_report] and methods.get(method_).chats else None,
                 weighted=bool(values[f.weighted]),
                 judges=bool(values[f.judges]),
@@ -176,6 +177,7 @@ def build_train_tab(ctx: Ctx) -> dict:
             form.rubric_reward,
             form.reward_functions,
             form.verifiable,
+            form.judge,
             form.auto_report,
             form.weighted,
             form.judges,
@@ -239,7 +241,7 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
     _model_settings(f, s)
     settings_note = gr.Markdown(elem_id="train-settings-note")
     f.fit = gr.Markdown(elem_id="train-fit")  # the job's estimated peak memory against what is free
-    _rl_settings(f, s)
+    _rl_settings(ctx, f, s)
     f.auto_report = gr.Checkbox(
         True,
         label="Make the alignment report when the job finishes",
@@ -375,7 +377,7 @@ def _model_settings(f: SimpleNamespace, s: dict) -> None:
         )
 
 
-def _rl_settings(f: SimpleNamespace, s: dict) -> None:
+def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
     """Online RL: the rewards (into `f`) and the sampling settings (recipe fields, into `s`)."""
     help_ = recipes.help_text
     with gr.Accordion("Online RL (RLOO, GRPO): rewards and sampling", open=False, elem_id="train-rl"):
@@ -385,6 +387,14 @@ def _rl_settings(f: SimpleNamespace, s: dict) -> None:
         )
         f.rubric_reward = gr.Checkbox(
             False, label="Reward with the prompt set's rubric (0-1)", elem_id="train-rubric-reward"
+        )
+        f.judge = gr.Dropdown(
+            [("none", ""), models.EMBEDDED, *servers.served_references(ctx.store)],
+            value="",
+            allow_custom_value=True,
+            label="LLM judge: scores each answer 1-10 against the set's guidelines",
+            info="a model here (embedded, a Hub id) or a served one (server:<name>/<model>, Generate tab)",
+            elem_id="train-judge",
         )
         f.verifiable = gr.CheckboxGroup(
             [(f"{name}: {line}", name) for name, line in rewards.VERIFIABLE.items()],
@@ -398,7 +408,7 @@ def _rl_settings(f: SimpleNamespace, s: dict) -> None:
         )
         s["reward_weights"] = gr.Textbox(
             label="Reward weights (comma separated; empty: all 1)",
-            info="in this order: reward model, rubric, toxicity, the checks above, more functions",
+            info="in this order: reward model, rubric, judge, toxicity, the checks above, more functions",
             elem_id="train-reward-weights",
         )
         s["num_generations"] = gr.Number(

@@ -97,7 +97,7 @@ def test_rloo_with_a_reward_model_job_and_the_toxicity_penalty(store):
     )
 
     bad = launch.create(store, "rloo", {**RL, "max_steps": 1}, data_label="x", data_rows=rows)
-    with pytest.raises(recipes.RecipeError, match="rloo needs a reward"):
+    with pytest.raises(recipes.RecipeError, match="online RL needs a reward"):
         run(Path(jobs.get(store, bad)["folder"]) / "recipe.yaml")
 
 

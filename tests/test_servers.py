@@ -240,3 +240,25 @@ def test_a_lora_adapter_converted_by_llama_cpp_moves_the_server_as_the_model(lla
             assert max(server, key=server.get) == max(tuned, key=tuned.get), (question, server, tuned)
             near, moved = _distance(server, tuned), _distance(server, plain)
             assert near < 0.05 and moved > 4 * near, (question, near, moved)  # the adapter's move, not the base's
+
+
+def test_a_served_llm_judge_rewards_grpo_against_the_guidelines(store, connected):
+    from pathlib import Path
+
+    from studio.core import jobs
+    from studio.data.ranking import save_guidelines
+    from studio.training import launch
+    from studio.training.train import run
+
+    _set(store)
+    save_guidelines(store, "bank", "Answer briefly and politely; never ask for a PIN.", "lead")
+    settings = {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 12}
+    job_id = launch.launch(store, "grpo", {**settings, "save_steps": 100}, prompt_set="bank", judge=connected)
+    folder = Path(jobs.get(store, job_id)["folder"])
+    recipe_text = (folder / "recipe.yaml").read_text()
+    assert KEY_ENV in recipe_text and KEY not in recipe_text  # the key's variable travels, never the key
+    assert "never ask for a PIN" in (folder / "guidelines.md").read_text()
+    assert run(folder / "recipe.yaml")["status"] == "finished"
+    (row,) = [m for m in jobs.metrics(jobs.get(store, job_id)) if "reward" in m]
+    assert 0.1 <= row["rewards/llm_judge/mean"] <= 1.0  # a 1-10 score from the server, as 0.1-1
+    assert f"llm_judge ({connected}) x1" in jobs.method_label(jobs.get(store, job_id))

@@ -180,11 +180,12 @@ def method_label(job: dict) -> str:
 
 
 def reward_names(recipe: dict) -> list[str]:
-    """An online RL recipe's rewards by name, in TRL's order (reward model, rubric, functions)."""
+    """An online RL recipe's rewards by name, in TRL's order (reward model, rubric, judge, functions)."""
     functions = [spec.strip().rpartition(":")[2] for spec in (recipe.get("reward_functions") or "").split(",")]
     return (
         (["reward_model"] if recipe.get("reward_model") else [])
         + (["rubric"] if recipe.get("rubric") else [])
+        + ([f"llm_judge ({recipe['judge']})"] if recipe.get("judge") else [])
         + [name for name in functions if name]
     )
 

@@ -40,8 +40,8 @@ from studio.core.store import Store
 from studio.data import feedback, rubric
 from studio.data.preferences import PreferenceError, training_snapshot
 from studio.data.prompts import PromptError, get_prompts, messages_key, read_records
-from studio.data.ranking import PAIR_MODES
-from studio.inference import models
+from studio.data.ranking import PAIR_MODES, get_guidelines
+from studio.inference import models, servers
 from studio.inference.decode import prompt_messages
 from studio.training import fit, recipes
 
@@ -62,6 +62,7 @@ def launch(
     reward_job: int | None = None,
     reward_functions: list[str] = (),
     rubric_reward: bool = False,
+    judge: str = "",
     report: dict | None = None,
     weighted: bool = False,
     judges: bool = False,
@@ -109,11 +110,14 @@ def launch(
                     "tab or untick the rubric reward."
                 )
             files["rubric.yaml"] = rubric.get_text(store, prompt_set)
-        if not settings.get("reward_model") and not functions and not rubric_reward:
-            raise JobError("Online RL needs a reward: a reward-model job, the rubric and/or reward functions.")
-        settings["reward_weights"] = _weights(
-            settings.get("reward_weights"), bool(settings.get("reward_model")) + bool(rubric_reward) + len(functions)
-        )
+        judge = (judge or "").strip()
+        if judge:
+            settings.update(_judge_settings(store, judge))
+            files["guidelines.md"] = get_guidelines(store, prompt_set) if prompt_set else ""
+        if not settings.get("reward_model") and not functions and not rubric_reward and not judge:
+            raise JobError("Online RL needs a reward: a reward-model job, the rubric, a judge and/or reward functions.")
+        rewards_count = bool(settings.get("reward_model")) + bool(rubric_reward) + bool(judge) + len(functions)
+        settings["reward_weights"] = _weights(settings.get("reward_weights"), rewards_count)
         # TRL needs whole groups: the batch is rounded up to a multiple of the answers per prompt.
         groups = int(settings.get("num_generations", 4))
         batch = int(settings.get("per_device_train_batch_size", groups))
@@ -317,6 +321,8 @@ def create(
                 (folder / name).write_text(text, encoding="utf-8")
             if "rubric.yaml" in (files or {}):
                 settings["rubric"] = str(folder / "rubric.yaml")
+            if "guidelines.md" in (files or {}):
+                settings["judge_guidelines"] = str(folder / "guidelines.md")
             settings["output_dir"] = str(folder)
             recipes.save(folder / "recipe.yaml", method, settings)
             (folder / "data_info.json").write_text(json.dumps({"data": data_label, **(data_info or {})}, indent=2))
@@ -368,6 +374,22 @@ def training_prompt_keys(store: Store, job_id: int) -> set[tuple]:
     return keys
 
 
+def _judge_settings(store: Store, judge: str) -> dict:
+    """The recipe fields of an LLM judge reward: a served judge's connection (its URLs and the name of its key's
+    variable, never the key), checked now; an in-process one must resolve."""
+    if servers.is_served(judge):
+        try:
+            connection = servers.client(store, judge).connection
+        except servers.ServerError as error:
+            raise JobError(str(error)) from None
+        return {"judge": judge, "judge_urls": ",".join(connection.urls), "judge_key_env": connection.key_env or ""}
+    try:
+        models.resolve(judge)
+    except models.ModelError as error:
+        raise JobError(f"The judge: {error}") from None
+    return {"judge": judge}
+
+
 def _weights(given, count: int) -> list[float] | None:
     """TRL's reward_weights from the form's text (or a list): one per reward, in the order reward model, rubric,
     functions; None (all 1) when none are given."""
@@ -380,7 +402,7 @@ def _weights(given, count: int) -> list[float] | None:
     if len(weights) != count:
         raise JobError(
             f"{len(weights)} reward weights for {count} rewards: give one per reward, in the order reward model, "
-            "rubric, functions (or none: all weigh 1)."
+            "rubric, judge, functions (or none: all weigh 1)."
         )
     return weights
 

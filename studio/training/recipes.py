@@ -66,6 +66,20 @@ class StudioArgs:
             "is a reward."
         },
     )
+    judge: str = field(
+        default="",
+        metadata={
+            "help": "RL: an LLM judge scoring each sampled answer 1-10 against the prompt set's guidelines "
+            "(judge_guidelines): embedded, a Hub id or folder, or server:<connection>/<model>."
+        },
+    )
+    judge_urls: str = field(
+        default="", metadata={"help": "RL: the judge's inference server base URLs (the studio fills them in)."}
+    )
+    judge_key_env: str = field(
+        default="", metadata={"help": "RL: the environment variable with the judge server's key (never the key)."}
+    )
+    judge_guidelines: str = field(default="", metadata={"help": "RL: the guidelines file the judge scores against."})
     sample_every: int = field(
         default=2,
         metadata={

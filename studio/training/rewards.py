@@ -7,6 +7,7 @@ here is wrapped so that a few sampled answers and their rewards are written to s
 
 import importlib
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -157,6 +158,89 @@ class RewardModel:
         )
 
 
+JUDGE_PROMPT = """Rate the assistant's answer from 1 (bad) to 10 (excellent) against these guidelines:
+{guidelines}
+
+The question:
+{question}
+
+The answer:
+{answer}
+
+Reply with the number only."""
+_SCORE = re.compile(r"\b(10|[1-9])\b")
+
+
+def _score_from(body: dict) -> float | None:
+    """A judge's 1-10 score from a chat completion: the mean over its first token's top log-probabilities of the
+    tokens that are scores (a smooth reward), else the first score in its text; None if it gave none."""
+    choice = body["choices"][0]
+    try:
+        weights = {}
+        for entry in choice["logprobs"]["content"][0]["top_logprobs"]:
+            token = entry["token"].strip()
+            if token.isdigit() and 1 <= int(token) <= 10:
+                weights[int(token)] = weights.get(int(token), 0.0) + math.exp(entry["logprob"])
+        if weights:
+            return sum(k * w for k, w in weights.items()) / sum(weights.values())
+    except (KeyError, TypeError, IndexError):
+        pass
+    found = _SCORE.search(choice["message"]["content"])
+    return float(found.group(1)) if found else None
+
+
+class JudgeReward:
+    """An LLM judge as a reward function: each answer's score (1-10, as a reward 0.1-1) against the prompt set's
+    guidelines, from an inference server (its log-probabilities where it returns them) or a model loaded here."""
+
+    __name__ = "llm_judge"
+
+    def __init__(self, recipe):
+        self.guidelines = Path(recipe.judge_guidelines).read_text(encoding="utf-8") if recipe.judge_guidelines else ""
+        self.guidelines = self.guidelines.strip() or "Helpful, honest, harmless."
+        if recipe.judge_urls:
+            from studio.inference import servers
+
+            urls = tuple(u for u in recipe.judge_urls.split(",") if u)
+            name, model = servers.split(recipe.judge)
+            self.client = servers.Client(servers.Connection(name, urls, recipe.judge_key_env or None), model)
+            self.loaded = None
+        else:
+            from studio.inference import models
+
+            self.client, self.loaded = None, models.load(recipe.judge)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
+        texts = [
+            JUDGE_PROMPT.format(
+                guidelines=self.guidelines,
+                question=_text(p[-1:]) if isinstance(p, list) else str(p),
+                answer=_text(c),
+            )
+            for p, c in zip(prompts, completions)
+        ]
+        if self.client is not None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            ask = lambda text: self.client.chat(  # noqa: E731
+                [{"role": "user", "content": text}], max_tokens=3, temperature=0, logprobs=True, top_logprobs=20
+            )
+            with ThreadPoolExecutor(max_workers=self.client.in_flight()) as pool:
+                scores = [_score_from(body) for body in pool.map(ask, texts)]
+        else:
+            from studio.inference.decode import GenerationParams, sample
+
+            said = sample(
+                self.loaded,
+                [{"text": t} for t in texts],
+                GenerationParams(k=1, temperature=0.05, max_new_tokens=3, seed=0),
+                None,
+                None,
+            )
+            scores = [_score_from({"choices": [{"message": {"content": s[0]}}]}) for s in said]
+        return [None if s is None else s / 10 for s in scores]
+
+
 class RubricReward:
     """A rubric as a reward function: each sampled answer's score (0 to 1) against the prompt's last user message."""
 
@@ -237,9 +321,11 @@ def build(recipe, job_dir: Path) -> list:
     """The reward functions a recipe names, reward model first, each recording samples."""
     functions = [RewardModel(recipe.reward_model)] if recipe.reward_model else []
     functions += [RubricReward(recipe.rubric)] if recipe.rubric else []
+    functions += [JudgeReward(recipe)] if recipe.judge else []
     functions += [load_function(spec) for spec in recipe.reward_functions.split(",") if spec.strip()]
     if not functions:
         raise ValueError(
-            "rloo needs a reward: reward_model (a reward-model job's adapter), rubric and/or reward_functions."
+            "online RL needs a reward: reward_model (a reward-model job's adapter), rubric, judge and/or "
+            "reward_functions."
         )
     return [Recorded(f, job_dir / "samples.jsonl", recipe.sample_every, timed=i == 0) for i, f in enumerate(functions)]
