@@ -127,7 +127,9 @@ def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, c
     assert re.search(message, result["error"]), result["error"]
 
 
-@pytest.mark.parametrize("name", ["embedded-cpu-dpo.yaml", "llama3-8b-qlora-dpo.yaml", "embedded-cpu-rloo.yaml"])
+@pytest.mark.parametrize(
+    "name", ["embedded-cpu-dpo.yaml", "llama3-8b-qlora-dpo.yaml", "embedded-cpu-rloo.yaml", "embedded-cpu-grpo.yaml"]
+)
 def test_shipped_example_recipes_load(name):
     from pathlib import Path
 
@@ -136,6 +138,9 @@ def test_shipped_example_recipes_load(name):
     if method == "rloo":
         assert recipe.reward_model and recipe.reward_functions == "studio.training.rewards:toxicity_penalty"
         assert recipe.reward_weights == [1.0, 2.0] and recipe.beta == 0.05
+    elif method == "grpo":  # in step with the Train tab's GRPO settings for the embedded model
+        assert recipe.reward_weights == [1.0, 0.5] and recipe.loss_type == "dapo" and recipe.beta == 0.0
+        assert recipe.learning_rate == recipes.recommended("grpo", "embedded", 64)["learning_rate"]
     else:
         assert method == "dpo" and recipe.precompute_ref_log_probs
 
