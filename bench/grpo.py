@@ -1,7 +1,7 @@
 """One GRPO round on the built-in bank_math set (fees and interest, numeric reference answers), headless, through the
 studio: does the embedded model answer more held-out prompts correctly afterwards?
 
-    python bench/grpo.py [--steps 40] [--held-out 0.33] [--samples 4] [--learning-rate 1e-4] [--functions ...]
+    python bench/grpo.py [--steps 40] [--num-generations 8] [--temperature 0.7] [--max-completion-length 96]
 
 Splits bank_math into train and held-out parts (seed 0), launches a GRPO job on the train part with the Train tab's
 settings for GRPO (TRL's loss and beta, the studio's learning rate unless given) and the verifiable rewards
@@ -44,12 +44,13 @@ def main():
     parser.add_argument("--held-out", type=float, default=0.33)
     parser.add_argument("--samples", type=int, default=4, help="answers per held-out prompt and model")
     parser.add_argument("--learning-rate", type=float, default=0.0, help="0: the Train tab's GRPO setting")
-    parser.add_argument("--num-generations", type=int, default=4)
-    parser.add_argument("--max-completion-length", type=int, default=64)
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--max-completion-length", type=int, default=96)
     parser.add_argument("--max-new-tokens", type=int, default=96, help="answer length when evaluating")
     parser.add_argument("--functions", default="correct_number,answer_line")
     parser.add_argument("--weights", default="1,0.5")
     parser.add_argument("--loss-type", default="")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling while training (0: the method's)")
     args = parser.parse_args()
     os.environ.setdefault("STUDIO_HOME", tempfile.mkdtemp(prefix="bench-grpo-"))
 
@@ -85,6 +86,8 @@ def main():
         settings["learning_rate"] = args.learning_rate
     if args.loss_type:
         settings["loss_type"] = args.loss_type
+    if args.temperature:
+        settings["temperature"] = args.temperature
     names = [n.strip() for n in args.functions.split(",") if n.strip()]
     started = time.perf_counter()
     job_id = launch.launch(
@@ -94,6 +97,7 @@ def main():
     _, recipe = recipes.load(Path(job["folder"]) / "recipe.yaml")
     print(
         f"GRPO: {args.steps} steps, lr {recipe.learning_rate:g}, loss {recipe.loss_type}, beta {recipe.beta}, "
+        f"temperature {recipe.temperature}, "
         f"{recipe.num_generations} answers per prompt, up to {recipe.max_completion_length} tokens, rewards "
         f"{names} weights {recipe.reward_weights}"
     )

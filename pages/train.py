@@ -44,7 +44,7 @@ SERIES = {
     "frac_reward_zero_std": "groups with one reward",
     "completions/clipped_ratio": "answers cut at max length",
 }
-REWARDS = "studio.training.rewards:"
+REWARDS = rewards.REWARDS
 TOXICITY_PENALTY = REWARDS + "toxicity_penalty"
 # Settings that follow the method, the base model and the data size (launch.recommended), in the order of the
 # follow_data outputs.

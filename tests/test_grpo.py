@@ -89,6 +89,12 @@ def test_reward_weights_must_match_the_rewards(store):
             )
 
 
+def test_checks_against_reference_answers_need_a_set_that_has_them(store):
+    install_builtin_sets(store)
+    with pytest.raises(jobs.JobError, match="correct_number compare answers with reference answers, and 'bank' has"):
+        launch.launch(store, "grpo", GRPO, prompt_set="bank", reward_functions=CHECKS)
+
+
 def test_verifiable_rewards_read_the_final_answer(tmp_path, store):
     answers = ["So 3 x 4 = 12.\nAnswer: 12", "The answer is $1,200.00.", "To answer that: 13", "", '{"a": 1}']
     references = ["12", "1200", "12", "12", None]

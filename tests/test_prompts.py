@@ -19,7 +19,7 @@ def test_builtin_sets_have_forty_prompts_or_more_and_install_once(store):
     install_builtin_sets(store)
     install_builtin_sets(store)
     sets = {s["name"]: s for s in list_prompt_sets(store)}
-    assert set(sets) == {"bank", "helpful_harmless", "provocative", "capability"}
+    assert set(sets) == {"bank", "helpful_harmless", "provocative", "capability", "bank_math"}
     assert all(s["prompts"] >= 40 and s["source"] == "builtin" for s in sets.values())
     bank = get_prompts(store, "bank")
     assert "Lumen Bank" in bank[0]["system"]

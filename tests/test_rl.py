@@ -41,6 +41,7 @@ def lora_b_max(folder: Path) -> float:
     )
 
 
+@pytest.mark.slow  # the shared online-RL path (sampling, rewards, samples) runs by default in test_grpo.py
 def test_rloo_raises_a_clear_reward_with_a_finite_kl(store):
     job_id = launch.create(
         store,

@@ -92,7 +92,7 @@ def test_group_by_length_keeps_every_row_and_groups_batches():
         ("method: dpo\ndata: x.jsonl\nlearning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
         (
             "method: [dpo]\ndata: x.jsonl\n",
-            "method: expected one name \\(dpo, sft, reward, kto, rloo\\), got \\['dpo'\\]",
+            "method: expected one name \\(dpo, sft, reward, kto, rloo, grpo\\), got \\['dpo'\\]",
         ),
         ("method: dpo\ndata: [x.jsonl]\n", "data: expected text, got \\['x.jsonl'\\]"),
         ("method: dpo\ndata: x.jsonl\nlr_scheduler_type: [linear]\n", "lr_scheduler_type: expected text, got"),

@@ -43,7 +43,8 @@ from studio.data.prompts import PromptError, get_prompts, messages_key, read_rec
 from studio.data.ranking import PAIR_MODES, get_guidelines
 from studio.inference import models, servers
 from studio.inference.decode import prompt_messages
-from studio.training import fit, recipes
+from studio.training import fit, recipes, rewards
+from studio.training.rewards import REWARDS
 
 ACTIVE = ("running", "stopping")
 STOP_GRACE_S = 60
@@ -143,6 +144,13 @@ def launch(
         rows = [{"prompt": prompt_messages(p)} for p in prompts]
         if any(p["answer"] is not None for p in prompts):  # reference answers reach reward functions as `answer`
             rows = [{**row, "answer": p["answer"]} for row, p in zip(rows, prompts)]
+        else:
+            needing = [f for f in reward_functions if f.removeprefix(REWARDS) in rewards.NEED_REFERENCE]
+            if needing:
+                raise JobError(
+                    f"{', '.join(f.removeprefix(REWARDS) for f in needing)} compare answers with reference answers, "
+                    f"and {prompt_set!r} has none: choose a set uploaded with an answer column (bank_math has one)."
+                )
         info, label = {"prompt_set": prompt_set, "prompts": len(prompts)}, f"{prompt_set} (prompts)"
     else:
         rows, info = training_snapshot(store, prompt_set, pair_mode, weighted, judges)

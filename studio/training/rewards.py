@@ -127,6 +127,8 @@ def answer_line(prompts, completions, **kwargs) -> list[float]:
     return [float(bool(_FINAL.search(line))) for line in last_lines]
 
 
+REWARDS = "studio.training.rewards:"  # how a recipe names the functions of this module
+NEED_REFERENCE = ("correct_number", "exact_answer", "matches_pattern")  # nothing to compare with, no reward
 VERIFIABLE = {  # what the Train tab offers, in plain words
     "correct_number": "the number in the final answer matches the reference (within a cent)",
     "exact_answer": "the final answer is the reference (case and spaces aside)",
