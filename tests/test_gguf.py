@@ -8,13 +8,10 @@ And the export must be what llama.cpp's converter writes today, byte for byte: t
 distribution of llama-cpp-python (PyPI), which the second test downloads and runs.
 """
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import tarfile
-import urllib.request
 
 import gguf
 import numpy as np
@@ -23,6 +20,7 @@ import pytest
 from studio.inference import models
 from studio.shipping import gguf_export
 from studio.shipping.gguf_export import ExportError
+from tests import llama_server
 
 
 def test_the_export_matches_the_gguf_llama_cpp_wrote_for_the_embedded_model(tmp_path):
@@ -58,42 +56,10 @@ def test_the_export_matches_the_gguf_llama_cpp_wrote_for_the_embedded_model(tmp_
     assert 'SYSTEM """You are Lumen Bank\'s assistant."""' in modelfile
 
 
-# llama.cpp as vendored in this release of llama-cpp-python (its source distribution on PyPI carries the converter).
-CONVERTER_RELEASE = ("llama-cpp-python", "0.3.36")
-
-
-def _converter(folder):
-    """llama.cpp's convert_hf_to_gguf.py with its `conversion` package and its own gguf-py, from the source
-    distribution on PyPI (checked against PyPI's sha256); None when the registry is out of reach."""
-    name, version = CONVERTER_RELEASE
-    index = urllib.request.Request(
-        f"https://pypi.org/simple/{name}/",  # PyPI's simple API, as pip reads it
-        headers={"Accept": "application/vnd.pypi.simple.v1+json"},
-    )
-    try:
-        files = json.load(urllib.request.urlopen(index, timeout=20))["files"]
-    except OSError:
-        return None
-    sdist = next(f for f in files if f["filename"] == f"{name.replace('-', '_')}-{version}.tar.gz")
-    archive = folder / sdist["filename"]
-    with urllib.request.urlopen(sdist["url"], timeout=300) as response, open(archive, "wb") as out:
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
-    assert hashlib.sha256(archive.read_bytes()).hexdigest() == sdist["hashes"]["sha256"]
-    prefix = f"{archive.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
-    with tarfile.open(archive) as tar:
-        wanted = [
-            m
-            for m in tar.getmembers()
-            if m.name == prefix + "convert_hf_to_gguf.py"
-            or m.name.startswith((prefix + "conversion/", prefix + "gguf-py/gguf/"))
-        ]
-        tar.extractall(folder, members=wanted, filter="data")
-    return folder / prefix
-
-
 def test_the_export_is_byte_for_byte_what_llama_cpp_s_own_converter_writes(tmp_path):
-    llama_cpp = _converter(tmp_path)
+    # llama.cpp's convert_hf_to_gguf.py, its `conversion` package and its own gguf-py, from the source vendored in
+    # llama-cpp-python's sdist on PyPI (checked against PyPI's sha256); None when the registry is out of reach.
+    llama_cpp = llama_server.source()
     if llama_cpp is None:
         if os.environ.get("STUDIO_REQUIRE_REGISTRY"):
             pytest.fail("PyPI is out of reach: llama.cpp's converter cannot be fetched")

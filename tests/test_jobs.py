@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import trl
 
 from studio.core import jobs, methods
 from studio.core.jobs import JobError
@@ -298,41 +297,6 @@ def test_the_train_tabs_summary_and_recommended_settings_come_from_the_engine(st
     )  # the last line is being written
     assert [r["step"] for r in jobs.rl_samples(job)] == list(range(19, 8, -1))  # newest first, the partial left out
     assert jobs.rl_samples({**job, "method": "dpo"}) is None
-
-
-def test_a_new_method_is_one_record(store, monkeypatch):
-    """GRPO added as a record only: the launch, the recipe (TRL's GRPOConfig), the data check and the summary follow.
-    (Trained one step by hand this way: `train.run` finished with an adapter; see issue 13's note.)"""
-    grpo = methods.Method(
-        "grpo",
-        "Online RL (GRPO)",
-        "Online RL (GRPO) on prompts",
-        "GRPOConfig",
-        "GRPOTrainer",
-        "prompts",
-        "chat",
-        "prompts",
-        columns=("prompt",),
-        options=("beta", "num_generations", "max_completion_length"),
-        defaults={"num_generations": 2, "per_device_train_batch_size": 2},
-    )
-    monkeypatch.setitem(methods.METHODS, "grpo", grpo)
-    clear_cut_set(store)
-    assert launch.describe_data(store, "grpo", "polite").startswith("8 prompts of polite")
-    job = jobs.get(
-        store,
-        launch.launch(
-            store,
-            "grpo",
-            {"max_steps": 1, "loss_type": "ipo", "max_completion_length": 8},
-            prompt_set="polite",
-            reward_functions=["tests.helpers:polite_reward"],
-        ),
-    )
-    method, recipe = recipes.load(Path(job["folder"]) / "recipe.yaml")
-    assert method == "grpo" and isinstance(recipe, trl.GRPOConfig) and recipe.max_completion_length == 8
-    assert recipe.loss_type != "ipo" and recipe.num_generations == 2  # DPO's field left out, the record's defaults in
-    assert job["data"] == "polite (prompts)" and jobs.rl_samples(job) is None
 
 
 def test_the_dpo_loss_is_named_in_the_table_lineage_and_card(store):
