@@ -398,7 +398,8 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
         )
         f.verifiable = gr.CheckboxGroup(
             [(f"{name}: {line}", name) for name, line in rewards.VERIFIABLE.items()],
-            label="Checks against each prompt's reference answer (the set's answer column; bank_math has one)",
+            label="Checks of each answer: against the prompt's reference answer (the set's answer column; bank_math "
+            "has one), its format, its length",
             elem_id="train-verifiable",
         )
         f.reward_functions = gr.Textbox(

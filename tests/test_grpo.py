@@ -114,6 +114,15 @@ def test_verifiable_rewards_read_the_final_answer(tmp_path, store):
     assert [p["answer"] for p in get_prompts(store, name)] == ["4", None]
 
 
+def test_the_length_penalty_is_trl_s_own_sized_from_the_recipe(tmp_path):
+    recipe = recipes.build(
+        "grpo", {"data": "x", "max_completion_length": 8, "reward_functions": rewards.REWARDS + rewards.OVERLONG}
+    )
+    (penalty,) = rewards.build(recipe, tmp_path)
+    assert penalty.__name__ == "soft_overlong_punishment_reward"  # TRL's DAPO helper, as TRL logs it
+    assert penalty(["q"] * 3, ["a", "b", "c"], completion_ids=[[1] * 6, [1] * 7, [1] * 8]) == [0.0, -0.5, -1.0]
+
+
 def test_the_train_tab_offers_grpo_with_trl_s_losses():
     assert ("dapo: TRL's default, tokens of the whole batch weigh alike (no length bias)", "dapo") in (
         recipes.loss_choices("grpo")

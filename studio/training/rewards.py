@@ -135,7 +135,9 @@ VERIFIABLE = {  # what the Train tab offers, in plain words
     "matches_pattern": "the answer matches the reference as a regular expression",
     "valid_json": "the answer is JSON the reference (a JSON schema) accepts",
     "answer_line": "the answer ends with an 'Answer: ...' line",
+    "overlong_penalty": "TRL's soft overlong punishment (DAPO): 0 up to 3/4 of the max answer length, down to -1 at it",
 }
+OVERLONG = "overlong_penalty"  # built from the recipe's max answer length: TRL's get_soft_overlong_punishment
 
 
 class RewardModel:
@@ -288,7 +290,7 @@ class Recorded:
             # Seconds from the start of the step to the first reward call: the time spent sampling answers.
             kwargs["log_metric"]("generation_s", time.time() - step_began)
         try:
-            rewards = self.function(prompts, completions, **kwargs)
+            rewards = self.function(prompts=prompts, completions=completions, **kwargs)  # by name, as TRL calls
         except Exception as error:  # the job fails with the function named, whatever it raised
             raise RewardError(f"The reward function {self.__name__} failed: {type(error).__name__}: {error}") from error
         if not isinstance(rewards, (list, tuple)) or len(rewards) != len(completions):
@@ -324,7 +326,14 @@ def build(recipe, job_dir: Path) -> list:
     functions = [RewardModel(recipe.reward_model)] if recipe.reward_model else []
     functions += [RubricReward(recipe.rubric)] if recipe.rubric else []
     functions += [JudgeReward(recipe)] if recipe.judge else []
-    functions += [load_function(spec) for spec in recipe.reward_functions.split(",") if spec.strip()]
+    for spec in (s.strip() for s in recipe.reward_functions.split(",")):
+        if spec == REWARDS + OVERLONG:  # TRL's own helper, sized from this recipe
+            from trl.rewards import get_soft_overlong_punishment
+
+            length = recipe.max_completion_length
+            functions.append(get_soft_overlong_punishment(length, max(1, length // 4)))
+        elif spec:
+            functions.append(load_function(spec))
     if not functions:
         raise ValueError(
             "online RL needs a reward: reward_model (a reward-model job's adapter), rubric, judge and/or "
