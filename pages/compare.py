@@ -83,7 +83,7 @@ def _reacting(ctx: Ctx, side: int):
                 adapter,
                 annotator_kind=kind,
             )
-        except (feedback.FeedbackError, models.ModelError, IndexError) as error:
+        except (feedback.FeedbackError, ValueError, IndexError) as error:  # a served model's ServerError is one
             return message(str(error), error=True)
         return message(f"Saved: thumbs {'up' if data.liked else 'down'} on the {SIDES[side]} answer, by {who_}.")
 
@@ -127,7 +127,7 @@ def _editing(ctx: Ctx, side: int):
                 edited=better,
                 annotator_kind=kind,
             )
-        except (feedback.FeedbackError, models.ModelError) as error:
+        except (feedback.FeedbackError, ValueError) as error:
             return gr.update(value=_shown(history)), gr.skip(), message(str(error), error=True)
         history[index] = {"role": "assistant", "content": better}
         return (

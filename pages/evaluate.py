@@ -207,7 +207,7 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     def pick_set(keys):
         try:
             picked = [chat.pick(ctx.store, k) for k in keys or []]
-        except models.ModelError:
+        except ValueError:  # models.ModelError, servers.ServerError
             picked = []
         name, note = evaluate.held_out_set(ctx.store, picked, [s["name"] for s in list_prompt_sets(ctx.store)])
         return set_choices(ctx.store, name), message(note)

@@ -643,7 +643,7 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
                 on_progress=counting(progress, "prompts"),
                 by=login(request, profile),
             )
-        except (judges.JudgeError, access.TeamError, rubric.RubricError, models.ModelError, KeyError) as error:
+        except (judges.JudgeError, access.TeamError, rubric.RubricError, ValueError, KeyError) as error:
             return message(str(error), error=True)
         finally:
             ctx.cancel_events.pop(request.session_hash, None)

@@ -7,7 +7,7 @@ from studio.core.store import Store
 from tests import llama_server
 
 # The llama.cpp server the inference-server tests share: the embedded model behind an API key.
-KEY_ENV = "STUDIO_TEST_SERVER_KEY"
+KEY_ENV = "LLAMA_TEST_API_KEY"
 KEY = "s3cret-test-key"
 MODEL = "smollm2"
 

@@ -21,6 +21,7 @@ from studio.data.prompts import ParsedPrompts, add_prompt_set, get_prompts
 from studio.evaluation import evaluate
 from studio.inference import chat, models, servers
 from studio.inference.decode import GenerationParams
+from studio.shipping import openai_api
 from tests import llama_server
 from tests.conftest import KEY, KEY_ENV, MODEL, table_counts
 from tests.helpers import QUESTIONS
@@ -50,6 +51,11 @@ def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, llama_url,
         servers.add(store, "llama", url, KEY_ENV)
     with pytest.raises(servers.ServerError, match="not the name of an environment variable"):
         servers.add(store, "llama", url, KEY)  # the key itself where its variable's name goes
+    with pytest.raises(servers.ServerError, match="HF_TOKEN holds one of the studio's own credentials"):
+        servers.add(store, "llama", url, "HF_TOKEN")  # never sent to a server someone adds
+    for bad in (url + "?api_key=x", "http://127.0.0.1:port/v1", "ftp://host/v1"):
+        with pytest.raises(servers.ServerError, match="URL"):
+            servers.add(store, "llama", bad, KEY_ENV)
     dead = f"http://127.0.0.1:{llama_server.free_port()}/v1"
     with pytest.raises(servers.ServerError, match=f"{dead} could not be reached"):
         servers.add(store, "nobody", dead)
@@ -94,6 +100,7 @@ def test_the_llm_judge_and_an_evaluation_go_through_the_server(store, connected)
     assert len(store.query("SELECT id FROM rankings WHERE source = 'judge'")) == 2
     choices = [chat.pick(store, "base:embedded"), chat.pick(store, f"base:{connected}")]
     assert ("served: " + connected, "base:" + connected) in chat.options(store)
+    assert not [m for m in openai_api.model_list(store) if "server:" in m["id"]]  # the studio's API serves its own
     evaluation = evaluate.create_evaluation(store, "bank", choices, GenerationParams(max_new_tokens=12), samples=2)
     answers = store.query("SELECT position, text FROM eval_answers WHERE evaluation_id = ?", (evaluation,))
     assert sorted(r["position"] for r in answers) == [0] * 4 + [1] * 4

@@ -161,6 +161,20 @@ def create_evaluation(
             "VALUES (?, ?, ?, ?, ?, ?)",
             [(evaluation, i, c.label, c.model, c.adapter, c.job_id) for i, c in enumerate(choices)],
         )
+    try:
+        status = _answer_all(store, evaluation, prompts, answer, params, cancel, on_progress)
+    except Exception:  # an inference server that stopped answering: what was saved is kept, as for a cancel
+        status = "cancelled"
+        raise
+    finally:
+        with store.tx() as db:
+            db.execute("UPDATE evaluations SET status = ? WHERE id = ?", (status, evaluation))
+    return evaluation
+
+
+def _answer_all(store, evaluation, prompts, answer, params, cancel, on_progress) -> str:
+    """Every model answers the prompts chunk by chunk, each chunk saved once all have answered; 'ready' or
+    'cancelled'."""
     status, per_batch = "ready", params.batch_size
     if on_progress:
         on_progress(0, len(prompts))
@@ -189,9 +203,7 @@ def create_evaluation(
             )
         if on_progress:
             on_progress(start + len(chunk), len(prompts))
-    with store.tx() as db:
-        db.execute("UPDATE evaluations SET status = ? WHERE id = ?", (status, evaluation))
-    return evaluation
+    return status
 
 
 def list_evaluations(store: Store) -> list[dict]:

@@ -163,7 +163,8 @@ def side_by_side(
                 yield texts[0], texts[1], params.seed
         for i, answer in asked.items():
             texts[i] = answer.result()
-    yield texts[0], texts[1], params.seed
+        if asked:  # the served side's full answer (the in-process rows have streamed)
+            yield texts[0], texts[1], params.seed
 
 
 def _merged(texts: list[str], local: list[int], rows: list[str], asked: dict) -> list[str]:

@@ -28,6 +28,8 @@ from studio.core.store import Store
 PREFIX = "server:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEY_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Credentials the studio holds for itself, never sent to a server someone adds: the Hub's token, AWS's keys, ours.
+_STUDIO_CREDENTIALS = re.compile(r"^(HF_|HUGGING_?FACE|AWS_|STUDIO_)", re.IGNORECASE)
 IN_FLIGHT = 8  # requests in flight per base URL: enough for a server's continuous batching to fill its batch
 TIMEOUT = httpx.Timeout(10.0, read=300.0)  # connecting fails fast; a long answer on a busy server may take minutes
 
@@ -82,11 +84,17 @@ def split(model_reference: str) -> tuple[str, str]:
 def base_url(url: str) -> str:
     """A base URL as requests are sent to it: http(s) only, no trailing slash, `/v1` added to a bare host."""
     url = (url or "").strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ServerError(f"{url!r} is not a server's base URL: write it as http://host:port/v1.")
-    if parts.username or parts.password:
-        raise ServerError(f"Put no password in the URL {url!r}: name the environment variable with the key instead.")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ServerError(
+            f"Put no password, query or fragment in the URL {url!r}: name the environment variable with the key."
+        )
     return url if parts.path else url + "/v1"
 
 
@@ -108,7 +116,7 @@ def _send(connection: Connection, url: str, method: str, path: str, body: dict |
         response = httpx.request(method, url + path, json=body, headers=connection.headers(), timeout=TIMEOUT)
     except httpx.TimeoutException:
         raise _Failed(f"{url} did not answer in time") from None
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
         raise _Failed(f"{url} could not be reached ({type(error).__name__}: {error})") from None
     if response.status_code >= 400:
         # The server's own refusal (a model it does not serve, a bad parameter) is the same on every URL.
@@ -148,6 +156,11 @@ def add(store: Store, name: str, urls, key_env: str | None = None, by=None) -> C
     if not urls:
         raise ServerError("Give the server's base URL, e.g. http://localhost:8000/v1.")
     key_env = (key_env or "").strip() or None
+    if key_env and _STUDIO_CREDENTIALS.match(key_env):
+        raise ServerError(
+            f"{key_env} holds one of the studio's own credentials (the Hub, AWS, the studio's settings): give the "
+            "server a variable of its own, e.g. VLLM_API_KEY."
+        )
     if key_env and not _KEY_ENV.match(key_env):
         raise ServerError(
             f"{key_env!r} is not the name of an environment variable (e.g. OPENAI_API_KEY): give the variable's "

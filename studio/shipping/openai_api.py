@@ -32,7 +32,7 @@ import uuid
 from studio.core import access, jobs
 from studio.core.paths import db_path
 from studio.core.store import Store
-from studio.inference import chat, models
+from studio.inference import chat, models, servers
 from studio.inference.decode import GenerationParams, chat_texts, stream
 
 KEY_PREFIX = "sk-studio-"
@@ -251,6 +251,7 @@ def model_list(store: Store) -> list[dict]:
     return [
         {"id": key, "object": "model", "created": now, "owned_by": "align-studio", "description": label}
         for label, key in chat.options(store)
+        if not servers.is_served(key.removeprefix("base:"))  # the inference servers' models are theirs to serve
     ]
 
 

@@ -293,8 +293,8 @@ class Recorded:
             rewards = self.function(prompts=prompts, completions=completions, **kwargs)  # by name, as TRL calls
         except Exception as error:  # the job fails with the function named, whatever it raised
             raise RewardError(f"The reward function {self.__name__} failed: {type(error).__name__}: {error}") from error
-        if not isinstance(rewards, (list, tuple)) or len(rewards) != len(completions):
-            got = f"{len(rewards)} values" if isinstance(rewards, (list, tuple)) else type(rewards).__name__
+        if not hasattr(rewards, "__len__") or len(rewards) != len(completions):  # a list, an array, a tensor
+            got = f"{len(rewards)} values" if hasattr(rewards, "__len__") else type(rewards).__name__
             raise RewardError(
                 f"The reward function {self.__name__} returned {got} for {len(completions)} answers: it must return "
                 "one number (or None) per answer."
