@@ -121,14 +121,14 @@ def test_compare_and_the_chat_endpoint_answer_through_the_server(store, connecte
 class _Faulty(BaseHTTPRequestHandler):
     """Forwards to the real server; after `good` answers, answers 500 or drops the connection."""
 
-    target, good, mode, seen = "", 0, "500", 0
+    target, good, mode, seen, failures = "", 0, "500", 0, None  # failures: how many before it recovers (None: never)
     lock = threading.Lock()
 
     def _pass(self, method):
         cls = type(self)
         with cls.lock:
             cls.seen += 1
-            broken = cls.seen > cls.good
+            broken = cls.seen > cls.good and (cls.failures is None or cls.seen <= cls.good + cls.failures)
         if broken and cls.mode == "drop":
             self.close_connection = True
             self.connection.shutdown(2)
@@ -177,6 +177,7 @@ def test_a_server_failing_half_way_keeps_what_was_stored(store, llama_url, fault
     url = llama_url
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setattr(servers, "IN_FLIGHT", 1)  # one request at a time: the failure lands after the first answers
+    monkeypatch.setattr(servers, "BACKOFF_S", (0.2, 0.2))  # the pauses' lengths are not what is tested
     handler, proxy = faulty
     handler.good, handler.mode = 3, mode  # the check (GET /models) and two prompts' answers, then failures
     prompts = _set(store, n=6)
@@ -194,6 +195,12 @@ def test_a_server_failing_half_way_keeps_what_was_stored(store, llama_url, fault
     assert (result.prompts_done, result.responses_added) == (6, 6 * FAST.k)
     fresh = store.query("SELECT params FROM responses WHERE model = ?", ("server:pair/" + MODEL,))
     assert {json.loads(r["params"])["served_by"] for r in fresh} == {proxy, url}
+
+    # Alone, a server that fails once (a rate limit, a restart) and recovers: the request is tried again after a pause.
+    handler.seen, handler.good, handler.failures = 0, 1, 1  # the check passes, the first answer fails, then all pass
+    servers.add(store, "blip", proxy, KEY_ENV)
+    result = generate_candidates(store, "server:blip/" + MODEL, prompts, FAST)
+    assert (result.prompts_done, result.responses_added) == (6, 6 * FAST.k)
 
 
 def _next_token(logits, tokenizer) -> dict[str, float]:

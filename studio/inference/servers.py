@@ -16,6 +16,7 @@ import math
 import os
 import re
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ _KEY_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _STUDIO_CREDENTIALS = re.compile(r"^(HF_|HUGGING_?FACE|AWS_|STUDIO_)", re.IGNORECASE)
 IN_FLIGHT = 8  # requests in flight per base URL: enough for a server's continuous batching to fill its batch
 TIMEOUT = httpx.Timeout(10.0, read=300.0)  # connecting fails fast; a long answer on a busy server may take minutes
+BACKOFF_S = (1.0, 4.0)  # pauses before a request every URL failed is tried again (rate limits, restarts)
 
 
 class ServerError(ValueError):
@@ -224,7 +226,21 @@ class Client:
         return IN_FLIGHT * len(self.connection.urls)
 
     def chat(self, messages: list[dict], **options) -> dict:
-        """The server's answer (OpenAI's chat.completion object) with `served_by`: the base URL that answered."""
+        """The server's answer (OpenAI's chat.completion object) with `served_by`: the base URL that answered. When
+        every URL fails for a reason that may pass (a 429 rate limit, a 5xx, a timeout, a cut connection), the
+        request is tried again after BACKOFF_S pauses before the run ends with what each URL said."""
+        for pause in (*BACKOFF_S, None):
+            body, errors, final = self._once(messages, options)
+            if body is not None:
+                return body
+            if final or pause is None:
+                break
+            time.sleep(pause)
+        said = "; ".join(errors)
+        raise ServerError(f"The server {self.connection.name!r} could not answer with {self.model}: {said}")
+
+    def _once(self, messages: list[dict], options: dict) -> tuple[dict | None, list[str], bool]:
+        """(the answer, or None with what each URL said and whether trying again is pointless: a refusal)."""
         urls = self.connection.urls
         with self._lock:
             start = next(self._turn) % len(urls)
@@ -238,18 +254,17 @@ class Client:
                 if not choices or not all(isinstance(c["message"]["content"], str) for c in choices):
                     raise _Failed(f"{url} answered with no text in its choices")
                 body["served_by"] = url
-                return body
+                return body, [], False
             except (KeyError, TypeError, IndexError):
                 failed = _Failed(f"{url} answered JSON that is not a chat completion")
             except _Failed as error:
                 failed = error
             errors.append(str(failed))
             if not failed.retry:
-                break
+                return None, errors, True
             with self._lock:
                 self._down[url] = str(failed)
-        said = "; ".join(errors)
-        raise ServerError(f"The server {self.connection.name!r} could not answer with {self.model}: {said}")
+        return None, errors, False
 
 
 def client(store: Store, model_reference: str) -> Client:
