@@ -74,13 +74,13 @@ def llm_preferences(
 def served_preferences(served, question: str, answers: list[str], template: str = LLM_PROMPT) -> list[float]:
     """llm_preferences through an inference server: every ordered pair asked at once, P(A) from the server's
     log-probabilities of its next token where it returns them, else from the letter it answers."""
-    from concurrent.futures import ThreadPoolExecutor
-
     _check_template(template)
     pairs = list(itertools.permutations(range(len(answers)), 2))
-    texts = [template.format(question=question, answer_a=answers[i], answer_b=answers[j]) for i, j in pairs]
-    with ThreadPoolExecutor(max_workers=served.in_flight()) as pool:
-        first = list(pool.map(lambda text: servers.letter_preference(served, text), texts))
+    asked = [
+        [{"role": "user", "content": template.format(question=question, answer_a=answers[i], answer_b=answers[j])}]
+        for i, j in pairs
+    ]
+    first = [servers.letter_preference(body) for body in served.chat_many(asked, **servers.ONE_TOKEN)]
     return _scores(pairs, first, len(answers))
 
 

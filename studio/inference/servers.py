@@ -225,6 +225,11 @@ class Client:
     def in_flight(self) -> int:
         return IN_FLIGHT * len(self.connection.urls)
 
+    def chat_many(self, conversations: list[list[dict]], **options) -> list[dict]:
+        """chat() for each conversation, in_flight() of them at a time; the answers in the conversations' order."""
+        with ThreadPoolExecutor(max_workers=self.in_flight()) as pool:
+            return list(pool.map(lambda messages: self.chat(messages, **options), conversations))
+
     def chat(self, messages: list[dict], **options) -> dict:
         """The server's answer (OpenAI's chat.completion object) with `served_by`: the base URL that answered. When
         every URL fails for a reason that may pass (a 429 rate limit, a 5xx, a timeout, a cut connection), the
@@ -314,23 +319,30 @@ def answers(served: Client, conversations: list[list[dict]], params, cancel=None
                 future.cancel()
 
 
-def letter_preference(served: Client, question_text: str) -> float:
-    """P('A') against P('B') for the judge's next token, from the server's top log-probabilities where it returns
-    them (vLLM, llama.cpp, OpenAI), else 1, 0 or 0.5 from the letter it answered."""
-    body = served.chat(
-        [{"role": "user", "content": question_text}], max_tokens=1, temperature=0, logprobs=True, top_logprobs=20
-    )
-    choice = body["choices"][0]
+ONE_TOKEN = {"max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20}  # a judge's verdict token
+
+
+def first_token_weights(body: dict, key) -> dict:
+    """The probability of the answer's first token's top alternatives (the server's `top_logprobs`: vLLM, llama.cpp,
+    OpenAI), summed by key(token text); a token whose key is None is left out. Empty where the server returned no
+    log-probabilities."""
     try:
-        top = choice["logprobs"]["content"][0]["top_logprobs"]
+        top = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
         weights = {}
         for entry in top:
-            letter = entry["token"].strip()
-            if letter in ("A", "B"):
-                weights[letter] = weights.get(letter, 0.0) + math.exp(entry["logprob"])
-        if weights:
-            return weights.get("A", 0.0) / sum(weights.values())
+            found = key(entry["token"].strip())
+            if found is not None:
+                weights[found] = weights.get(found, 0.0) + math.exp(entry["logprob"])
+        return weights
     except (KeyError, TypeError, IndexError):
-        pass
-    said = choice["message"]["content"].strip()[:1].upper()
+        return {}
+
+
+def letter_preference(body: dict) -> float:
+    """P('A') against P('B') in a judge's answer (asked with ONE_TOKEN), from the server's log-probabilities where
+    it returns them, else 1, 0 or 0.5 from the letter it answered."""
+    weights = first_token_weights(body, lambda token: token if token in ("A", "B") else None)
+    if weights:
+        return weights.get("A", 0.0) / sum(weights.values())
+    said = body["choices"][0]["message"]["content"].strip()[:1].upper()
     return {"A": 1.0, "B": 0.0}.get(said, 0.5)

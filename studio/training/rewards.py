@@ -7,7 +7,6 @@ here is wrapped so that a few sampled answers and their rewards are written to s
 
 import importlib
 import json
-import math
 import re
 import time
 from pathlib import Path
@@ -178,18 +177,12 @@ _SCORE = re.compile(r"\b(10|[1-9])\b")
 def _score_from(body: dict) -> float | None:
     """A judge's 1-10 score from a chat completion: the mean over its first token's top log-probabilities of the
     tokens that are scores (a smooth reward), else the first score in its text; None if it gave none."""
-    choice = body["choices"][0]
-    try:
-        weights = {}
-        for entry in choice["logprobs"]["content"][0]["top_logprobs"]:
-            token = entry["token"].strip()
-            if token.isdigit() and 1 <= int(token) <= 10:
-                weights[int(token)] = weights.get(int(token), 0.0) + math.exp(entry["logprob"])
-        if weights:
-            return sum(k * w for k, w in weights.items()) / sum(weights.values())
-    except (KeyError, TypeError, IndexError):
-        pass
-    found = _SCORE.search(choice["message"]["content"])
+    from studio.inference.servers import first_token_weights
+
+    weights = first_token_weights(body, lambda token: int(token) if token.isdigit() and 1 <= int(token) <= 10 else None)
+    if weights:
+        return sum(k * w for k, w in weights.items()) / sum(weights.values())
+    found = _SCORE.search(body["choices"][0]["message"]["content"])
     return float(found.group(1)) if found else None
 
 
@@ -224,13 +217,9 @@ class JudgeReward:
             for p, c in zip(prompts, completions)
         ]
         if self.client is not None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            ask = lambda text: self.client.chat(  # noqa: E731
-                [{"role": "user", "content": text}], max_tokens=3, temperature=0, logprobs=True, top_logprobs=20
-            )
-            with ThreadPoolExecutor(max_workers=self.client.in_flight()) as pool:
-                scores = [_score_from(body) for body in pool.map(ask, texts)]
+            asked = [[{"role": "user", "content": text}] for text in texts]
+            options = {"max_tokens": 3, "temperature": 0, "logprobs": True, "top_logprobs": 20}
+            scores = [_score_from(body) for body in self.client.chat_many(asked, **options)]
         else:
             from studio.inference.decode import GenerationParams, sample
 
