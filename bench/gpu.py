@@ -1,6 +1,6 @@
 """The GPU checks of shared/GPU.md in one command: the studio's GPU paths on an 8B-shaped model, one line per figure.
 
-    python bench/gpu.py [--sections 1,2,3,4,5,6] [--steps 6] [--workdir DIR] [--model-dir DIR]
+    python bench/gpu.py [--sections 1,2,3,4,5,6,7,8] [--steps 6] [--grpo-steps 4] [--workdir DIR] [--model-dir DIR]
     python bench/gpu.py --tiny          # a tiny Llama on the CPU, every section but 4-bit (tests/test_bench_gpu.py)
 
 On a lent GPU machine, after `bash bench/pack_gpu_wheels.sh` here (the wheels that machine lacks and the embedded
@@ -42,6 +42,13 @@ The folder (and a random LoRA adapter for section 4) is kept in --model-dir and 
   the device memory the app holds before and while the job trains, the job's peak (result.json), their sum against
   the app's model plus the job without the hand-over, and how long the app takes to load its model again.
 6 vllm: not on the machine: a line says so.
+7 grpo: GRPO through `python -m studio train` with the shipped assets/recipes/embedded-cpu-grpo.yaml settings (8
+  answers per prompt, up to 96 tokens, rewards correct_number and answer_line, the studio's sampling loop) on our
+  model, 4-bit on a GPU, over the built-in bank_math prompts, --grpo-steps steps: seconds per step, answers/s and
+  answer tokens/s on the probe's clock (GRPOTrainer's constructor to the end of train()), peak against 22 GiB.
+8 liger: TRL's use_liger_kernel (Liger's RMSNorm, RoPE and SwiGLU Triton kernels; TRL 1.16 keeps its own fused LM
+  head and turns Liger's fused cross-entropy off) off, then on, on section 2's studio DPO run: tokens/s and peak
+  memory, and their ratio. Skipped on a CPU, and where liger-kernel is not installed.
 
 MFU: useful FLOPs = tokens x 6N, N = the weights of every linear layer (LM head included; 7.50B for this shape):
 2N for the policy's forward, 2N for its backward to the activations (the base is frozen; LoRA's own gradients are
@@ -92,7 +99,18 @@ SHAPE_TINY = {
     "num_key_value_heads": 2,
     "vocab_size": 49152,
 }
-SECTIONS = {"1": "qlora", "2": "lora", "3": "generate", "4": "compare", "5": "handover", "6": "vllm"}
+SECTIONS = {
+    "1": "qlora",
+    "2": "lora",
+    "3": "generate",
+    "4": "compare",
+    "5": "handover",
+    "6": "vllm",
+    "7": "grpo",
+    "8": "liger",
+}
+GRPO_RECIPE = ROOT / "assets" / "recipes" / "embedded-cpu-grpo.yaml"
+TRAINERS = ("DPOTrainer", "GRPOTrainer")  # timed by the probe, from the constructor to the end of train()
 PROBE = "ALIGN_GPU_BENCH_PROBE"
 UNWANTED = ("gradio", "profanity_check", "gguf")  # the GPU machine lacks them; the engine must not need them
 SITECUSTOMIZE = """import os, sys
@@ -136,32 +154,40 @@ class ChildFailed(RuntimeError):
 
 
 def instrument(probe_path: str) -> None:
-    """In a training child (through sitecustomize): time TRL's DPOTrainer from its constructor to the end of train(),
-    and write the peak GPU memory, the times and the modules imported to `probe_path` when the process exits."""
+    """In a training child (through sitecustomize): time TRL's trainer (DPO or GRPO) from its constructor to the end of
+    train(), and write the peak GPU memory, the times and the modules imported to `probe_path` when it exits."""
     import atexit
     import resource
 
     found = {"start": time.time()}
     try:
+        import trl
         from transformers import Trainer
-        from trl.trainer import dpo_trainer
     except Exception as error:  # the child reports its own import error; the probe says it saw it too
         found["probe_error"] = f"{type(error).__name__}: {error}"
     else:
-        init, train = dpo_trainer.DPOTrainer.__init__, Trainer.train
+        train = Trainer.train
 
-        def timed_init(self, *args, **kwargs):
-            found.setdefault("trainer_init", time.time())
-            return init(self, *args, **kwargs)
+        def timed(init):
+            def timed_init(self, *args, **kwargs):
+                found.setdefault("trainer_init", time.time())
+                found.setdefault("trainer", type(self).__name__)
+                return init(self, *args, **kwargs)
+
+            return timed_init
 
         def timed_train(self, *args, **kwargs):
             found["train_begin"] = time.time()
+            found["liger"] = bool(self.args.use_liger_kernel)
             try:
                 return train(self, *args, **kwargs)
             finally:
                 found["train_end"] = time.time()
 
-        dpo_trainer.DPOTrainer.__init__, Trainer.train = timed_init, timed_train
+        for name in TRAINERS:
+            trainer = getattr(trl, name)  # TRL's lazy module imports the trainer's own module here
+            trainer.__init__ = timed(trainer.__init__)
+        Trainer.train = timed_train
 
     def write():
         found["end"] = time.time()
@@ -409,6 +435,47 @@ class Bench:
             settings["gradient_accumulation_steps"] = 2
         return settings
 
+    def grpo_settings(self, four_bit: bool, data: Path, job: Path) -> dict:
+        """The shipped GRPO recipe (8 answers per prompt, up to 96 tokens, correct_number and answer_line) on our
+        model and the bank_math prompts, 4-bit on a GPU as a 24 GB card needs for an 8B model."""
+        import yaml
+
+        shipped = yaml.safe_load(GRPO_RECIPE.read_text())
+        shipped.pop("method")
+        settings = {
+            **shipped,
+            "model": str(self.folder),
+            "data": str(data),
+            "output_dir": str(job),
+            "max_steps": self.args.grpo_steps,
+            "load_in_4bit": four_bit,
+        }
+        if self.args.tiny:  # a smoke test of the code path: 2 answers of 8 tokens per step
+            settings.update(num_generations=2, per_device_train_batch_size=2, max_completion_length=8)
+        return settings
+
+    def grpo_prompts(self) -> Path:
+        """The built-in bank_math set (fees and interest, a reference number each) as TRL's conversational prompts
+        with the answer column, as the shipped GRPO recipe's comment writes them."""
+        from studio.data.prompts import ASSETS, parse_prompt_file
+
+        parsed = parse_prompt_file(ASSETS / "bank_math.jsonl")
+        path = self.workdir / "grpo-prompts.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "prompt": ([{"role": "system", "content": system}] if system else [])
+                        + [{"role": "user", "content": text}],
+                        "answer": answer,
+                    }
+                )
+                + "\n"
+                for (text, system), answer in zip(parsed.rows, parsed.answers)
+            )
+        )
+        return path
+
     def new_job(self, name: str) -> Path:
         job = self.workdir / name
         shutil.rmtree(job, ignore_errors=True)  # metrics.jsonl is appended to: nothing from an earlier run
@@ -473,17 +540,19 @@ class Bench:
         found = json.loads(probe.read_text())
         if "trainer_init" not in found or "train_end" not in found:
             raise ChildFailed(
-                f"{what}: the probe saw no DPOTrainer ({found.get('probe_error', 'no error')}); log tail:\n" + tail(log)
+                f"{what}: the probe saw no {' or '.join(TRAINERS)} ({found.get('probe_error', 'no error')}); "
+                "log tail:\n" + tail(log)
             )
         found["wall"] = wall
         return found
 
-    def studio_job(self, name: str, four_bit: bool, data: Path) -> dict:
+    def studio_job(self, name: str, four_bit: bool, data: Path, method: str = "dpo", extra: dict | None = None) -> dict:
         from studio.training import recipes
 
         job = self.new_job(name)
-        settings = self.recipe_settings(four_bit, data, job)
-        recipes.save(job / "recipe.yaml", "dpo", settings)
+        make = self.grpo_settings if method == "grpo" else self.recipe_settings
+        settings = {**make(four_bit, data, job), **(extra or {})}
+        recipes.save(job / "recipe.yaml", method, settings)
         found = self.run_child(
             [sys.executable, "-m", "studio.training.train", str(job / "recipe.yaml")], job, "python -m studio train"
         )
@@ -493,6 +562,7 @@ class Bench:
         steady = sorted(row["tokens_per_s"] for row in rows[1:] if "tokens_per_s" in row and "train_runtime" not in row)
         found["steady_tokens_per_s"] = steady[len(steady) // 2] if steady else None
         found["settings"] = settings
+        found["rows"] = rows
         if not (job / "adapter" / "adapter_config.json").is_file():
             raise ChildFailed(f"{name}: finished without saving its adapter")
         return found
@@ -556,6 +626,7 @@ class Bench:
             + f") | MFU {' / '.join(filter(None, (spec, measured)))} "
             f"(6N per token, N={self.n_linear / 1e9:.3g}B) | {self.args.steps} steps; {f['load']:.0f} s from the "
             f"process start to the trainer (imports, data, model load), process {found['wall']:.0f} s"
+            + f" | Liger kernels {'on' if found.get('liger') else 'off'}"
             + (f" | imported {', '.join(unwanted)}!" if unwanted else "")
         )
         return f
@@ -853,9 +924,83 @@ class Bench:
             )
         else:
             self.report.line(
-                f"{self.tag('6')} {self.name}: vLLM {version('vllm')} is installed, but this bench does "
-                "not drive it yet (the inference-servers issue); nothing measured"
+                f"{self.tag('6')} {self.name}: vLLM {version('vllm')} is installed, but this bench does not start it; "
+                "serve the model with `vllm serve` and add it on the Generate tab (bench/generate.py --server times "
+                "the same client against llama-server)"
             )
+
+    def grpo_figures(self, found: dict) -> dict:
+        """Seconds per step, answers and answer tokens per second on the probe's clock (the constructor to the end of
+        train(): sampling, rewards and the update), from the job's metrics.jsonl."""
+        settings, rows = found["settings"], found["rows"]
+        steps = [row for row in rows if "completions/mean_length" in row]
+        answers = len(steps) * settings["per_device_train_batch_size"] * settings.get("gradient_accumulation_steps", 1)
+        length = sum(row["completions/mean_length"] for row in steps) / max(len(steps), 1)
+        seconds = found["train_end"] - found["trainer_init"]
+        return {
+            "steps": len(steps),
+            "seconds": seconds,
+            "answers_per_s": answers / seconds,
+            "tokens_per_s": answers * length / seconds,
+            "length": length,
+            "clipped": sum(row.get("completions/clipped_ratio", 0) for row in steps) / max(len(steps), 1),
+            "peak_gib": (found.get("peak_bytes") or found.get("peak_rss_bytes", 0)) / 2**30,
+            "memory": "torch.cuda.max_memory_allocated" if "peak_bytes" in found else "peak RSS (CPU)",
+            "reward": steps[-1].get("reward") if steps else None,
+        }
+
+    def section_grpo(self):
+        """GRPO through `python -m studio train` with the shipped GRPO recipe (the studio's sampling loop, the two
+        verifiable rewards): its steps' time, answers/s and peak memory."""
+        four_bit = self.cuda
+        found = self.studio_job("studio-grpo", four_bit, self.grpo_prompts(), method="grpo")
+        g = self.grpo_figures(found)
+        settings = found["settings"]
+        precision = ("4-bit NF4 base, bf16 compute" if four_bit else f"{self.precision} base") + ", LoRA r=16"
+        fits = f" (fits {FITS_GIB} GiB: {'yes' if g['peak_gib'] <= FITS_GIB else 'NO'})" if self.cuda else ""
+        self.report.line(
+            f"{self.tag('7')} studio GRPO (python -m studio train, shipped GRPO recipe: "
+            f"{settings['num_generations']} answers per prompt, up to {settings['max_completion_length']} tokens, "
+            f"correct_number + answer_line) | {self.name} | {precision} | peak {g['peak_gib']:.2f} GiB{fits} "
+            f"({g['memory']}) | {g['seconds'] / max(g['steps'], 1):.1f} s per step, {g['answers_per_s']:.2f} "
+            f"answers/s, {g['tokens_per_s']:.0f} answer tokens/s ({g['steps']} steps in {g['seconds']:.1f} s from "
+            f"GRPOTrainer() to the end of train(): sampling, rewards and updates) | answers {g['length']:.0f} tokens "
+            f"on average, {g['clipped']:.0%} cut at the limit (random weights rarely stop) | Liger kernels "
+            f"{'on' if found.get('liger') else 'off'} | {found['trainer_init'] - found['start']:.0f} s from the "
+            f"process start to the trainer, process {found['wall']:.0f} s"
+        )
+
+    def section_liger(self):
+        """TRL's use_liger_kernel (Liger's RMSNorm, RoPE and SwiGLU kernels; TRL keeps its own fused LM head) on
+        against off, on the same DPO run as section 2 (LoRA on the bf16 base): tokens/s and peak memory."""
+        from studio.training import recipes
+
+        if not self.cuda:
+            self.report.line(f"{self.tag('8')} skipped on {self.name}: Liger's kernels are Triton kernels for a GPU")
+            return "skipped"
+        if not recipes.liger_available():
+            self.report.line(
+                f"{self.tag('8')} skipped on {self.name}: liger-kernel is not installed (bench/pack_gpu_wheels.sh "
+                "carries it)"
+            )
+            return "skipped"
+        data = self.pairs()
+        precision = f"{self.precision} base, LoRA r=16"
+        figures = {}
+        for on in (False, True):
+            name = f"studio-liger-{'on' if on else 'off'}"
+            found = self.studio_job(name, False, data, extra={"use_liger_kernel": on})
+            if found.get("liger") is not on:
+                raise ChildFailed(f"use_liger_kernel: {on} in the recipe; the trainer ran with {found.get('liger')}")
+            figures[on] = self.training_line(
+                "8", f"studio DPO, LoRA, use_liger_kernel: {str(on).lower()}", found, precision
+            )
+        on, off = figures[True], figures[False]
+        self.report.line(
+            f"{self.tag('8')} ratio Liger on / off | {self.name} | {precision} | tokens/s "
+            f"{on['rate'] / off['rate']:.2f}x ({on['rate']:.0f} vs {off['rate']:.0f}), peak memory "
+            f"{on['peak_gib'] / off['peak_gib']:.2f}x ({on['peak_gib']:.2f} vs {off['peak_gib']:.2f} GiB)"
+        )
 
 
 def never_stop(model, tokenizer) -> None:
@@ -955,15 +1100,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sections",
         type=parse_sections,
-        default=parse_sections("1,2,3,4,5,6"),
+        default=parse_sections(",".join(SECTIONS)),
         help="which checks, by number or name: 1 qlora, 2 lora, 3 generate, 4 compare, 5 handover, "
-        "6 vllm (default: all)",
+        "6 vllm, 7 grpo, 8 liger (default: all)",
     )
     parser.add_argument(
         "--steps",
         type=int,
         help="optimizer steps per DPO run (default 6; 1 with --tiny); each is the recipe's 1 x 8 pairs",
     )
+    parser.add_argument("--grpo-steps", type=int, help="optimizer steps of the GRPO run (default 4; 1 with --tiny)")
     parser.add_argument("--answer-words", type=words_range, help="answer length range in words (default 100-400)")
     parser.add_argument("--gen-prompts", type=int, help="prompts in the studio's generation batch (default 16)")
     parser.add_argument("--gen-tokens", type=int, help="new tokens per candidate (default 64)")
@@ -992,6 +1138,7 @@ def main(argv=None) -> int:
     tiny = args.tiny
     defaults = {
         "steps": 1 if tiny else 6,
+        "grpo_steps": 1 if tiny else 4,
         "answer_words": (5, 20) if tiny else (100, 400),
         "gen_prompts": 4 if tiny else 16,
         "gen_tokens": 8 if tiny else 64,
@@ -1029,6 +1176,8 @@ def main(argv=None) -> int:
         "accelerate",
         "datasets",
         "bitsandbytes",
+        "liger_kernel",
+        "triton",
         "huggingface_hub",
         "pyarrow",
         "safetensors",
@@ -1063,6 +1212,8 @@ def main(argv=None) -> int:
         "4": bench.section_compare,
         "5": bench.section_handover,
         "6": bench.section_vllm,
+        "7": bench.section_grpo,
+        "8": bench.section_liger,
     }
 
     def guarded(key: str, run) -> bool:
@@ -1095,7 +1246,7 @@ def main(argv=None) -> int:
         )
 
     ready = True
-    if any(key in args.sections for key in "12345"):
+    if any(key in args.sections for key in "123457"):
         ready = guarded("0", check_imports) and guarded("0", bench.prepare_model)
         guarded("0", bench.measure_limits)  # without it, only the figures against the specs are printed
     for key in args.sections:
@@ -1103,7 +1254,7 @@ def main(argv=None) -> int:
             report.skipped.append(key)
             report.line(f"{bench.tag(key)} not run on {bench.name}: past --deadline {args.deadline:.0f} s")
             continue
-        if key in "1234" and not ready:
+        if key in "12347" and not ready:
             report.failed.append(key)
             report.line(f"{bench.tag(key)} FAILED on {bench.name}: not run, the model could not be prepared (above)")
             continue

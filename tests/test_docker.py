@@ -81,13 +81,13 @@ def test_every_pinned_wheel_exists_for_the_image(tmp_path):
     assert {i["metadata"]["name"] for i in json.loads((tmp_path / "alone.json").read_text())["install"]} == {
         p.split("==")[0] for p in alone
     }
-    installed = {i["metadata"]["name"].lower(): i for i in json.loads(report.read_text())["install"]}
+    installed = {i["metadata"]["name"].lower().replace("_", "-"): i for i in json.loads(report.read_text())["install"]}
     torch = installed["torch"]
     assert torch["metadata"]["version"] == "2.13.0"
     assert any(r.startswith("cuda-toolkit") for r in torch["metadata"].get("requires_dist", [])), (
         "PyPI's torch for the image should be a CUDA build"
     )
-    assert {"bitsandbytes", "transformers", "trl", "peft", "gradio"} <= set(installed)
+    assert {"bitsandbytes", "liger-kernel", "triton", "transformers", "trl", "peft", "gradio"} <= set(installed)
 
 
 def test_the_image_keeps_its_data_and_models_on_the_volume_and_ships_no_repository():

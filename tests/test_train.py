@@ -115,6 +115,11 @@ def test_group_by_length_keeps_every_row_and_groups_batches():
             "output_dir: /tmp/elsewhere is outside the recipe",
         ),
         ("method: dpo\ndata: x.jsonl\noutput_dir: ../escape\n", "output_dir: ../escape is outside the recipe"),
+        (
+            "method: dpo\ndata: x.jsonl\nuse_liger_kernel: true\n",
+            "use_liger_kernel: Liger's kernels are Triton kernels for a CUDA GPU, and this machine has none; set "
+            "use_liger_kernel: false",
+        ),
     ],
 )
 def test_malformed_recipes_are_refused_with_a_message(tmp_path, text, message, capsys):
@@ -273,6 +278,33 @@ def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
     assert sum(layer.gradient_checkpointing for layer in layers) == len(layers) // 3
     with pytest.raises(recipes.RecipeError, match="checkpoint_share must be above 0"):
         recipes.build("dpo", {"data": "x.jsonl", "checkpoint_share": 0.0})
+
+
+def test_liger_kernels_are_on_by_default_where_a_gpu_can_run_them_and_off_here(monkeypatch):
+    """Detected like bf16, where the job trains: on for the methods whose TRL trainer keeps its own fused LM head,
+    when CUDA is there and liger-kernel is installed; a recipe's own setting wins. The GPU is faked for the two
+    checks (transformers' own Trainer makes the second); bench/gpu.py measures the kernels on a real one."""
+    import torch
+    import transformers.utils
+
+    assert recipes.build("dpo", {"data": "x.jsonl"}).use_liger_kernel is torch.cuda.is_available() is False
+    for cuda in (False, True):
+        for installed in (False, True):
+            monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+            monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: installed)
+            assert recipes.liger_available() is (cuda and installed)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # TrainingArguments must not see a fake GPU
+    monkeypatch.setattr(recipes, "liger_available", lambda: True)
+    for method in ("dpo", "sft", "grpo", "rloo"):
+        assert recipes.build(method, {"data": "x.jsonl"}).use_liger_kernel is True, method
+    assert recipes.build("reward", {"data": "x.jsonl"}).use_liger_kernel is False  # TRL's RewardTrainer: not handled
+    assert recipes.build("dpo", {"data": "x.jsonl", "use_liger_kernel": False}).use_liger_kernel is False
+    asked = recipes.build("dpo", {"data": "x.jsonl", "use_liger_kernel": True})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # where the job trains: a GPU ...
+    recipes.check_liger(asked)  # ... with liger-kernel: nothing to refuse
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: False)
+    with pytest.raises(recipes.RecipeError, match="liger-kernel is not installed here; install it"):
+        recipes.check_liger(asked)
 
 
 def test_sampling_with_the_adapter_folded_in_matches_peft_and_leaves_the_base_untouched():

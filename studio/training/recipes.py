@@ -318,6 +318,41 @@ def recommended(method: str, model: str, rows: int) -> dict:
     return {**settings, **studio_defaults(method), "why": why}
 
 
+# Methods whose TRL trainer keeps its own fused LM head and applies only Liger's layer kernels (RMSNorm, RoPE, SwiGLU):
+# trl/trainer/{dpo,sft,kto,rloo,grpo}_trainer.py turn Liger's fused linear cross-entropy off. The reward model's
+# trainer has no such handling, so Liger stays off there unless a recipe asks for it.
+LIGER_METHODS = ("dpo", "sft", "kto", "rloo", "grpo")
+
+
+def liger_available() -> bool:
+    """Liger's kernels can run here: a CUDA GPU (they are Triton kernels) and liger-kernel installed (transformers'
+    own check, as its Trainer makes it)."""
+    import torch
+    from transformers.utils import is_liger_kernel_available
+
+    return torch.cuda.is_available() and is_liger_kernel_available()
+
+
+def check_liger(recipe) -> None:
+    """Where the job trains: a recipe that asks for Liger's kernels on a machine that cannot run them is refused
+    before the model loads, with the setting to change."""
+    import torch
+    from transformers.utils import is_liger_kernel_available
+
+    if not recipe.use_liger_kernel:
+        return
+    if not torch.cuda.is_available():
+        raise RecipeError(
+            "use_liger_kernel: Liger's kernels are Triton kernels for a CUDA GPU, and this machine has none; set "
+            "use_liger_kernel: false (leave it out and the studio turns them on where they can run)."
+        )
+    if not is_liger_kernel_available():
+        raise RecipeError(
+            "use_liger_kernel: liger-kernel is not installed here; install it (pip install liger-kernel) or set "
+            "use_liger_kernel: false."
+        )
+
+
 def build(method: str, settings: dict):
     """The recipe object for `method` with `settings`; RecipeError names what is wrong."""
     cls = recipe_class(method)
@@ -333,6 +368,8 @@ def build(method: str, settings: dict):
             settings["bf16"] = cpu_bf16()
             if settings["bf16"]:
                 settings.setdefault("use_cpu", True)  # transformers accepts bf16 without a GPU only when told
+    if "use_liger_kernel" not in settings and method in LIGER_METHODS:
+        settings["use_liger_kernel"] = liger_available()  # detected too: on where Liger's kernels can run
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(settings) - {f.name for f in fields(cls)})
     if unknown:

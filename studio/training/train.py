@@ -481,6 +481,7 @@ def run(recipe_path, resume: bool = False) -> dict:
     """Train; returns what result.json says. Raises RecipeError for a recipe that cannot run."""
 
     method, recipe = recipes.load(recipe_path)
+    recipes.check_liger(recipe)
     job_dir = Path(recipe.output_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
 
@@ -544,6 +545,7 @@ def run(recipe_path, resume: bool = False) -> dict:
         "base_path": base_path,
         "method": method,
         "processes": recipe.world_size,
+        "use_liger_kernel": recipe.use_liger_kernel,  # detected where it trained when the recipe does not say
     }
 
 
