@@ -11,7 +11,7 @@ import gradio as gr
 from studio.core.paths import persistence_warning
 from studio.core.store import Store
 from studio.data.prompts import list_prompt_sets
-from studio.inference import models
+from studio.inference import models, servers
 from studio.training.launch import Manager
 
 
@@ -95,10 +95,13 @@ def counting(progress, unit: str):
     return update
 
 
-def waiting() -> str:
+def waiting(model: str | None = None) -> str:
     """The status line of an action that needs the model, shown the moment it is asked for (before it may wait in
-    line behind another tab's work): what is happening now, replacing whatever an earlier action said."""
+    line behind another tab's work): what is happening now, replacing whatever an earlier action said. `model`: the
+    model the action uses, where the page knows it; a served one waits for neither the GPU nor the app's model."""
     busy, holder = models.user(), models.gpu_holder()
+    if servers.is_served(model):
+        return message("Working… (on the inference server" + (f"; {holder}" if holder else "") + ")")
     if holder:
         return message(f"Waiting for the GPU: {holder}. This starts by itself when the job ends.")
     return message(

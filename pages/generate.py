@@ -265,7 +265,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
     gr.on([prompt_set.change, limit.change], show_table, [prompt_set, limit], table)
     # One generation at a time holds the model; other visitors wait in the queue.
     cancellable(
-        start.click(waiting, None, status, queue=False),
+        start.click(waiting, model, status, queue=False),
         cancel,
         run,
         [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],

@@ -651,7 +651,12 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
             f"{name} ranked {done} prompts of {set_name}: annotators see its order as a suggestion (r accepts it)."
         )
 
-    prerank.click(waiting, None, team_status, queue=False).then(
+    prerank.click(
+        lambda kind, model: waiting(model if kind == "llm" else None),
+        [judge_kind, judge_model],
+        team_status,
+        queue=False,
+    ).then(
         do_prerank,
         [prompt_set, judge_kind, judge_model, judge_prompt],
         team_status,

@@ -107,6 +107,31 @@ def test_the_llm_judge_and_an_evaluation_go_through_the_server(store, connected)
     assert sorted(r["position"] for r in answers) == [0] * 4 + [1] * 4
 
 
+def test_while_a_job_holds_the_gpu_a_served_model_still_generates_and_judges(store, connected):
+    """The hand-over (issue 27) makes the app's own model wait while a training job holds the GPU; a served model
+    does not use it, so Generate and the judge go on, and the status line says where they run."""
+    from pages import waiting
+
+    prompts = _set(store, n=2)
+    models.hand_over("job 7 is training on it")
+    try:
+        said = {model: waiting(model).replace("\\", "") for model in ("embedded", connected)}  # Markdown escapes off
+        assert "Waiting for the GPU: job 7 is training on it" in said["embedded"]
+        assert "Working… (on the inference server; job 7 is training on it)" in said[connected]
+        done = []
+
+        def work():
+            done.append(generate_candidates(store, connected, prompts, FAST).responses_added)
+            done.append(judges.prerank(store, "bank", "llm", model=connected)[1])
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        thread.join(300)
+        assert done == [6, 2] and models.gpu_holder() == "job 7 is training on it"
+    finally:
+        models.take_back()
+
+
 def test_compare_and_the_chat_endpoint_answer_through_the_server(store, connected):
     served, base = chat.pick(store, f"base:{connected}"), chat.pick(store, "base:embedded")
     params = GenerationParams(max_new_tokens=12, seed=3)
