@@ -3,6 +3,9 @@
     python bench/gpu.py [--sections 1,2,3,4,5,6,7,8] [--steps 6] [--grpo-steps 4] [--workdir DIR] [--model-dir DIR]
     python bench/gpu.py --tiny          # a tiny Llama on the CPU, every section but 4-bit (tests/test_bench_gpu.py)
 
+Sections 1-6 took 433 s on an H200 (bench/RESULTS.md); a device call runs at most 10 minutes, so 7 and 8 go in a
+second call (`--sections 7,8`), which reuses the model folder while the machine is still warm.
+
 On a lent GPU machine, after `bash bench/pack_gpu_wheels.sh` here (the wheels that machine lacks and the embedded
 model's tokenizer, in .wheels/, carried there), in one command:
 
@@ -433,6 +436,8 @@ class Bench:
         }
         if self.args.tiny:  # a smoke test of the code path: 2 pairs per step instead of the recipe's 8
             settings["gradient_accumulation_steps"] = 2
+        if self.args.ref_batch:  # the reference pass runs at the training batch (1) unless told
+            settings["precompute_ref_batch_size"] = self.args.ref_batch
         return settings
 
     def grpo_settings(self, four_bit: bool, data: Path, job: Path) -> dict:
@@ -658,7 +663,11 @@ class Bench:
         studio = self.studio_job("studio-lora", False, data)
         precision = f"{self.precision} base, LoRA r=16"
         s = self.training_line(
-            "2", "studio DPO, LoRA (python -m studio train, the recipe without 4-bit)", studio, precision
+            "2",
+            "studio DPO, LoRA (python -m studio train, the recipe without 4-bit"
+            + (f"; reference pass at batch {self.args.ref_batch})" if self.args.ref_batch else ")"),
+            studio,
+            precision,
         )
         trl = self.trl_job(studio["settings"], data)
         t = self.training_line(
@@ -1110,6 +1119,12 @@ def main(argv=None) -> int:
         help="optimizer steps per DPO run (default 6; 1 with --tiny); each is the recipe's 1 x 8 pairs",
     )
     parser.add_argument("--grpo-steps", type=int, help="optimizer steps of the GRPO run (default 4; 1 with --tiny)")
+    parser.add_argument(
+        "--ref-batch",
+        type=int,
+        help="rows per forward pass of the studio's precomputed reference pass (TRL's precompute_ref_batch_size; "
+        "default: the recipe's batch, 1); compare, say, 8 in section 2's figures",
+    )
     parser.add_argument("--answer-words", type=words_range, help="answer length range in words (default 100-400)")
     parser.add_argument("--gen-prompts", type=int, help="prompts in the studio's generation batch (default 16)")
     parser.add_argument("--gen-tokens", type=int, help="new tokens per candidate (default 64)")
