@@ -606,6 +606,10 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
             label="LLM judge model (Hub id, folder or server:<name>/<model>)",
             elem_id="rank-judge-model",
         )
+    # A server added on the Generate tab (by anyone) since the page loaded is listed when the list is opened.
+    judge_model.focus(
+        lambda: gr.update(choices=["embedded", *servers.served_references(ctx.store)]), None, judge_model, queue=False
+    )
     with gr.Accordion("LLM judge prompt", open=False):
         judge_prompt = gr.Textbox(
             judges.LLM_PROMPT,

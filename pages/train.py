@@ -215,7 +215,8 @@ def _launch_form(ctx: Ctx) -> SimpleNamespace:
         "(messages or prompt/completion)",
         elem_id="train-method",
     )
-    f.data_set = gr.Dropdown([], label="Data: the rankings of a prompt set", elem_id="train-set")
+    f.data_set = gr.Dropdown([], label=methods.get("dpo").data_label, elem_id="train-set")
+    f.method.change(lambda key: gr.update(label=methods.get(key).data_label), f.method, f.data_set, queue=False)
     f.pair_mode = gr.Radio(
         [(label, key) for key, label in PAIR_MODES.items()], value=recipes.PAIR_MODE, label="Pairs from each ranking"
     )
@@ -395,6 +396,13 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
             label="LLM judge: scores each answer 1-10 against the set's guidelines",
             info="a model here (embedded, a Hub id) or a served one (server:<name>/<model>, Generate tab)",
             elem_id="train-judge",
+        )
+        # A server added on the Generate tab since the page loaded is listed when the list is opened.
+        f.judge.focus(
+            lambda: gr.update(choices=[("none", ""), models.EMBEDDED, *servers.served_references(ctx.store)]),
+            None,
+            f.judge,
+            queue=False,
         )
         f.verifiable = gr.CheckboxGroup(
             [(f"{name}: {line}", name) for name, line in rewards.VERIFIABLE.items()],

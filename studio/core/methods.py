@@ -29,6 +29,15 @@ class Method:
     def chats(self) -> bool:
         return self.output == "chat"
 
+    @property
+    def data_label(self) -> str:
+        """What the Train tab's prompt-set list is for, with this method."""
+        return {
+            "pairs": "Data: the rankings of a prompt set",
+            "prompts": "Data: the prompts of a prompt set (the policy samples its own answers)",
+            "feedback": "Data: the thumbs and edits given in chat (the prompt set is not used)",
+        }[self.data]
+
 
 METHODS = {
     m.key: m

@@ -399,8 +399,9 @@ def _judge_settings(store: Store, judge: str) -> dict:
 
 
 def _weights(given, count: int) -> list[float] | None:
-    """TRL's reward_weights from the form's text (or a list): one per reward, in the order reward model, rubric,
-    functions; None (all 1) when none are given."""
+    """TRL's reward_weights from the form's text (or a list): one per reward, in the order rewards.build calls them
+    (reward model, rubric, judge, then the functions: toxicity, the checks, the rest); None (all 1) when none are
+    given."""
     if given is None or (isinstance(given, str) and not given.strip()):
         return None
     try:
@@ -410,7 +411,7 @@ def _weights(given, count: int) -> list[float] | None:
     if len(weights) != count:
         raise JobError(
             f"{len(weights)} reward weights for {count} rewards: give one per reward, in the order reward model, "
-            "rubric, judge, functions (or none: all weigh 1)."
+            "rubric, judge, toxicity, the checks, more functions (or none: all weigh 1)."
         )
     return weights
 

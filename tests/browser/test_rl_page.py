@@ -19,6 +19,7 @@ def test_launch_a_grpo_job_on_reference_answers_and_see_each_reward(app_server, 
     page.get_by_label("Online RL (GRPO)", exact=True).check()
     expect(page.locator("#train-data-summary")).to_contain_text("45 prompts of bank")
     expect(page.locator("#train-settings-note")).to_contain_text("GRPO on 45 prompts")  # settings followed
+    expect(page.locator("#train-set")).to_contain_text("Data: the prompts of a prompt set")  # not its rankings
     page.locator("#train-set input").click()
     page.get_by_role("option", name="bank_math (64 prompts)").click()
     expect(page.locator("#train-data-summary")).to_contain_text("64 prompts of bank_math")

@@ -1,6 +1,6 @@
 """The Generate tab's inference servers, in a real browser against llama.cpp's llama-server (tests/conftest.py's
 llama_url, behind an API key): a lead adds the server by URL and the name of the key's variable, picks the served
-model, and its candidates land in the table and the database."""
+model, and its candidates land in the table and the database; the Rank tab's judge list, built before, names it."""
 
 import json
 import sqlite3
@@ -46,3 +46,8 @@ def test_candidates_from_a_server_added_on_the_page(app, llama_url, page):
     assert len(rows) == 4 and {r[0] for r in rows} == {served}
     assert {json.loads(r[1])["served_by"] for r in rows} == {llama_url}
     assert KEY not in stored and KEY_ENV in stored
+    # The Rank tab was built before the server was added: its judge list names the served model once opened.
+    page.get_by_role("tab", name="Rank").click()
+    page.get_by_text("Team: target, gold, agreement, quality").click()
+    page.locator("#rank-judge-model input").click()
+    expect(page.get_by_role("option", name=served)).to_be_visible(timeout=30_000)
