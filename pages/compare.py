@@ -16,8 +16,8 @@ from studio.inference.decode import GenerationParams
 HELP = (
     "One message goes to both; both answers stream at once from one copy of the base weights (the adapter is on "
     "for the right-hand row of the batch, off for the left), with the same sampling settings and seed. Type a "
-    "job, or an adapter folder or Hub id, in the model box. A served model (an inference server's) answers in full "
-    "when its server does."
+    "job, or an adapter folder or Hub id, in the model box. A served model (an inference server's) streams "
+    "as its server writes."
 )
 
 
@@ -200,7 +200,7 @@ def _models_row(ctx: Ctx) -> tuple:
             value=ITS_BASE[1],
             label="Compared with",
             scale=2,
-            info="its base model (one copy of the weights), or any model: a served one answers in full at once",
+            info="its base model (one copy of the weights), or any model, served ones included",
             elem_id="cmp-other",
         )
         system = gr.Textbox(
@@ -213,7 +213,7 @@ def _models_row(ctx: Ctx) -> tuple:
 
 
 def _responding(ctx: Ctx):
-    """One message to both sides -> both answers streamed into their chat boxes (a served side's in full)."""
+    """One message to both sides -> both answers streamed into their chat boxes."""
 
     def respond(
         key,

@@ -140,8 +140,27 @@ def test_compare_and_the_chat_endpoint_answer_through_the_server(store, connecte
     steps = list(chat.side_by_side(served, "Can I freeze my card?", "", ([], []), params, base=base, store=store))
     left, right, seed = steps[-1]
     assert left.strip() and right.strip() and seed == 3
-    assert len(steps) > 2  # the in-process side streamed; the served one came in full
+    assert len(steps) > 2  # both sides streamed
     assert chat.reply(store, f"base:{connected}", "Hi", params=GenerationParams(max_new_tokens=8, seed=1)).strip()
+    both = list(chat.side_by_side(served, "Hi", "", ([], []), params, base=served, store=store))
+    assert both[-1][0].strip() and both[-1][1].strip()  # two served sides
+
+
+def test_a_served_answer_streams_as_written_and_stops_when_cancelled(store, connected):
+    """OpenAI's stream (server-sent chunks) read as llama-server writes it: growing texts that end in what the same
+    request answers whole; Cancel closes the connection after the piece in hand."""
+    client = servers.client(store, connected)
+    messages = [{"role": "user", "content": "Can I freeze my card?"}]
+    greedy = {"max_tokens": 24, "temperature": 0, "seed": 1}
+    whole = client.chat(messages, **greedy)["choices"][0]["message"]["content"]
+    texts = list(client.chat_stream(messages, **greedy))
+    assert len(texts) > 3 and all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1] == whole
+    cancel, seen = threading.Event(), []
+    for text in client.chat_stream(messages, cancel=cancel, **greedy):
+        seen.append(text)
+        cancel.set()
+    assert len(seen) == 1 and len(seen[0]) < len(whole)
 
 
 class _Faulty(BaseHTTPRequestHandler):

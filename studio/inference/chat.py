@@ -2,7 +2,7 @@
 them: the Compare tab's side by side (one copy of the base weights, the adapter on for one row of the batch and off
 for the other) and the `chat` API endpoint."""
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from studio.core import jobs
@@ -137,8 +137,8 @@ def side_by_side(
 ):
     """Stream two models' answers to `message` at once, each continuing its own conversation, with the same sampling
     settings and seed: `base` (default: the base model of `aligned`, which must then be an adapter) and `aligned`.
-    In-process sides share one copy of the base weights; a served side (`store` finds its server) answers in full
-    when its server does. Yields (base text, aligned text, seed)."""
+    In-process sides share one copy of the base weights; a served side (`store` finds its server) streams as its
+    server writes. Yields (base text, aligned text, seed)."""
     if base is None:
         if aligned.adapter is None:
             raise models.ModelError(
@@ -155,26 +155,31 @@ def side_by_side(
     params = params.seeded()
     prompts = [prompt_from(message, system, histories[0]), prompt_from(message, system, histories[1])]
     texts = ["", ""]
+    written = {i: "" for i in served}  # each served side's text so far, as its server streams it
+
+    def follow(i: int, client) -> None:
+        asked = client.chat_stream(
+            prompt_messages(prompts[i]), cancel=cancel, seed=params.seed, **servers.sampling(params)
+        )
+        for text in asked:
+            written[i] = text
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        asked = {i: pool.submit(_served_reply, client, prompts[i], params) for i, client in served.items()}
+        following = [pool.submit(follow, i, client) for i, client in served.items()]
         if local:
             for rows in stream(loaded, [prompts[i] for i in local], params, names, cancel):
-                texts = _merged(texts, local, rows, asked)
+                texts = [rows[local.index(i)] if i in local else written.get(i, "") for i in (0, 1)]
                 yield texts[0], texts[1], params.seed
-        for i, answer in asked.items():
-            texts[i] = answer.result()
-        if asked:  # the served side's full answer (the in-process rows have streamed)
-            yield texts[0], texts[1], params.seed
-
-
-def _merged(texts: list[str], local: list[int], rows: list[str], asked: dict) -> list[str]:
-    texts = list(texts)
-    for i, text in zip(local, rows):
-        texts[i] = text
-    for i, answer in asked.items():
-        if answer.done():
-            texts[i] = answer.result()
-    return texts
+        while following:  # the served sides still writing once the in-process rows are done (or without any)
+            finished = not wait(following, timeout=0.1)[1]
+            now = [written[i] if i in written else texts[i] for i in (0, 1)]
+            if now != texts or finished:
+                texts = now
+                yield texts[0], texts[1], params.seed
+            if finished:
+                for future in following:
+                    future.result()  # a server that failed: its ServerError, after what both sides wrote
+                break
 
 
 def _served_reply(client, prompt: dict, params: GenerationParams) -> str:

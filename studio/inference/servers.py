@@ -234,42 +234,108 @@ class Client:
         """The server's answer (OpenAI's chat.completion object) with `served_by`: the base URL that answered. When
         every URL fails for a reason that may pass (a 429 rate limit, a 5xx, a timeout, a cut connection), the
         request is tried again after BACKOFF_S pauses before the run ends with what each URL said."""
+        request = {"model": self.model, "messages": messages, **options}
+
+        def ask(url: str) -> dict:
+            body = _send(self.connection, url, "POST", "/chat/completions", request)
+            try:
+                choices = body["choices"]
+                if not choices or not all(isinstance(c["message"]["content"], str) for c in choices):
+                    raise _Failed(f"{url} answered with no text in its choices")
+            except (KeyError, TypeError, IndexError):
+                raise _Failed(f"{url} answered JSON that is not a chat completion") from None
+            body["served_by"] = url
+            return body
+
+        return self._in_turn(ask)
+
+    def chat_stream(self, messages: list[dict], cancel=None, **options):
+        """Yield the answer's text so far as the server writes it (OpenAI's `stream: true`: server-sent events of
+        chat.completion.chunk objects, ended by `data: [DONE]`). Until its first piece the request goes over the URLs
+        and is retried as chat()'s is; a failure after it raises ServerError (the text yielded stays). Once `cancel`
+        is set the connection is closed, which stops the server generating."""
+        request = {"model": self.model, "messages": messages, **options, "stream": True}
+
+        def open_stream(url: str):
+            http = httpx.Client(headers=self.connection.headers(), timeout=TIMEOUT)
+            try:
+                response = http.send(http.build_request("POST", url + "/chat/completions", json=request), stream=True)
+                if response.status_code >= 400:
+                    response.read()
+                    retry = response.status_code >= 500 or response.status_code in (408, 429)
+                    raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry)
+                pieces = _stream_pieces(url, response.iter_lines())
+                # A server that fails before its first piece is left for the next URL, as chat() leaves it.
+                return http, pieces, next(pieces, "")
+            except httpx.TimeoutException:
+                http.close()
+                raise _Failed(f"{url} did not answer in time") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
+                http.close()
+                raise _Failed(f"{url} could not be reached ({type(error).__name__}: {error})") from None
+            except _Failed:
+                http.close()
+                raise
+
+        http, pieces, text = self._in_turn(open_stream)
+        try:
+            yield text
+            for piece in pieces:
+                if cancel is not None and cancel.is_set():
+                    return
+                text += piece
+                yield text
+        except (httpx.HTTPError, _Failed) as error:
+            raise ServerError(
+                f"The server {self.connection.name!r} stopped answering with {self.model}: {error}"
+            ) from None
+        finally:
+            http.close()  # closes the streamed response too
+
+    def _in_turn(self, attempt):
+        """attempt(url) on this connection's URLs in turn, from the next one up; what it returns. A URL whose attempt
+        fails for a reason that may pass is left (chat()'s pauses, then ServerError naming what each URL said)."""
         for pause in (*BACKOFF_S, None):
-            body, errors, final = self._once(messages, options)
-            if body is not None:
-                return body
-            if final or pause is None:
+            urls = self.connection.urls
+            with self._lock:
+                start = next(self._turn) % len(urls)
+                up = [u for u in urls[start:] + urls[:start] if u not in self._down]
+            errors = []
+            for url in up or urls:
+                try:
+                    return attempt(url)
+                except _Failed as failed:
+                    errors.append(str(failed))
+                    if not failed.retry:
+                        pause = None  # a refusal: the same on every URL, and again
+                        break
+                    with self._lock:
+                        self._down[url] = str(failed)
+            if pause is None:
                 break
             time.sleep(pause)
         said = "; ".join(errors)
         raise ServerError(f"The server {self.connection.name!r} could not answer with {self.model}: {said}")
 
-    def _once(self, messages: list[dict], options: dict) -> tuple[dict | None, list[str], bool]:
-        """(the answer, or None with what each URL said and whether trying again is pointless: a refusal)."""
-        urls = self.connection.urls
-        with self._lock:
-            start = next(self._turn) % len(urls)
-            up = [u for u in urls[start:] + urls[:start] if u not in self._down]
-        errors = []
-        for url in up or urls:
-            try:
-                request = {"model": self.model, "messages": messages, **options}
-                body = _send(self.connection, url, "POST", "/chat/completions", request)
-                choices = body["choices"]
-                if not choices or not all(isinstance(c["message"]["content"], str) for c in choices):
-                    raise _Failed(f"{url} answered with no text in its choices")
-                body["served_by"] = url
-                return body, [], False
-            except (KeyError, TypeError, IndexError):
-                failed = _Failed(f"{url} answered JSON that is not a chat completion")
-            except _Failed as error:
-                failed = error
-            errors.append(str(failed))
-            if not failed.retry:
-                return None, errors, True
-            with self._lock:
-                self._down[url] = str(failed)
-        return None, errors, False
+
+def _stream_pieces(url: str, lines):
+    """The text pieces of a chat completion stream's lines (`data: {chunk}` ... `data: [DONE]`)."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue  # a comment, an event name or a keep-alive
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+            if chunk.get("error"):
+                raise _Failed(f"{url} sent an error in its stream: {chunk['error']}")
+            choices = chunk.get("choices") or [{}]
+            piece = (choices[0].get("delta") or {}).get("content") or ""
+        except (ValueError, AttributeError, TypeError):
+            raise _Failed(f"{url} streamed something that is not a chat completion chunk: {data[:200]!r}") from None
+        if piece:
+            yield piece
 
 
 def client(store: Store, model_reference: str) -> Client:
