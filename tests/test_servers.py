@@ -168,12 +168,16 @@ class _Faulty(BaseHTTPRequestHandler):
 
     target, good, mode, seen, failures = "", 0, "500", 0, None  # failures: how many before it recovers (None: never)
     lock = threading.Lock()
+    released = answered_late = None  # mode "slow": answers after `good` wait for `released`, then set answered_late
 
     def _pass(self, method):
         cls = type(self)
         with cls.lock:
             cls.seen += 1
             broken = cls.seen > cls.good and (cls.failures is None or cls.seen <= cls.good + cls.failures)
+        if broken and cls.mode == "slow":
+            cls.released.wait(120)
+            broken = False
         if broken and cls.mode == "drop":
             self.close_connection = True
             self.connection.shutdown(2)
@@ -196,6 +200,8 @@ class _Faulty(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        if self.mode == "slow" and self.released.is_set():
+            self.answered_late.set()
 
     def do_GET(self):
         self._pass("GET")
@@ -246,6 +252,30 @@ def test_a_server_failing_half_way_keeps_what_was_stored(store, llama_url, fault
     servers.add(store, "blip", proxy, KEY_ENV)
     result = generate_candidates(store, "server:blip/" + MODEL, prompts, FAST)
     assert (result.prompts_done, result.responses_added) == (6, 6 * FAST.k)
+
+
+def test_cancel_does_not_wait_for_answers_in_flight(store, faulty, monkeypatch):
+    """A long answer on a busy server: Cancel ends the run with what was stored, before the requests in flight
+    come back (their answers are dropped when they do)."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setattr(servers, "IN_FLIGHT", 2)
+    handler, proxy = faulty
+    handler.good, handler.mode = 2, "slow"  # the check and one prompt's answers, then answers held back
+    handler.released, handler.answered_late = threading.Event(), threading.Event()
+    servers.add(store, "busy", proxy, KEY_ENV)
+    cancel = threading.Event()
+    result = generate_candidates(
+        store,
+        "server:busy/" + MODEL,
+        _set(store, n=4),
+        FAST,
+        cancel=cancel,
+        on_progress=lambda d, t: d and cancel.set(),
+    )
+    handler.released.set()  # only now do the held requests go on to the server
+    assert result.cancelled and (result.prompts_done, result.responses_added) == (1, FAST.k)
+    assert handler.answered_late.wait(120)  # they were in flight when the run ended: their answers came after
+    assert table_counts(store)["responses"] == FAST.k
 
 
 def _next_token(logits, tokenizer) -> dict[str, float]:

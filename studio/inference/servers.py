@@ -351,8 +351,8 @@ def sampling(params) -> dict:
 def answers(served: Client, conversations: list[list[dict]], params, cancel=None):
     """Yield (index, k texts, base URL) for each conversation as its answers come back, many requests in flight.
     Each asks for all k (`n`); a server that returns fewer (Ollama ignores `n`) is asked again for the rest, with
-    another seed. Stops early when `cancel` is set; a request that fails on every URL raises ServerError after the
-    ones already yielded."""
+    another seed. Stops within half a second when `cancel` is set, without waiting for the requests in flight; a
+    request that fails on every URL raises ServerError after the ones already yielded."""
 
     def one(index: int) -> tuple[int, list[str], str]:
         texts, url, asked = [], None, 0
@@ -369,20 +369,22 @@ def answers(served: Client, conversations: list[list[dict]], params, cancel=None
             url, asked = body["served_by"], asked + 1
         return index, texts, url
 
-    with ThreadPoolExecutor(max_workers=served.in_flight()) as pool:
-        pending = {pool.submit(one, i) for i in range(len(conversations))}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index, texts, url = future.result()
-                    if texts:
-                        yield index, texts, url
-                if cancel is not None and cancel.is_set():
-                    break
-        finally:
-            for future in pending:
-                future.cancel()
+    pool = ThreadPoolExecutor(max_workers=served.in_flight())
+    pending = {pool.submit(one, i) for i in range(len(conversations))}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=0.5)
+            for future in done:
+                index, texts, url = future.result()
+                if texts:
+                    yield index, texts, url
+            if cancel is not None and cancel.is_set():
+                break
+    finally:
+        # Requests not sent are dropped. After a cancel those in flight are not waited for (their answers are
+        # discarded when they come), so Cancel answers at once even with long answers on a busy server; after a
+        # failure they are, so that none is still retrying once the run has ended.
+        pool.shutdown(wait=not (cancel is not None and cancel.is_set()), cancel_futures=True)
 
 
 ONE_TOKEN = {"max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20}  # a judge's verdict token
