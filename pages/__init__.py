@@ -20,14 +20,26 @@ def cancel_button(label: str = "Cancel", **kwargs) -> gr.Button:
     return gr.Button(label, variant="secondary", interactive=False, **kwargs)
 
 
-def cancellable(started, cancel: gr.Button, fn, inputs, outputs, **kwargs):
+def cancellable(started, cancel: gr.Button, fn, inputs, outputs, gpu=None, **kwargs):
     """After `started` (a click's first, quick step): Cancel turns red and live, `fn` runs, and Cancel goes grey
-    again whether `fn` finished, was cancelled or failed (Gradio runs .then after an error too)."""
+    again whether `fn` finished, was cancelled or failed (Gradio runs .then after an error too). `gpu`: (the
+    models the action uses, as a function of `gpu_inputs`, those inputs) for gpu_turn, before all that."""
+    if gpu is not None:
+        started = started.then(lambda *values: gpu_turn(*gpu[0](*values)), gpu[1], None, concurrency_limit=None)
     return (
         started.then(lambda: gr.update(interactive=True, variant="stop"), None, cancel, queue=False)
         .then(fn, inputs, outputs, **kwargs)
         .then(lambda: gr.update(interactive=False, variant="secondary"), None, cancel, queue=False)
     )
+
+
+def gpu_turn(*used: str | None) -> None:
+    """A queued step of its own before an action that holds the one "model" slot (Gradio's concurrency_id): an
+    action that uses this machine's model waits here while a training job holds the GPU, outside that slot, so that
+    an action whose models are all served (`used`: their references; None or a local one: this machine's) is not
+    held up in the queue behind it."""
+    if not used or not all(servers.is_served(m) for m in used):
+        models.wait_while_gpu_held()
 
 
 @dataclass
@@ -95,12 +107,15 @@ def counting(progress, unit: str):
     return update
 
 
-def waiting(model: str | None = None) -> str:
+def waiting(*used: str | None) -> str:
     """The status line of an action that needs the model, shown the moment it is asked for (before it may wait in
-    line behind another tab's work): what is happening now, replacing whatever an earlier action said. `model`: the
-    model the action uses, where the page knows it; a served one waits for neither the GPU nor the app's model."""
+    line behind another tab's work): what is happening now, replacing whatever an earlier action said. `used`: the
+    models the action uses, where the page knows them; served ones wait for neither the GPU (gpu_turn) nor the app's
+    model, only for a turn in the queue."""
     busy, holder = models.user(), models.gpu_holder()
-    if servers.is_served(model):
+    if used and all(servers.is_served(m) for m in used):
+        if busy:
+            return message(f"Waiting for a turn: the app's model is {busy} for someone; then to the inference server.")
         return message("Working… (on the inference server" + (f"; {holder}" if holder else "") + ")")
     if holder:
         return message(f"Waiting for the GPU: {holder}. This starts by itself when the job ends.")

@@ -22,6 +22,14 @@ HELP = (
 
 
 SIDES = ("base model's", "aligned model's")
+
+
+def _models_of(key, other_key) -> list[str]:
+    """The models a Compare turn uses, as far as served or not goes: base:server:<name>/<model> keys are served; a
+    job, an adapter or no second model (the adapter's base) are this machine's."""
+    return [(key or "").removeprefix("base:"), (other_key or "").removeprefix("base:")]
+
+
 ITS_BASE = ("its base model", "")
 SERVED_KEY = "base:" + servers.PREFIX
 
@@ -315,11 +323,18 @@ def build_compare_tab(ctx: Ctx) -> dict:
     outputs = [base_chat, aligned_chat, histories, text, status]
     # The old seed or error goes at once; the status says what happens now, also while waiting for the model.
     cancellable(
-        gr.on([send.click, text.submit], waiting, None, status, queue=False),
+        gr.on(
+            [send.click, text.submit],
+            lambda key, other_key: waiting(*_models_of(key, other_key)),
+            inputs[:2],
+            status,
+            queue=False,
+        ),
         stop,
         _responding(ctx),
         inputs,
         outputs,
+        gpu=(_models_of, inputs[:2]),
         concurrency_limit=1,
         concurrency_id="model",
     )

@@ -270,6 +270,7 @@ def build_generate_tab(ctx: Ctx) -> dict:
         run,
         [model, quantize_4bit, prompt_set, limit, k, temperature, top_p, max_new_tokens, seed, batch_size],
         [status, table],
+        gpu=(lambda chosen: [chosen], [model]),
         concurrency_limit=1,
         concurrency_id="model",
     )

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from pages import Ctx, counting, login, login_of, message, set_choices, waiting
+from pages import Ctx, counting, gpu_turn, login, login_of, message, set_choices, waiting
 from pages.demonstrate import demonstrations_panel
 from studio.core import access, jobs
 from studio.data import judges, ranking, rubric, scorers, team
@@ -660,6 +660,11 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
         [judge_kind, judge_model],
         team_status,
         queue=False,
+    ).then(
+        lambda kind, model: gpu_turn(model) if kind == "llm" else None,  # the rubric needs no model
+        [judge_kind, judge_model],
+        None,
+        concurrency_limit=None,
     ).then(
         do_prerank,
         [prompt_set, judge_kind, judge_model, judge_prompt],

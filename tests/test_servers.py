@@ -278,6 +278,49 @@ def test_cancel_does_not_wait_for_answers_in_flight(store, faulty, monkeypatch):
     assert table_counts(store)["responses"] == FAST.k
 
 
+class _Cut(BaseHTTPRequestHandler):
+    """A server whose stream breaks off after two pieces (no [DONE], no finish_reason), or, for model "whole", which
+    answers a stream request with one JSON chat completion, as a server that does not stream would."""
+
+    def do_POST(self):
+        asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if asked["model"] == "whole":
+            body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "All at once."}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in ("Freeze ", "the card"):
+            chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_stream_cut_short_is_an_error_and_a_whole_answer_is_taken():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Cut)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = servers.Connection("cut", (f"http://127.0.0.1:{server.server_address[1]}/v1",))
+        seen = []
+        with pytest.raises(servers.ServerError, match="ended its stream before the answer was done"):
+            for text in servers.Client(connection, "m").chat_stream([{"role": "user", "content": "Hi"}]):
+                seen.append(text)
+        assert seen == ["Freeze ", "Freeze the card"]  # what was shown stays shown
+        assert list(servers.Client(connection, "whole").chat_stream([{"role": "user", "content": "Hi"}])) == [
+            "All at once."
+        ]
+    finally:
+        server.shutdown()
+
+
 def _next_token(logits, tokenizer) -> dict[str, float]:
     import torch
 

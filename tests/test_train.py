@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from studio.inference.decode import adapter_folded_in
 from studio.inference.models import embedded_folder
@@ -115,10 +116,15 @@ def test_group_by_length_keeps_every_row_and_groups_batches():
             "output_dir: /tmp/elsewhere is outside the recipe",
         ),
         ("method: dpo\ndata: x.jsonl\noutput_dir: ../escape\n", "output_dir: ../escape is outside the recipe"),
-        (
+        pytest.param(
             "method: dpo\ndata: x.jsonl\nuse_liger_kernel: true\n",
             "use_liger_kernel: Liger's kernels are Triton kernels for a CUDA GPU, and this machine has none; set "
             "use_liger_kernel: false",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a machine without a GPU"),
+        ),
+        (
+            "method: dpo\ndata: x.jsonl\nuse_liger_kernel: true\nuse_cpu: true\n",
+            "use_liger_kernel: Liger's kernels run on a GPU, and use_cpu keeps this job on the CPU",
         ),
     ],
 )
@@ -280,6 +286,7 @@ def test_partial_checkpointing_leaves_the_share_of_layers_checkpointed():
         recipes.build("dpo", {"data": "x.jsonl", "checkpoint_share": 0.0})
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the detection on a machine without a GPU")
 def test_liger_kernels_are_on_by_default_where_a_gpu_can_run_them_and_off_here(monkeypatch):
     """Detected like bf16, where the job trains: on for the methods whose TRL trainer keeps its own fused LM head,
     when CUDA is there and liger-kernel is installed; a recipe's own setting wins. The GPU is faked for the two
@@ -298,6 +305,7 @@ def test_liger_kernels_are_on_by_default_where_a_gpu_can_run_them_and_off_here(m
     for method in ("dpo", "sft", "grpo", "rloo"):
         assert recipes.build(method, {"data": "x.jsonl"}).use_liger_kernel is True, method
     assert recipes.build("reward", {"data": "x.jsonl"}).use_liger_kernel is False  # TRL's RewardTrainer: not handled
+    assert recipes.build("dpo", {"data": "x.jsonl", "use_cpu": True}).use_liger_kernel is False
     assert recipes.build("dpo", {"data": "x.jsonl", "use_liger_kernel": False}).use_liger_kernel is False
     asked = recipes.build("dpo", {"data": "x.jsonl", "use_liger_kernel": True})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # where the job trains: a GPU ...

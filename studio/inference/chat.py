@@ -2,6 +2,7 @@
 them: the Compare tab's side by side (one copy of the base weights, the adapter on for one row of the batch and off
 for the other) and the `chat` API endpoint."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -156,16 +157,20 @@ def side_by_side(
     prompts = [prompt_from(message, system, histories[0]), prompt_from(message, system, histories[1])]
     texts = ["", ""]
     written = {i: "" for i in served}  # each served side's text so far, as its server streams it
+    # Set on Cancel, and whenever this generator ends (finished, failed, or closed by a page that went away): a
+    # served side still streaming closes its connection at its next piece, and nothing here waits for it.
+    ended = threading.Event()
 
     def follow(i: int, client) -> None:
         asked = client.chat_stream(
-            prompt_messages(prompts[i]), cancel=cancel, seed=params.seed, **servers.sampling(params)
+            prompt_messages(prompts[i]), cancel=ended, seed=params.seed, **servers.sampling(params)
         )
         for text in asked:
             written[i] = text
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        following = [pool.submit(follow, i, client) for i, client in served.items()]
+    pool = ThreadPoolExecutor(max_workers=2)
+    following = [pool.submit(follow, i, client) for i, client in served.items()]
+    try:
         if local:
             for rows in stream(loaded, [prompts[i] for i in local], params, names, cancel):
                 texts = [rows[local.index(i)] if i in local else written.get(i, "") for i in (0, 1)]
@@ -176,10 +181,15 @@ def side_by_side(
             if now != texts or finished:
                 texts = now
                 yield texts[0], texts[1], params.seed
+            if cancel is not None and cancel.is_set():
+                break
             if finished:
                 for future in following:
                     future.result()  # a server that failed: its ServerError, after what both sides wrote
                 break
+    finally:
+        ended.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _served_reply(client, prompt: dict, params: GenerationParams) -> str:

@@ -313,6 +313,13 @@ def take_back() -> None:
         _gpu.notify_all()
 
 
+def wait_while_gpu_held() -> None:
+    """Return once no training job holds the GPU (at once on a CPU, where none ever does)."""
+    with _gpu:
+        while _gpu_holder is not None:
+            _gpu.wait(1.0)
+
+
 def gpu_holder() -> str | None:
     """Who holds the GPU instead of the app (a training job), if anyone."""
     return _gpu_holder

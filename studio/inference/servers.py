@@ -264,6 +264,8 @@ class Client:
                     response.read()
                     retry = response.status_code >= 500 or response.status_code in (408, 429)
                     raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry)
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    return http, iter(()), _whole_answer(url, response)  # a server that does not stream answers whole
                 pieces = _stream_pieces(url, response.iter_lines())
                 # A server that fails before its first piece is left for the next URL, as chat() leaves it.
                 return http, pieces, next(pieces, "")
@@ -277,7 +279,7 @@ class Client:
                 http.close()
                 raise
 
-        http, pieces, text = self._in_turn(open_stream)
+        http, pieces, text = self._in_turn(open_stream, cancel)
         try:
             yield text
             for piece in pieces:
@@ -292,9 +294,10 @@ class Client:
         finally:
             http.close()  # closes the streamed response too
 
-    def _in_turn(self, attempt):
+    def _in_turn(self, attempt, cancel=None):
         """attempt(url) on this connection's URLs in turn, from the next one up; what it returns. A URL whose attempt
-        fails for a reason that may pass is left (chat()'s pauses, then ServerError naming what each URL said)."""
+        fails for a reason that may pass is left (chat()'s pauses, then ServerError naming what each URL said). A
+        pause ends early when `cancel` is set, and then the request is not tried again."""
         for pause in (*BACKOFF_S, None):
             urls = self.connection.urls
             with self._lock:
@@ -311,15 +314,27 @@ class Client:
                         break
                     with self._lock:
                         self._down[url] = str(failed)
-            if pause is None:
+            if pause is None or (cancel is not None and cancel.wait(pause)):
                 break
-            time.sleep(pause)
+            if cancel is None:
+                time.sleep(pause)
         said = "; ".join(errors)
         raise ServerError(f"The server {self.connection.name!r} could not answer with {self.model}: {said}")
 
 
+def _whole_answer(url: str, response: httpx.Response) -> str:
+    """The text of a chat completion sent whole where a stream was asked for."""
+    response.read()
+    try:
+        return response.json()["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise _Failed(f"{url} answered something that is neither a stream nor a chat completion") from None
+
+
 def _stream_pieces(url: str, lines):
-    """The text pieces of a chat completion stream's lines (`data: {chunk}` ... `data: [DONE]`)."""
+    """The text pieces of a chat completion stream's lines (`data: {chunk}` ... `data: [DONE]`). A stream that ends
+    before `[DONE]` or a finish_reason was cut short: _Failed."""
+    finished = False
     for line in lines:
         if not line.startswith("data:"):
             continue  # a comment, an event name or a keep-alive
@@ -328,14 +343,17 @@ def _stream_pieces(url: str, lines):
             return
         try:
             chunk = json.loads(data)
-            if chunk.get("error"):
-                raise _Failed(f"{url} sent an error in its stream: {chunk['error']}")
+            if chunk.get("error") or chunk.get("object") == "error":  # OpenAI's shape, and vLLM's older one
+                raise _Failed(f"{url} sent an error in its stream: {chunk.get('error') or chunk.get('message')}")
             choices = chunk.get("choices") or [{}]
             piece = (choices[0].get("delta") or {}).get("content") or ""
+            finished = finished or bool(choices[0].get("finish_reason"))
         except (ValueError, AttributeError, TypeError):
             raise _Failed(f"{url} streamed something that is not a chat completion chunk: {data[:200]!r}") from None
         if piece:
             yield piece
+    if not finished:
+        raise _Failed(f"{url} ended its stream before the answer was done")
 
 
 def client(store: Store, model_reference: str) -> Client:

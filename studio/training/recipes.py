@@ -341,6 +341,8 @@ def check_liger(recipe) -> None:
 
     if not recipe.use_liger_kernel:
         return
+    if recipe.use_cpu:
+        raise RecipeError("use_liger_kernel: Liger's kernels run on a GPU, and use_cpu keeps this job on the CPU.")
     if not torch.cuda.is_available():
         raise RecipeError(
             "use_liger_kernel: Liger's kernels are Triton kernels for a CUDA GPU, and this machine has none; set "
@@ -369,7 +371,8 @@ def build(method: str, settings: dict):
             if settings["bf16"]:
                 settings.setdefault("use_cpu", True)  # transformers accepts bf16 without a GPU only when told
     if "use_liger_kernel" not in settings and method in LIGER_METHODS:
-        settings["use_liger_kernel"] = liger_available()  # detected too: on where Liger's kernels can run
+        # detected too: on where Liger's kernels can run (not in a run told to stay on the CPU)
+        settings["use_liger_kernel"] = liger_available() and not settings.get("use_cpu")
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(settings) - {f.name for f in fields(cls)})
     if unknown:

@@ -51,3 +51,46 @@ def test_candidates_from_a_server_added_on_the_page(app, llama_url, page):
     page.get_by_text("Team: target, gold, agreement, quality").click()
     page.locator("#rank-judge-model input").click()
     expect(page.get_by_role("option", name=served)).to_be_visible(timeout=30_000)
+
+
+def test_while_a_job_holds_the_gpu_a_served_generate_is_not_queued_behind_a_local_one(
+    store, llama_url, browser, monkeypatch
+):
+    """The app in this process (so that its GPU can be handed to a 'job' here, as the job manager does on a GPU): one
+    visitor's Generate on this machine's model waits for the GPU, and another's on a served model goes through
+    meanwhile, not held in the queue behind it; the first starts by itself once the GPU is back."""
+    from pages import build_demo
+    from studio.data.prompts import install_builtin_sets
+    from studio.inference import models, servers
+    from studio.training.launch import Manager
+    from tests.browser.conftest import _free_port
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    install_builtin_sets(store)
+    servers.add(store, "llama", llama_url, KEY_ENV)
+    demo = build_demo(store, Manager(store))
+    port = _free_port()
+    demo.queue().launch(server_port=port, prevent_thread_lock=True, inbrowser=False)
+    url = f"http://127.0.0.1:{port}"
+    pages = [browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    models.hand_over("job 7 is training on it")
+    try:
+        local, served = pages
+        for page in pages:
+            page.goto(url)
+        start_generation(local, limit=1, k=2, max_new_tokens=8)  # the embedded model: waits for the GPU
+        expect(local.locator("#gen-status")).to_contain_text("Waiting for the GPU: job 7 is training on it")
+        model = served.locator("#gen-model input")
+        model.fill(f"server:llama/{MODEL}")
+        model.press("Enter")
+        start_generation(served, limit=2, k=2, max_new_tokens=8)
+        expect(served.locator("#gen-status")).to_contain_text("Saved 4 candidates for 2 of 2 prompts", timeout=120_000)
+        expect(local.locator("#gen-status")).to_contain_text("Waiting for the GPU")  # still: the job holds it
+        assert {r["model"] for r in store.query("SELECT model FROM responses")} == {f"server:llama/{MODEL}"}
+        models.take_back()  # the job ended
+        expect(local.locator("#gen-status")).to_contain_text("Saved 2 candidates for 1 of 1 prompts", timeout=180_000)
+    finally:
+        models.take_back()
+        for page in pages:
+            page.close()
+        demo.close()
