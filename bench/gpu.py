@@ -421,20 +421,18 @@ class Bench:
         return path
 
     # -- training children -----------------------------------------------------------------------------------
-    def recipe_settings(self, four_bit: bool, data: Path, job: Path) -> dict:
+    def shipped(self, recipe: Path, four_bit: bool, data: Path, job: Path, steps: int) -> dict:
+        """A shipped recipe's settings on our model, data, job folder and steps."""
         import yaml
 
-        shipped = yaml.safe_load(RECIPE.read_text())
-        shipped.pop("method")
-        settings = {
-            **shipped,
-            "model": str(self.folder),
-            "data": str(data),
-            "output_dir": str(job),
-            "max_steps": self.args.steps,
-            "load_in_4bit": four_bit,
-            "use_liger_kernel": False,  # as TRL's defaults run in section 2 (section 8 measures Liger on and off)
-        }
+        settings = yaml.safe_load(recipe.read_text())
+        settings.pop("method")
+        model = {"model": str(self.folder), "data": str(data), "output_dir": str(job), "max_steps": steps}
+        return {**settings, **model, "load_in_4bit": four_bit}
+
+    def recipe_settings(self, four_bit: bool, data: Path, job: Path) -> dict:
+        settings = self.shipped(RECIPE, four_bit, data, job, self.args.steps)
+        settings["use_liger_kernel"] = False  # as TRL's defaults run in section 2 (section 8 measures Liger on and off)
         if self.args.tiny:  # a smoke test of the code path: 2 pairs per step instead of the recipe's 8
             settings["gradient_accumulation_steps"] = 2
         if self.args.ref_batch:  # the reference pass runs at the training batch (1) unless told
@@ -444,18 +442,7 @@ class Bench:
     def grpo_settings(self, four_bit: bool, data: Path, job: Path) -> dict:
         """The shipped GRPO recipe (8 answers per prompt, up to 96 tokens, correct_number and answer_line) on our
         model and the bank_math prompts, 4-bit on a GPU as a 24 GB card needs for an 8B model."""
-        import yaml
-
-        shipped = yaml.safe_load(GRPO_RECIPE.read_text())
-        shipped.pop("method")
-        settings = {
-            **shipped,
-            "model": str(self.folder),
-            "data": str(data),
-            "output_dir": str(job),
-            "max_steps": self.args.grpo_steps,
-            "load_in_4bit": four_bit,
-        }
+        settings = self.shipped(GRPO_RECIPE, four_bit, data, job, self.args.grpo_steps)
         if self.args.tiny:  # a smoke test of the code path: 2 answers of 8 tokens per step
             settings.update(num_generations=2, per_device_train_batch_size=2, max_completion_length=8)
         return settings
