@@ -262,12 +262,17 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
 
     # Wiring
     chosen.change(pick_set, chosen, [prompt_set, new["set_note"]])
+
+    def used(keys) -> list[str]:  # base:server:<name>/<model> keys are served; jobs and base models are not
+        return [(key or "").removeprefix("base:") for key in keys or []]
+
     cancellable(
-        new["create"].click(waiting, None, new["create_status"], queue=False),
+        new["create"].click(lambda keys: waiting(*used(keys)), chosen, new["create_status"], queue=False),
         new["cancel"],
         run,
         [chosen, prompt_set, *(new[k] for k in ("limit", "max_new_tokens", "seed", "samples"))],
         [new["create_status"], evaluation],
+        gpu=(used, [chosen]),
         concurrency_limit=1,
         concurrency_id="model",
     )
