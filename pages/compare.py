@@ -25,9 +25,8 @@ SIDES = ("base model's", "aligned model's")
 
 
 def _models_of(key, other_key) -> list[str]:
-    """The models a Compare turn uses, as far as served or not goes: base:server:<name>/<model> keys are served; a
-    job, an adapter or no second model (the adapter's base) are this machine's."""
-    return [(key or "").removeprefix("base:"), (other_key or "").removeprefix("base:")]
+    """The models a Compare turn uses (no second model: the adapter's base, this machine's)."""
+    return [chat.keyed_model(key), chat.keyed_model(other_key)]
 
 
 ITS_BASE = ("its base model", "")

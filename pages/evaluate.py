@@ -263,8 +263,8 @@ def build_evaluate_tab(ctx: Ctx) -> dict:
     # Wiring
     chosen.change(pick_set, chosen, [prompt_set, new["set_note"]])
 
-    def used(keys) -> list[str]:  # base:server:<name>/<model> keys are served; jobs and base models are not
-        return [(key or "").removeprefix("base:") for key in keys or []]
+    def used(keys) -> list[str]:
+        return [chat.keyed_model(key) for key in keys or []]
 
     cancellable(
         new["create"].click(lambda keys: waiting(*used(keys)), chosen, new["create_status"], queue=False),

@@ -381,6 +381,10 @@ def _model_settings(f: SimpleNamespace, s: dict) -> None:
 def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
     """Online RL: the rewards (into `f`) and the sampling settings (recipe fields, into `s`)."""
     help_ = recipes.help_text
+
+    def judges() -> list:
+        return [("none", ""), models.EMBEDDED, *servers.served_references(ctx.store)]
+
     with gr.Accordion("Online RL (RLOO, GRPO): rewards and sampling", open=False, elem_id="train-rl"):
         f.reward_job = gr.Dropdown([], label="Reward model: a finished reward-model job", elem_id="train-reward")
         f.toxicity_penalty = gr.Checkbox(
@@ -390,7 +394,7 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
             False, label="Reward with the prompt set's rubric (0-1)", elem_id="train-rubric-reward"
         )
         f.judge = gr.Dropdown(
-            [("none", ""), models.EMBEDDED, *servers.served_references(ctx.store)],
+            judges(),
             value="",
             allow_custom_value=True,
             label="LLM judge: scores each answer 1-10 against the set's guidelines",
@@ -398,12 +402,7 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
             elem_id="train-judge",
         )
         # A server added on the Generate tab since the page loaded is listed when the list is opened.
-        f.judge.focus(
-            lambda: gr.update(choices=[("none", ""), models.EMBEDDED, *servers.served_references(ctx.store)]),
-            None,
-            f.judge,
-            queue=False,
-        )
+        f.judge.focus(lambda: gr.update(choices=judges()), None, f.judge, queue=False)
         f.verifiable = gr.CheckboxGroup(
             [(f"{name}: {line}", name) for name, line in rewards.VERIFIABLE.items()],
             label="Checks of each answer: against the prompt's reference answer (the set's answer column; bank_math "

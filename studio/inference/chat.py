@@ -48,6 +48,12 @@ def default_keys(options_: list[tuple[str, str]], current: list[str] | None = No
     return [keys[0], trained[0]] if trained else []
 
 
+def keyed_model(key: str | None) -> str:
+    """The model a model-list key names, enough to tell a served one (base:server:<name>/<model>) from this
+    machine's (a base model, a job, an adapter folder or Hub id)."""
+    return (key or "").removeprefix("base:")
+
+
 def pick(store: Store, key: str) -> Choice:
     """The Choice for a dropdown key, or for a typed adapter folder / Hub adapter id; ModelError says what is wrong."""
     key = (key or "").strip()

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -113,17 +114,30 @@ def _said(response: httpx.Response) -> str:
     return response.text[:500] or response.reason_phrase
 
 
-def _send(connection: Connection, url: str, method: str, path: str, body: dict | None = None) -> dict:
+@contextmanager
+def _reaching(url: str):
+    """httpx's failures to reach `url` (or to read its answer) as _Failed."""
     try:
-        response = httpx.request(method, url + path, json=body, headers=connection.headers(), timeout=TIMEOUT)
+        yield
     except httpx.TimeoutException:
         raise _Failed(f"{url} did not answer in time") from None
     except (httpx.HTTPError, httpx.InvalidURL) as error:
         raise _Failed(f"{url} could not be reached ({type(error).__name__}: {error})") from None
+
+
+def _check_status(url: str, response: httpx.Response) -> None:
+    """An error answer as _Failed. The server's own refusal (a model it does not serve, a bad parameter) is the same
+    on every URL: only a timeout, a rate limit or a 5xx may pass."""
     if response.status_code >= 400:
-        # The server's own refusal (a model it does not serve, a bad parameter) is the same on every URL.
+        response.read()  # a streamed answer's body, for what it said
         retry = response.status_code >= 500 or response.status_code in (408, 429)
         raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry)
+
+
+def _send(connection: Connection, url: str, method: str, path: str, body: dict | None = None) -> dict:
+    with _reaching(url):
+        response = httpx.request(method, url + path, json=body, headers=connection.headers(), timeout=TIMEOUT)
+    _check_status(url, response)
     try:
         return response.json()
     except ValueError:
@@ -259,22 +273,15 @@ class Client:
         def open_stream(url: str):
             http = httpx.Client(headers=self.connection.headers(), timeout=TIMEOUT)
             try:
-                response = http.send(http.build_request("POST", url + "/chat/completions", json=request), stream=True)
-                if response.status_code >= 400:
-                    response.read()
-                    retry = response.status_code >= 500 or response.status_code in (408, 429)
-                    raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry)
-                if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    return http, iter(()), _whole_answer(url, response)  # a server that does not stream answers whole
-                pieces = _stream_pieces(url, response.iter_lines())
-                # A server that fails before its first piece is left for the next URL, as chat() leaves it.
-                return http, pieces, next(pieces, "")
-            except httpx.TimeoutException:
-                http.close()
-                raise _Failed(f"{url} did not answer in time") from None
-            except (httpx.HTTPError, httpx.InvalidURL) as error:
-                http.close()
-                raise _Failed(f"{url} could not be reached ({type(error).__name__}: {error})") from None
+                with _reaching(url):
+                    asked = http.build_request("POST", url + "/chat/completions", json=request)
+                    response = http.send(asked, stream=True)
+                    _check_status(url, response)
+                    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                        return http, iter(()), _whole_answer(url, response)  # a server that does not stream
+                    pieces = _stream_pieces(url, response.iter_lines())
+                    # A server that fails before its first piece is left for the next URL, as chat() leaves it.
+                    return http, pieces, next(pieces, "")
             except _Failed:
                 http.close()
                 raise

@@ -251,7 +251,7 @@ def model_list(store: Store) -> list[dict]:
     return [
         {"id": key, "object": "model", "created": now, "owned_by": "align-studio", "description": label}
         for label, key in chat.options(store)
-        if not servers.is_served(key.removeprefix("base:"))  # the inference servers' models are theirs to serve
+        if not servers.is_served(chat.keyed_model(key))  # the inference servers' models are theirs to serve
     ]
 
 
