@@ -68,4 +68,6 @@ def train_on_polite(app, page):
     page.locator("#train-set input").click()
     page.get_by_role("option", name="polite (8 prompts)").click()
     expect(page.locator("#train-data-summary")).to_contain_text("8 pairs from 8 rankings")
+    # The settings recommended for this set are in (they follow the summary), so that they land before any edit.
+    expect(page.locator("#train-settings-note")).to_contain_text("8 pairs on a small model")
     return store

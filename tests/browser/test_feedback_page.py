@@ -5,6 +5,7 @@ from playwright.sync_api import expect
 
 from studio.core.store import Store
 from studio.data import feedback
+from tests.browser.helpers import set_number
 from tests.helpers import random_lora
 
 pytestmark = pytest.mark.browser
@@ -17,9 +18,7 @@ def test_a_thumbs_down_and_an_edit_in_the_chat_reach_the_data_tab(app_server, pa
     page.locator("#cmp-model input").fill(str(adapter))
     page.locator("#cmp-model input").press("Enter")
     page.get_by_text("Sampling (the same for both sides)").click()
-    box = page.locator("#cmp-max-tokens input[type=number]")
-    box.fill("8")
-    box.press("Enter")
+    set_number(page, "cmp-max-tokens", 8)  # a box in an accordion opened a moment ago: typed until it holds
     page.locator("#cmp-who textarea").fill("erin")
     page.locator("#cmp-message textarea").fill("How do I freeze my card?")
     page.locator("#cmp-message textarea").press("Enter")

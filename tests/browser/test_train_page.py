@@ -3,7 +3,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import train_on_polite
+from tests.browser.helpers import set_number, train_on_polite
 
 pytestmark = pytest.mark.browser
 
@@ -14,8 +14,7 @@ def test_launch_watch_and_stop_a_dpo_job(app_server, page):
     # Before launch: the job's estimated peak memory against the RAM that is free.
     expect(page.locator("#train-fit")).to_contain_text(re.compile(r"Estimated peak \d+\.\d GiB of RAM .*: fits the"))
     page.get_by_text("Hyperparameters").click()
-    page.locator("#train-steps input").fill("40")
-    page.locator("#train-steps input").press("Tab")
+    set_number(page, "train-steps", 40)  # a box in an accordion opened a moment ago: typed until it holds
     page.locator("#train-launch").click()
     # The first launch imports TRL into the app process: seconds on a cold machine.
     expect(page.locator("#train-launch-status")).to_contain_text("Job 1 is running", timeout=60_000)
