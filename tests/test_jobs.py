@@ -36,7 +36,7 @@ def test_a_job_from_rankings_trains_to_an_adapter(store):
 
 def test_stop_leaves_a_checkpoint_and_resume_continues_the_count(store):
     clear_cut_set(store)
-    job_id = new_job(store, 14)
+    job_id = new_job(store, 10)
     manager = Manager(store)
     wait_for(lambda: len(steps_logged(jobs.get(store, job_id))) >= 2, manager)
     # An app restart: a new manager finds the job still running by its pid, and can stop it.
@@ -49,7 +49,7 @@ def test_stop_leaves_a_checkpoint_and_resume_continues_the_count(store):
     job = jobs.get(store, job_id)
     assert job["status"] == "stopped", job["error"]
     stopped_at = max(steps_logged(job))
-    assert stopped_at < 14 and (Path(job["folder"]) / f"checkpoint-{stopped_at}").is_dir()
+    assert stopped_at < 10 and (Path(job["folder"]) / f"checkpoint-{stopped_at}").is_dir()
     with pytest.raises(JobError, match="only a queued or running job can be stopped"):
         restarted.stop(job_id)
 
@@ -58,7 +58,7 @@ def test_stop_leaves_a_checkpoint_and_resume_continues_the_count(store):
     job = jobs.get(store, job_id)
     assert job["status"] == "finished", job["error"]
     logged = steps_logged(job)
-    assert logged == list(range(1, stopped_at + 1)) + list(range(stopped_at + 1, 15))
+    assert logged == list(range(1, stopped_at + 1)) + list(range(stopped_at + 1, 11))
 
 
 @pytest.mark.slow  # about 60 s here: two training processes, stopped and resumed (`pytest -m slow`)

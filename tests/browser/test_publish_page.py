@@ -34,7 +34,7 @@ def test_publish_tab_shows_the_card_refuses_a_push_without_token_and_merges(app_
     page.locator("#pub-repo textarea, #pub-repo input").first.fill("me/bank-dpo")
     page.locator("#pub-push").click()
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
-    page.wait_for_timeout(10_000)  # the merge state is polled every 3 s: the refusal must outlive it
+    page.wait_for_timeout(7_000)  # the merge state is polled every 3 s: the refusal must outlive two polls
     expect(page.locator("#pub-status")).to_contain_text("No Hugging Face token: set HF_TOKEN")
     page.locator("#pub-gguf input").click()  # the merge also writes GGUF for llama.cpp and Ollama
     page.get_by_role("option", name="+ GGUF q8_0 (llama.cpp, Ollama)").click()

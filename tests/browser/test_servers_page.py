@@ -49,7 +49,15 @@ def test_candidates_from_a_server_added_on_the_page(app, llama_url, page):
     # The Rank tab was built before the server was added: its judge list names the served model once opened.
     page.get_by_role("tab", name="Rank").click()
     page.get_by_text("Team: target, gold, agreement, quality").click()
-    page.locator("#rank-judge-model input").click()
+    judge = page.locator("#rank-judge-model input")
+    judge.click()
+    # Text typed at once, while the list is being refreshed, is kept.
+    page.keyboard.press("Control+a")
+    page.keyboard.type("HuggingFaceTB/SmolLM2-360M-Instruct")
+    page.wait_for_timeout(1_000)
+    expect(judge).to_have_value("HuggingFaceTB/SmolLM2-360M-Instruct")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("server:")
     expect(page.get_by_role("option", name=served)).to_be_visible(timeout=30_000)
 
 
