@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import run_app
-from tests.browser.helpers import start_generation
+from tests.browser.helpers import set_number, start_generation
 from tests.conftest import KEY, KEY_ENV, MODEL
 
 pytestmark = pytest.mark.browser
@@ -66,7 +66,8 @@ def test_while_a_job_holds_the_gpu_a_served_generate_is_not_queued_behind_a_loca
 ):
     """The app in this process (so that its GPU can be handed to a 'job' here, as the job manager does on a GPU): one
     visitor's Generate on this machine's model waits for the GPU, and another's on a served model goes through
-    meanwhile, not held in the queue behind it; the first starts by itself once the GPU is back."""
+    meanwhile, not held in the queue behind it, as does an evaluation of two served models; the first starts by
+    itself once the GPU is back."""
     from pages import build_demo
     from studio.data.prompts import install_builtin_sets
     from studio.inference import models, servers
@@ -76,6 +77,7 @@ def test_while_a_job_holds_the_gpu_a_served_generate_is_not_queued_behind_a_loca
     monkeypatch.setenv(KEY_ENV, KEY)
     install_builtin_sets(store)
     servers.add(store, "llama", llama_url, KEY_ENV)
+    servers.add(store, "llama2", llama_url, KEY_ENV)  # the same server under a second name: two served models
     demo = build_demo(store, Manager(store))
     port = _free_port()
     demo.queue().launch(server_port=port, prevent_thread_lock=True, inbrowser=False)
@@ -95,8 +97,27 @@ def test_while_a_job_holds_the_gpu_a_served_generate_is_not_queued_behind_a_loca
         expect(served.locator("#gen-status")).to_contain_text("Saved 4 candidates for 2 of 2 prompts", timeout=120_000)
         expect(local.locator("#gen-status")).to_contain_text("Waiting for the GPU")  # still: the job holds it
         assert {r["model"] for r in store.query("SELECT model FROM responses")} == {f"server:llama/{MODEL}"}
+        # Evaluate alike: one with this machine's model waits for the GPU; one of two served models goes through.
+        llama, llama2 = (f"served: server:{name}/{MODEL}" for name in ("llama", "llama2"))
+        for page, chosen in ((local, ("base: embedded", llama)), (served, (llama, llama2))):
+            page.get_by_role("tab", name="Evaluate").click()
+            page.locator("#ev-models input").click()
+            for name in chosen:
+                page.get_by_role("option", name=name, exact=True).click()
+            page.keyboard.press("Escape")
+            set_number(page, "ev-limit", 1)
+            set_number(page, "ev-max-tokens", 8)
+            page.locator("#ev-create").click()
+        expect(local.locator("#ev-create-status")).to_contain_text("Waiting for the GPU: job 7 is training on it")
+        expect(served.locator("#ev-create-status")).to_contain_text(
+            "Evaluation 1: 1 prompts answered by every model", timeout=120_000
+        )
+        expect(local.locator("#ev-create-status")).to_contain_text("Waiting for the GPU")
         models.take_back()  # the job ended
         expect(local.locator("#gen-status")).to_contain_text("Saved 2 candidates for 1 of 1 prompts", timeout=180_000)
+        expect(local.locator("#ev-create-status")).to_contain_text(
+            "Evaluation 2: 1 prompts answered by every model", timeout=180_000
+        )
     finally:
         models.take_back()
         for page in pages:
