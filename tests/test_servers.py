@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -51,8 +52,15 @@ def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, llama_url,
         servers.add(store, "llama", url, KEY_ENV)
     with pytest.raises(servers.ServerError, match="not the name of an environment variable"):
         servers.add(store, "llama", url, KEY)  # the key itself where its variable's name goes
-    with pytest.raises(servers.ServerError, match="HF_TOKEN holds one of the studio's own credentials"):
-        servers.add(store, "llama", url, "HF_TOKEN")  # never sent to a server someone adds
+    for ours in ("HF_TOKEN", "OAUTH_CLIENT_SECRET"):  # never sent to a server someone adds
+        with pytest.raises(servers.ServerError, match=f"{ours} holds one of the studio's own credentials"):
+            servers.add(store, "llama", url, ours)
+    # A key an HTTP header cannot carry is refused by the name of its variable; the key is never quoted.
+    for broken in (KEY[:4] + "\n" + KEY[4:], KEY + "é"):
+        monkeypatch.setenv(KEY_ENV, broken)
+        with pytest.raises(servers.ServerError, match=f"The API key in {KEY_ENV} .* has a character") as raised:
+            servers.add(store, "llama", url, KEY_ENV)
+        assert KEY[:4] not in str(raised.value)
     for bad in (url + "?api_key=x", "http://127.0.0.1:port/v1", "ftp://host/v1"):
         with pytest.raises(servers.ServerError, match="URL"):
             servers.add(store, "llama", bad, KEY_ENV)
@@ -60,7 +68,7 @@ def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, llama_url,
     with pytest.raises(servers.ServerError, match=f"{dead} could not be reached"):
         servers.add(store, "nobody", dead)
     assert servers.connections(store) == []
-    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(KEY_ENV, KEY + "\n")  # as a file-made secret often ends: the line break is not the key's
     connection = servers.add(store, "llama", url.removesuffix("/v1") + "/", KEY_ENV)  # a bare host gets /v1
     assert connection.urls == (url,) and connection.models == (MODEL,)
     assert servers.served_references(store) == [f"server:llama/{MODEL}"]
@@ -319,6 +327,86 @@ def test_a_stream_cut_short_is_an_error_and_a_whole_answer_is_taken():
         ]
     finally:
         server.shutdown()
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """An OpenAI-shaped server (the API reference's chat.completion and model list) that answers as told: `models`
+    it lists, and for each chat request the next of `answers` (status, headers, message), then `last` for the rest,
+    after `delay_s`; a message saying "fail" is answered 500 at once."""
+
+    models, answers, last = ("gpt-4o-mini",), [], (200, {}, {"role": "assistant", "content": "Hello."})
+    delay_s = 0.0
+    lock = threading.Lock()
+
+    def _send(self, status, headers, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        listed = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "openai"} for m in self.models]
+        self._send(200, {}, {"object": "list", "data": listed})
+
+    def do_POST(self):
+        asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if "fail" in asked["messages"][-1]["content"]:
+            return self._send(500, {}, {"error": {"message": "injected", "type": "server_error"}})
+        time.sleep(self.delay_s)
+        with self.lock:
+            status, headers, message = self.answers.pop(0) if self.answers else self.last
+        if status != 200:
+            return self._send(status, headers, {"error": {"message": "Rate limit reached", "type": "requests"}})
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        self._send(200, headers, {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "choices": [choice]})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    handler = type("Handler", (_Scripted,), {"answers": [], "lock": threading.Lock()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_refusals_rate_limits_mixed_urls_and_a_failure_among_answers_in_flight(store, llama_url, scripted, monkeypatch):
+    handler, url = scripted
+    user = [{"role": "user", "content": "Hi"}]
+    # A refusal (content null, its text in `refusal`, as OpenAI's API reference shows it) is the answer's text; a
+    # null content without one (a reasoning model out of tokens) an empty answer, not a failure.
+    handler.answers = [
+        (200, {}, {"role": "assistant", "content": None, "refusal": "I'm sorry, I cannot help with that."}),
+        (200, {}, {"role": "assistant", "content": None}),
+    ]
+    client = servers.Client(servers.Connection("openai", (url,)), "gpt-4o-mini")
+    assert client.chat(user)["choices"][0]["message"]["content"] == "I'm sorry, I cannot help with that."
+    assert client.chat(user)["choices"][0]["message"]["content"] == ""
+    # A rate limit's Retry-After is waited for (here 2 s, beyond the first 1 s pause), then the request goes through.
+    monkeypatch.setattr(servers, "BACKOFF_S", (0.01,))
+    handler.answers = [(429, {"Retry-After": "2"}, None)]
+    started = time.monotonic()
+    assert client.chat(user)["choices"][0]["message"]["content"] == "Hello."
+    assert time.monotonic() - started >= 1.9
+    # Base URLs that serve different models share none: refused at once, each URL's list named.
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(servers.ServerError, match=f"serve no model in common .*{url}: gpt-4o-mini"):
+        servers.add(store, "mixed", [llama_url, url], KEY_ENV)
+    # One request fails on every URL while others are in flight: those come back and are kept, then the error.
+    prompts = _set(store, n=4)
+    with store.tx() as db:
+        db.execute("UPDATE prompts SET text = 'please fail' WHERE id = ?", (prompts[0]["id"],))
+    handler.delay_s = 0.5  # the good answers come back after the failure
+    servers.add(store, "one", url)
+    with pytest.raises(servers.ServerError, match="500: injected"):
+        generate_candidates(store, "server:one/gpt-4o-mini", get_prompts(store, "bank"), FAST)
+    assert table_counts(store)["responses"] == 3 * FAST.k
 
 
 def _next_token(logits, tokenizer) -> dict[str, float]:

@@ -10,6 +10,7 @@ answer ends the run with a message that names each server and what it said. What
 stays stored.
 """
 
+import email.utils
 import itertools
 import json
 import math
@@ -20,6 +21,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,11 +32,13 @@ from studio.core.store import Store
 PREFIX = "server:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEY_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-# Credentials the studio holds for itself, never sent to a server someone adds: the Hub's token, AWS's keys, ours.
-_STUDIO_CREDENTIALS = re.compile(r"^(HF_|HUGGING_?FACE|AWS_|STUDIO_)", re.IGNORECASE)
+# Credentials the studio holds for itself, never sent to a server someone adds: the Hub's token, AWS's keys, ours,
+# and the OAuth client secret a Space's sign-in holds (OAUTH_CLIENT_SECRET).
+_STUDIO_CREDENTIALS = re.compile(r"^(HF_|HUGGING_?FACE|AWS_|STUDIO_|OAUTH_)", re.IGNORECASE)
 IN_FLIGHT = 8  # requests in flight per base URL: enough for a server's continuous batching to fill its batch
 TIMEOUT = httpx.Timeout(10.0, read=300.0)  # connecting fails fast; a long answer on a busy server may take minutes
 BACKOFF_S = (1.0, 4.0)  # pauses before a request every URL failed is tried again (rate limits, restarts)
+RETRY_AFTER_MAX_S = 60.0  # the longest a server's Retry-After (a rate limit's) is waited for, per pause
 
 
 class ServerError(ValueError):
@@ -42,11 +46,12 @@ class ServerError(ValueError):
 
 
 class _Failed(Exception):
-    """One request to one base URL failed; `retry`: another URL may answer it (not a request the server refused)."""
+    """One request to one base URL failed; `retry`: another URL may answer it (not a request the server refused);
+    `wait_s`: how long the server asked to be left before the next try (its Retry-After), if it said."""
 
-    def __init__(self, message: str, retry: bool = True):
+    def __init__(self, message: str, retry: bool = True, wait_s: float = 0.0):
         super().__init__(message)
-        self.retry = retry
+        self.retry, self.wait_s = retry, wait_s
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,17 @@ class Connection:
     def headers(self) -> dict:
         if not self.key_env:
             return {}
-        key = os.environ.get(self.key_env)
+        key = (os.environ.get(self.key_env) or "").strip()
         if not key:
             raise ServerError(
                 f"The server {self.name!r} takes its API key from the environment variable {self.key_env}, which is "
                 "not set where the studio runs: set it and restart the studio, or edit the connection."
+            )
+        if not (key.isascii() and key.isprintable()):
+            # An HTTP header cannot carry it, and the HTTP library's refusal would quote the whole key.
+            raise ServerError(
+                f"The API key in {self.key_env} (for the server {self.name!r}) has a character an HTTP header cannot "
+                "carry (a line break or a non-ASCII letter inside it): set the variable to the key alone."
             )
         return {"Authorization": f"Bearer {key}"}
 
@@ -131,7 +142,21 @@ def _check_status(url: str, response: httpx.Response) -> None:
     if response.status_code >= 400:
         response.read()  # a streamed answer's body, for what it said
         retry = response.status_code >= 500 or response.status_code in (408, 429)
-        raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry)
+        raise _Failed(f"{url} answered {response.status_code}: {_said(response)}", retry, _retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a server's Retry-After header asks for (RFC 9110: seconds, or an HTTP date), at most
+    RETRY_AFTER_MAX_S; 0 where it says nothing readable."""
+    said = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(said)
+    except ValueError:
+        try:
+            seconds = (email.utils.parsedate_to_datetime(said) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S) if math.isfinite(seconds) else 0.0
 
 
 def _send(connection: Connection, url: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -145,17 +170,26 @@ def _send(connection: Connection, url: str, method: str, path: str, body: dict |
 
 
 def check(connection: Connection) -> tuple[str, ...]:
-    """The model ids every base URL serves (GET /v1/models); ServerError naming each URL that failed and why."""
-    served, errors = set(), []
+    """The model ids every base URL serves (GET /v1/models): requests take turns over the URLs, so a model one of
+    them lacks is not offered. ServerError naming each URL that failed and why, or the URLs' lists where they share
+    no model."""
+    listed, errors = {}, []
     for url in connection.urls:
         try:
-            served |= {m["id"] for m in _send(connection, url, "GET", "/models")["data"]}
+            listed[url] = {m["id"] for m in _send(connection, url, "GET", "/models")["data"]}
         except _Failed as failed:
             errors.append(str(failed))
         except (KeyError, TypeError):
             errors.append(f"{url}/models did not list models as an OpenAI-compatible server does")
     if errors:
         raise ServerError(f"The server {connection.name!r} cannot be used: " + "; ".join(errors))
+    served = set.intersection(*listed.values())
+    if not served and any(listed.values()):
+        each = "; ".join(f"{url}: {', '.join(sorted(models)) or 'none'}" for url, models in listed.items())
+        raise ServerError(
+            f"The base URLs of {connection.name!r} serve no model in common ({each}): a connection's URLs take turns "
+            "answering the same requests, so give it URLs that serve the same model (or add one connection each)."
+        )
     return tuple(sorted(served))
 
 
@@ -254,9 +288,17 @@ class Client:
             body = _send(self.connection, url, "POST", "/chat/completions", request)
             try:
                 choices = body["choices"]
-                if not choices or not all(isinstance(c["message"]["content"], str) for c in choices):
+                for choice in choices:
+                    # OpenAI's content is "string or null": null with a refusal (its text stands as the answer),
+                    # or from a reasoning model that spent max_tokens before answering (an empty answer).
+                    message = choice["message"]
+                    if message.get("content") is None:
+                        message["content"] = message.get("refusal") or ""
+                    if not isinstance(message["content"], str):
+                        raise _Failed(f"{url} answered with no text in its choices")
+                if not choices:
                     raise _Failed(f"{url} answered with no text in its choices")
-            except (KeyError, TypeError, IndexError):
+            except (KeyError, TypeError, IndexError, AttributeError):
                 raise _Failed(f"{url} answered JSON that is not a chat completion") from None
             body["served_by"] = url
             return body
@@ -319,6 +361,8 @@ class Client:
                     if not failed.retry:
                         pause = None  # a refusal: the same on every URL, and again
                         break
+                    if pause is not None:
+                        pause = max(pause, failed.wait_s)  # a rate limit's Retry-After
                     with self._lock:
                         self._down[url] = str(failed)
             if pause is None or (cancel is not None and cancel.wait(pause)):
@@ -333,7 +377,8 @@ def _whole_answer(url: str, response: httpx.Response) -> str:
     """The text of a chat completion sent whole where a stream was asked for."""
     response.read()
     try:
-        return response.json()["choices"][0]["message"]["content"] or ""
+        message = response.json()["choices"][0]["message"]
+        return message["content"] or message.get("refusal") or ""
     except (ValueError, KeyError, IndexError, TypeError):
         raise _Failed(f"{url} answered something that is neither a stream nor a chat completion") from None
 
@@ -353,7 +398,8 @@ def _stream_pieces(url: str, lines):
             if chunk.get("error") or chunk.get("object") == "error":  # OpenAI's shape, and vLLM's older one
                 raise _Failed(f"{url} sent an error in its stream: {chunk.get('error') or chunk.get('message')}")
             choices = chunk.get("choices") or [{}]
-            piece = (choices[0].get("delta") or {}).get("content") or ""
+            delta = choices[0].get("delta") or {}
+            piece = delta.get("content") or delta.get("refusal") or ""  # a refusal streams as its own field
             finished = finished or bool(choices[0].get("finish_reason"))
         except (ValueError, AttributeError, TypeError):
             raise _Failed(f"{url} streamed something that is not a chat completion chunk: {data[:200]!r}") from None
@@ -376,8 +422,9 @@ def sampling(params) -> dict:
 def answers(served: Client, conversations: list[list[dict]], params, cancel=None):
     """Yield (index, k texts, base URL) for each conversation as its answers come back, many requests in flight.
     Each asks for all k (`n`); a server that returns fewer (Ollama ignores `n`) is asked again for the rest, with
-    another seed. Stops within half a second when `cancel` is set, without waiting for the requests in flight; a
-    request that fails on every URL raises ServerError after the ones already yielded."""
+    another seed. Stops within half a second when `cancel` is set, without waiting for the requests in flight. A
+    request that fails on every URL ends the run: requests not yet sent are dropped, those in flight are waited for
+    and yielded, then ServerError is raised."""
 
     def one(index: int) -> tuple[int, list[str], str]:
         texts, url, asked = [], None, 0
@@ -396,15 +443,26 @@ def answers(served: Client, conversations: list[list[dict]], params, cancel=None
 
     pool = ThreadPoolExecutor(max_workers=served.in_flight())
     pending = {pool.submit(one, i) for i in range(len(conversations))}
+    failure = None
     try:
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=0.5)
             for future in done:
-                index, texts, url = future.result()
+                if future.cancelled():
+                    continue
+                try:
+                    index, texts, url = future.result()
+                except ServerError as error:
+                    failure = failure or error
+                    for waiting in pending:
+                        waiting.cancel()  # not sent yet: dropped; those in flight still come back
+                    continue
                 if texts:
                     yield index, texts, url
             if cancel is not None and cancel.is_set():
                 break
+        if failure is not None:
+            raise failure
     finally:
         # Requests not sent are dropped. After a cancel those in flight are not waited for (their answers are
         # discarded when they come), so Cancel answers at once even with long answers on a busy server; after a
