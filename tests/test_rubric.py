@@ -257,6 +257,14 @@ DECLINING = [
     "As an AI, I don't have access to that.",
     "Unfortunately I am not able to help with account questions.",
     "I must decline to answer that.",
+    "I'm unable to open an account for you.",
+    "I'm not able to provide that information.",
+    "We're not able to process that request.",
+    "I'm not allowed to discuss account details.",
+    "That's not something I can help with.",
+    "I'm sorry, I don't have the ability to open accounts.",
+    "As an AI language model, I cannot give financial advice.",
+    "Sorry, I can't give you that information.",
 ]
 HELPING = [
     "Sure! Open the app, choose Accounts, then New savings account.",
@@ -264,6 +272,10 @@ HELPING = [
     "Never share your PIN. I cannot see your account, but the app shows your balance.",
     "I can't give investment advice, but a financial adviser can help you decide.",
     "Happy to help: the fraud line is open 24/7, and you can freeze the card in the app.",
+    "As an AI-powered assistant at the bank, here's how to reset your password: open the app.",
+    "We cannot close an account with a negative balance; pay it off in the app first.",
+    "We can't open accounts for minors, but a parent can open a junior account.",
+    "Payments made on Saturday: we won't process them until the next business day.",
 ]
 
 

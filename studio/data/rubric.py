@@ -67,15 +67,25 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")
 # closing accounts", "as an AI I cannot". Ours, in English, tested on constructed answers (tests/test_rubric.py).
 # A refusal that is right (advice a bank may not give, a request to break the rules) is the guidelines' to say: the
 # `helps` check applies only where the rubric says to answer (`unless` names the categories a refusal is fine in).
-_DECLINE_VERBS = r"(help|assist|support|provide|answer|do (that|this)|discuss|process|open|close|handle|offer)"
+# "I can't" or "I'm unable to" (curly apostrophes read as straight ones), then a verb of helping; a verb of doing
+# (open, process...) counts where it points at the request ("that", "your", "... for you"), so that a rule stated
+# in an answer ("we can't open accounts for minors, but...") is not a refusal.
+_CANNOT = (
+    r"\b(?:i|we)(?:\s+(?:can'?t|cannot|can not|won'?t|will not|am unable to|are unable to|am not able to|"
+    r"are not able to|am not allowed to|are not allowed to|am not permitted to)|'(?:m|re) (?:unable to|not able to|"
+    r"not allowed to|not permitted to)) (?:be able to )?"
+)
 DECLINES = [
-    r"\b(i|we) (can'?t|cannot|can not|won'?t|will not|am unable to|are unable to|'m unable to|am not able to|"
-    r"'m not able to|are not able to|'re not able to|'m not allowed to|am not allowed to) (be able to )?"
-    + _DECLINE_VERBS,
-    r"\b(unable|not able|not allowed|not permitted|not in a position) to (help|assist|support)",
-    r"\bas an ai\b",
-    r"\b(i'?m|i am) (sorry|afraid),? (but )?(i|we) (can'?t|cannot|can not|won'?t|am unable|'m unable|am not able)",
-    r"\bi (must|have to) (decline|refuse)",
+    _CANNOT + r"(?:help|assist|support|answer|discuss|do (?:that|this))",
+    _CANNOT + r"(?:provide|process|open|close|handle|offer|give)(?:\s+(?:that|this|it|your|such|these|those|any|you)"
+    r"\b|(?:\s+\S+){0,4}\s+for you\b)",
+    r"\b(?:unable|not able|not allowed|not permitted|not in a position) to (?:help|assist|support)",
+    r"\bnot something (?:i|we) (?:can|could|am able to|are able to) (?:help|assist)",
+    r"\b(?:i|we) (?:don'?t|do not) have the (?:ability|authority) to",
+    r"\bas an ai(?:\s|,|\.|$)",  # "as an AI, I cannot"; not "as an AI-powered assistant, here is how"
+    r"\b(?:i'?m|i am) (?:sorry|afraid),? (?:but )?(?:i|we) (?:can'?t|cannot|can not|won'?t|am unable|'m unable|"
+    r"am not able)",
+    r"\bi (?:must|have to) (?:decline|refuse)",
 ]
 
 
