@@ -285,7 +285,8 @@ def test_a_report_sees_a_rule_not_learned_a_rule_that_fell_and_polite_refusals(t
         rules = {r["rule"]: r for r in entry["rules"]}
         assert rules["Friendly"]["verdict"] == "kept"
         assert (rules["Brief"]["base"]["value"], rules["Brief"]["aligned"]["value"]) == (1.0, 0.0)
-        assert rules["Brief"]["verdict"] == "fell" and rules["Helps"]["verdict"] == "fell"
+        # Every one of the 4 prompts fell, in both samples: a sign test over 4 prompts cannot tell that from chance.
+        assert rules["Brief"]["verdict"] == rules["Helps"]["verdict"] == "fell" + report.UNSURE
         fraud = rules["Fraud: freeze the card"]
         assert (fraud["base"]["value"], fraud["aligned"]["value"], fraud["verdict"]) == (0.0, 0.0, "not learned")
         lines = report.rule_lines(summary)
@@ -296,10 +297,8 @@ def test_a_report_sees_a_rule_not_learned_a_rule_that_fell_and_polite_refusals(t
         ) in lines
         declined = entry["declines"]
         assert (declined["base"]["value"], declined["aligned"]["value"], declined["prompts"]) == (0.0, 1.0, 4)
-        assert any(
-            "declines to help more often" in w and "0 of 8 answers (base) -> 8 of 8 (adapter), beyond the noise" in w
-            for w in summary["warnings"]
-        )
+        said = "0 of 8 answers (base) -> 8 of 8 (adapter), on 4 of 4 prompts, too few to be sure: read the answers"
+        assert any("declines to help more often" in w and said in w for w in summary["warnings"])
         assert ["held", "Declines to help (lower is better)", 4] == report.rule_table(summary)[-1][:3]
         with store.tx() as db:
             db.execute("UPDATE reports SET summary = ? WHERE id = ?", (json.dumps(summary), made))

@@ -98,3 +98,40 @@ def test_the_length_controlled_win_rate_sees_through_a_longer_answer():
     even = [(1.0 if i % 4 else 0.0, ((i * 7) % 11 - 5) / 10) for i in range(200)]
     assert evaluate.length_controlled(even)[0] == pytest.approx(0.75, abs=0.05)
     assert evaluate.length_controlled([]) is None
+
+
+def test_a_rule_s_verdict_needs_enough_prompts_and_one_answer_per_prompt_still_warns():
+    """A rule that applies to one held-out prompt, failed by the base and passed by the adapter in 3 of 3 samples,
+    has a bootstrap interval as narrow as its data (+100% to +100%): "learned" needs the prompts to move one way more
+    often than chance as well (a sign test), which takes 6 of 6. With one answer per prompt there is no noise floor,
+    and an adapter that only ties the base still gets the warning."""
+    from studio.evaluation import report
+
+    def found(outcomes: dict) -> dict:  # prompt -> [(base passes, adapter passes) per sample]
+        per = {
+            (p, n, pos): {"ok": pair[pos]}
+            for p, pairs in outcomes.items()
+            for n, pair in enumerate(pairs)
+            for pos in (0, 1)
+        }
+        keys = [(p, n) for p, pairs in outcomes.items() for n in range(len(pairs))]
+        return report._paired(per, keys, {p: f"prompt {p}" for p in outcomes}, lambda _: True, lambda _, a: a["ok"])
+
+    one = found({1: [(0.0, 1.0)] * 3})
+    assert (one["change"]["low"], one["change"]["high"]) == (1.0, 1.0)
+    assert report._verdict(one) == "learned" + report.UNSURE
+    three = found({1: [(0.0, 1.0), (0.0, 1.0), (0.0, 0.0)], 2: [(0.0, 1.0)] * 3, 3: [(1.0, 1.0), (0.0, 1.0)] * 1})
+    assert three["change"]["low"] > 0 and report._verdict(three) == "learned" + report.UNSURE
+    six = found({p: [(1.0, 0.0), (1.0, 1.0)] for p in range(6)})
+    assert (six["up"], six["down"]) == (0, 6) and report._verdict(six) == "fell"
+    assert report._verdict(found({p: [(1.0, 1.0)] for p in range(6)})) == "kept"
+
+    tied = {"at_least_as_good": {"value": 1.0, "low": 1.0, "high": 1.0, "n": 6}, "noise_floor": None, "win_rate": None}
+    summary = {
+        "prompt_set": "held",
+        "words": {"base": 20, "aligned": 20},
+        "scorers": {scorers.RUBRIC: tied},
+        "repetitive": {"base": 0.0, "aligned": 0.0},
+    }
+    (warned,) = report._warnings(summary)
+    assert "not clearly better than the base (no pair of answers differs; with one answer per prompt" in warned
