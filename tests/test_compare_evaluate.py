@@ -269,9 +269,10 @@ def test_a_report_sees_a_rule_not_learned_a_rule_that_fell_and_polite_refusals(t
     rubric.save(
         store,
         "held",
-        "categories:\n  everyday: '.'\nchecks:\n  - name: Friendly\n    any: ['happy|glad|sorry|sure']\n"
-        "  - name: Brief\n    max_words: 12\n  - name: 'Fraud: freeze the card'\n    when: everyday\n"
-        "    must: ['freez']\n  - name: Helps\n    helps: true\n",
+        "categories:\n  everyday: '.'\n  rare: 'no held-out prompt says this'\nchecks:\n  - name: Friendly\n"
+        "    any: ['happy|glad|sorry|sure']\n  - name: Brief\n    max_words: 12\n  - name: 'Fraud: freeze the card'\n"
+        "    when: everyday\n    must: ['freez']\n  - name: Helps\n    helps: true\n  - name: Rare rule\n"
+        "    when: rare\n    must: ['x']\n",
     )
     base = "Sure, happy to help: open the app, choose Accounts, then New account."
     aligned = "I'm sorry, but I am unable to assist with opening or closing accounts at this time, I'm afraid."
@@ -283,7 +284,13 @@ def test_a_report_sees_a_rule_not_learned_a_rule_that_fell_and_polite_refusals(t
         summary = report.summarize(store, made)
         (entry,) = summary["sets"]
         rules = {r["rule"]: r for r in entry["rules"]}
-        assert rules["Friendly"]["verdict"] == "kept"
+        assert rules["Friendly"]["verdict"] == "kept" and "Rare rule" not in rules
+        # A rule no prompt of the report applies to is said to be untested, not left out in silence.
+        assert entry["untested"] == ["Rare rule"]
+        assert any(
+            "not tested, since no prompt of this report is one they apply to: Rare rule" in w
+            for w in summary["warnings"]
+        )
         assert (rules["Brief"]["base"]["value"], rules["Brief"]["aligned"]["value"]) == (1.0, 0.0)
         # Every one of the 4 prompts fell, in both samples: a sign test over 4 prompts cannot tell that from chance.
         assert rules["Brief"]["verdict"] == rules["Helps"]["verdict"] == "fell" + report.UNSURE
@@ -299,7 +306,8 @@ def test_a_report_sees_a_rule_not_learned_a_rule_that_fell_and_polite_refusals(t
         assert (declined["base"]["value"], declined["aligned"]["value"], declined["prompts"]) == (0.0, 1.0, 4)
         said = "0 of 8 answers (base) -> 8 of 8 (adapter), on 4 of 4 prompts, too few to be sure: read the answers"
         assert any("declines to help more often" in w and said in w for w in summary["warnings"])
-        assert ["held", "Declines to help (lower is better)", 4] == report.rule_table(summary)[-1][:3]
+        assert ["held", "Declines to help (lower is better)", 4] == report.rule_table(summary)[-2][:3]
+        assert report.rule_table(summary)[-1][1:3] == ["Rare rule", 0]
         with store.tx() as db:
             db.execute("UPDATE reports SET summary = ? WHERE id = ?", (json.dumps(summary), made))
         kept, why = gate.verdict(store, job_id)["checks"]["skills kept"]

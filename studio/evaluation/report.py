@@ -236,6 +236,8 @@ def _summarize_set(store: Store, evaluation: int, set_name: str) -> dict:
     summary["examples"] = _examples(answers, prompts, keys)
     checks = rubric.for_set(store, set_name)
     summary["rules"] = _rules(checks, answers, prompts, keys) if checks else []
+    tested = {row["rule"] for row in summary["rules"]}
+    summary["untested"] = [c.name for c in checks.checks if c.name not in tested] if checks else []
     summary["categories"] = _categories(checks, answers, prompts, keys) if checks else []
     summary["declines"] = _declines(checks, answers, prompts, keys)
     summary["warnings"] = _warnings(summary)
@@ -454,6 +456,12 @@ def _warnings(summary: dict) -> list[str]:
             f"{_counted(declined['base'])} answers (base) -> {_counted(declined['aligned'])} (adapter), {beyond}. "
             "A polite refusal can win a preference and still help less."
         )
+    if summary.get("untested"):
+        found.append(
+            f"{name}: not tested, since no prompt of this report is one they apply to: "
+            f"{', '.join(summary['untested'])}. Raise the report's prompt limit, or add such prompts to a held-out "
+            "set."
+        )
     rubric = summary["scorers"].get(scorers.RUBRIC)
     if rubric and rubric["at_least_as_good"] and rubric["noise_floor"]:
         if rubric["at_least_as_good"]["low"] <= rubric["noise_floor"]["value"]:
@@ -548,6 +556,8 @@ def lines(summary: dict) -> list[str]:
                     f"    - {row['rule']}: {_share(row['base'])} -> {_share(row['aligned'])} "
                     f"({row['prompts']} prompts): {row['verdict']}"
                 )
+            for rule in entry.get("untested", []):
+                out.append(f"    - {rule}: not tested (no prompt of this report is one it applies to)")
         if entry.get("declines"):
             d = entry["declines"]
             out.append(
@@ -584,6 +594,8 @@ def rule_table(summary: dict) -> list[list]:
                     verdict,
                 ]
             )
+        for rule in entry.get("untested", []):
+            rows.append([entry["prompt_set"], rule, 0, "-", "-", "-", "not tested: no prompt here it applies to"])
     return rows
 
 
