@@ -154,6 +154,11 @@ def test_launch_holds_the_rules_the_train_tab_relies_on(store):
     assert recipe.rubric == str(Path(rl["folder"]) / "rubric.yaml") and "Kind" in Path(recipe.rubric).read_text()
     assert recipe.per_device_train_batch_size == 8  # rounded up to whole groups of 4 answers
     assert json.loads(rl["report_settings"]) == {"samples": 2}
+    # Its alignment report will say that a gain by the rubric is what the job was trained to raise; the DPO job's not.
+    from studio.evaluation import report
+
+    assert report._optimised(store, rl["id"]) == {"rubric": "the rubric was the job's reward"}
+    assert report._optimised(store, job_id) == {}
 
 
 def test_the_form_sends_every_field_and_each_method_keeps_its_own(store):

@@ -96,6 +96,12 @@ def test_rloo_with_a_reward_model_job_and_the_toxicity_penalty(store):
     assert all(
         math.isfinite(m["rewards/reward_model/mean"]) and -1 <= m["rewards/toxicity_penalty/mean"] <= 0 for m in metrics
     )
+    # Its alignment report will say that a gain by this reward model is what the job was trained to raise.
+    from studio.data import scorers
+    from studio.evaluation import report
+
+    said = f"reward model job {reward_job} was the job's reward"
+    assert report._optimised(store, rl_job) == {scorers.reward_key(reward_job): said}
 
     bad = launch.create(store, "rloo", {**RL, "max_steps": 1}, data_label="x", data_rows=rows)
     with pytest.raises(recipes.RecipeError, match="online RL needs a reward"):

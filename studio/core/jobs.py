@@ -164,9 +164,8 @@ def method_label(job: dict) -> str:
     """The method as the jobs table, the lineage and the card name it: `dpo`, or `dpo, ipo loss` when DPO trained
     with another loss than TRL's default sigmoid; online RL with its rewards and their weights, `grpo, rewards:
     correct_number x1, answer_line x0.5` (read from the job's recipe)."""
-    try:
-        recipe = yaml.safe_load((Path(job["folder"]) / "recipe.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    recipe = recipe_of(job)
+    if not recipe:
         return job["method"]
     if methods.get(job["method"]).data == "prompts":
         named = reward_names(recipe)
@@ -177,6 +176,15 @@ def method_label(job: dict) -> str:
     losses = recipe.get("loss_type")
     losses = [losses] if isinstance(losses, str) else list(losses or [])
     return job["method"] if losses in ([], ["sigmoid"]) else f"dpo, {'+'.join(losses)} loss"
+
+
+def recipe_of(job: dict) -> dict:
+    """The job's recipe as written in its folder (recipe.yaml); empty where it cannot be read."""
+    try:
+        recipe = yaml.safe_load((Path(job["folder"]) / "recipe.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return recipe if isinstance(recipe, dict) else {}
 
 
 def reward_names(recipe: dict) -> list[str]:

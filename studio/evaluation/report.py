@@ -20,6 +20,7 @@ import json
 import re
 import threading
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -192,7 +193,27 @@ def summarize(store: Store, report: int) -> dict:
         (report,),
     ):
         sets.append(_summarize_set(store, row["id"], row["name"]))
+    (found,) = store.query("SELECT job_id FROM reports WHERE id = ?", (report,))
+    optimised = _optimised(store, found["job_id"])
+    for entry in sets:
+        for scorer in [s for s in entry["scorers"] if s in optimised]:
+            entry["warnings"].append(
+                f"{entry['prompt_set']}: {scorer}: {optimised[scorer]}, so a gain by it is what the job was trained "
+                "to raise, not independent evidence (a model can learn to please its scorer): read the answers, and "
+                "ask people (blind votes on the Evaluate tab)."
+            )
     return {"sets": sets, "warnings": [w for s in sets for w in s["warnings"]]}
+
+
+def _optimised(store: Store, job_id: int) -> dict[str, str]:
+    """The report's scorers that the job (online RL) was rewarded by: scorer -> how."""
+    recipe = jobs.recipe_of(jobs.get(store, job_id))
+    found = {scorers.RUBRIC: "the rubric was the job's reward"} if recipe.get("rubric") else {}
+    if recipe.get("reward_model"):
+        for reward in jobs.list_jobs(store):
+            if reward["method"] == "reward" and Path(recipe["reward_model"]).is_relative_to(reward["folder"]):
+                found[scorers.reward_key(reward["id"])] = f"reward model job {reward['id']} was the job's reward"
+    return found
 
 
 def _summarize_set(store: Store, evaluation: int, set_name: str) -> dict:
