@@ -125,6 +125,7 @@ def test_a_rule_s_verdict_needs_enough_prompts_and_one_answer_per_prompt_still_w
     six = found({p: [(1.0, 0.0), (1.0, 1.0)] for p in range(6)})
     assert (six["up"], six["down"]) == (0, 6) and report._verdict(six) == "fell"
     assert report._verdict(found({p: [(1.0, 1.0)] for p in range(6)})) == "kept"
+    assert report.sure({"up": 0, "down": 7}, up=False) and not report.sure({"up": 0, "down": 7}, up=True)
 
     tied = {"at_least_as_good": {"value": 1.0, "low": 1.0, "high": 1.0, "n": 6}, "noise_floor": None, "win_rate": None}
     summary = {

@@ -265,6 +265,10 @@ DECLINING = [
     "I'm sorry, I don't have the ability to open accounts.",
     "As an AI language model, I cannot give financial advice.",
     "Sorry, I can't give you that information.",
+    "I'm unable to provide information about interest rates.",
+    "I can't process payments or transfers.",
+    "I'm not able to give out that information.",
+    "We are not permitted to discuss that.",
 ]
 HELPING = [
     "Sure! Open the app, choose Accounts, then New savings account.",
@@ -276,6 +280,9 @@ HELPING = [
     "We cannot close an account with a negative balance; pay it off in the app first.",
     "We can't open accounts for minors, but a parent can open a junior account.",
     "Payments made on Saturday: we won't process them until the next business day.",
+    "Don't worry, we won't close your account.",
+    "We can't process your transfer until Monday; it will go out then.",
+    "We won't support this card after May, so order a new one in the app.",
 ]
 
 

@@ -55,6 +55,9 @@ def test_a_connection_is_checked_and_keeps_only_the_key_s_name(store, llama_url,
     for ours in ("HF_TOKEN", "OAUTH_CLIENT_SECRET"):  # never sent to a server someone adds
         with pytest.raises(servers.ServerError, match=f"{ours} holds one of the studio's own credentials"):
             servers.add(store, "llama", url, ours)
+    stored = servers.Connection("old", (url,), "OAUTH_CLIENT_SECRET")  # as a connection stored before the rule
+    with pytest.raises(servers.ServerError, match="one of the studio's own credentials, which is never sent"):
+        stored.headers()
     # A key an HTTP header cannot carry is refused by the name of its variable; the key is never quoted.
     for broken in (KEY[:4] + "\n" + KEY[4:], KEY + "é"):
         monkeypatch.setenv(KEY_ENV, broken)
@@ -332,10 +335,11 @@ def test_a_stream_cut_short_is_an_error_and_a_whole_answer_is_taken():
 class _Scripted(BaseHTTPRequestHandler):
     """An OpenAI-shaped server (the API reference's chat.completion and model list) that answers as told: `models`
     it lists, and for each chat request the next of `answers` (status, headers, message), then `last` for the rest,
-    after `delay_s`; a message saying "fail" is answered 500 at once."""
+    after `delay_s`; a message saying "fail" is answered 500 at once, one saying "busy" 429 with a Retry-After of a
+    minute (counted in `busy`)."""
 
     models, answers, last = ("gpt-4o-mini",), [], (200, {}, {"role": "assistant", "content": "Hello."})
-    delay_s = 0.0
+    delay_s, busy = 0.0, 0
     lock = threading.Lock()
 
     def _send(self, status, headers, body):
@@ -355,6 +359,9 @@ class _Scripted(BaseHTTPRequestHandler):
         asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if "fail" in asked["messages"][-1]["content"]:
             return self._send(500, {}, {"error": {"message": "injected", "type": "server_error"}})
+        if "busy" in asked["messages"][-1]["content"]:
+            type(self).busy += 1
+            return self._send(429, {"Retry-After": "60"}, {"error": {"message": "Rate limit reached"}})
         time.sleep(self.delay_s)
         with self.lock:
             status, headers, message = self.answers.pop(0) if self.answers else self.last
@@ -407,6 +414,13 @@ def test_refusals_rate_limits_mixed_urls_and_a_failure_among_answers_in_flight(s
     with pytest.raises(servers.ServerError, match="500: injected"):
         generate_candidates(store, "server:one/gpt-4o-mini", get_prompts(store, "bank"), FAST)
     assert table_counts(store)["responses"] == 3 * FAST.k
+    # A request waiting out a minute's Retry-After gives up once another has failed: the run ends, not a minute on.
+    with store.tx() as db:
+        db.execute("UPDATE prompts SET text = 'busy now' WHERE id = ?", (prompts[1]["id"],))
+    handler.delay_s = 0.0
+    with pytest.raises(servers.ServerError, match="500: injected"):
+        generate_candidates(store, "server:one/gpt-4o-mini", get_prompts(store, "bank")[:2], FAST)
+    assert handler.busy == 1
 
 
 def _next_token(logits, tokenizer) -> dict[str, float]:

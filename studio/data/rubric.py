@@ -67,18 +67,26 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")
 # closing accounts", "as an AI I cannot". Ours, in English, tested on constructed answers (tests/test_rubric.py).
 # A refusal that is right (advice a bank may not give, a request to break the rules) is the guidelines' to say: the
 # `helps` check applies only where the rubric says to answer (`unless` names the categories a refusal is fine in).
-# "I can't" or "I'm unable to" (curly apostrophes read as straight ones), then a verb of helping; a verb of doing
-# (open, process...) counts where it points at the request ("that", "your", "... for you"), so that a rule stated
-# in an answer ("we can't open accounts for minors, but...") is not a refusal.
-_CANNOT = (
-    r"\b(?:i|we)(?:\s+(?:can'?t|cannot|can not|won'?t|will not|am unable to|are unable to|am not able to|"
-    r"are not able to|am not allowed to|are not allowed to|am not permitted to)|'(?:m|re) (?:unable to|not able to|"
-    r"not allowed to|not permitted to)) (?:be able to )?"
+# "I can't" or "I'm unable to" (curly apostrophes read as straight ones), then a verb of helping. A verb of doing
+# (open, process...) counts after "I"; after "we" only where it points at the request ("that", "your request",
+# "... for you"), and "we won't" not at all, so that a rule or a promise stated in an answer ("we can't open
+# accounts for minors, but...", "we won't close your account") is not a refusal.
+_I_CANNOT = (
+    r"\bi(?:\s+(?:can'?t|cannot|can not|won'?t|will not|am unable to|am not able to|am not allowed to|"
+    r"am not permitted to)|'m (?:unable to|not able to|not allowed to|not permitted to)) (?:be able to )?"
 )
+_WE_CANNOT = (
+    r"\bwe(?:\s+(?:can'?t|cannot|can not|are unable to|are not able to|are not allowed to|are not permitted to)|"
+    r"'re (?:unable to|not able to|not allowed to|not permitted to)) (?:be able to )?"
+)
+_DOING = r"(?:provide|process|open|close|handle|offer)"
 DECLINES = [
-    _CANNOT + r"(?:help|assist|support|answer|discuss|do (?:that|this))",
-    _CANNOT + r"(?:provide|process|open|close|handle|offer|give)(?:\s+(?:that|this|it|your|such|these|those|any|you)"
-    r"\b|(?:\s+\S+){0,4}\s+for you\b)",
+    f"(?:{_I_CANNOT}|{_WE_CANNOT})" + r"(?:help|assist|support|answer|discuss|do (?:that|this))",
+    _I_CANNOT + _DOING,
+    _I_CANNOT + r"(?:give|share)(?: out)?(?: you)? (?:that|this|it|such|these|those|any|your|information|details)",
+    _WE_CANNOT
+    + _DOING
+    + r"(?:\s+(?:that|this|it|such|these|those|any|you|your request)\b|(?:\s+\S+){0,4}\s+for you\b)",
     r"\b(?:unable|not able|not allowed|not permitted|not in a position) to (?:help|assist|support)",
     r"\bnot something (?:i|we) (?:can|could|am able to|are able to) (?:help|assist)",
     r"\b(?:i|we) (?:don'?t|do not) have the (?:ability|authority) to",

@@ -317,14 +317,14 @@ def _rules(checks, answers: dict, prompts: dict, keys: list) -> list[dict]:
     return rows
 
 
-def sure(found: dict) -> bool:
-    """Whether the prompts that moved moved one way more often than chance would (an exact two-sided sign test over
-    prompts, p < 0.05: at least 6 prompts, all one way). A bootstrap over two or three prompts gives an interval as
-    narrow as the data, so a change needs this as well."""
+def sure(found: dict, up: bool) -> bool:
+    """Whether the prompts that moved moved this way (`up`: passed more often after) more often than chance would (an
+    exact two-sided sign test over prompts, p < 0.05: at least 6 prompts, all this way). A bootstrap over two or
+    three prompts gives an interval as narrow as the data, so a change needs this as well."""
     from scipy.stats import binomtest
 
-    up, down = found["up"], found["down"]
-    return bool(up + down) and binomtest(max(up, down), up + down).pvalue < 0.05
+    ours, theirs = (found["up"], found["down"]) if up else (found["down"], found["up"])
+    return ours > theirs and binomtest(ours, ours + theirs).pvalue < 0.05
 
 
 def _verdict(found: dict) -> str:
@@ -332,9 +332,9 @@ def _verdict(found: dict) -> str:
     moved to tell them from chance), from the shares and the paired change's interval."""
     base, aligned, change = found["base"], found["aligned"], found["change"]
     if change["low"] > 0:
-        return "learned" + ("" if sure(found) else UNSURE)
+        return "learned" + ("" if sure(found, up=True) else UNSURE)
     if change["high"] < 0:
-        return "fell" + ("" if sure(found) else UNSURE)
+        return "fell" + ("" if sure(found, up=False) else UNSURE)
     if aligned["value"] == 0:
         return "not learned"
     return "kept" if base["value"] >= 0.9 and aligned["value"] >= 0.9 else "no clear change"
@@ -466,7 +466,7 @@ def _warnings(summary: dict) -> list[str]:
         )
     declined = summary.get("declines")
     if declined and declined["aligned"]["value"] > declined["base"]["value"] and declined["change"]["value"] >= 0.05:
-        if declined["change"]["low"] > 0 and sure(declined):
+        if declined["change"]["low"] > 0 and sure(declined, up=True):
             beyond = "beyond the noise"
         elif declined["change"]["low"] > 0:
             beyond = f"on {declined['up']} of {declined['prompts']} prompts, too few to be sure: read the answers"

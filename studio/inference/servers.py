@@ -64,6 +64,11 @@ class Connection:
     def headers(self) -> dict:
         if not self.key_env:
             return {}
+        if _STUDIO_CREDENTIALS.match(self.key_env):  # a connection stored before the name was refused at add()
+            raise ServerError(
+                f"The server {self.name!r} takes its key from {self.key_env}, one of the studio's own credentials, "
+                "which is never sent to a server: edit the connection to name a variable of its own."
+            )
         key = (os.environ.get(self.key_env) or "").strip()
         if not key:
             raise ServerError(
@@ -278,10 +283,11 @@ class Client:
         with ThreadPoolExecutor(max_workers=self.in_flight()) as pool:
             return list(pool.map(lambda messages: self.chat(messages, **options), conversations))
 
-    def chat(self, messages: list[dict], **options) -> dict:
+    def chat(self, messages: list[dict], cancel=None, **options) -> dict:
         """The server's answer (OpenAI's chat.completion object) with `served_by`: the base URL that answered. When
         every URL fails for a reason that may pass (a 429 rate limit, a 5xx, a timeout, a cut connection), the
-        request is tried again after BACKOFF_S pauses before the run ends with what each URL said."""
+        request is tried again after BACKOFF_S pauses before the run ends with what each URL said; once `cancel` is
+        set it is not tried again."""
         request = {"model": self.model, "messages": messages, **options}
 
         def ask(url: str) -> dict:
@@ -303,7 +309,7 @@ class Client:
             body["served_by"] = url
             return body
 
-        return self._in_turn(ask)
+        return self._in_turn(ask, cancel)
 
     def chat_stream(self, messages: list[dict], cancel=None, **options):
         """Yield the answer's text so far as the server writes it (OpenAI's `stream: true`: server-sent events of
@@ -426,6 +432,8 @@ def answers(served: Client, conversations: list[list[dict]], params, cancel=None
     request that fails on every URL ends the run: requests not yet sent are dropped, those in flight are waited for
     and yielded, then ServerError is raised."""
 
+    halt = threading.Event()  # Cancel, or a request that failed: no request is tried again after a failure
+
     def one(index: int) -> tuple[int, list[str], str]:
         texts, url, asked = [], None, 0
         while len(texts) < params.k:
@@ -433,6 +441,7 @@ def answers(served: Client, conversations: list[list[dict]], params, cancel=None
                 return index, [], url
             body = served.chat(
                 conversations[index],
+                halt,
                 n=params.k - len(texts),
                 seed=(params.seed + asked * 7919) % 2**32,
                 **sampling(params),
@@ -454,12 +463,14 @@ def answers(served: Client, conversations: list[list[dict]], params, cancel=None
                     index, texts, url = future.result()
                 except ServerError as error:
                     failure = failure or error
+                    halt.set()  # those waiting for a retry give up; those in flight still come back
                     for waiting in pending:
-                        waiting.cancel()  # not sent yet: dropped; those in flight still come back
+                        waiting.cancel()  # not sent yet: dropped
                     continue
                 if texts:
                     yield index, texts, url
             if cancel is not None and cancel.is_set():
+                halt.set()
                 break
         if failure is not None:
             raise failure
