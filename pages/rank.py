@@ -16,7 +16,7 @@ from studio.core import access, jobs
 from studio.data import judges, ranking, rubric, scorers, team
 from studio.data.ranking import LETTERS, MAX_SHOWN, RankingError
 from studio.evaluation import active
-from studio.inference import models, servers
+from studio.inference import models
 
 KEYS = """**Keyboard** (the order box keeps the focus):
 - type the order best to worst, e.g. `b a=c d` (`=` ties), then **Enter** to submit
@@ -590,10 +590,6 @@ def _target_and_gold(ctx: Ctx, prompt_set, annotator, current, team_status):
 
 def _judge_section(ctx: Ctx, prompt_set, team_status):
     """The judge that pre-ranks the candidates (the rubric or an LLM); returns its prompt box."""
-
-    def judge_models() -> list[str]:
-        return ["embedded", *servers.served_references(ctx.store)]
-
     with gr.Row():
         judge_kind = gr.Radio(
             [("the set's rubric", "rubric"), ("an LLM judge", "llm")],
@@ -603,7 +599,7 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
             scale=2,
         )
         judge_model = gr.Dropdown(
-            judge_models(),
+            judges.judge_models(ctx.store),
             value="embedded",
             allow_custom_value=True,
             scale=1,
@@ -611,7 +607,7 @@ def _judge_section(ctx: Ctx, prompt_set, team_status):
             elem_id="rank-judge-model",
         )
     # A server added on the Generate tab (by anyone) since the page loaded is listed when the list is opened.
-    judge_model.focus(lambda: gr.update(choices=judge_models()), None, judge_model, queue=False)
+    judge_model.focus(lambda: gr.update(choices=judges.judge_models(ctx.store)), None, judge_model, queue=False)
     with gr.Accordion("LLM judge prompt", open=False):
         judge_prompt = gr.Textbox(
             judges.LLM_PROMPT,

@@ -10,13 +10,13 @@ import pandas as pd
 from pages import Ctx, cancel_button, cancellable, login, message, set_choices, waiting
 from studio.core import access, jobs, methods
 from studio.core.jobs import JobError
-from studio.data import candidates
+from studio.data import candidates, judges
 from studio.data.preferences import PreferenceError
 from studio.data.prompts import PromptError, list_prompt_sets
 from studio.data.ranking import PAIR_MODES
 from studio.evaluation import report
 from studio.evaluation.evaluate import EvaluationError
-from studio.inference import models, servers
+from studio.inference import models
 from studio.inference.decode import GenerationParams
 from studio.training import diagnostics, launch, recipes, rewards, sagemaker
 
@@ -382,8 +382,8 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
     """Online RL: the rewards (into `f`) and the sampling settings (recipe fields, into `s`)."""
     help_ = recipes.help_text
 
-    def judges() -> list:
-        return [("none", ""), models.EMBEDDED, *servers.served_references(ctx.store)]
+    def judge_choices() -> list:
+        return [("none", ""), *judges.judge_models(ctx.store)]
 
     with gr.Accordion("Online RL (RLOO, GRPO): rewards and sampling", open=False, elem_id="train-rl"):
         f.reward_job = gr.Dropdown([], label="Reward model: a finished reward-model job", elem_id="train-reward")
@@ -394,7 +394,7 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
             False, label="Reward with the prompt set's rubric (0-1)", elem_id="train-rubric-reward"
         )
         f.judge = gr.Dropdown(
-            judges(),
+            judge_choices(),
             value="",
             allow_custom_value=True,
             label="LLM judge: scores each answer 1-10 against the set's guidelines",
@@ -402,7 +402,7 @@ def _rl_settings(ctx: Ctx, f: SimpleNamespace, s: dict) -> None:
             elem_id="train-judge",
         )
         # A server added on the Generate tab since the page loaded is listed when the list is opened.
-        f.judge.focus(lambda: gr.update(choices=judges()), None, f.judge, queue=False)
+        f.judge.focus(lambda: gr.update(choices=judge_choices()), None, f.judge, queue=False)
         f.verifiable = gr.CheckboxGroup(
             [(f"{name}: {line}", name) for name, line in rewards.VERIFIABLE.items()],
             label="Checks of each answer: against the prompt's reference answer (the set's answer column; bank_math "

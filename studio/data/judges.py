@@ -35,6 +35,12 @@ class JudgeError(ValueError):
     """A judge that cannot run; the message says what to fix."""
 
 
+def judge_models(store: Store) -> list[str]:
+    """The models the LLM-judge lists offer (Rank's pre-ranking, Train's reward): the embedded one, then every served
+    one (read again when a list is opened, for servers added since the page loaded)."""
+    return [models.EMBEDDED, *servers.served_references(store)]
+
+
 def judge_name(kind: str, set_name: str, model: str = models.EMBEDDED) -> str:
     return f"{JUDGE_PREFIX}rubric:{set_name}" if kind == "rubric" else f"{JUDGE_PREFIX}llm:{model}"
 

@@ -294,6 +294,8 @@ class Client:
             body = _send(self.connection, url, "POST", "/chat/completions", request)
             try:
                 choices = body["choices"]
+                if not choices:
+                    raise _Failed(f"{url} answered with no text in its choices")
                 for choice in choices:
                     # OpenAI's content is "string or null": null with a refusal (its text stands as the answer),
                     # or from a reasoning model that spent max_tokens before answering (an empty answer).
@@ -302,8 +304,6 @@ class Client:
                         message["content"] = message.get("refusal") or ""
                     if not isinstance(message["content"], str):
                         raise _Failed(f"{url} answered with no text in its choices")
-                if not choices:
-                    raise _Failed(f"{url} answered with no text in its choices")
             except (KeyError, TypeError, IndexError, AttributeError):
                 raise _Failed(f"{url} answered JSON that is not a chat completion") from None
             body["served_by"] = url
